@@ -1,0 +1,86 @@
+"""pipekit: batch pipelines that survive crashes, retries and reruns.
+
+The public API is what ``__all__`` lists; everything else lives in modules
+whose names say what they hold. Attributes load lazily so that ``import
+pipekit`` stays cheap on the path of a no-op run.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "Stage",
+    "RecordStage",
+    "StageContext",
+    "Checkpoint",
+    "StageConfig",
+    "PipelineConfig",
+    "StageResult",
+    "RunInfo",
+    "PipekitError",
+    "ConfigError",
+    "PluginError",
+    "LockTimeout",
+    "StageFailed",
+    "StageTimeout",
+    "NonRetryable",
+    "load_registry",
+]
+
+_LAZY = {
+    "hookimpl": "pipekit.hookspecs",
+    "hookspec": "pipekit.hookspecs",
+    "Stage": "pipekit.stage",
+    "RecordStage": "pipekit.stage",
+    "StageContext": "pipekit.stage",
+    "Checkpoint": "pipekit.stage",
+    "StageConfig": "pipekit.config",
+    "PipelineConfig": "pipekit.config",
+    "StageResult": "pipekit.results",
+    "RunInfo": "pipekit.results",
+    "PipekitError": "pipekit.errors",
+    "ConfigError": "pipekit.errors",
+    "PluginError": "pipekit.errors",
+    "LockTimeout": "pipekit.errors",
+    "StageFailed": "pipekit.errors",
+    "StageTimeout": "pipekit.errors",
+    "NonRetryable": "pipekit.errors",
+    "load_registry": "pipekit.plugins",
+}
+
+
+def __getattr__(name: str) -> Any:
+    modname = _LAZY.get(name)
+    if modname is None:
+        raise AttributeError(f"module 'pipekit' has no attribute {name!r}")
+    value = getattr(import_module(modname), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import PipelineConfig, StageConfig
+    from .errors import (
+        ConfigError,
+        LockTimeout,
+        NonRetryable,
+        PipekitError,
+        PluginError,
+        StageFailed,
+        StageTimeout,
+    )
+    from .hookspecs import hookimpl, hookspec
+    from .plugins import load_registry
+    from .results import RunInfo, StageResult
+    from .stage import Checkpoint, RecordStage, Stage, StageContext

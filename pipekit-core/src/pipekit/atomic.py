@@ -1,0 +1,153 @@
+"""Crash-safe file writes: temp file + fsync + rename + folder fsync.
+
+A reader never sees a partial file under its final name: either the old
+content or the new one. Temp files are named ``.<name>.pipekit-tmp-<host>-<pid>-<n>``
+beside their target so that a rename never crosses a file system, and so that
+:func:`sweep_temp_files` can find what a killed process of this host left
+behind without touching a live writer's files (of this host or another).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = [
+    "TEMP_MARK",
+    "temp_path_for",
+    "fsync_dir",
+    "fsync_file",
+    "atomic_write_bytes",
+    "commit_files",
+    "sweep_temp_files",
+]
+
+TEMP_MARK = ".pipekit-tmp-"
+_counter = itertools.count()
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", os.uname().nodename if hasattr(os, "uname") else "host")
+
+
+def temp_path_for(final: Path, tag: str = "") -> Path:
+    """A unique temp path beside ``final`` (same folder, same file system)."""
+    extra = f"{tag}-" if tag else ""
+    return final.with_name(
+        f".{final.name}{TEMP_MARK}{extra}{_HOST}-{os.getpid()}-{next(_counter)}"
+    )
+
+
+def fsync_dir(path: Path | str) -> None:
+    """fsync a folder so that renames and creations in it are durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path | str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old or the new content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def commit_files(pairs: Iterable[tuple[Path, Path]]) -> None:
+    """Make each ``temp`` durable, rename it to its ``final`` name, then fsync
+    every folder touched. Files first, then renames, then folders: so a crash
+    leaves each final name either absent, old, or complete and new."""
+    pairs = list(pairs)
+    for tmp, _final in pairs:
+        fsync_file(tmp)
+    folders: set[Path] = set()
+    for tmp, final in pairs:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        folders.add(final.parent)
+    for folder in folders:
+        fsync_dir(folder)
+
+
+def sweep_temp_files(folders: Iterable[Path]) -> list[Path]:
+    """Remove temp files left beside outputs by killed processes.
+
+    Only files carrying :data:`TEMP_MARK`, written on this host by a process
+    that is no longer alive, are removed: a concurrent runner's temp files
+    (here or on another host sharing the folder) are left alone.
+    """
+    removed: list[Path] = []
+    for folder in set(folders):
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if TEMP_MARK not in name:
+                continue
+            host, pid = _writer_of(name)
+            if host != _HOST or pid is None or pid == os.getpid() or _alive(pid):
+                continue
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def _writer_of(name: str) -> tuple[str, int | None]:
+    """(host, pid) of a temp file's writer, from its name."""
+    parts = name.rsplit(TEMP_MARK, 1)[1].split("-")
+    if len(parts) < 3:
+        return "", None
+    try:
+        return parts[-3], int(parts[-2])
+    except ValueError:
+        return "", None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

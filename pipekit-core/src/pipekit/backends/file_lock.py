@@ -1,0 +1,103 @@
+"""File locks on portalocker: OS locks that the OS frees when a process dies,
+so a killed runner never leaves a stale lock behind.
+
+Each key has one lock file, ``<root>/<safe key>.lock``, which also carries the
+fencing token (incremented under the lock at every acquisition) and who holds
+the lock (pid and host), so that a timeout can say who is in the way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FileLockBackend", "FileLease"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class FileLease:
+    def __init__(self, path: Path, key: str) -> None:
+        self.path = path
+        self.key = key
+        self.token: int | None = None
+        self._fh: Any = None
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        import portalocker
+
+        if self._fh is not None:
+            raise RuntimeError(f"lock {self.key!r} is already held by this lease")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+b")  # noqa: SIM115 - held while the lock is
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            try:
+                portalocker.lock(fh, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                break
+            except portalocker.LockException:
+                if deadline is not None and time.monotonic() >= deadline:
+                    fh.close()
+                    return False
+                sleep = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+                time.sleep(sleep)
+                delay = min(delay * 2, 0.1)
+        fh.seek(0)
+        previous = fh.read().split(b" ", 1)[0]
+        try:
+            token = int(previous) + 1
+        except ValueError:
+            token = 1
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{token} pid {os.getpid()} on host {os.uname().nodename}\n".encode())
+        fh.flush()
+        self.token = token
+        self._fh = fh
+        return True
+
+    def release(self) -> None:
+        import portalocker
+
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        try:
+            portalocker.unlock(fh)
+        finally:
+            fh.close()
+
+    def renew(self) -> None:
+        """OS locks do not expire: nothing to renew."""
+
+    def holder(self) -> str | None:
+        try:
+            text = self.path.read_text(errors="replace").strip()
+        except FileNotFoundError:
+            return None
+        parts = text.split(" ", 1)
+        return parts[1] if len(parts) == 2 else None
+
+    def __enter__(self) -> FileLease:
+        if self._fh is None:
+            self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class FileLockBackend:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def lock(self, key: str, ttl: float | None = None) -> FileLease:
+        safe = _SAFE.sub("_", key)
+        if len(safe) > 120:
+            safe = safe[:80] + "-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        return FileLease(self.root / f"{safe}.lock", key)

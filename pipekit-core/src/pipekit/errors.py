@@ -1,0 +1,56 @@
+"""The exceptions pipekit raises, and the exit code each maps to."""
+
+from __future__ import annotations
+
+__all__ = [
+    "PipekitError",
+    "ConfigError",
+    "PluginError",
+    "LockTimeout",
+    "StageFailed",
+    "StageTimeout",
+    "NonRetryable",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_LOCK = 3
+EXIT_INTERRUPTED = 130
+
+
+class PipekitError(Exception):
+    """Base of every error pipekit reports to a user (a message, never a traceback)."""
+
+    exit_code = EXIT_FAILED
+
+
+class ConfigError(PipekitError):
+    """The pipeline file, an option or the plugin set is wrong; nothing ran."""
+
+    exit_code = EXIT_USAGE
+
+
+class PluginError(ConfigError):
+    """A plugin could not be loaded, or registered a name that is already taken."""
+
+
+class LockTimeout(PipekitError):
+    """A lock could not be taken in time."""
+
+    exit_code = EXIT_LOCK
+
+
+class StageFailed(PipekitError):
+    """An attempt of a stage failed (the runner may retry it)."""
+
+
+class StageTimeout(StageFailed):
+    """An attempt ran past the stage's ``timeout`` and was stopped."""
+
+
+class NonRetryable(Exception):
+    """Raise (or subclass) this in a processor for a failure that retrying cannot fix.
+
+    The runner does not retry an attempt that failed with it.
+    """

@@ -1,0 +1,112 @@
+"""Content hashes cached by (size, mtime_ns, inode), like git's index.
+
+An unchanged file is never read again: a ``stat`` answers. A file whose
+mtime is within :data:`RACY_NS` of the moment it was hashed is not cached
+(it could change again within the file system's timestamp granularity without
+its stat changing), except for outputs the runner itself just committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+from . import _json
+from .atomic import atomic_write_bytes
+
+__all__ = ["HashCache", "hash_file", "RACY_NS"]
+
+RACY_NS = 2_000_000_000
+_CHUNK = 1 << 20
+
+
+def hash_file(path: Path | str) -> str:
+    """SHA-256 of a file's content, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class HashCache:
+    """A persistent map ``key -> (size, mtime_ns, ino, sha256)``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._dirty = False
+        self.reads = 0
+        self._entries: dict[str, list[object]] = {}
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            data = _json.loads(raw)
+            if isinstance(data, dict) and data.get("v") == 1:
+                self._entries = data["entries"]
+        except (ValueError, KeyError, TypeError):
+            self._entries = {}  # a torn or foreign cache is only a cache
+
+    MISS = "miss"
+
+    def peek(self, key: str, path: Path | str) -> str | None:
+        """Like :meth:`digest` but never reads the file: returns
+        :attr:`MISS` when answering would take a read."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        entry = self._entries.get(key)
+        if (
+            entry is not None
+            and entry[0] == st.st_size
+            and entry[1] == st.st_mtime_ns
+            and entry[2] == st.st_ino
+        ):
+            return entry[3]  # type: ignore[return-value]
+        return self.MISS
+
+    def digest(self, key: str, path: Path | str) -> str | None:
+        """The content hash of ``path``, or None when it does not exist."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        entry = self._entries.get(key)
+        if (
+            entry is not None
+            and entry[0] == st.st_size
+            and entry[1] == st.st_mtime_ns
+            and entry[2] == st.st_ino
+        ):
+            return entry[3]  # type: ignore[return-value]
+        digest = hash_file(path)
+        self.reads += 1
+        if time.time_ns() - st.st_mtime_ns >= RACY_NS:
+            with self._lock:
+                self._entries[key] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
+                self._dirty = True
+        else:
+            with self._lock:
+                if self._entries.pop(key, None) is not None:
+                    self._dirty = True
+        return digest
+
+    def remember(self, key: str, path: Path | str, digest: str) -> None:
+        """Cache the hash of a file this process wrote and committed itself."""
+        st = os.stat(path)
+        with self._lock:
+            self._entries[key] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
+            self._dirty = True
+
+    def save(self) -> None:
+        """Write the cache if it changed (not fsynced: a lost cache costs
+        only a re-read)."""
+        with self._lock:
+            if not self._dirty:
+                return
+            data = _json.dumps({"v": 1, "entries": self._entries})
+            self._dirty = False
+        atomic_write_bytes(self.path, data, durable=False)

@@ -1,0 +1,57 @@
+"""What a run reports: per-stage results, run info and the JSON summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+__all__ = ["StageResult", "RunInfo", "Decision"]
+
+
+@attrs.define
+class Decision:
+    """Whether a stage is up to date, and why (or why not)."""
+
+    stage: str
+    run: bool
+    reason: str
+    fingerprint: str | None = None
+    key: str | None = None
+    inputs: dict[str, str] = attrs.field(factory=dict)
+    """Input key -> content hash, when every input exists."""
+
+
+@attrs.define
+class StageResult:
+    name: str
+    status: str  # ok | skipped | failed
+    duration_s: float = 0.0
+    reason: str = ""
+    attempts: int = 0
+    key: str | None = None
+    fingerprint: str | None = None
+    error: str | None = None
+    info: dict[str, Any] = attrs.field(factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The stage's entry in ``pipekit run --json`` (**contract**)."""
+        return {
+            "name": self.name,
+            "status": self.status,
+            "duration_s": round(self.duration_s, 6),
+            "reason": self.reason,
+        }
+
+
+@attrs.define
+class RunInfo:
+    """Given to observer hooks: the run as it goes."""
+
+    run_id: str
+    pipeline: str
+    file: str
+    stages: list[str]
+    backend: str
+    jobs: int
+    started_at: float

@@ -1,0 +1,585 @@
+"""The runner: schedules stages in DAG order, skips what is up to date, runs
+the rest under their lock, retry policy and timeout, and commits each one
+crash-safely (outputs durable and in place before the idempotency record)."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .atomic import commit_files, sweep_temp_files, temp_path_for
+from .backends.protocols import IdemRecord
+from .errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCK,
+    EXIT_OK,
+    NonRetryable,
+    StageFailed,
+)
+from .fingerprint import Evaluator, params_digest
+from .hashcache import HashCache, hash_file
+from .records import Interrupted
+from .results import Decision, RunInfo, StageResult
+
+__all__ = ["RunOptions", "Backends", "Runner", "RunOutcome", "make_backends", "new_run_id"]
+
+log = logging.getLogger("pipekit.runner")
+HOST = os.uname().nodename
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+@attrs.define
+class RunOptions:
+    jobs: int = 1
+    force: frozenset[str] = frozenset()
+    force_all: bool = False
+    dry_run: bool = False
+    keep_going: bool = False
+    lock_timeout: float | None = 600.0
+    lock_ttl: float = 60.0
+
+
+@attrs.define
+class Backends:
+    name: str
+    locks: Any
+    idempotency: Any
+    checkpoints: Any
+
+
+def make_backends(registry: Any, pipeline: Any) -> Backends:
+    name = pipeline.backend.name
+    options = dict(pipeline.backend.options)
+    state_dir = pipeline.state_dir
+    made = []
+    for kind in ("lock_backends", "idempotency_stores", "checkpoint_stores"):
+        factory = registry.get(kind, name)
+        made.append(factory(options, state_dir=state_dir))
+    return Backends(name, *made)
+
+
+@attrs.define
+class RunOutcome:
+    run_id: str
+    status: str  # ok | failed | interrupted
+    results: list[StageResult]
+    exit_code: int
+    duration_s: float
+    metrics: dict[str, Any]
+    record_path: Path | None = None
+
+    def summary(self, pipeline: str) -> dict[str, Any]:
+        """The JSON that ``pipekit run --json`` prints (**contract** keys
+        ``run_id``, ``status``, ``stages``; the rest is extra)."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "stages": [r.summary() for r in self.results],
+            "pipeline": pipeline,
+            "duration_s": round(self.duration_s, 6),
+            "metrics": self.metrics,
+        }
+
+
+class _Deferred:
+    """A stage whose lock another runner holds: try again later."""
+
+    def __init__(self, holder: str | None) -> None:
+        self.holder = holder
+
+
+class Runner:
+    def __init__(
+        self,
+        pipeline: Any,
+        registry: Any,
+        options: RunOptions | None = None,
+        *,
+        backends: Backends | None = None,
+        run_id: str | None = None,
+        on_result: Callable[[StageResult], None] | None = None,
+    ) -> None:
+        from .observers import Observers
+        from .state import RunnerState
+
+        self.pipeline = pipeline
+        self.registry = registry
+        self.options = options or RunOptions()
+        self.backends = backends or make_backends(registry, pipeline)
+        self.run_id = run_id or new_run_id()
+        self.state = RunnerState(pipeline.state_dir)
+        self.hashcache = HashCache(pipeline.state_dir / "hashcache.json")
+        self.evaluator = Evaluator(pipeline, self.hashcache, self.backends.idempotency, self.state)
+        self.observers = Observers(registry.plugin_manager)
+        self.cancel = threading.Event()
+        self.on_result = on_result
+        self._swept: set[Path] = set()
+        self._sweep_lock = threading.Lock()
+        self._lock_timed_out: list[str] = []
+        self._tries: dict[str, int] = {}
+        self._results_so_far: dict[str, StageResult] = {}
+
+    # -- public ---------------------------------------------------------------
+
+    def forced(self, name: str) -> bool:
+        return self.options.force_all or name in self.options.force
+
+    def run(self) -> RunOutcome:
+        started = time.time()
+        t0 = time.perf_counter()
+        pl = self.pipeline
+        info = RunInfo(
+            run_id=self.run_id,
+            pipeline=pl.name,
+            file=str(pl.file),
+            stages=list(pl.order),
+            backend=self.backends.name,
+            jobs=self.options.jobs,
+            started_at=started,
+        )
+        self.info = info
+        self.observers.call("on_run_start", run=info)
+        interrupted = False
+        try:
+            results = self._schedule()
+        except KeyboardInterrupt:
+            interrupted = True
+            results = self._results_so_far
+        status = "ok"
+        exit_code = EXIT_OK
+        if interrupted or self.cancel.is_set():
+            status, exit_code = "interrupted", EXIT_INTERRUPTED
+        elif any(r.status == "failed" for r in results.values()):
+            status = "failed"
+            exit_code = EXIT_LOCK if self._lock_timed_out else EXIT_FAILED
+        ordered = [results.get(n) or self._not_run(n, interrupted) for n in pl.order]
+        duration = time.perf_counter() - t0
+        metrics = self._metrics(ordered, duration)
+        outcome = RunOutcome(self.run_id, status, ordered, exit_code, duration, metrics)
+        self._finish(outcome, started)
+        self.observers.call("on_run_end", run=info, summary=outcome.summary(pl.name))
+        return outcome
+
+    # -- scheduling -----------------------------------------------------------
+
+    def _not_run(self, name: str, interrupted: bool) -> StageResult:
+        reason = "not run: the run was interrupted" if interrupted else "not run"
+        return StageResult(name, "skipped", reason=reason)
+
+    def _schedule(self) -> dict[str, StageResult]:
+        pl = self.pipeline
+        stages = pl.stages
+        remaining = {n: set(st.deps) for n, st in stages.items()}
+        children: dict[str, list[str]] = {n: [] for n in stages}
+        for st in stages.values():
+            for d in st.deps:
+                children[d].append(st.name)
+        results: dict[str, StageResult] = {}
+        self._results_so_far = results
+        ready: list[tuple[int, str]] = [
+            (stages[n].index, n) for n, deps in remaining.items() if not deps
+        ]
+        heapq.heapify(ready)
+        running: dict[Future[Any], str] = {}
+        deferred: list[tuple[float, int, str, float]] = []  # (next_try, index, name, deadline)
+        stop = False
+        jobs = max(1, self.options.jobs)
+        executor: ThreadPoolExecutor | None = None
+
+        def finish(name: str, result: StageResult) -> None:
+            nonlocal stop
+            results[name] = result
+            if self.on_result is not None:
+                self.on_result(result)
+            if result.status == "failed":
+                if not self.options.keep_going:
+                    stop = True
+                for child in sorted(pl.downstream_of([name]) - {name}):
+                    if child not in results:
+                        results[child] = StageResult(
+                            child, "skipped", reason=f"not run: upstream stage {name!r} failed"
+                        )
+                        if self.on_result is not None:
+                            self.on_result(results[child])
+                return
+            for child in children[name]:
+                deps = remaining[child]
+                deps.discard(name)
+                if not deps and child not in results:
+                    heapq.heappush(ready, (stages[child].index, child))
+
+        try:
+            while True:
+                # Cheap decisions inline: a stage whose hashes are all cached
+                # and that is up to date never reaches a worker thread.
+                while ready and not stop and not self.cancel.is_set():
+                    index, name = ready[0]
+                    if name in results:
+                        heapq.heappop(ready)
+                        continue
+                    if not self.forced(name):
+                        t_decide = time.perf_counter()
+                        d = self.evaluator.decide_cheaply(stages[name])
+                        if d is not None and not d.run:
+                            heapq.heappop(ready)
+                            spent = time.perf_counter() - t_decide
+                            finish(name, self._skipped(stages[name], d, spent))
+                            continue
+                    if len(running) >= jobs:
+                        break
+                    heapq.heappop(ready)
+                    if executor is None:
+                        executor = ThreadPoolExecutor(jobs, thread_name_prefix="pipekit-stage")
+                    fut = executor.submit(self._execute, name)
+                    running[fut] = name
+                now = time.monotonic()
+                while deferred and deferred[0][0] <= now and len(running) < jobs and not stop:
+                    _, index, name, deadline = heapq.heappop(deferred)
+                    assert executor is not None
+                    fut = executor.submit(self._execute, name, deadline)
+                    running[fut] = name
+                if not running:
+                    if deferred and not stop and not self.cancel.is_set():
+                        time.sleep(max(0.0, deferred[0][0] - time.monotonic()))
+                        continue
+                    break
+                timeout = None
+                if deferred:
+                    timeout = max(0.0, deferred[0][0] - time.monotonic())
+                done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    name = running.pop(fut)
+                    outcome = fut.result()
+                    if isinstance(outcome, tuple):  # (_Deferred, deadline, tries)
+                        marker, deadline, tries = outcome
+                        if time.monotonic() >= deadline:
+                            self._lock_timed_out.append(name)
+                            finish(name, self._lock_failure(name, marker.holder))
+                        else:
+                            delay = min(0.25, 0.005 * (2 ** min(tries, 6)))
+                            heapq.heappush(
+                                deferred,
+                                (time.monotonic() + delay, stages[name].index, name, deadline),
+                            )
+                            self._tries[name] = tries
+                    else:
+                        finish(name, outcome)
+        except KeyboardInterrupt:
+            self.cancel.set()
+            log.warning("interrupted: stopping the stages in hand")
+            for fut, name in list(running.items()):
+                try:
+                    outcome = fut.result()
+                except BaseException:  # noqa: BLE001 - a second ^C lands here
+                    continue
+                if isinstance(outcome, StageResult):
+                    results[name] = outcome
+            raise
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+        return results
+
+    def _lock_failure(self, name: str, holder: str | None) -> StageResult:
+        who = f" (held by {holder})" if holder else ""
+        timeout = self.options.lock_timeout
+        return StageResult(
+            name,
+            "failed",
+            reason=f"could not take the stage's lock within {timeout:g}s{who}; "
+            "raise --lock-timeout or wait for the other run",
+            error="lock timeout",
+        )
+
+    # -- one stage ------------------------------------------------------------
+
+    def _skipped(self, st: Any, d: Decision, duration: float) -> StageResult:
+        entry = self.state.get(st.name)
+        if entry is None or entry.get("fingerprint") != d.fingerprint:
+            record = self.backends.idempotency.get(d.key)
+            outputs = (record.result or {}).get("outputs", {}) if record else {}
+            self.state.update(st.name, self._state_entry(st, d, outputs, "ok", 0.0, 0))
+        return StageResult(
+            st.name, "skipped", duration, d.reason, key=d.key, fingerprint=d.fingerprint
+        )
+
+    def _execute(self, name: str, deadline: float | None = None) -> Any:
+        """Worker thread: decide, lock, decide again, run, commit."""
+        st = self.pipeline.stages[name]
+        t0 = time.perf_counter()
+        forced = self.forced(name)
+        try:
+            d = self.evaluator.decide(st, forced=forced)
+            if not d.run:
+                return self._skipped(st, d, time.perf_counter() - t0)
+            if d.fingerprint is None:
+                return StageResult(name, "failed", time.perf_counter() - t0, d.reason, error=d.reason)
+            lease = self.backends.locks.lock(f"stage/{self.pipeline.name}/{name}", self.options.lock_ttl)
+            if not lease.acquire(timeout=0):
+                if deadline is None:
+                    lt = self.options.lock_timeout
+                    deadline = time.monotonic() + (lt if lt is not None else 10**9)
+                return (_Deferred(lease.holder()), deadline, self._tries.get(name, 0) + 1)
+            try:
+                d = self.evaluator.decide(st, forced=forced)
+                if not d.run:
+                    return self._skipped(st, d, time.perf_counter() - t0)
+                if d.fingerprint is None:
+                    return StageResult(name, "failed", time.perf_counter() - t0, d.reason, error=d.reason)
+                return self._run_locked(st, d, lease, t0)
+            finally:
+                lease.release()
+        except Interrupted:
+            return StageResult(name, "failed", time.perf_counter() - t0, "interrupted", error="interrupted")
+        except Exception as exc:  # a bug or an I/O error must fail the stage, not the runner
+            log.exception("stage %s: unexpected error", name)
+            return StageResult(
+                name,
+                "failed",
+                time.perf_counter() - t0,
+                f"{type(exc).__name__}: {exc}",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    def _sweep(self, st: Any) -> None:
+        folders = {p.parent for p in st.output_paths}
+        with self._sweep_lock:
+            todo = folders - self._swept
+            self._swept |= todo
+        for path in sweep_temp_files(todo):
+            log.info("removed %s, left behind by a killed run", path)
+
+    def _run_locked(self, st: Any, d: Decision, lease: Any, t0: float) -> StageResult:
+        import tenacity
+
+        name = st.name
+        policy = st.config.retry
+        self.observers.call("on_stage_start", run=self.info, stage=st.config)
+        self._sweep(st)
+        attempts = 0
+        last_info: dict[str, Any] = {}
+
+        def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, (NonRetryable, Interrupted)):
+                return False
+            return not isinstance(exc, tuple(st.processor.non_retryable))
+
+        def sleep(seconds: float) -> None:
+            if self.cancel.wait(seconds):
+                raise Interrupted()
+
+        def before_sleep(state: Any) -> None:
+            exc = state.outcome.exception()
+            log.warning(
+                "stage %s: attempt %d failed (%s: %s); retrying in %.2fs",
+                name,
+                state.attempt_number,
+                type(exc).__name__,
+                exc,
+                state.next_action.sleep if state.next_action else 0.0,
+            )
+
+        retryer = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(policy.attempts),
+            wait=tenacity.wait_exponential_jitter(
+                initial=policy.backoff, max=policy.max_backoff, jitter=policy.jitter
+            ),
+            retry=tenacity.retry_if_exception(retryable),
+            reraise=True,
+            sleep=sleep,
+            before_sleep=before_sleep,
+        )
+        try:
+            for attempt in retryer:
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    tmps, last_info = self._attempt(st, attempts)
+        except Interrupted:
+            raise
+        except Exception as exc:
+            duration = time.perf_counter() - t0
+            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StageFailed) else str(exc)
+            info = dict(getattr(exc, "info", None) or last_info)
+            tb = getattr(exc, "remote_traceback", None)
+            if tb:
+                info["traceback"] = tb
+            result = StageResult(
+                name, "failed", duration, f"failed after {attempts} attempt(s): {message}",
+                attempts=attempts, key=d.key, fingerprint=d.fingerprint, error=message, info=info,
+            )
+            self.state.update(name, self._state_entry(st, d, {}, "failed", duration, attempts, message))
+            self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
+            return result
+        outputs = self._commit(st, d, tmps, lease)
+        duration = time.perf_counter() - t0
+        self.state.update(name, self._state_entry(st, d, outputs, "ok", duration, attempts))
+        result = StageResult(
+            name, "ok", duration, d.reason, attempts=attempts, key=d.key,
+            fingerprint=d.fingerprint, info=last_info,
+        )
+        self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
+        return result
+
+    def _attempt(self, st: Any, attempt: int) -> tuple[list[Path], dict[str, Any]]:
+        from .execute import needs_worker, run_in_process, run_in_worker
+        from .stage import Checkpoint, StageContext
+
+        tmps = []
+        for final in st.output_paths:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmps.append(temp_path_for(final))
+        ctx = StageContext(
+            stage_name=st.name,
+            run_id=self.run_id,
+            inputs=list(st.input_paths),
+            outputs=tmps,
+            params=st.params,
+            log=logging.getLogger(f"pipekit.stage.{st.name}"),
+            checkpoint=Checkpoint(self.backends.checkpoints, f"{self.pipeline.name}.{st.name}", ""),
+            final_outputs=list(st.output_paths),
+            attempt=attempt,
+            workdir=self.pipeline.root,
+            timeout=st.config.timeout,
+            cancelled=self.cancel,
+        )
+        try:
+            if needs_worker(st):
+                info = run_in_worker(
+                    st, ctx, pipeline_file=self.pipeline.file, backend=self.backends.name,
+                    timeout=st.config.timeout,
+                )
+            else:
+                info = run_in_process(st, ctx, on_record_failed=self._record_failed(st))
+            for key, tmp in zip(st.outputs, tmps):
+                if not tmp.exists():
+                    raise StageFailed(f"the processor did not write output {key!r}")
+        except BaseException as exc:
+            if not hasattr(exc, "info"):
+                try:
+                    exc.info = dict(ctx.info)  # type: ignore[attr-defined]
+                except Exception:
+                    pass
+            for tmp in tmps:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+            raise
+        return tmps, dict(info)
+
+    def _record_failed(self, st: Any) -> Callable[[Any, BaseException], None]:
+        def call(record: Any, error: BaseException) -> None:
+            self.observers.call(
+                "on_record_failed", run=self.info, stage=st.config, record=record, error=error
+            )
+
+        return call
+
+    def _commit(self, st: Any, d: Decision, tmps: list[Path], lease: Any) -> dict[str, str]:
+        """Outputs durable and renamed into place, then the idempotency
+        record: a crash before the record leaves the stage to rerun."""
+        digests = {key: hash_file(tmp) for key, tmp in zip(st.outputs, tmps)}
+        commit_files(zip(tmps, st.output_paths))
+        for key, final in zip(st.outputs, st.output_paths):
+            self.hashcache.remember(key, final, digests[key])
+        record = IdemRecord(
+            key=d.key or "",
+            status="SUCCESS",
+            fingerprint=d.fingerprint or "",
+            result={
+                "outputs": digests,
+                "stage": st.name,
+                "run_id": self.run_id,
+                "by": f"run {self.run_id} on {HOST}",
+            },
+            created=time.time(),
+            token=getattr(lease, "token", None),
+        )
+        self.backends.idempotency.put_many([record])
+        return digests
+
+    def _state_entry(
+        self,
+        st: Any,
+        d: Decision,
+        outputs: dict[str, str],
+        status: str,
+        duration: float,
+        attempts: int,
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "fingerprint": d.fingerprint,
+            "key": d.key,
+            "processor": st.processor.name,
+            "version": st.processor.version,
+            "params_sha": params_digest(st.params_canonical),
+            "inputs": d.inputs,
+            "outputs": outputs,
+            "status": status,
+            "run_id": self.run_id,
+            "finished_at": time.time(),
+            "duration_s": round(duration, 6),
+            "attempts": attempts,
+            "error": error,
+        }
+
+    # -- end of run -------------------------------------------------------------
+
+    def _metrics(self, results: list[StageResult], duration: float) -> dict[str, Any]:
+        counts = {"ok": 0, "skipped": 0, "failed": 0}
+        records_in = records_out = 0
+        for r in results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+            records_in += int(r.info.get("records_in", 0))
+            records_out += int(r.info.get("records_out", 0))
+        return {
+            "stages_ok": counts["ok"],
+            "stages_skipped": counts["skipped"],
+            "stages_failed": counts["failed"],
+            "records_in": records_in,
+            "records_out": records_out,
+            "records_per_s": round(records_in / duration, 1) if duration > 0 else 0.0,
+            "hashed_files": self.hashcache.reads,
+        }
+
+    def _finish(self, outcome: RunOutcome, started: float) -> None:
+        from .runs import write_run_record
+
+        pl = self.pipeline
+        self.hashcache.save()
+        self.state.save(pl.name)
+        outcome.record_path = write_run_record(
+            pl.state_dir,
+            {
+                "run_id": self.run_id,
+                "pipeline": pl.name,
+                "file": str(pl.file),
+                "host": HOST,
+                "pid": os.getpid(),
+                "backend": self.backends.name,
+                "jobs": self.options.jobs,
+                "started_at": started,
+                "ended_at": time.time(),
+                "duration_s": round(outcome.duration_s, 6),
+                "status": outcome.status,
+                "exit_code": outcome.exit_code,
+                "metrics": outcome.metrics,
+                "plugin_errors": self.observers.errors,
+                "stages": [attrs.asdict(r) for r in outcome.results],
+            },
+        )

@@ -1,0 +1,61 @@
+"""``python -m pipekit.worker``: run one attempt of one stage, in a process
+of its own, for stages whose timeout the runner must be able to enforce by
+killing. Reads a JSON job on stdin, writes a JSON result file."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+
+def main() -> int:
+    from . import _json
+    from .errors import NonRetryable
+    from .execute import run_in_process
+    from .pipeline import load_pipeline
+    from .plugins import load_registry
+    from .stage import StageContext
+
+    job = _json.loads(sys.stdin.buffer.read())
+    result_path = Path(job["result"])
+    sys.stdout = sys.stderr  # a processor's prints must not reach the protocol
+    try:
+        registry = load_registry()
+        pipeline = load_pipeline(
+            Path(job["file"]), registry, backend_override=job["backend"], check_inputs=False
+        )
+        st = pipeline.stages[job["stage"]]
+        ctx = StageContext(
+            stage_name=st.name,
+            run_id=job["run_id"],
+            inputs=list(st.input_paths),
+            outputs=[Path(p) for p in job["outputs"]],
+            params=st.params,
+            log=logging.getLogger(f"pipekit.stage.{st.name}"),
+            final_outputs=list(st.output_paths),
+            attempt=job["attempt"],
+            workdir=pipeline.root,
+        )
+        info = run_in_process(st, ctx)
+        out = {"ok": True, "info": info}
+    except BaseException as exc:  # reported to the parent, which decides
+        non_retryable = isinstance(exc, NonRetryable)
+        try:
+            non_retryable = non_retryable or isinstance(exc, st.processor.non_retryable)
+        except Exception:
+            pass
+        out = {
+            "ok": False,
+            "error_type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": traceback.format_exc(),
+            "non_retryable": non_retryable,
+        }
+    result_path.write_bytes(_json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
