@@ -1,7 +1,8 @@
 """The plugin manager: entry points, built-ins, and the name-keyed registry.
 
 ``load_registry()`` is the one factory: it loads every plugin of the
-``pipekit`` entry-point group (minus those named in ``PIPEKIT_DISABLE_PLUGINS``),
+``pipekit`` entry-point group (minus those named in ``PIPEKIT_DISABLE_PLUGINS``)
+and the modules named in ``PIPEKIT_PLUGIN_MODULES`` (local, unpackaged plugins),
 registers core's own file backends, checks that every hookimpl matches a
 hookspec, then calls the registration hooks one plugin at a time so that a
 name registered twice is reported with both plugins' distributions.
@@ -23,6 +24,7 @@ from .errors import PluginError
 __all__ = [
     "ENTRY_POINT_GROUP",
     "DISABLE_ENV",
+    "MODULES_ENV",
     "BUILTIN_PLUGINS",
     "PluginInfo",
     "Registration",
@@ -33,6 +35,7 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "pipekit"
 DISABLE_ENV = "PIPEKIT_DISABLE_PLUGINS"
+MODULES_ENV = "PIPEKIT_PLUGIN_MODULES"
 
 # Plugins that ship inside pipekit-core itself: (plugin name, module path).
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (("file-backend", "pipekit.backends.file"),)
@@ -180,6 +183,21 @@ def load_registry(
                 ) from exc
             pm.register(obj, name=ep.name)
             plugins.append(PluginInfo(ep.name, dist_name, dist_version, ep.value))
+
+    for modpath in [m.strip() for m in os.environ.get(MODULES_ENV, "").split(",") if m.strip()]:
+        if modpath in disabled:
+            skipped.append(modpath)
+            continue
+        try:
+            module = importlib.import_module(modpath)
+        except Exception as exc:
+            raise PluginError(
+                f"plugin module {modpath!r} named in {MODULES_ENV} failed to import: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if pm.get_plugin(modpath) is None:
+            pm.register(module, name=modpath)
+            plugins.append(PluginInfo(modpath, f"({MODULES_ENV})", "", modpath))
 
     for name, obj in extra_plugins:
         pm.register(obj, name=name)

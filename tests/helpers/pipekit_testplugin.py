@@ -1,0 +1,143 @@
+"""Processors used by the test suite, loaded through PIPEKIT_PLUGIN_MODULES
+(so that worker processes and CLI subprocesses find them too)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+
+import pipekit
+
+
+@attrs.define
+class SleepParams:
+    seconds: float = 1.0
+    marker: str = ""
+    """Written (appended) when the sleep ends: proves the work was not stopped."""
+
+
+class Sleep(pipekit.Stage):
+    """Sleep, then copy input 0 to output 0 and append to a marker file."""
+
+    name = "sleep"
+    version = "1"
+    Params = SleepParams
+
+    def run(self, ctx: pipekit.StageContext) -> None:
+        time.sleep(ctx.params.seconds)
+        if ctx.params.marker:
+            with open(ctx.params.marker, "a") as f:
+                f.write(f"{ctx.stage_name} {os.getpid()}\n")
+        for out in ctx.outputs:
+            data = ctx.inputs[0].read_bytes() if ctx.inputs else b"slept\n"
+            out.write_bytes(data)
+
+
+@attrs.define
+class FlakyParams:
+    counter: str
+    """A file counting attempts across processes."""
+    fail_times: int = 1
+    non_retryable: bool = False
+
+
+class Flaky(pipekit.Stage):
+    """Fail the first ``fail_times`` attempts, then copy input to output."""
+
+    name = "flaky"
+    version = "1"
+    Params = FlakyParams
+
+    def run(self, ctx: pipekit.StageContext) -> None:
+        path = Path(ctx.params.counter)
+        n = int(path.read_text()) if path.exists() else 0
+        path.write_text(str(n + 1))
+        with open(str(path) + ".times", "a") as f:
+            f.write(f"{time.monotonic()}\n")
+        if n < ctx.params.fail_times:
+            if ctx.params.non_retryable:
+                raise pipekit.NonRetryable(f"permanent failure {n + 1}")
+            raise RuntimeError(f"transient failure {n + 1}")
+        ctx.outputs[0].write_bytes(ctx.inputs[0].read_bytes())
+
+
+@attrs.define
+class SideEffectParams:
+    log: str
+    """Each execution appends one line here."""
+    seconds: float = 0.0
+
+
+class SideEffect(pipekit.Stage):
+    """Append one line per execution to a log, then copy input 0 to each output."""
+
+    name = "side-effect"
+    version = "1"
+    Params = SideEffectParams
+
+    def run(self, ctx: pipekit.StageContext) -> None:
+        with open(ctx.params.log, "a") as f:
+            f.write(f"{ctx.stage_name} {os.getpid()}\n")
+            f.flush()
+        if ctx.params.seconds:
+            time.sleep(ctx.params.seconds)
+        data = b"".join(p.read_bytes() for p in ctx.inputs)
+        for out in ctx.outputs:
+            out.write_bytes(data)
+
+
+@attrs.define
+class SlowWriteParams:
+    chunks: int = 200
+    delay: float = 0.01
+    marker: str = ""
+
+
+class SlowWrite(pipekit.Stage):
+    """Write the output slowly, in chunks (to be killed mid-write)."""
+
+    name = "slow-write"
+    version = "1"
+    Params = SlowWriteParams
+
+    def run(self, ctx: pipekit.StageContext) -> None:
+        if ctx.params.marker:
+            Path(ctx.params.marker).write_text(str(os.getpid()))
+        with open(ctx.outputs[0], "wb") as f:
+            for i in range(ctx.params.chunks):
+                f.write(f"chunk {i:05d} ".encode() * 50 + b"\n")
+                f.flush()
+                time.sleep(ctx.params.delay)
+
+
+class Versioned(pipekit.RecordStage):
+    """Upper-case; its version comes from PIPEKIT_TEST_VERSION."""
+
+    name = "versioned"
+    version = os.environ.get("PIPEKIT_TEST_VERSION", "1")
+
+    def process(self, record: str, params: None) -> Iterator[str]:
+        yield record.upper()
+
+
+class RecordBoom(pipekit.RecordStage):
+    """Raises on lines containing 'boom'."""
+
+    name = "record-boom"
+    version = "1"
+
+    def process(self, record: str, params: None) -> Iterator[str]:
+        if "boom" in record:
+            raise ValueError(f"cannot process {record!r}")
+        yield record
+
+
+@pipekit.hookimpl
+def register_stages(register: Callable[[Any], None]) -> None:
+    for proc in (Sleep(), Flaky(), SideEffect(), SlowWrite(), Versioned(), RecordBoom()):
+        register(proc)
