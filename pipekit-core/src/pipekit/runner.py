@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from .atomic import commit_files, sweep_temp_files, temp_path_for
+from .atomic import commit_files, temp_path_for
 from .backends.protocols import IdemRecord
 from .errors import (
     EXIT_FAILED,
@@ -127,8 +127,9 @@ class Runner:
         self.observers = Observers(registry.plugin_manager)
         self.cancel = threading.Event()
         self.on_result = on_result
-        self._swept: set[Path] = set()
-        self._sweep_lock = threading.Lock()
+        from .inflight import InflightLog
+
+        self.inflight = InflightLog(pipeline.state_dir)
         self._lock_timed_out: list[str] = []
         self._tries: dict[str, int] = {}
         self._results_so_far: dict[str, StageResult] = {}
@@ -152,6 +153,8 @@ class Runner:
             started_at=started,
         )
         self.info = info
+        for path in self.inflight.recover():
+            log.info("removed %s, left behind by a killed run", path)
         self.observers.call("on_run_start", run=info)
         interrupted = False
         try:
@@ -355,21 +358,13 @@ class Runner:
                 error=f"{type(exc).__name__}: {exc}",
             )
 
-    def _sweep(self, st: Any) -> None:
-        folders = {p.parent for p in st.output_paths}
-        with self._sweep_lock:
-            todo = folders - self._swept
-            self._swept |= todo
-        for path in sweep_temp_files(todo):
-            log.info("removed %s, left behind by a killed run", path)
-
     def _run_locked(self, st: Any, d: Decision, lease: Any, t0: float) -> StageResult:
         import tenacity
 
         name = st.name
         policy = st.config.retry
         self.observers.call("on_stage_start", run=self.info, stage=st.config)
-        self._sweep(st)
+        self.inflight.note({p.parent for p in st.output_paths})
         attempts = 0
         last_info: dict[str, Any] = {}
 
@@ -563,6 +558,7 @@ class Runner:
         pl = self.pipeline
         self.hashcache.save()
         self.state.save(pl.name)
+        self.inflight.close()
         outcome.record_path = write_run_record(
             pl.state_dir,
             {
