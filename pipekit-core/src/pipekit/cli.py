@@ -50,6 +50,20 @@ def _add_file(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_common(p: argparse.ArgumentParser) -> None:
+    """Options accepted before or after the command (``pipekit -q run`` and
+    ``pipekit run -q`` alike)."""
+    top = p.prog == "pipekit"
+    p.add_argument(
+        "--log-format", choices=("text", "json"), default="text" if top else argparse.SUPPRESS,
+        help="format of log lines on stderr (default: text)",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
+                   help="more log output (-vv: debug)")
+    p.add_argument("-q", "--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="print only errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipekit",
@@ -60,12 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pipekit {__version__}")
     parser.add_argument("-f", "--file", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--backend", default=None, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--log-format", choices=("text", "json"), default="text",
-        help="format of log lines on stderr (default: text)",
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    _add_common(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser(
@@ -73,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every stage that is not up to date, in dependency order.",
     )
     _add_file(run)
+    _add_common(run)
     run.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                      help="run up to N independent stages at once (default: 1)")
     run.add_argument("--json", action="store_true",
@@ -91,12 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="For each stage: up to date, or will run and why. Runs nothing.",
     )
     _add_file(status)
+    _add_common(status)
     status.add_argument("--json", action="store_true", help="print JSON on stdout")
 
     plugins = sub.add_parser(
         "plugins", help="list installed plugins and what they registered",
         description="Every plugin: its distribution, version, hooks and registered names.",
     )
+    _add_common(plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON on stdout")
     return parser
 
