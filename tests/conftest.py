@@ -77,6 +77,7 @@ class Project:
             [str(HELPERS)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         )
         env.pop("PIPEKIT_DISABLE_PLUGINS", None)
+        env["PIPEKIT_CACHE_DIR"] = str(self.root.parent / "cache")
         env.update(extra)
         return env
 

@@ -74,15 +74,73 @@ def test_changing_params_reruns_the_stage(project: Project) -> None:
     assert project.read("out.txt") == "drop me\n"
 
 
+PLUGIN = """
+import pipekit
+
+class Shout(pipekit.RecordStage):
+    name = "shout"
+    version = "{version}"
+
+    def process(self, record, params):
+        yield record.upper() + "{suffix}"
+
+@pipekit.hookimpl
+def register_stages(register):
+    register(Shout())
+"""
+
+
+def write_plugin(project: Project, version: str, suffix: str) -> None:
+    project.write("plugins/shout_plugin.py", PLUGIN.format(version=version, suffix=suffix), age=0)
+
+
+def plugin_env(project: Project) -> dict[str, str]:
+    env = project.env()
+    env["PIPEKIT_PLUGIN_MODULES"] += ",shout_plugin"
+    env["PYTHONPATH"] = str(project.root / "plugins") + os.pathsep + env["PYTHONPATH"]
+    return env
+
+
 def test_changing_processor_version_reruns_the_stage(project: Project) -> None:
     project.write("in.txt", "x\n")
-    project.pipeline([{"name": "v", "uses": "versioned", "inputs": ["in.txt"], "outputs": ["out.txt"]}])
-    project.run_json(env=project.env(PIPEKIT_TEST_VERSION="1"))
-    same = project.run_json(env=project.env(PIPEKIT_TEST_VERSION="1"))
-    assert project.statuses(same) == {"v": "skipped"}
-    bumped = project.run_json(env=project.env(PIPEKIT_TEST_VERSION="2"))
+    project.pipeline([{"name": "v", "uses": "shout", "inputs": ["in.txt"], "outputs": ["out.txt"]}])
+    os.utime(project.file, (time.time() - 10, time.time() - 10))  # old enough to be cached
+    write_plugin(project, "1", "!")
+    env = plugin_env(project)
+    assert project.statuses(project.run_json(env=env)) == {"v": "ok"}
+    assert project.statuses(project.run_json(env=env)) == {"v": "skipped"}
+    write_plugin(project, "2", "!!")  # a developer bumps the version in the source
+    bumped = project.run_json(env=env)
     assert project.statuses(bumped) == {"v": "ok"}
     assert project.reasons(bumped)["v"] == "processor version changed (1 -> 2)"
+    assert project.read("out.txt") == "X!!\n"
+
+
+def test_rerun_uses_the_plan_cache_without_reading_the_pipeline_file(project: Project) -> None:
+    three_stage(project)
+    os.utime(project.file, (time.time() - 10, time.time() - 10))
+    project.run_json()
+    os.chmod(project.file, 0)  # a parse would now fail; the cached plan answers
+    try:
+        summary = project.run_json()
+    finally:
+        os.chmod(project.file, 0o644)
+    assert set(project.statuses(summary).values()) == {"skipped"}
+
+
+def test_editing_the_pipeline_file_invalidates_the_plan_cache(project: Project) -> None:
+    project.write("in.txt", "keep\ndrop\n")
+    stages = [{"name": "f", "uses": "filter", "inputs": ["in.txt"], "outputs": ["out.txt"],
+               "params": {"pattern": "keep"}}]
+    project.pipeline(stages)
+    os.utime(project.file, (time.time() - 10, time.time() - 10))
+    project.run_json()
+    project.run_json()
+    stages[0]["params"] = {"pattern": "drop"}
+    project.pipeline(stages)
+    summary = project.run_json()
+    assert project.reasons(summary)["f"] == "params changed"
+    assert project.read("out.txt") == "drop\n"
 
 
 def test_deleted_output_reruns_its_stage_only(project: Project) -> None:

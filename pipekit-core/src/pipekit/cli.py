@@ -174,6 +174,22 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     return pipeline, registry
 
 
+def _load_for_run(args: argparse.Namespace) -> tuple[Any, Any]:
+    """A cached plan when one is valid (registry None: plugins load only if
+    a stage must run), else a full load that is then cached."""
+    from . import plancache
+    from .config import find_pipeline_file
+
+    file = args.file or find_pipeline_file()
+    if not args.dry_run:
+        cached = plancache.load(file, args.backend)
+        if cached is not None:
+            return cached, None
+    pipeline, registry = _load(args)
+    plancache.store(pipeline, registry, args.backend)
+    return pipeline, registry
+
+
 def _forced(args: argparse.Namespace, pipeline: Any) -> tuple[frozenset[str], bool]:
     names = set(args.force)
     force_all = "all" in names
@@ -207,7 +223,7 @@ def _install_signal_handlers() -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import Runner, RunOptions
 
-    pipeline, registry = _load(args)
+    pipeline, registry = _load_for_run(args)
     force, force_all = _forced(args, pipeline)
     if args.jobs < 1:
         from .errors import ConfigError

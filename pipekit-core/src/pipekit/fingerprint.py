@@ -25,9 +25,16 @@ def params_digest(params_canonical: bytes) -> str:
     return hashlib.sha256(params_canonical).hexdigest()
 
 
+def processor_ref(st: Any) -> Any:
+    """Name and version of a stage's processor, without binding a cached
+    stage to its plugin."""
+    ref = getattr(st, "ref", None)
+    return ref if ref is not None else st.processor
+
+
 def compute_fingerprint(st: Any, input_hashes: dict[str, str]) -> str:
     h = hashlib.sha256()
-    proc = st.processor
+    proc = processor_ref(st)
     h.update(b"pipekit-fp-v1\0")
     h.update(proc.name.encode() + b"\0" + proc.version.encode() + b"\0")
     h.update(st.params_canonical + b"\0")
@@ -113,7 +120,7 @@ class Evaluator:
         entry = self.state.get(st.name)
         if entry is None:
             return "never run"
-        proc = st.processor
+        proc = processor_ref(st)
         if entry.get("processor") != proc.name:
             return f"processor changed ({entry.get('processor')} -> {proc.name})"
         if entry.get("version") != proc.version:

@@ -22,6 +22,8 @@ class Observers:
         self.errors: list[str] = []
 
     def call(self, hook: str, **kwargs: Any) -> None:
+        if self._pm is None:
+            return
         caller = getattr(self._pm.hook, hook)
         impls = caller.get_hookimpls()
         if not impls:

@@ -7,13 +7,11 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -27,10 +25,12 @@ from .errors import (
     NonRetryable,
     StageFailed,
 )
-from .fingerprint import Evaluator, params_digest
+from .fingerprint import Evaluator, params_digest, processor_ref
 from .hashcache import HashCache, hash_file
-from .records import Interrupted
 from .results import Decision, RunInfo, StageResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["RunOptions", "Backends", "Runner", "RunOutcome", "make_backends", "new_run_id"]
 
@@ -39,7 +39,7 @@ HOST = os.uname().nodename
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
 @attrs.define
@@ -62,14 +62,21 @@ class Backends:
 
 
 def make_backends(registry: Any, pipeline: Any) -> Backends:
+    """Build the pipeline's backends. ``registry`` may be None for a cached
+    plan: core's own ``file`` backend then needs no plugin loaded."""
     name = pipeline.backend.name
     options = dict(pipeline.backend.options)
     state_dir = pipeline.state_dir
-    made = []
-    for kind in ("lock_backends", "idempotency_stores", "checkpoint_stores"):
-        factory = registry.get(kind, name)
-        made.append(factory(options, state_dir=state_dir))
-    return Backends(name, *made)
+    if registry is None and name == "file":
+        from .backends import file as _file
+
+        factories = [_file.lock_backend, _file.idempotency_store, _file.checkpoint_store]
+    else:
+        if registry is None:
+            registry = pipeline.registry.get()
+        kinds = ("lock_backends", "idempotency_stores", "checkpoint_stores")
+        factories = [registry.get(kind, name) for kind in kinds]
+    return Backends(name, *(f(options, state_dir=state_dir) for f in factories))
 
 
 @attrs.define
@@ -124,7 +131,12 @@ class Runner:
         self.state = RunnerState(pipeline.state_dir)
         self.hashcache = HashCache(pipeline.state_dir / "hashcache.json")
         self.evaluator = Evaluator(pipeline, self.hashcache, self.backends.idempotency, self.state)
-        self.observers = Observers(registry.plugin_manager)
+        if registry is not None:
+            self.observers = Observers(registry.plugin_manager)
+        elif getattr(pipeline, "has_observers", True):
+            self.observers = Observers(pipeline.registry.get().plugin_manager)
+        else:
+            self.observers = Observers(None)  # no plugin observes: none is loaded
         self.cancel = threading.Event()
         self.on_result = on_result
         from .inflight import InflightLog
@@ -184,6 +196,8 @@ class Runner:
         return StageResult(name, "skipped", reason=reason)
 
     def _schedule(self) -> dict[str, StageResult]:
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
         pl = self.pipeline
         stages = pl.stages
         remaining = {n: set(st.deps) for n, st in stages.items()}
@@ -322,6 +336,8 @@ class Runner:
 
     def _execute(self, name: str, deadline: float | None = None) -> Any:
         """Worker thread: decide, lock, decide again, run, commit."""
+        from .records import Interrupted
+
         st = self.pipeline.stages[name]
         t0 = time.perf_counter()
         forced = self.forced(name)
@@ -360,6 +376,8 @@ class Runner:
 
     def _run_locked(self, st: Any, d: Decision, lease: Any, t0: float) -> StageResult:
         import tenacity
+
+        from .records import Interrupted
 
         name = st.name
         policy = st.config.retry
@@ -504,7 +522,11 @@ class Runner:
             created=time.time(),
             token=getattr(lease, "token", None),
         )
-        self.backends.idempotency.put_many([record])
+        # Not fsynced: the outputs are durable and in place before the record
+        # is written, so a record that survives a power loss implies its
+        # outputs did; a lost record only makes the stage run again (and every
+        # skip re-checks the outputs' hashes anyway).
+        self.backends.idempotency.put_many([record], durable=False)
         return digests
 
     def _state_entry(
@@ -520,8 +542,8 @@ class Runner:
         return {
             "fingerprint": d.fingerprint,
             "key": d.key,
-            "processor": st.processor.name,
-            "version": st.processor.version,
+            "processor": processor_ref(st).name,
+            "version": processor_ref(st).version,
             "params_sha": params_digest(st.params_canonical),
             "inputs": d.inputs,
             "outputs": outputs,

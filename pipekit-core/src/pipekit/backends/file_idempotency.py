@@ -24,14 +24,19 @@ __all__ = ["FileIdempotencyStore"]
 class FileIdempotencyStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = os.fspath(root)
 
     def path_for(self, key: str) -> Path:
+        return Path(self._path_str(key))
+
+    def _path_str(self, key: str) -> str:
         h = hashlib.sha256(key.encode()).hexdigest()
-        return self.root / h[:2] / f"{h}.json"
+        return f"{self._root}/{h[:2]}/{h}.json"
 
     def get(self, key: str) -> IdemRecord | None:
         try:
-            raw = self.path_for(key).read_bytes()
+            with open(self._path_str(key), "rb") as f:
+                raw = f.read()
         except FileNotFoundError:
             return None
         try:
@@ -53,7 +58,7 @@ class FileIdempotencyStore:
                 out[key] = rec
         return out
 
-    def put_many(self, records: Iterable[IdemRecord]) -> None:
+    def put_many(self, records: Iterable[IdemRecord], *, durable: bool = True) -> None:
         pairs = []
         try:
             for rec in records:
@@ -63,7 +68,11 @@ class FileIdempotencyStore:
                 with open(tmp, "wb") as f:
                     f.write(_json.dumps(attrs.asdict(rec)))
                 pairs.append((tmp, final))
-            commit_files(pairs)
+            if durable:
+                commit_files(pairs)
+            else:
+                for tmp, final in pairs:
+                    os.replace(tmp, final)
         except BaseException:
             for tmp, _ in pairs:
                 try:

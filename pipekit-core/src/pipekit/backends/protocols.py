@@ -57,8 +57,9 @@ class IdempotencyStore(Protocol):
 
     def get_many(self, keys: Iterable[str]) -> dict[str, IdemRecord]: ...
 
-    def put_many(self, records: Iterable[IdemRecord]) -> None:
-        """Store records durably (replacing any with the same key)."""
+    def put_many(self, records: Iterable[IdemRecord], *, durable: bool = True) -> None:
+        """Store records atomically, replacing any with the same key; with
+        ``durable`` they survive a power loss once this returns."""
 
     def delete(self, key: str) -> None: ...
 

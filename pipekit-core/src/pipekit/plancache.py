@@ -1,0 +1,271 @@
+"""A cache of validated pipelines, so that a rerun does not parse, structure
+and validate the pipeline file, nor import a plugin, unless it must.
+
+A cached plan holds what deciding "up to date?" needs: each stage's
+processor name and version, canonical params, input and output paths and
+dependencies. It is valid while all of these are unchanged:
+
+- the pipeline file (size, mtime_ns, inode), and it is only written when the
+  file's mtime is older than the hash cache's racy window;
+- pipekit's version, the interpreter, and every ``sys.path`` folder's mtime
+  (installing or removing a distribution changes its folder);
+- the file of every plugin module and of every processor's class (a bumped
+  ``version`` is an edit of that file);
+- ``PIPEKIT_DISABLE_PLUGINS``, ``PIPEKIT_PLUGIN_MODULES`` and ``--backend``.
+
+Stages that must run are bound to their real processors through the plugin
+manager, loaded lazily, at the moment they run; a processor whose version no
+longer matches the cached one drops the cache and fails the stage with a
+message to run again.
+
+The cache lives in ``$PIPEKIT_CACHE_DIR`` or ``$XDG_CACHE_HOME/pipekit``
+(default ``~/.cache/pipekit``); set ``PIPEKIT_PLAN_CACHE=0`` to turn it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import _json
+from .errors import StageFailed
+
+__all__ = ["load", "store", "CachedPipeline", "CachedStage", "ProcessorRef", "enabled"]
+
+FORMAT = 1
+RACY_NS = 2_000_000_000
+
+
+def enabled() -> bool:
+    return os.environ.get("PIPEKIT_PLAN_CACHE", "1") not in ("0", "false", "no", "off")
+
+
+def _cache_dir() -> Path:
+    explicit = os.environ.get("PIPEKIT_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pipekit"
+
+
+def _cache_path(file: Path, backend_override: str | None) -> Path:
+    ident = f"{file}\0{backend_override or ''}".encode()
+    return _cache_dir() / "plans" / f"{hashlib.sha256(ident).hexdigest()[:32]}.json"
+
+
+def _stat_sig(path: str) -> list[Any] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _environment_sig(backend_override: str | None) -> list[Any]:
+    from . import __version__
+
+    folders = [[p, (_stat_sig(p) or [None, None])[1]] for p in sys.path if p and os.path.isdir(p)]
+    return [
+        __version__,
+        sys.executable,
+        os.environ.get("PIPEKIT_DISABLE_PLUGINS", ""),
+        os.environ.get("PIPEKIT_PLUGIN_MODULES", ""),
+        backend_override or "",
+        folders,
+    ]
+
+
+class ProcessorRef:
+    """What the cheap path knows of a processor: its name and version."""
+
+    __slots__ = ("name", "version")
+
+    def __init__(self, name: str, version: str) -> None:
+        self.name = name
+        self.version = version
+
+
+class _LazyRegistry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._registry: Any = None
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._registry is None:
+                from .plugins import load_registry
+
+                self._registry = load_registry()
+            return self._registry
+
+
+class CachedStage:
+    """A stage from a cached plan; the processor, params and config are bound
+    on first use (only stages that run need them)."""
+
+    def __init__(self, doc: dict[str, Any], pipeline: CachedPipeline) -> None:
+        self.name: str = doc["name"]
+        self.index: int = doc["index"]
+        self.ref = ProcessorRef(doc["uses"], doc["version"])
+        self.params_canonical: bytes = doc["params"].encode()
+        self.inputs: list[str] = doc["inputs"]
+        self.outputs: list[str] = doc["outputs"]
+        self.input_paths: list[str] = doc["input_paths"]
+        self.output_paths_str: list[str] = doc["output_paths"]
+        self.deps: list[str] = doc["deps"]
+        self._raw: dict[str, Any] = doc["raw"]
+        self._pipeline = pipeline
+        self._bound: tuple[Any, Any, Any] | None = None
+
+    @property
+    def output_paths(self) -> list[Path]:
+        return [Path(p) for p in self.output_paths_str]
+
+    def _bind(self) -> tuple[Any, Any, Any]:
+        if self._bound is None:
+            from . import config as _config
+
+            registry = self._pipeline.registry.get()
+            processor = registry.get("stages", self.ref.name)
+            if processor.version != self.ref.version:
+                self._pipeline.invalidate()
+                raise StageFailed(
+                    f"processor {self.ref.name!r} is now version {processor.version}, "
+                    f"not {self.ref.version}: the plan cache was stale and is dropped; run again"
+                )
+            cfg = _config.converter().structure(self._raw, _config.StageConfig)
+            params = _config.structure_params(getattr(processor, "Params", None), cfg.params)
+            self._bound = (processor, params, cfg)
+        return self._bound
+
+    @property
+    def processor(self) -> Any:
+        return self._bind()[0]
+
+    @property
+    def params(self) -> Any:
+        return self._bind()[1]
+
+    @property
+    def config(self) -> Any:
+        return self._bind()[2]
+
+
+class CachedPipeline:
+    def __init__(self, doc: dict[str, Any], cache_path: Path) -> None:
+        from .config import BackendConfig
+
+        self._cache_path = cache_path
+        self.file = Path(doc["file"])
+        self.root = Path(doc["root"])
+        self.name: str = doc["name"]
+        self.state_dir = Path(doc["state_dir"])
+        self.backend = BackendConfig(doc["backend"]["name"], doc["backend"]["options"])
+        self.order: list[str] = doc["order"]
+        self.registry = _LazyRegistry()
+        self.has_observers: bool = doc["observers"]
+        self.stages = {s["name"]: CachedStage(s, self) for s in doc["stages"]}
+
+    def invalidate(self) -> None:
+        try:
+            os.unlink(self._cache_path)
+        except FileNotFoundError:
+            pass
+
+    def downstream_of(self, names: Any) -> set[str]:
+        from .pipeline import Pipeline
+
+        return Pipeline.downstream_of(self, names)  # type: ignore[arg-type]
+
+
+def load(file: Path, backend_override: str | None) -> CachedPipeline | None:
+    """The cached plan of ``file`` if it is still valid, else None."""
+    if not enabled():
+        return None
+    file = Path(os.path.abspath(file))
+    path = _cache_path(file, backend_override)
+    try:
+        raw = path.read_bytes()
+        doc = _json.loads(raw)
+    except (OSError, ValueError):
+        return None
+    try:
+        if doc.get("format") != FORMAT or doc.get("file_sig") != _stat_sig(str(file)):
+            return None
+        if doc.get("env") != _environment_sig(backend_override):
+            return None
+        for module_file, sig in doc.get("modules", []):
+            if _stat_sig(module_file) != sig:
+                return None
+        return CachedPipeline(doc, path)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
+    """Cache a freshly validated pipeline (unless its file is too new to trust)."""
+    if not enabled():
+        return
+    file = pipeline.file
+    sig = _stat_sig(str(file))
+    if sig is None or time.time_ns() - sig[1] < RACY_NS:
+        return
+    modules: dict[str, Any] = {}
+
+    def note(obj: Any) -> None:
+        try:
+            f = inspect.getfile(obj)
+        except (TypeError, OSError):
+            return
+        if f not in modules:
+            modules[f] = _stat_sig(f)
+
+    for _name, plugin in registry.plugin_manager.list_name_plugin():
+        note(plugin if inspect.ismodule(plugin) else type(plugin))
+    observer_hooks = {"on_run_start", "on_stage_start", "on_stage_end", "on_record_failed", "on_run_end"}
+    observers = any(observer_hooks & set(p.hooks) for p in registry.plugins)
+    stages = []
+    for name in pipeline.order:
+        st = pipeline.stages[name]
+        note(type(st.processor))
+        stages.append(
+            {
+                "name": st.name,
+                "index": st.index,
+                "uses": st.processor.name,
+                "version": st.processor.version,
+                "params": st.params_canonical.decode(),
+                "inputs": st.inputs,
+                "outputs": st.outputs,
+                "input_paths": [str(p) for p in st.input_paths],
+                "output_paths": [str(p) for p in st.output_paths],
+                "deps": st.deps,
+                "raw": pipeline.raw["stages"][st.index],
+            }
+        )
+    doc = {
+        "format": FORMAT,
+        "file_sig": sig,
+        "env": _environment_sig(backend_override),
+        "modules": sorted([k, v] for k, v in modules.items()),
+        "file": str(file),
+        "root": str(pipeline.root),
+        "name": pipeline.name,
+        "state_dir": str(pipeline.state_dir),
+        "backend": {"name": pipeline.backend.name, "options": pipeline.backend.options},
+        "order": pipeline.order,
+        "observers": observers,
+        "stages": stages,
+    }
+    try:
+        from .atomic import atomic_write_bytes
+
+        atomic_write_bytes(_cache_path(Path(file), backend_override), _json.dumps(doc), durable=False)
+    except OSError:
+        pass  # a cache that cannot be written is only a slower rerun
