@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .atomic import commit_files, temp_path_for
+from .atomic import temp_path_for
 from .backends.protocols import IdemRecord
 from .errors import (
     EXIT_FAILED,
@@ -26,11 +26,13 @@ from .errors import (
     StageFailed,
 )
 from .fingerprint import Evaluator, params_digest, processor_ref
-from .hashcache import HashCache, hash_file
+from .hashcache import HashCache
 from .results import Decision, RunInfo, StageResult
 
+from concurrent.futures import Future
+
 if TYPE_CHECKING:  # pragma: no cover
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["RunOptions", "Backends", "Runner", "RunOutcome", "make_backends", "new_run_id"]
 
@@ -142,6 +144,9 @@ class Runner:
         from .inflight import InflightLog
 
         self.inflight = InflightLog(pipeline.state_dir)
+        from .commit import GroupCommitter
+
+        self.committer = GroupCommitter(self.backends.idempotency, self.hashcache.remember)
         self._lock_timed_out: list[str] = []
         self._tries: dict[str, int] = {}
         self._results_so_far: dict[str, StageResult] = {}
@@ -212,6 +217,7 @@ class Runner:
         ]
         heapq.heapify(ready)
         running: dict[Future[Any], str] = {}
+        committing: dict[Future[Any], str] = {}  # work done, commit in flight
         deferred: list[tuple[float, int, str, float]] = []  # (next_try, index, name, deadline)
         stop = False
         jobs = max(1, self.options.jobs)
@@ -269,7 +275,7 @@ class Runner:
                     assert executor is not None
                     fut = executor.submit(self._execute, name, deadline)
                     running[fut] = name
-                if not running:
+                if not running and not committing:
                     if deferred and not stop and not self.cancel.is_set():
                         time.sleep(max(0.0, deferred[0][0] - time.monotonic()))
                         continue
@@ -277,11 +283,18 @@ class Runner:
                 timeout = None
                 if deferred:
                     timeout = max(0.0, deferred[0][0] - time.monotonic())
-                done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+                done, _ = wait(
+                    [*running, *committing], timeout=timeout, return_when=FIRST_COMPLETED
+                )
                 for fut in done:
+                    if fut in committing:
+                        finish(committing.pop(fut), fut.result())
+                        continue
                     name = running.pop(fut)
                     outcome = fut.result()
-                    if isinstance(outcome, tuple):  # (_Deferred, deadline, tries)
+                    if isinstance(outcome, Future):
+                        committing[outcome] = name
+                    elif isinstance(outcome, tuple):  # (_Deferred, deadline, tries)
                         marker, deadline, tries = outcome
                         if time.monotonic() >= deadline:
                             self._lock_timed_out.append(name)
@@ -301,14 +314,22 @@ class Runner:
             for fut, name in list(running.items()):
                 try:
                     outcome = fut.result()
+                    if isinstance(outcome, Future):
+                        outcome = outcome.result()
                 except BaseException:  # noqa: BLE001 - a second ^C lands here
                     continue
                 if isinstance(outcome, StageResult):
                     results[name] = outcome
+            for fut, name in list(committing.items()):
+                try:
+                    results[name] = fut.result()
+                except BaseException:  # noqa: BLE001
+                    continue
             raise
         finally:
             if executor is not None:
                 executor.shutdown(wait=True, cancel_futures=True)
+            self.committer.close()
         return results
 
     def _lock_failure(self, name: str, holder: str | None) -> StageResult:
@@ -353,15 +374,19 @@ class Runner:
                     lt = self.options.lock_timeout
                     deadline = time.monotonic() + (lt if lt is not None else 10**9)
                 return (_Deferred(lease.holder()), deadline, self._tries.get(name, 0) + 1)
+            handed_off = False
             try:
                 d = self.evaluator.decide(st, forced=forced)
                 if not d.run:
                     return self._skipped(st, d, time.perf_counter() - t0)
                 if d.fingerprint is None:
                     return StageResult(name, "failed", time.perf_counter() - t0, d.reason, error=d.reason)
-                return self._run_locked(st, d, lease, t0)
+                outcome = self._run_locked(st, d, lease, t0)
+                handed_off = isinstance(outcome, Future)  # the committer releases the lease
+                return outcome
             finally:
-                lease.release()
+                if not handed_off:
+                    lease.release()
         except Interrupted:
             return StageResult(name, "failed", time.perf_counter() - t0, "interrupted", error="interrupted")
         except Exception as exc:  # a bug or an I/O error must fail the stage, not the runner
@@ -374,7 +399,9 @@ class Runner:
                 error=f"{type(exc).__name__}: {exc}",
             )
 
-    def _run_locked(self, st: Any, d: Decision, lease: Any, t0: float) -> StageResult:
+    def _run_locked(self, st: Any, d: Decision, lease: Any, t0: float) -> Any:
+        """Run the attempts; on success hand the commit to the group
+        committer and return its future, else return the failed result."""
         import tenacity
 
         from .records import Interrupted
@@ -437,15 +464,45 @@ class Runner:
             self.state.update(name, self._state_entry(st, d, {}, "failed", duration, attempts, message))
             self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
             return result
-        outputs = self._commit(st, d, tmps, lease)
-        duration = time.perf_counter() - t0
-        self.state.update(name, self._state_entry(st, d, outputs, "ok", duration, attempts))
-        result = StageResult(
-            name, "ok", duration, d.reason, attempts=attempts, key=d.key,
-            fingerprint=d.fingerprint, info=last_info,
-        )
-        self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
-        return result
+        from .commit import CommitJob
+
+        def make_record(digests: dict[str, str]) -> IdemRecord:
+            return IdemRecord(
+                key=d.key or "",
+                status="SUCCESS",
+                fingerprint=d.fingerprint or "",
+                result={
+                    "outputs": digests,
+                    "stage": name,
+                    "run_id": self.run_id,
+                    "by": f"run {self.run_id} on {HOST}",
+                },
+                created=time.time(),
+                token=getattr(lease, "token", None),
+            )
+
+        def done(digests: dict[str, str] | None, err: BaseException | None) -> StageResult:
+            duration = time.perf_counter() - t0
+            if err is not None or digests is None:
+                message = f"commit failed: {type(err).__name__}: {err}"
+                self.state.update(
+                    name, self._state_entry(st, d, {}, "failed", duration, attempts, message)
+                )
+                result = StageResult(
+                    name, "failed", duration, message, attempts=attempts, key=d.key,
+                    fingerprint=d.fingerprint, error=message, info=last_info,
+                )
+            else:
+                self.state.update(name, self._state_entry(st, d, digests, "ok", duration, attempts))
+                result = StageResult(
+                    name, "ok", duration, d.reason, attempts=attempts, key=d.key,
+                    fingerprint=d.fingerprint, info=last_info,
+                )
+            self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
+            return result
+
+        job = CommitJob(list(st.outputs), tmps, list(st.output_paths), lease, make_record, done)
+        return self.committer.submit(job)
 
     def _attempt(self, st: Any, attempt: int) -> tuple[list[Path], dict[str, Any]]:
         from .execute import needs_worker, run_in_process, run_in_worker
@@ -501,33 +558,6 @@ class Runner:
             )
 
         return call
-
-    def _commit(self, st: Any, d: Decision, tmps: list[Path], lease: Any) -> dict[str, str]:
-        """Outputs durable and renamed into place, then the idempotency
-        record: a crash before the record leaves the stage to rerun."""
-        digests = {key: hash_file(tmp) for key, tmp in zip(st.outputs, tmps)}
-        commit_files(zip(tmps, st.output_paths))
-        for key, final in zip(st.outputs, st.output_paths):
-            self.hashcache.remember(key, final, digests[key])
-        record = IdemRecord(
-            key=d.key or "",
-            status="SUCCESS",
-            fingerprint=d.fingerprint or "",
-            result={
-                "outputs": digests,
-                "stage": st.name,
-                "run_id": self.run_id,
-                "by": f"run {self.run_id} on {HOST}",
-            },
-            created=time.time(),
-            token=getattr(lease, "token", None),
-        )
-        # Not fsynced: the outputs are durable and in place before the record
-        # is written, so a record that survives a power loss implies its
-        # outputs did; a lost record only makes the stage run again (and every
-        # skip re-checks the outputs' hashes anyway).
-        self.backends.idempotency.put_many([record], durable=False)
-        return digests
 
     def _state_entry(
         self,

@@ -1,0 +1,154 @@
+"""Group commit: stages that finished their work are committed together by
+one thread, so that the fsyncs of one stage overlap the work of the next.
+
+For each batch: every output temp file is hashed and fsynced, renamed into
+place, each touched folder fsynced once, then the idempotency records are
+written, then the leases released and the waiting futures resolved. A stage
+is done, and its dependents may start, only when its future resolves.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from .atomic import fsync_dir, fsync_file
+from .hashcache import hash_file
+
+__all__ = ["CommitJob", "GroupCommitter"]
+
+
+class CommitJob:
+    __slots__ = ("done", "finals", "future", "keys", "lease", "make_record", "tmps")
+
+    def __init__(
+        self,
+        keys: list[str],
+        tmps: list[Path],
+        finals: list[Path],
+        lease: Any,
+        make_record: Callable[[dict[str, str]], Any],
+        done: Callable[[dict[str, str] | None, BaseException | None], Any],
+    ) -> None:
+        self.keys = keys
+        self.tmps = tmps
+        self.finals = finals
+        self.lease = lease
+        self.make_record = make_record
+        self.done = done
+        self.future: Future[Any] = Future()
+
+
+class GroupCommitter:
+    def __init__(self, store: Any, remember: Callable[[str, Path, str], None]) -> None:
+        self._store = store
+        self._remember = remember
+        self._queue: queue.Queue[CommitJob | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="pipekit-commit", daemon=True)
+        self._started = False
+        self._lock = threading.Lock()
+
+    def submit(self, job: CommitJob) -> Future[Any]:
+        with self._lock:
+            if not self._started:
+                self._thread.start()
+                self._started = True
+        self._queue.put(job)
+        return job.future
+
+    def close(self) -> None:
+        """Commit what is queued, then stop."""
+        with self._lock:
+            if not self._started:
+                return
+        self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        stop = False
+        while not stop:
+            batch: list[CommitJob] = []
+            item = self._queue.get()
+            if item is None:
+                break
+            batch.append(item)
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[CommitJob]) -> None:
+        digests: dict[int, dict[str, str]] = {}
+        errors: dict[int, BaseException] = {}
+        for i, job in enumerate(batch):
+            try:
+                d = {}
+                for key, tmp in zip(job.keys, job.tmps):
+                    d[key] = hash_file(tmp)
+                    fsync_file(tmp)
+                digests[i] = d
+            except BaseException as exc:
+                errors[i] = exc
+        folders: set[Path] = set()
+        for i, job in enumerate(batch):
+            if i in errors:
+                continue
+            try:
+                for tmp, final in zip(job.tmps, job.finals):
+                    os.replace(tmp, final)
+                    folders.add(final.parent)
+            except BaseException as exc:
+                errors[i] = exc
+        folder_error: BaseException | None = None
+        for folder in folders:
+            try:
+                fsync_dir(folder)
+            except BaseException as exc:
+                folder_error = exc
+        records = []
+        for i, job in enumerate(batch):
+            if i in errors:
+                continue
+            if folder_error is not None:
+                errors[i] = folder_error
+                continue
+            for key, final in zip(job.keys, job.finals):
+                self._remember(key, final, digests[i][key])
+            records.append(job.make_record(digests[i]))
+        if records:
+            try:
+                # Not fsynced: the outputs are durable and in place before the
+                # records are written, so a record that survives a power loss
+                # implies its outputs did; a lost record only makes its stage
+                # run again (and every skip re-checks the outputs' hashes).
+                self._store.put_many(records, durable=False)
+            except BaseException as exc:
+                for i in range(len(batch)):
+                    errors.setdefault(i, exc)
+        for i, job in enumerate(batch):
+            err = errors.get(i)
+            if err is not None:
+                for tmp in job.tmps:
+                    try:
+                        os.unlink(tmp)
+                    except FileNotFoundError:
+                        pass
+            try:
+                job.lease.release()
+            except Exception:
+                pass
+            try:
+                job.future.set_result(job.done(digests.get(i) if err is None else None, err))
+            except BaseException as exc:  # never leave a waiter hanging
+                job.future.set_exception(exc)
