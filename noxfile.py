@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]

@@ -33,9 +33,7 @@ _HOST = re.sub(r"[^A-Za-z0-9_.]", "_", os.uname().nodename if hasattr(os, "uname
 def temp_path_for(final: Path, tag: str = "") -> Path:
     """A unique temp path beside ``final`` (same folder, same file system)."""
     extra = f"{tag}-" if tag else ""
-    return final.with_name(
-        f".{final.name}{TEMP_MARK}{extra}{_HOST}-{os.getpid()}-{next(_counter)}"
-    )
+    return final.with_name(f".{final.name}{TEMP_MARK}{extra}{_HOST}-{os.getpid()}-{next(_counter)}")
 
 
 def fsync_dir(path: Path | str) -> None:

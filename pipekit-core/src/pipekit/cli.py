@@ -41,11 +41,16 @@ examples:
 
 def _add_file(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "-f", "--file", type=Path, default=argparse.SUPPRESS,
+        "-f",
+        "--file",
+        type=Path,
+        default=argparse.SUPPRESS,
         help="the pipeline file (default: pipekit.toml, pipeline.toml or pipeline.json here)",
     )
     p.add_argument(
-        "--backend", default=argparse.SUPPRESS, metavar="NAME",
+        "--backend",
+        default=argparse.SUPPRESS,
+        metavar="NAME",
         help="backend for locks, idempotency and checkpoints (overrides [backend].name)",
     )
 
@@ -55,13 +60,25 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     ``pipekit run -q`` alike)."""
     top = p.prog == "pipekit"
     p.add_argument(
-        "--log-format", choices=("text", "json"), default="text" if top else argparse.SUPPRESS,
+        "--log-format",
+        choices=("text", "json"),
+        default="text" if top else argparse.SUPPRESS,
         help="format of log lines on stderr (default: text)",
     )
-    p.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
-                   help="more log output (-vv: debug)")
-    p.add_argument("-q", "--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
-                   help="print only errors")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top else argparse.SUPPRESS,
+        help="more log output (-vv: debug)",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="print only errors",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,26 +95,52 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser(
-        "run", help="run the pipeline: skip what is up to date, run the rest",
+        "run",
+        help="run the pipeline: skip what is up to date, run the rest",
         description="Run every stage that is not up to date, in dependency order.",
     )
     _add_file(run)
     _add_common(run)
-    run.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
-                     help="run up to N independent stages at once (default: 1)")
-    run.add_argument("--json", action="store_true",
-                     help="print one JSON summary on stdout (run_id, status, stages)")
-    run.add_argument("--force", action="append", default=[], metavar="STAGE",
-                     help="run STAGE even if it is up to date (repeatable; 'all' for every stage)")
-    run.add_argument("--dry-run", action="store_true",
-                     help="say what would run and why; run nothing")
-    run.add_argument("-k", "--keep-going", action="store_true",
-                     help="after a failure, go on with stages that do not depend on it")
-    run.add_argument("--lock-timeout", type=float, default=600.0, metavar="SECONDS",
-                     help="give up (exit 3) when a stage's lock is held longer (default: 600)")
+    run.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N independent stages at once (default: 1)",
+    )
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON summary on stdout (run_id, status, stages)",
+    )
+    run.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="run STAGE even if it is up to date (repeatable; 'all' for every stage)",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="say what would run and why; run nothing"
+    )
+    run.add_argument(
+        "-k",
+        "--keep-going",
+        action="store_true",
+        help="after a failure, go on with stages that do not depend on it",
+    )
+    run.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up (exit 3) when a stage's lock is held longer (default: 600)",
+    )
 
     status = sub.add_parser(
-        "status", help="say for each stage whether it is up to date or would run, and why",
+        "status",
+        help="say for each stage whether it is up to date or would run, and why",
         description="For each stage: up to date, or will run and why. Runs nothing.",
     )
     _add_file(status)
@@ -105,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON on stdout")
 
     plugins = sub.add_parser(
-        "plugins", help="list installed plugins and what they registered",
+        "plugins",
+        help="list installed plugins and what they registered",
         description="Every plugin: its distribution, version, hooks and registered names.",
     )
     _add_common(plugins)
@@ -264,8 +308,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_plan(
-    args: argparse.Namespace, pipeline: Any, registry: Any, force: frozenset[str],
-    force_all: bool, *, dry_run: bool,
+    args: argparse.Namespace,
+    pipeline: Any,
+    registry: Any,
+    force: frozenset[str],
+    force_all: bool,
+    *,
+    dry_run: bool,
 ) -> int:
     from .fingerprint import Evaluator
     from .hashcache import HashCache

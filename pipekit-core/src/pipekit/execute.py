@@ -85,7 +85,7 @@ def run_in_worker(
         message = f"{result.get('error_type')}: {result.get('message')}"
         exc_cls = NonRetryable if result.get("non_retryable") else StageFailed
         exc = exc_cls(message)
-        exc.remote_traceback = result.get("traceback")  # type: ignore[attr-defined]
+        exc.remote_traceback = result.get("traceback")  # type: ignore[union-attr]
         raise exc
     ctx.info.update(result.get("info") or {})
     return ctx.info

@@ -8,7 +8,8 @@ changes the run's outcome or state.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

@@ -65,7 +65,9 @@ class InflightLog:
                 continue
             note = self.folder / name
             try:
-                folders = {Path(line) for line in note.read_text(encoding="utf-8").splitlines() if line}
+                folders = {
+                    Path(line) for line in note.read_text(encoding="utf-8").splitlines() if line
+                }
             except FileNotFoundError:
                 continue
             removed += sweep_temp_files(folders)

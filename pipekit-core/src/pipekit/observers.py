@@ -34,6 +34,8 @@ class Observers:
                 try:
                     impl.function(**args)
                 except Exception as exc:
-                    msg = f"plugin {impl.plugin_name!r} raised in {hook}: {type(exc).__name__}: {exc}"
+                    msg = (
+                        f"plugin {impl.plugin_name!r} raised in {hook}: {type(exc).__name__}: {exc}"
+                    )
                     self.errors.append(msg)
                     log.warning("%s (ignored)", msg)

@@ -228,7 +228,13 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
 
     for _name, plugin in registry.plugin_manager.list_name_plugin():
         note(plugin if inspect.ismodule(plugin) else type(plugin))
-    observer_hooks = {"on_run_start", "on_stage_start", "on_stage_end", "on_record_failed", "on_run_end"}
+    observer_hooks = {
+        "on_run_start",
+        "on_stage_start",
+        "on_stage_end",
+        "on_record_failed",
+        "on_run_end",
+    }
     observers = any(observer_hooks & set(p.hooks) for p in registry.plugins)
     stages = []
     for name in pipeline.order:
@@ -266,6 +272,8 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
     try:
         from .atomic import atomic_write_bytes
 
-        atomic_write_bytes(_cache_path(Path(file), backend_override), _json.dumps(doc), durable=False)
+        atomic_write_bytes(
+            _cache_path(Path(file), backend_override), _json.dumps(doc), durable=False
+        )
     except OSError:
         pass  # a cache that cannot be written is only a slower rerun

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,6 @@ from .errors import (
 from .fingerprint import Evaluator, params_digest, processor_ref
 from .hashcache import HashCache
 from .results import Decision, RunInfo, StageResult
-
-from concurrent.futures import Future
 
 if TYPE_CHECKING:  # pragma: no cover
     from concurrent.futures import ThreadPoolExecutor
@@ -316,14 +315,14 @@ class Runner:
                     outcome = fut.result()
                     if isinstance(outcome, Future):
                         outcome = outcome.result()
-                except BaseException:  # noqa: BLE001 - a second ^C lands here
+                except BaseException:
                     continue
                 if isinstance(outcome, StageResult):
                     results[name] = outcome
             for fut, name in list(committing.items()):
                 try:
                     results[name] = fut.result()
-                except BaseException:  # noqa: BLE001
+                except BaseException:
                     continue
             raise
         finally:
@@ -367,8 +366,12 @@ class Runner:
             if not d.run:
                 return self._skipped(st, d, time.perf_counter() - t0)
             if d.fingerprint is None:
-                return StageResult(name, "failed", time.perf_counter() - t0, d.reason, error=d.reason)
-            lease = self.backends.locks.lock(f"stage/{self.pipeline.name}/{name}", self.options.lock_ttl)
+                return StageResult(
+                    name, "failed", time.perf_counter() - t0, d.reason, error=d.reason
+                )
+            lease = self.backends.locks.lock(
+                f"stage/{self.pipeline.name}/{name}", self.options.lock_ttl
+            )
             if not lease.acquire(timeout=0):
                 if deadline is None:
                     lt = self.options.lock_timeout
@@ -380,7 +383,9 @@ class Runner:
                 if not d.run:
                     return self._skipped(st, d, time.perf_counter() - t0)
                 if d.fingerprint is None:
-                    return StageResult(name, "failed", time.perf_counter() - t0, d.reason, error=d.reason)
+                    return StageResult(
+                        name, "failed", time.perf_counter() - t0, d.reason, error=d.reason
+                    )
                 outcome = self._run_locked(st, d, lease, t0)
                 handed_off = isinstance(outcome, Future)  # the committer releases the lease
                 return outcome
@@ -388,7 +393,9 @@ class Runner:
                 if not handed_off:
                     lease.release()
         except Interrupted:
-            return StageResult(name, "failed", time.perf_counter() - t0, "interrupted", error="interrupted")
+            return StageResult(
+                name, "failed", time.perf_counter() - t0, "interrupted", error="interrupted"
+            )
         except Exception as exc:  # a bug or an I/O error must fail the stage, not the runner
             log.exception("stage %s: unexpected error", name)
             return StageResult(
@@ -452,16 +459,27 @@ class Runner:
             raise
         except Exception as exc:
             duration = time.perf_counter() - t0
-            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StageFailed) else str(exc)
+            message = (
+                f"{type(exc).__name__}: {exc}" if not isinstance(exc, StageFailed) else str(exc)
+            )
             info = dict(getattr(exc, "info", None) or last_info)
             tb = getattr(exc, "remote_traceback", None)
             if tb:
                 info["traceback"] = tb
             result = StageResult(
-                name, "failed", duration, f"failed after {attempts} attempt(s): {message}",
-                attempts=attempts, key=d.key, fingerprint=d.fingerprint, error=message, info=info,
+                name,
+                "failed",
+                duration,
+                f"failed after {attempts} attempt(s): {message}",
+                attempts=attempts,
+                key=d.key,
+                fingerprint=d.fingerprint,
+                error=message,
+                info=info,
             )
-            self.state.update(name, self._state_entry(st, d, {}, "failed", duration, attempts, message))
+            self.state.update(
+                name, self._state_entry(st, d, {}, "failed", duration, attempts, message)
+            )
             self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
             return result
         from .commit import CommitJob
@@ -489,14 +507,27 @@ class Runner:
                     name, self._state_entry(st, d, {}, "failed", duration, attempts, message)
                 )
                 result = StageResult(
-                    name, "failed", duration, message, attempts=attempts, key=d.key,
-                    fingerprint=d.fingerprint, error=message, info=last_info,
+                    name,
+                    "failed",
+                    duration,
+                    message,
+                    attempts=attempts,
+                    key=d.key,
+                    fingerprint=d.fingerprint,
+                    error=message,
+                    info=last_info,
                 )
             else:
                 self.state.update(name, self._state_entry(st, d, digests, "ok", duration, attempts))
                 result = StageResult(
-                    name, "ok", duration, d.reason, attempts=attempts, key=d.key,
-                    fingerprint=d.fingerprint, info=last_info,
+                    name,
+                    "ok",
+                    duration,
+                    d.reason,
+                    attempts=attempts,
+                    key=d.key,
+                    fingerprint=d.fingerprint,
+                    info=last_info,
                 )
             self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
             return result
@@ -529,7 +560,10 @@ class Runner:
         try:
             if needs_worker(st):
                 info = run_in_worker(
-                    st, ctx, pipeline_file=self.pipeline.file, backend=self.backends.name,
+                    st,
+                    ctx,
+                    pipeline_file=self.pipeline.file,
+                    backend=self.backends.name,
                     timeout=st.config.timeout,
                 )
             else:

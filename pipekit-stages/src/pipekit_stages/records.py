@@ -6,7 +6,6 @@ import re
 from collections.abc import Iterator
 
 import attrs
-
 import pipekit
 
 

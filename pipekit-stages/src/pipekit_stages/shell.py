@@ -19,7 +19,6 @@ import subprocess
 import time
 
 import attrs
-
 import pipekit
 
 STDERR_KEEP = 4000

@@ -3,8 +3,9 @@ lives under the pipeline's state dir; nothing leaves the machine."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..hookspecs import hookimpl
 
@@ -15,9 +16,7 @@ def _no_options(kind: str, options: dict[str, Any]) -> None:
     if options:
         from ..errors import ConfigError
 
-        raise ConfigError(
-            f"the file {kind} takes no options; remove: {', '.join(sorted(options))}"
-        )
+        raise ConfigError(f"the file {kind} takes no options; remove: {', '.join(sorted(options))}")
 
 
 def lock_backend(options: dict[str, Any], *, state_dir: Path) -> Any:

@@ -44,7 +44,9 @@ class FileLease:
                 if deadline is not None and time.monotonic() >= deadline:
                     fh.close()
                     return False
-                sleep = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+                sleep = (
+                    delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+                )
                 time.sleep(sleep)
                 delay = min(delay * 2, 0.1)
         fh.seek(0)
