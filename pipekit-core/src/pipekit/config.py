@@ -7,10 +7,14 @@ as one line naming the file, the stage and the field, before anything runs.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import threading
+from collections import abc
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import attrs
 
@@ -26,6 +30,10 @@ __all__ = [
     "find_pipeline_file",
     "read_pipeline_file",
     "structure_pipeline",
+    "structure_pipeline_lenient",
+    "structure_params",
+    "check_params",
+    "join_lines",
     "converter",
 ]
 
@@ -33,14 +41,21 @@ DEFAULT_FILES = ("pipekit.toml", "pipeline.toml", "pipeline.json")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+def _num(value: Any) -> str:
+    """A number as the user wrote it: ``-1``, not the ``-1.0`` it became."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
 def _positive(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and value <= 0:
-        raise ValueError(f"must be greater than 0, got {value!r}")
+        raise ValueError(f"must be greater than 0, got {_num(value)}")
 
 
 def _not_negative(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     if value < 0:
-        raise ValueError(f"must be 0 or more, got {value!r}")
+        raise ValueError(f"must be 0 or more, got {_num(value)}")
 
 
 def _stage_name(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
@@ -103,39 +118,172 @@ class PipelineConfig:
     backend: BackendConfig = attrs.field(factory=BackendConfig)
 
 
+class _Bad(ValueError):
+    """A value of the wrong type or shape; its message is shown as it is."""
+
+
+_KIND = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a table",
+}
+
+
+def _describe(value: Any) -> str:
+    """``a string 'three'``, ``an integer 1``, ``a list [...]``: for messages."""
+    kind = _KIND.get(type(value), f"a {type(value).__name__}")
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{kind} {text}"
+
+
 def _make_converter() -> Any:
     import cattrs
+    from cattrs.errors import IterableValidationError, IterableValidationNote
 
     conv = cattrs.Converter(forbid_extra_keys=True)
 
     def _number(value: Any, typ: type) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"expected a number, got {type(value).__name__} {value!r}")
+            raise _Bad(f"expected a number, got {_describe(value)}")
         return typ(value)
 
     def _int(value: Any, _t: type) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"expected an integer, got {type(value).__name__} {value!r}")
+            raise _Bad(f"expected an integer, got {_describe(value)}")
         return value
 
     def _str(value: Any, _t: type) -> str:
         if not isinstance(value, str):
-            raise TypeError(f"expected a string, got {type(value).__name__} {value!r}")
+            raise _Bad(f"expected a string, got {_describe(value)}")
         return value
 
     def _bool(value: Any, _t: type) -> bool:
         if not isinstance(value, bool):
-            raise TypeError(f"expected true or false, got {type(value).__name__} {value!r}")
+            raise _Bad(f"expected true or false, got {_describe(value)}")
         return value
 
     conv.register_structure_hook(float, _number)
     conv.register_structure_hook(int, _int)
     conv.register_structure_hook(str, _str)
     conv.register_structure_hook(bool, _bool)
+
+    def _items(t: Any, triples: Iterable[tuple[Any, Any, Any]]) -> list[tuple[Any, Any]]:
+        """Structure each (key, value, type); gather errors with their index/key."""
+        out: list[tuple[Any, Any]] = []
+        errors: list[Exception] = []
+        for key, item, typ in triples:
+            try:
+                out.append((key, conv.structure(item, typ)))
+            except Exception as exc:
+                exc.__notes__ = [
+                    *getattr(exc, "__notes__", []),
+                    IterableValidationNote(f"Structuring {t!r} @ {key!r}", key, typ),
+                ]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {t!r}", errors, t)
+        return out
+
+    # A list field given a string would otherwise become a list of its
+    # characters: ``inputs = "x.txt"`` must be an error, not ['x', '.', ...].
+    def _list_factory(t: Any) -> Callable[[Any, Any], list[Any]]:
+        args = get_args(t)
+        elem = args[0] if args else Any
+
+        def hook(value: Any, _t: Any) -> list[Any]:
+            if not isinstance(value, list):
+                raise _Bad(f"expected a list, got {_describe(value)}")
+            if elem is Any:
+                return list(value)
+            return [v for _, v in _items(t, ((i, v, elem) for i, v in enumerate(value)))]
+
+        return hook
+
+    def _dict_factory(t: Any) -> Callable[[Any, Any], dict[Any, Any]]:
+        args = get_args(t)
+        val = args[1] if len(args) == 2 else Any
+
+        def hook(value: Any, _t: Any) -> dict[Any, Any]:
+            if not isinstance(value, dict):
+                raise _Bad(f"expected a table, got {_describe(value)}")
+            if val is Any:
+                return dict(value)
+            return dict(_items(t, ((k, v, val) for k, v in value.items())))
+
+        return hook
+
+    def _attrs_factory(t: Any) -> Callable[[Any, Any], Any]:
+        base = conv.gen_structure_attrs_fromdict(t)
+
+        def hook(value: Any, _t: Any) -> Any:
+            if not isinstance(value, dict):
+                raise _Bad(f"expected a table, got {_describe(value)}")
+            return base(value, _t)
+
+        return hook
+
+    # Other collections a processor's Params may use: the same check, then
+    # the collection's own type (a fixed-length tuple checks its length).
+    def _collection_factory(t: Any) -> Callable[[Any, Any], Any]:
+        origin = get_origin(t) or t
+        args = get_args(t)
+        make: Any = {
+            abc.Sequence: tuple,
+            abc.Set: frozenset,
+            abc.MutableSet: set,
+            abc.MutableSequence: list,
+        }.get(origin, origin)
+        fixed = origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis)
+
+        def hook(value: Any, _t: Any) -> Any:
+            if not isinstance(value, (list, tuple)):
+                raise _Bad(f"expected a list, got {_describe(value)}")
+            if fixed:
+                if len(value) != len(args):
+                    raise _Bad(f"expected a list of {len(args)} items, got {len(value)}")
+                typed = ((i, v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+                return tuple(v for _, v in _items(t, typed))
+            elem = args[0] if args else Any
+            items = (
+                list(value)
+                if elem is Any
+                else [v for _, v in _items(t, ((i, v, elem) for i, v in enumerate(value)))]
+            )
+            return make(items)
+
+        return hook
+
+    def _is(kinds: tuple[Any, ...]) -> Callable[[Any], bool]:
+        return lambda t: (get_origin(t) or t) in kinds
+
+    conv.register_structure_hook_factory(_is((list,)), _list_factory)
+    collections: tuple[Any, ...] = (
+        tuple,
+        set,
+        frozenset,
+        abc.Sequence,
+        abc.MutableSequence,
+        abc.Set,
+        abc.MutableSet,
+    )
+    conv.register_structure_hook_factory(_is(collections), _collection_factory)
+    conv.register_structure_hook_factory(_is((dict,)), _dict_factory)
+    conv.register_structure_hook_factory(
+        lambda t: isinstance(t, type) and attrs.has(t), _attrs_factory
+    )
     return conv
 
 
 _converter: Any = None
+# attrs validators are switched off (process-wide) while structuring, so that
+# every validator's error can be reported with its field; the lock keeps two
+# loads from switching them back on under each other's feet.
+_structure_lock = threading.RLock()
 
 
 def converter() -> Any:
@@ -153,8 +301,7 @@ def find_pipeline_file(cwd: Path | None = None) -> Path:
         if candidate.is_file():
             return candidate
     raise ConfigError(
-        f"no pipeline file in {cwd}: looked for {', '.join(DEFAULT_FILES)}; "
-        "name one with -f FILE"
+        f"no pipeline file in {cwd}: looked for {', '.join(DEFAULT_FILES)}; name one with -f FILE"
     )
 
 
@@ -164,6 +311,8 @@ def read_pipeline_file(path: Path) -> dict[str, Any]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such pipeline file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a pipeline file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     if path.suffix == ".json":
@@ -187,9 +336,10 @@ def read_pipeline_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _where(path: str, data: dict[str, Any]) -> str:
-    """Turn a cattrs path like ``$.stages[1].retry.attempts`` into
-    ``stage 'upper' (stages[1]), field retry.attempts``."""
+def _locate(path: str, data: dict[str, Any]) -> tuple[int, str]:
+    """Turn a path like ``$.stages[1].retry.attempts`` into (1, ``stage
+    'upper' (stages[1]), field 'retry.attempts'``); the index is -1 outside
+    a stage."""
     m = re.match(r"^\$\.stages\[(\d+)\](?:\.(.*))?$", path)
     if m:
         index = int(m.group(1))
@@ -199,65 +349,243 @@ def _where(path: str, data: dict[str, Any]) -> str:
         if isinstance(stages, list) and index < len(stages) and isinstance(stages[index], dict):
             name = stages[index].get("name")
         label = f"stage {name!r} (stages[{index}])" if isinstance(name, str) else f"stages[{index}]"
-        return f"{label}, field {field!r}" if field else label
+        return index, (f"{label}, field {field!r}" if field else label)
     field = path[2:] if path.startswith("$.") else path
-    return f"field {field!r}" if field and field != "$" else "top level"
+    return -1, (f"field {field!r}" if field and field != "$" else "top level")
 
 
-def _cattrs_messages(exc: BaseException, data: dict[str, Any], prefix: str = "$") -> list[str]:
+def _where(path: str, data: dict[str, Any]) -> str:
+    return _locate(path, data)[1]
+
+
+def _walk(exc: BaseException, path: str) -> Iterator[tuple[str, BaseException, Any]]:
+    """Every leaf error of a cattrs validation error: (path, error, type)."""
+    from cattrs.errors import (
+        AttributeValidationNote,
+        ClassValidationError,
+        IterableValidationError,
+        IterableValidationNote,
+    )
+
+    if not isinstance(exc, (ClassValidationError, IterableValidationError)):
+        yield path, exc, None
+        return
+    for sub in exc.exceptions:
+        p, typ = path, None
+        for note in reversed(getattr(sub, "__notes__", [])):
+            if isinstance(note, AttributeValidationNote):
+                p, typ = f"{path}.{note.name}", note.type
+                break
+            if isinstance(note, IterableValidationNote):
+                key = note.index
+                p = f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
+                typ = note.type
+                break
+        if isinstance(sub, (ClassValidationError, IterableValidationError)):
+            yield from _walk(sub, p)
+        else:
+            yield p, sub, typ
+
+
+def _unknown_field(field: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(field, known, n=1)
+    if close:
+        return f"unknown field (did you mean {close[0]!r}?)"
+    return "unknown field; known fields: " + (", ".join(known) if known else "none")
+
+
+def _problem_text(exc: BaseException, typ: Any) -> str:
+    if isinstance(exc, _Bad):
+        return str(exc)
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    msg = str(exc)
+    if typ is not None:
+        tn = getattr(typ, "__name__", None) or repr(typ)
+        return f"expected {tn}" + (f" ({msg})" if msg else "")
+    return msg or type(exc).__name__
+
+
+def _problems(exc: BaseException, prefix: str) -> list[tuple[str, str]]:
+    """(path, message) for every leaf of a structuring error."""
+    from cattrs.errors import ForbiddenExtraKeysError
+
+    out: list[tuple[str, str]] = []
+    for path, sub, typ in _walk(exc, prefix):
+        if isinstance(sub, ForbiddenExtraKeysError):
+            cl = getattr(sub, "cl", None)
+            known = [a.name for a in attrs.fields(cl)] if cl is not None and attrs.has(cl) else []
+            for field in sorted(sub.extra_fields):
+                out.append((f"{path}.{field}", _unknown_field(field, known)))
+        else:
+            out.append((path, _problem_text(sub, typ)))
+    return out
+
+
+def _validate(inst: Any, path: str) -> list[tuple[str, str]]:
+    """Run the attrs validators of ``inst`` and of the attrs instances in it,
+    one field at a time, so that each failure names its field."""
+    out: list[tuple[str, str]] = []
+    for a in attrs.fields(type(inst)):
+        value = getattr(inst, a.name)
+        p = f"{path}.{a.name}"
+        if a.validator is not None:
+            try:
+                a.validator(inst, a, value)
+            except Exception as exc:
+                out.append((p, str(exc) or type(exc).__name__))
+        if attrs.has(type(value)):
+            out.extend(_validate(value, p))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if attrs.has(type(item)):
+                    out.extend(_validate(item, f"{p}[{i}]"))
+    return out
+
+
+def _validate_raw(cls: type, raw: Any, path: str) -> list[tuple[str, str]]:
+    """The validators' problems in a table that did not structure as a whole
+    (a field of the wrong type elsewhere): each field that structures on its
+    own is validated on its own, so that one run reports every problem.
+    Only for pipekit's own config classes, whose validators look at nothing
+    but the value."""
+    if not isinstance(raw, dict):
+        return []
+    attrs.resolve_types(cls)
+    out: list[tuple[str, str]] = []
+    for a in attrs.fields(cls):
+        if a.name not in raw:
+            continue
+        p = f"{path}.{a.name}"
+        value = raw[a.name]
+        typ = a.type
+        if isinstance(typ, type) and attrs.has(typ):
+            inst, problems = _structure(value, typ, p)
+            out.extend(problems if inst is not None else _validate_raw(typ, value, p))
+            continue
+        if get_origin(typ) is list and get_args(typ) and attrs.has(get_args(typ)[0]):
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    inst, problems = _structure(item, get_args(typ)[0], f"{p}[{i}]")
+                    out.extend(
+                        problems
+                        if inst is not None
+                        else _validate_raw(get_args(typ)[0], item, f"{p}[{i}]")
+                    )
+            continue
+        if a.validator is None:
+            continue
+        try:
+            with _structure_lock, attrs.validators.disabled():
+                v = converter().structure(value, typ)
+        except Exception:
+            continue  # reported by the whole structuring
+        try:
+            a.validator(None, a, v)
+        except Exception as exc:
+            out.append((p, str(exc) or type(exc).__name__))
+    return out
+
+
+def _structure(value: Any, cls: type, prefix: str) -> tuple[Any, list[tuple[str, str]]]:
+    """Structure ``value`` as ``cls``. Returns (instance, problems): the
+    instance is None when the value has the wrong shape or types; otherwise
+    the problems are the validators' (the instance is still usable for
+    further checks)."""
     import cattrs
 
-    lines = []
-    for message in cattrs.transform_error(exc, path=prefix):
-        text, _, path = message.rpartition(" @ ")
-        if not text:
-            text, path = message, prefix
-        extra = re.match(r"extra fields found \((.*)\)", text)
-        if extra:
-            for field in extra.group(1).split(", "):
-                lines.append(f"{_where(path + '.' + field, data)}: unknown field")
-            continue
-        if text.startswith("required field missing"):
-            lines.append(f"{_where(path, data)}: required field missing")
-            continue
-        lines.append(f"{_where(path, data)}: {text}")
-    return lines
+    with _structure_lock:
+        try:
+            with attrs.validators.disabled():
+                inst = converter().structure(value, cls)
+        except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+            return None, _problems(exc, prefix)
+        except Exception as exc:  # e.g. a Params __attrs_post_init__
+            return None, [(prefix, f"{type(exc).__name__}: {exc}")]
+    return inst, _validate(inst, prefix)
+
+
+def _lines(
+    problems: list[tuple[str, str]], data: dict[str, Any], file: Path
+) -> list[tuple[int, str]]:
+    out = []
+    for path, msg in problems:
+        index, where = _locate(path, data)
+        out.append((index, f"{file}: {where}: {msg}"))
+    return out
+
+
+def structure_pipeline_lenient(
+    data: dict[str, Any], file: Path
+) -> tuple[PipelineConfig, list[tuple[int, str]]]:
+    """Structure plain data into a :class:`PipelineConfig`.
+
+    A wrong type or an unknown field raises :class:`ConfigError` at once, one
+    line per problem. A value that a validator refuses (a negative timeout, a
+    bad stage name) is returned as ``(stage index or -1, line)`` with the
+    config, so that the caller can go on checking and report everything in
+    one go.
+    """
+    if "stages" not in data:
+        raise ConfigError(f"{file}: no stages: add at least one [[stages]] table")
+    cfg, problems = _structure(data, PipelineConfig, "$")
+    if cfg is None:
+        problems += _validate_raw(PipelineConfig, data, "$")
+        raise ConfigError(join_lines(_lines(problems, data, file)))
+    lines = _lines(problems, data, file)
+    return cfg, lines
 
 
 def structure_pipeline(data: dict[str, Any], file: Path) -> PipelineConfig:
     """Structure plain data into a :class:`PipelineConfig`, or raise a
     :class:`ConfigError` with one line per problem."""
-    import cattrs
+    cfg, lines = structure_pipeline_lenient(data, file)
+    if lines:
+        raise ConfigError(join_lines(lines))
+    return cfg
 
-    if "stages" not in data:
-        raise ConfigError(f"{file}: no stages: add at least one [[stages]] table")
-    try:
-        return converter().structure(data, PipelineConfig)  # type: ignore[no-any-return]
-    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
-        if isinstance(exc, cattrs.BaseValidationError):
-            lines = _cattrs_messages(exc, data)
-        else:
-            lines = [f"top level: {exc}"]
-        raise ConfigError("\n".join(f"{file}: {line}" for line in lines)) from None
+
+def join_lines(lines: list[tuple[int, str]]) -> str:
+    """One message from (stage index, line) pairs: file order, top level first."""
+    return "\n".join(line for _, line in sorted(lines, key=lambda item: item[0]))
+
+
+def check_params(
+    params_cls: type | None, raw: dict[str, Any], data: dict[str, Any], index: int, file: Path
+) -> tuple[Any, list[tuple[int, str]]]:
+    """Structure and validate stage ``index``'s ``params`` table:
+    (params, []) or (None, lines naming each bad field)."""
+    prefix = f"$.stages[{index}].params"
+    if params_cls is None:
+        if raw:
+            names = ", ".join(repr(k) for k in sorted(raw))
+            return None, _lines(
+                [(prefix, f"this processor takes no params; remove {names}")], data, file
+            )
+        return None, []
+    params, problems = _structure(raw, params_cls, prefix)
+    if problems:
+        return None, _lines(problems, data, file)
+    return params, []
 
 
 def structure_params(params_cls: type | None, raw: dict[str, Any]) -> Any:
-    """Structure a stage's ``params`` table; raise ``cattrs`` errors as they come."""
+    """Structure a ``params`` table; raise :class:`ConfigError` (one line per
+    problem, paths relative to the table) if it does not fit."""
     if params_cls is None:
         if raw:
-            raise ValueError(
-                "this processor takes no params; remove: " + ", ".join(sorted(raw))
-            )
+            names = ", ".join(repr(k) for k in sorted(raw))
+            raise ConfigError(f"params: this processor takes no params; remove {names}")
         return None
-    return converter().structure(raw, params_cls)
-
-
-def params_error_lines(exc: BaseException, data: dict[str, Any], index: int) -> list[str]:
-    import cattrs
-
-    if isinstance(exc, cattrs.BaseValidationError):
-        return _cattrs_messages(exc, data, prefix=f"$.stages[{index}].params")
-    return [f"{_where(f'$.stages[{index}].params', data)}: {exc}"]
+    params, problems = _structure(raw, params_cls, "$")
+    if problems:
+        raise ConfigError(
+            "\n".join(
+                f"params, field {p[2:]!r}: {m}" if p.startswith("$.") else f"params: {m}"
+                for p, m in problems
+            )
+        )
+    return params
 
 
 def relpath_key(root: Path, p: str) -> tuple[str, Path]:

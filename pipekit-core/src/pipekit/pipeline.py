@@ -65,21 +65,22 @@ def load_pipeline(
     file: Path, registry: Any, *, backend_override: str | None = None, check_inputs: bool = True
 ) -> Pipeline:
     """Read, structure and validate a pipeline file; every problem found is
-    reported at once (one line each), and nothing has run."""
+    reported at once (one line each, in file order), and nothing has run."""
     from . import _json
 
     file = file.resolve()
     data = _config.read_pipeline_file(file)
-    cfg = _config.structure_pipeline(data, file)
+    cfg, errors = _config.structure_pipeline_lenient(data, file)
     root = file.parent
-    errors: list[str] = []
 
     def err(index: int | None, field: str, msg: str) -> None:
         if index is None:
-            errors.append(f"{file}: field {field!r}: {msg}")
+            errors.append((-1, f"{file}: field {field!r}: {msg}"))
         else:
             name = cfg.stages[index].name
-            errors.append(f"{file}: stage {name!r} (stages[{index}]), field {field!r}: {msg}")
+            errors.append(
+                (index, f"{file}: stage {name!r} (stages[{index}]), field {field!r}: {msg}")
+            )
 
     if not cfg.stages:
         raise ConfigError(f"{file}: no stages: add at least one [[stages]] table")
@@ -87,21 +88,24 @@ def load_pipeline(
     backend = cfg.backend
     if backend_override:
         backend = attrs.evolve(backend, name=backend_override)
-    names = registry.backend_names()
-    if backend.name not in names:
-        from .plugins import unknown_name_message
-
-        where = "--backend" if backend_override else f"{file}: field 'backend.name'"
-        raise ConfigError(
-            unknown_name_message("backend", backend.name, dict.fromkeys(names), where)
-        )
+    if backend.name not in registry.backend_names():
+        msg = registry.unknown_backend_message(backend.name)
+        if backend_override:
+            errors.append((-2, f"--backend: {msg}"))  # the command line: said first
+        else:
+            err(None, "backend.name", msg)
 
     seen_names: dict[str, int] = {}
     producers: dict[str, tuple[int, str]] = {}
     planned: dict[str, PlannedStage] = {}
     for i, sc in enumerate(cfg.stages):
         if sc.name in seen_names:
-            err(i, "name", f"duplicate stage name (also stages[{seen_names[sc.name]}])")
+            err(
+                i,
+                "name",
+                f"duplicate stage name: stages[{seen_names[sc.name]}] is also named "
+                f"{sc.name!r}; stage names must be unique",
+            )
             continue
         seen_names[sc.name] = i
         try:
@@ -109,10 +113,11 @@ def load_pipeline(
         except PluginError as exc:
             err(i, "uses", str(exc))
             continue
-        try:
-            params = _config.structure_params(getattr(processor, "Params", None), sc.params)
-        except Exception as exc:
-            errors.extend(f"{file}: {line}" for line in _config.params_error_lines(exc, data, i))
+        params, param_errors = _config.check_params(
+            getattr(processor, "Params", None), sc.params, data, i, file
+        )
+        if param_errors:
+            errors.extend(param_errors)
             continue
         canon = _json.canonical(
             _config.converter().unstructure(params) if params is not None else None
@@ -126,7 +131,12 @@ def load_pipeline(
                 err(i, "outputs", f"{key!r} is both an input and an output of this stage")
             if key in producers:
                 j, other = producers[key]
-                err(i, "outputs", f"{key!r} is also written by stage {other!r} (stages[{j}])")
+                err(
+                    i,
+                    "outputs",
+                    f"{key!r} is also written by stage {other!r} (stages[{j}]); "
+                    "each output must have one writer",
+                )
             else:
                 producers[key] = (i, sc.name)
         kind_error = _check_arity(processor, len(ins), len(outs))
@@ -155,7 +165,7 @@ def load_pipeline(
                 err(st.index, "inputs", f"{key!r} does not exist and no stage produces it")
         for name in st.config.after:
             if name not in planned and name not in seen_names:
-                err(st.index, "after", f"unknown stage {name!r}")
+                err(st.index, "after", _unknown_stage(name, list(seen_names)))
             elif name == st.name:
                 err(st.index, "after", "a stage cannot run after itself")
             elif name in planned and name not in deps:
@@ -163,7 +173,7 @@ def load_pipeline(
         st.deps = deps
 
     if errors:
-        raise ConfigError("\n".join(errors))
+        raise ConfigError(_config.join_lines(errors))
 
     order = _toposort(planned, file)
     state_dir = Path(os.path.normpath(root / cfg.state_dir))
@@ -179,12 +189,25 @@ def load_pipeline(
     )
 
 
+def _unknown_stage(name: str, known: list[str]) -> str:
+    import difflib
+
+    msg = f"unknown stage {name!r}"
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        msg += f" (did you mean {close[0]!r}?)"
+    return msg + "; stages: " + ", ".join(known)
+
+
 def _check_arity(processor: Any, n_in: int, n_out: int) -> tuple[str, str] | None:
     from .stage import RecordStage
 
     if isinstance(processor, RecordStage):
         if n_out != 1:
-            return ("outputs", f"record stage {processor.name!r} needs exactly one output, got {n_out}")
+            return (
+                "outputs",
+                f"record stage {processor.name!r} needs exactly one output, got {n_out}",
+            )
         if n_in < 1:
             return ("inputs", f"record stage {processor.name!r} needs at least one input")
     check = getattr(processor, "check_arity", None)
@@ -197,7 +220,7 @@ def _check_arity(processor: Any, n_in: int, n_out: int) -> tuple[str, str] | Non
 
 def _toposort(stages: dict[str, PlannedStage], file: Path) -> list[str]:
     """Declared order, constrained by dependencies; a cycle is a config error
-    naming the stages in it."""
+    naming the stages in it and why each needs the one before."""
     state: dict[str, int] = {}
     order: list[str] = []
     for start in sorted(stages, key=lambda n: stages[n].index):
@@ -218,12 +241,7 @@ def _toposort(stages: dict[str, PlannedStage], file: Path) -> list[str]:
                 dep = deps[i]
                 s = state.get(dep)
                 if s == 1:
-                    cycle = path[path.index(dep):] + [dep]
-                    st = stages[dep]
-                    raise ConfigError(
-                        f"{file}: stage {dep!r} (stages[{st.index}]), field 'inputs': "
-                        f"dependency cycle: {' -> '.join(reversed(cycle))}"
-                    )
+                    raise ConfigError(_cycle_message(stages, path[path.index(dep) :], file))
                 if s is None:
                     stack.append((dep, 0))
             else:
@@ -231,3 +249,31 @@ def _toposort(stages: dict[str, PlannedStage], file: Path) -> list[str]:
                 path.pop()
                 order.append(name)
     return order
+
+
+def _cycle_message(stages: dict[str, PlannedStage], cycle: list[str], file: Path) -> str:
+    """``cycle`` lists stages each of which depends on the next (the last on
+    the first). Reported on the cycle's first stage in the file, in run order:
+    ``a -> b`` means b needs a."""
+    flow = list(reversed(cycle))  # each needs the one before it
+    first = min(range(len(flow)), key=lambda k: stages[flow[k]].index)
+    flow = flow[first:] + flow[:first]
+    why: list[str] = []
+    fields: list[str] = []
+    for k, name in enumerate(flow):
+        before = stages[flow[k - 1]]
+        st = stages[name]
+        shared = [key for key in st.inputs if key in before.outputs]
+        if shared:
+            why.append(f"{name!r} reads {shared[0]!r} from {before.name!r}")
+            fields.append("inputs")
+        else:
+            why.append(f"{name!r} runs after {before.name!r}")
+            fields.append("after")
+    why = why[1:] + why[:1]  # in chain order: the edge into flow[0] closes it
+    head = stages[flow[0]]
+    chain = " -> ".join([*flow, flow[0]])
+    return (
+        f"{file}: stage {head.name!r} (stages[{head.index}]), field {fields[0]!r}: "
+        f"dependency cycle {chain} ({'; '.join(why)})"
+    )

@@ -11,7 +11,10 @@ name registered twice is reported with both plugins' distributions.
 from __future__ import annotations
 
 import difflib
+import inspect
+import logging
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +39,8 @@ __all__ = [
 ENTRY_POINT_GROUP = "pipekit"
 DISABLE_ENV = "PIPEKIT_DISABLE_PLUGINS"
 MODULES_ENV = "PIPEKIT_PLUGIN_MODULES"
+
+log = logging.getLogger("pipekit.plugins")
 
 # Plugins that ship inside pipekit-core itself: (plugin name, module path).
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (("file-backend", "pipekit.backends.file"),)
@@ -64,7 +69,21 @@ class PluginInfo:
     registered: dict[str, list[str]] = attrs.field(factory=dict)
 
     def label(self) -> str:
-        return f"plugin {self.name!r} of {self.distribution} {self.version}"
+        if self.distribution == f"({MODULES_ENV})":
+            return f"plugin module {self.name!r} (from {MODULES_ENV})"
+        if self.distribution == IN_PROCESS:
+            return f"plugin {self.name!r} (registered in-process)"
+        return f"plugin {self.name!r} of {self.distribution} {self.version}".rstrip()
+
+    def disable_hint(self) -> str:
+        if self.distribution == f"({MODULES_ENV})":
+            return f"remove it from {MODULES_ENV}, or disable it with {DISABLE_ENV}={self.name}"
+        if self.distribution == IN_PROCESS:
+            return "do not register it"
+        return f"disable it with {DISABLE_ENV}={self.name}"
+
+
+IN_PROCESS = "(registered in-process)"
 
 
 @attrs.define
@@ -83,6 +102,8 @@ class Registry:
     idempotency_stores: dict[str, Registration] = attrs.field(factory=dict)
     checkpoint_stores: dict[str, Registration] = attrs.field(factory=dict)
     disabled: list[str] = attrs.field(factory=list)
+    """Names of the plugins that ``PIPEKIT_DISABLE_PLUGINS`` kept out."""
+    disabled_plugins: list[PluginInfo] = attrs.field(factory=list)
 
     @property
     def hook(self) -> Any:
@@ -92,7 +113,9 @@ class Registry:
         table: dict[str, Registration] = getattr(self, kind)
         reg = table.get(name)
         if reg is None:
-            raise PluginError(unknown_name_message(KIND_LABEL[kind], name, table, where))
+            raise PluginError(
+                unknown_name_message(KIND_LABEL[kind], name, table, where) + self._disabled_hint()
+            )
         return reg.obj
 
     def backend_names(self) -> list[str]:
@@ -100,6 +123,33 @@ class Registry:
         return sorted(
             set(self.lock_backends) & set(self.idempotency_stores) & set(self.checkpoint_stores)
         )
+
+    def unknown_backend_message(self, name: str) -> str:
+        """Why ``name`` is no usable backend, and which ones are."""
+        kinds = ("lock_backends", "idempotency_stores", "checkpoint_stores")
+        has = [k for k in kinds if name in getattr(self, k)]
+        if has:
+            missing = [KIND_LABEL[k] for k in kinds if k not in has]
+            by = sorted({getattr(self, k)[name].plugin.label() for k in has})
+            return (
+                f"backend {name!r} is incomplete: {', '.join(by)} registered it as "
+                f"{' and '.join(KIND_LABEL[k] for k in has)} but no plugin registered "
+                f"its {' and '.join(missing)}; usable backends: "
+                + (", ".join(self.backend_names()) or "none")
+            )
+        msg = unknown_name_message("backend", name, dict.fromkeys(self.backend_names()))
+        if name == "redis" and not self._disabled_hint():
+            msg += " (is pipekit-backend-redis installed?)"
+        return msg + self._disabled_hint()
+
+    def _disabled_hint(self) -> str:
+        if not self.disabled_plugins:
+            return ""
+        names = ", ".join(
+            f"{p.name} ({p.distribution})" if not p.distribution.startswith("(") else p.name
+            for p in self.disabled_plugins
+        )
+        return f"; disabled by {DISABLE_ENV}: {names}"
 
     def to_json(self) -> list[dict[str, Any]]:
         return [
@@ -134,6 +184,79 @@ def _disabled_names() -> set[str]:
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
+def _norm(dist_name: str) -> str:
+    """A distribution name as PEP 503 compares them: Pipekit_Stages == pipekit-stages."""
+    return re.sub(r"[-_.]+", "-", dist_name).lower()
+
+
+def _flat(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _argnames(function: Any) -> list[str] | None:
+    """The arguments pluggy would pass by name: positional ones without a default."""
+    try:
+        sig = inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+    return [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+
+
+def _check_hookimpls(pm: pluggy.PluginManager, obj: object, info: PluginInfo) -> None:
+    """Every ``@pipekit.hookimpl`` of ``obj`` must name a pipekit hook and take
+    only arguments that the hook passes; said with the plugin's name, at
+    start-up, rather than a hook that silently never runs."""
+    known = sorted(
+        name
+        for name, caller in vars(pm.hook).items()
+        if not name.startswith("_") and caller.has_spec()
+    )
+    for attr in dir(obj):
+        try:
+            opts = pm.parse_hookimpl_opts(obj, attr)
+        except Exception:
+            continue
+        if opts is None:
+            continue
+        function = getattr(obj, attr)
+        hook_name = opts.get("specname") or attr
+        caller = getattr(pm.hook, hook_name, None)
+        spec = caller.spec if caller is not None and caller.has_spec() else None
+        if spec is None:
+            if opts.get("optionalhook"):
+                continue
+            close = difflib.get_close_matches(hook_name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise PluginError(
+                f"{info.label()} implements {hook_name!r}, which is not a pipekit hook{hint}; "
+                f"hooks: {', '.join(known)}; {info.disable_hint()}"
+            )
+        args = _argnames(function)
+        if args is None:
+            continue
+        extra = [a for a in args if a not in spec.argnames and a not in ("self", "cls")]
+        if extra:
+            raise PluginError(
+                f"{info.label()}: hook {hook_name}({', '.join(args)}) takes "
+                f"{', '.join(repr(a) for a in extra)}, which pipekit does not pass; "
+                f"the hook is {hook_name}({', '.join(spec.argnames)}); {info.disable_hint()}"
+            )
+
+
+def _register(pm: pluggy.PluginManager, obj: object, info: PluginInfo) -> None:
+    _check_hookimpls(pm, obj, info)
+    try:
+        pm.register(obj, name=info.name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{info.label()}: {_flat(str(exc))}; {info.disable_hint()}") from exc
+    except ValueError as exc:  # the same object or name twice
+        raise PluginError(f"{info.label()}: {exc}") from exc
+
+
 def load_registry(
     *, extra_plugins: tuple[tuple[str, object], ...] = (), entry_points: bool = True
 ) -> Registry:
@@ -141,6 +264,12 @@ def load_registry(
 
     ``extra_plugins`` are ``(name, module_or_object)`` pairs registered as if
     they came from an entry point (tests and embedding use this).
+
+    Every problem is a :class:`PluginError` naming the plugin (and its
+    distribution) and how to disable it: a plugin that fails to import, a
+    hookimpl that matches no hookspec or takes arguments the hook does not
+    pass, a registration hook that raises or registers something that is not
+    a processor, and a name registered twice.
     """
     import importlib
 
@@ -148,14 +277,16 @@ def load_registry(
     pm.add_hookspecs(hookspecs)
     plugins: list[PluginInfo] = []
     disabled = _disabled_names()
-    skipped: list[str] = []
+    matched: set[str] = set()
+    skipped: list[PluginInfo] = []
 
     from . import __version__
 
     for name, modpath in BUILTIN_PLUGINS:
         module = importlib.import_module(modpath)
-        pm.register(module, name=name)
-        plugins.append(PluginInfo(name, "pipekit-core", __version__, modpath))
+        info = PluginInfo(name, "pipekit-core", __version__, modpath)
+        _register(pm, module, info)
+        plugins.append(info)
 
     if entry_points:
         from importlib.metadata import entry_points as _eps
@@ -164,51 +295,77 @@ def load_registry(
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else "?"
             dist_version = dist.version if dist is not None else "?"
-            if ep.name in disabled or dist_name in disabled:
-                skipped.append(ep.name)
+            info = PluginInfo(ep.name, dist_name, dist_version, ep.value)
+            hit = {n for n in disabled if n == ep.name or _norm(n) == _norm(dist_name)}
+            if hit:
+                matched |= hit
+                skipped.append(info)
                 continue
             if pm.get_plugin(ep.name) is not None:
                 other = next(p for p in plugins if p.name == ep.name)
                 raise PluginError(
-                    f"two plugins are named {ep.name!r}: {other.distribution} and {dist_name}; "
-                    f"uninstall one, or disable one with {DISABLE_ENV}={ep.name}"
+                    f"two plugins are named {ep.name!r}: {other.distribution} "
+                    f"{other.version} ({other.module}) and {dist_name} {dist_version} "
+                    f"({ep.value}); uninstall one, or disable both with "
+                    f"{DISABLE_ENV}={ep.name} (or one by its distribution name, e.g. "
+                    f"{DISABLE_ENV}={dist_name})"
                 )
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must say which one
                 raise PluginError(
-                    f"plugin {ep.name!r} of {dist_name} {dist_version} failed to load "
-                    f"({ep.value}): {type(exc).__name__}: {exc}; "
-                    f"disable it with {DISABLE_ENV}={ep.name}"
+                    f"{info.label()} failed to load ({ep.value}): "
+                    f"{type(exc).__name__}: {_flat(str(exc))}; {info.disable_hint()}"
                 ) from exc
-            pm.register(obj, name=ep.name)
-            plugins.append(PluginInfo(ep.name, dist_name, dist_version, ep.value))
+            _register(pm, obj, info)
+            plugins.append(info)
 
     for modpath in [m.strip() for m in os.environ.get(MODULES_ENV, "").split(",") if m.strip()]:
+        info = PluginInfo(modpath, f"({MODULES_ENV})", "", modpath)
         if modpath in disabled:
-            skipped.append(modpath)
+            matched.add(modpath)
+            skipped.append(info)
             continue
+        if pm.get_plugin(modpath) is not None:
+            continue  # named twice
         try:
             module = importlib.import_module(modpath)
         except Exception as exc:
             raise PluginError(
-                f"plugin module {modpath!r} named in {MODULES_ENV} failed to import: "
-                f"{type(exc).__name__}: {exc}"
+                f"{info.label()} failed to import: {type(exc).__name__}: {_flat(str(exc))}; "
+                f"{info.disable_hint()}"
             ) from exc
-        if pm.get_plugin(modpath) is None:
-            pm.register(module, name=modpath)
-            plugins.append(PluginInfo(modpath, f"({MODULES_ENV})", "", modpath))
+        if pm.is_registered(module):
+            continue  # already loaded through its entry point
+        _register(pm, module, info)
+        plugins.append(info)
 
     for name, obj in extra_plugins:
-        pm.register(obj, name=name)
-        plugins.append(PluginInfo(name, "(registered in-process)", "", getattr(obj, "__name__", repr(obj))))
+        info = PluginInfo(name, IN_PROCESS, "", getattr(obj, "__name__", repr(obj)))
+        _register(pm, obj, info)
+        plugins.append(info)
 
     try:
         pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin_name!r}: {exc}") from exc
+    except pluggy.PluginValidationError as exc:  # _check_hookimpls should have said it
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"plugin {name!r}: {_flat(str(exc))}") from exc
 
-    registry = Registry(plugin_manager=pm, plugins=plugins, disabled=sorted(skipped))
+    unmatched = sorted(disabled - matched)
+    if unmatched:
+        log.warning(
+            "%s names %s, which matches no installed plugin (plugins: %s)",
+            DISABLE_ENV,
+            ", ".join(repr(n) for n in unmatched),
+            ", ".join(p.name for p in plugins) or "none",
+        )
+
+    registry = Registry(
+        plugin_manager=pm,
+        plugins=plugins,
+        disabled=sorted(p.name for p in skipped),
+        disabled_plugins=skipped,
+    )
     by_name = {p.name: p for p in plugins}
     for info in plugins:
         plugin = pm.get_plugin(info.name)
@@ -219,25 +376,26 @@ def load_registry(
         caller = getattr(pm.hook, hookname)
         for impl in caller.get_hookimpls():
             info = by_name[impl.plugin_name]
-            _call_register(registry, kind, impl.function, info)
+            _call_register(registry, kind, impl.function, info, hookname)
     return registry
 
 
 def _call_register(
-    registry: Registry, kind: str, function: Callable[..., Any], info: PluginInfo
+    registry: Registry, kind: str, function: Callable[..., Any], info: PluginInfo, hookname: str
 ) -> None:
     table: dict[str, Registration] = getattr(registry, kind)
     label = KIND_LABEL[kind]
 
     def add(name: str, obj: Any) -> None:
         if not isinstance(name, str) or not name:
-            raise PluginError(f"{info.label()} registered a {label} without a name")
+            raise PluginError(f"{info.label()} registered a {label} without a name (got {name!r})")
         prior = table.get(name)
         if prior is not None:
+            if prior.plugin is info:
+                raise PluginError(f"{info.label()} registered the {label} {name!r} twice")
             raise PluginError(
                 f"{label} {name!r} is registered twice: by {prior.plugin.label()} "
-                f"and by {info.label()}; uninstall one, or disable one with "
-                f"{DISABLE_ENV}={info.name}"
+                f"and by {info.label()}; uninstall one, or {info.disable_hint()}"
             )
         table[name] = Registration(name, obj, info)
         info.registered.setdefault(kind, []).append(name)
@@ -248,23 +406,39 @@ def _call_register(
             from .stage import RecordStage, Stage
 
             if isinstance(processor, type):
+                what = f"register an instance: register({processor.__name__}())"
                 raise PluginError(
-                    f"{info.label()} registered the class {processor.__name__}; "
-                    "register an instance: register(MyStage())"
+                    f"{info.label()} registered the class {processor.__name__} "
+                    f"instead of an instance; {what}"
                 )
             if not isinstance(processor, (Stage, RecordStage)):
                 raise PluginError(
-                    f"{info.label()} registered {processor!r}, which is neither a "
-                    "pipekit.Stage nor a pipekit.RecordStage"
+                    f"{info.label()} registered {_short(processor)}, of type "
+                    f"{type(processor).__qualname__}; a stage processor must be an "
+                    "instance of a pipekit.Stage or pipekit.RecordStage subclass"
                 )
             name = getattr(processor, "name", None)
+            if not isinstance(name, str) or not name:
+                raise PluginError(
+                    f"{info.label()}: stage processor {type(processor).__name__} "
+                    f"needs a non-empty string 'name' (got {name!r})"
+                )
             if not isinstance(getattr(processor, "version", None), str):
                 raise PluginError(
-                    f"{info.label()}: stage processor {name!r} needs a string 'version'"
+                    f"{info.label()}: stage processor {name!r} needs a string 'version' "
+                    f"(got {getattr(processor, 'version', None)!r})"
                 )
-            add(name, processor)  # type: ignore[arg-type]
+            params_cls = getattr(processor, "Params", None)
+            if params_cls is not None and not (
+                isinstance(params_cls, type) and attrs.has(params_cls)
+            ):
+                raise PluginError(
+                    f"{info.label()}: stage processor {name!r}: Params must be an attrs "
+                    f"class (or None), got {params_cls!r}"
+                )
+            add(name, processor)
 
-        function(register=register)
+        register_fn: Callable[..., None] = register
     else:
 
         def register_factory(name: str, factory: Callable[..., Any]) -> None:
@@ -272,4 +446,19 @@ def _call_register(
                 raise PluginError(f"{info.label()}: {label} {name!r} factory is not callable")
             add(name, factory)
 
-        function(register=register_factory)
+        register_fn = register_factory
+
+    try:
+        function(register=register_fn)
+    except PluginError:
+        raise
+    except Exception as exc:  # a bug in a plugin must say which plugin
+        raise PluginError(
+            f"{info.label()} raised in {hookname}: {type(exc).__name__}: {_flat(str(exc))}; "
+            f"{info.disable_hint()}"
+        ) from exc
+
+
+def _short(obj: Any) -> str:
+    text = repr(obj)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,662 @@
+"""Config errors (DESIGN §3, §4.5): every problem in a pipeline file or on the
+command line is reported before anything runs, as one line per problem on
+stderr naming the file, the stage (name and index) and the field; exit code
+2, never a traceback, and nothing executed.
+
+Each pipeline here starts with a ``probe`` stage (the test plugin's
+``side-effect`` processor, which appends to a log whenever it runs), so
+"nothing executed" is checked for real: no log, no output, no state folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from typing import Any
+
+import pytest
+from conftest import Project
+
+PREFIX = "pipekit: error: "
+
+
+def probe_stage(project: Project) -> dict[str, Any]:
+    return {
+        "name": "probe",
+        "uses": "side-effect",
+        "inputs": ["in.txt"],
+        "outputs": ["work/probe.txt"],
+        "params": {"log": str(project.root / "ran.log")},
+    }
+
+
+def upper_stage(**extra: Any) -> dict[str, Any]:
+    st: dict[str, Any] = {
+        "name": "upper",
+        "uses": "upper",
+        "inputs": ["work/probe.txt"],
+        "outputs": ["out/upper.txt"],
+    }
+    st.update(extra)
+    return {k: v for k, v in st.items() if v is not None}
+
+
+def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    """Assert the shape every config error shares; return the messages."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout == "", proc.stdout
+    lines = proc.stderr.splitlines()
+    assert lines, "no message on stderr"
+    for line in lines:
+        assert line.startswith(PREFIX), line
+    return [line[len(PREFIX) :] for line in lines]
+
+
+def assert_nothing_ran(project: Project) -> None:
+    assert not (project.root / "ran.log").exists(), "a stage ran"
+    assert not (project.root / ".pipekit").exists(), "a state folder appeared"
+    assert not (project.root / "work").exists()
+    assert not (project.root / "out").exists()
+
+
+@pytest.fixture
+def proj(project: Project) -> Project:
+    project.write("in.txt", "alpha\nbeta\n")
+    return project
+
+
+def stage_label(name: str, index: int, field: str) -> str:
+    return f"stage {name!r} (stages[{index}]), field {field!r}"
+
+
+# -- one bad field of one stage ----------------------------------------------
+
+STAGE_CASES = [
+    pytest.param(
+        {"retry": {"attempts": "three"}},
+        [("retry.attempts", "expected an integer, got a string 'three'")],
+        id="retry-attempts-string",
+    ),
+    pytest.param(
+        {"retry": {"attempts": True}},
+        [("retry.attempts", "expected an integer, got a boolean True")],
+        id="retry-attempts-bool",
+    ),
+    pytest.param(
+        {"retry": {"attempts": 0}},
+        [("retry.attempts", "must be greater than 0, got 0")],
+        id="retry-attempts-zero",
+    ),
+    pytest.param(
+        {"retry": {"backoff": -0.5}},
+        [("retry.backoff", "must be 0 or more, got -0.5")],
+        id="retry-backoff-negative",
+    ),
+    pytest.param(
+        {"timeout": -1},
+        [("timeout", "must be greater than 0, got -1")],
+        id="timeout-negative",
+    ),
+    pytest.param(
+        {"timeout": "soon"},
+        [("timeout", "expected a number, got a string 'soon'")],
+        id="timeout-string",
+    ),
+    pytest.param(
+        {"inputs": "work/probe.txt"},
+        [("inputs", "expected a list, got a string 'work/probe.txt'")],
+        id="inputs-string",
+    ),
+    pytest.param(
+        {"outputs": ["out/a.txt", 3]},
+        [("outputs[1]", "expected a string, got an integer 3")],
+        id="outputs-item-int",
+    ),
+    pytest.param(
+        {"params": 3},
+        [("params", "expected a table, got an integer 3")],
+        id="params-not-a-table",
+    ),
+    pytest.param(
+        {"retry": 3},
+        [("retry", "expected a table, got an integer 3")],
+        id="retry-not-a-table",
+    ),
+    pytest.param(
+        {"input": ["work/probe.txt"]},
+        [("input", "unknown field (did you mean 'inputs'?)")],
+        id="unknown-stage-key-typo",
+    ),
+    pytest.param(
+        {"colour": "red"},
+        [
+            (
+                "colour",
+                "unknown field; known fields: name, uses, inputs, outputs, params, "
+                "after, retry, timeout, checkpoint",
+            )
+        ],
+        id="unknown-stage-key",
+    ),
+    pytest.param(
+        {"retry": {"attempt": 3}},
+        [("retry.attempt", "unknown field (did you mean 'attempts'?)")],
+        id="unknown-retry-key",
+    ),
+    pytest.param(
+        {"checkpoint": {"every_record": 10}},
+        [("checkpoint.every_record", "unknown field (did you mean 'every_records'?)")],
+        id="unknown-checkpoint-key",
+    ),
+    pytest.param(
+        {"checkpoint": {"every_records": 0}},
+        [("checkpoint.every_records", "must be greater than 0, got 0")],
+        id="checkpoint-zero",
+    ),
+    pytest.param(
+        {"uses": None},
+        [("uses", "required field missing")],
+        id="uses-missing",
+    ),
+    pytest.param(
+        {"uses": "filter", "params": {"pattern": 1}},
+        [("params.pattern", "expected a string, got an integer 1")],
+        id="filter-param-wrong-type",
+    ),
+    pytest.param(
+        {"uses": "filter", "params": {"patern": "x"}},
+        [
+            ("params.pattern", "required field missing"),
+            ("params.patern", "unknown field (did you mean 'pattern'?)"),
+        ],
+        id="filter-param-typo",
+    ),
+    pytest.param(
+        {"uses": "filter", "params": {"pattern": "(unclosed"}},
+        [
+            (
+                "params.pattern",
+                "not a valid regular expression: missing ), unterminated subpattern at position 0",
+            )
+        ],
+        id="filter-param-bad-regex",
+    ),
+    pytest.param(
+        {"uses": "filter", "params": {"pattern": "x", "keep": "yes"}},
+        [("params.keep", "expected true or false, got a string 'yes'")],
+        id="filter-param-bool",
+    ),
+    pytest.param(
+        {"params": {"foo": 1, "bar": 2}},
+        [("params", "this processor takes no params; remove 'bar', 'foo'")],
+        id="params-for-processor-without-params",
+    ),
+    pytest.param(
+        {"inputs": ["nowhere.txt"]},
+        [("inputs", "'nowhere.txt' does not exist and no stage produces it")],
+        id="missing-input",
+    ),
+    pytest.param(
+        {"inputs": ["in.txt"], "outputs": ["work/probe.txt"]},
+        [
+            (
+                "outputs",
+                "'work/probe.txt' is also written by stage 'probe' (stages[0]); "
+                "each output must have one writer",
+            )
+        ],
+        id="two-writers",
+    ),
+    pytest.param(
+        {"inputs": ["in.txt"], "outputs": ["./work/../work/probe.txt"]},
+        [
+            (
+                "outputs",
+                "'work/probe.txt' is also written by stage 'probe' (stages[0]); "
+                "each output must have one writer",
+            )
+        ],
+        id="two-writers-spelled-differently",
+    ),
+    pytest.param(
+        {"after": ["prob"]},
+        [("after", "unknown stage 'prob' (did you mean 'probe'?); stages: probe, upper")],
+        id="unknown-after",
+    ),
+    pytest.param(
+        {"after": ["upper"]},
+        [("after", "a stage cannot run after itself")],
+        id="after-itself",
+    ),
+    pytest.param(
+        {"outputs": ["out/a.txt", "out/b.txt"]},
+        [("outputs", "record stage 'upper' needs exactly one output, got 2")],
+        id="record-stage-two-outputs",
+    ),
+]
+
+
+@pytest.mark.parametrize(("extra", "expected"), STAGE_CASES)
+def test_a_bad_stage_field_is_one_line_naming_file_stage_and_field(
+    proj: Project, extra: dict[str, Any], expected: list[tuple[str, str]]
+) -> None:
+    proj.pipeline([probe_stage(proj), upper_stage(**extra)])
+    messages = error_lines(proj.cli("run", "--json"))
+    file = proj.file.resolve()
+    assert messages == [
+        f"{file}: {stage_label('upper', 1, field)}: {msg}" for field, msg in expected
+    ]
+    assert_nothing_ran(proj)
+
+
+def test_unknown_processor_lists_the_registered_ones_and_suggests_a_close_match(
+    proj: Project,
+) -> None:
+    proj.pipeline([probe_stage(proj), upper_stage(uses="uper")])
+    [message] = error_lines(proj.cli("run"))
+    head = f"{proj.file.resolve()}: {stage_label('upper', 1, 'uses')}: "
+    assert message.startswith(
+        head + "unknown stage processor 'uper' (did you mean 'upper'?); registered: "
+    ), message
+    registered = message.rpartition("registered: ")[2].split(", ")
+    assert registered == sorted(registered)
+    # built-ins, the third-party plugin and the test plugin alike
+    assert {
+        "copy",
+        "concat",
+        "upper",
+        "lower",
+        "filter",
+        "replace",
+        "shell",
+        "reverse",
+        "linecount",
+        "side-effect",
+    } <= set(registered)
+    assert_nothing_ran(proj)
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("bad name", "'bad name' is not a valid stage name (letters, digits, '-', '_')"),
+        ("upper/1", "'upper/1' is not a valid stage name (letters, digits, '-', '_')"),
+        ("", "'' is not a valid stage name (letters, digits, '-', '_')"),
+    ],
+)
+def test_invalid_stage_name_characters(proj: Project, name: str, why: str) -> None:
+    proj.pipeline([probe_stage(proj), upper_stage(name=name)])
+    assert error_lines(proj.cli("run")) == [
+        f"{proj.file.resolve()}: {stage_label(name, 1, 'name')}: {why}"
+    ]
+    assert_nothing_ran(proj)
+
+
+def test_duplicate_stage_names(proj: Project) -> None:
+    proj.pipeline([probe_stage(proj), upper_stage(name="probe")])
+    assert error_lines(proj.cli("run")) == [
+        f"{proj.file.resolve()}: {stage_label('probe', 1, 'name')}: duplicate stage name: "
+        "stages[0] is also named 'probe'; stage names must be unique"
+    ]
+    assert_nothing_ran(proj)
+
+
+def test_dependency_cycle_names_the_stages_in_it(proj: Project) -> None:
+    proj.pipeline(
+        [
+            probe_stage(proj),
+            {"name": "a", "uses": "copy", "inputs": ["c.txt"], "outputs": ["a.txt"]},
+            {"name": "b", "uses": "copy", "inputs": ["a.txt"], "outputs": ["b.txt"]},
+            {
+                "name": "c",
+                "uses": "copy",
+                "inputs": ["in.txt"],
+                "outputs": ["c.txt"],
+                "after": ["b"],
+            },
+        ]
+    )
+    assert error_lines(proj.cli("run")) == [
+        f"{proj.file.resolve()}: {stage_label('a', 1, 'inputs')}: dependency cycle "
+        "a -> b -> c -> a ('b' reads 'a.txt' from 'a'; 'c' runs after 'b'; "
+        "'a' reads 'c.txt' from 'c')"
+    ]
+    assert_nothing_ran(proj)
+
+
+def test_a_cycle_made_only_of_after_edges(proj: Project) -> None:
+    proj.pipeline(
+        [
+            probe_stage(proj),
+            {
+                "name": "x",
+                "uses": "copy",
+                "inputs": ["in.txt"],
+                "outputs": ["x.txt"],
+                "after": ["y"],
+            },
+            {
+                "name": "y",
+                "uses": "copy",
+                "inputs": ["in.txt"],
+                "outputs": ["y.txt"],
+                "after": ["x"],
+            },
+        ]
+    )
+    assert error_lines(proj.cli("run")) == [
+        f"{proj.file.resolve()}: {stage_label('x', 1, 'after')}: dependency cycle "
+        "x -> y -> x ('y' runs after 'x'; 'x' runs after 'y')"
+    ]
+
+
+# -- top level -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("top", "expected"),
+    [
+        pytest.param(
+            {"nmae": "demo"},
+            "field 'nmae': unknown field (did you mean 'name'?)",
+            id="unknown-top-level-typo",
+        ),
+        pytest.param(
+            {"workers": 4},
+            "field 'workers': unknown field; known fields: stages, name, state_dir, backend",
+            id="unknown-top-level",
+        ),
+        pytest.param(
+            {"state_dir": 3},
+            "field 'state_dir': expected a string, got an integer 3",
+            id="state-dir-int",
+        ),
+        pytest.param(
+            {"backend": {"name": "file", "option": {}}},
+            "field 'backend.option': unknown field (did you mean 'options'?)",
+            id="unknown-backend-key",
+        ),
+        pytest.param(
+            {"backend": {"name": "nope"}},
+            "field 'backend.name': unknown backend 'nope'; registered: file",
+            id="unknown-backend-in-file",
+        ),
+        pytest.param(
+            {"backend": {"name": "fil"}},
+            "field 'backend.name': unknown backend 'fil' (did you mean 'file'?); registered: file",
+            id="backend-typo-in-file",
+        ),
+    ],
+)
+def test_top_level_errors(proj: Project, top: dict[str, Any], expected: str) -> None:
+    proj.pipeline([probe_stage(proj), upper_stage()], **top)
+    assert error_lines(proj.cli("run")) == [f"{proj.file.resolve()}: {expected}"]
+    assert_nothing_ran(proj)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('name = "x"\n', "no stages: add at least one [[stages]] table"),
+        ("stages = []\n", "no stages: add at least one [[stages]] table"),
+        ('stages = "copy"\n', "field 'stages': expected a list, got a string 'copy'"),
+        ("stages = [1]\n", "stages[0]: expected a table, got an integer 1"),
+        ('[[stages]]\nuses = "upper"\n', "stages[0], field 'name': required field missing"),
+    ],
+)
+def test_shape_of_the_stages_list(proj: Project, text: str, expected: str) -> None:
+    proj.file.write_text(text)
+    assert error_lines(proj.cli("run")) == [f"{proj.file.resolve()}: {expected}"]
+    assert_nothing_ran(proj)
+
+
+def test_every_problem_is_reported_at_once_in_file_order(proj: Project) -> None:
+    proj.pipeline(
+        [
+            probe_stage(proj),
+            upper_stage(retry={"attempts": "three", "backoff": -1}, timeout=-1),
+            {
+                "name": "bad name",
+                "uses": "lower",
+                "inputs": ["in.txt"],
+                "outputs": ["l.txt"],
+                "timeout": 0,
+            },
+        ],
+        nmae="demo",
+    )
+    file = proj.file.resolve()
+    assert error_lines(proj.cli("run")) == [
+        f"{file}: field 'nmae': unknown field (did you mean 'name'?)",
+        f"{file}: {stage_label('upper', 1, 'retry.attempts')}: "
+        "expected an integer, got a string 'three'",
+        f"{file}: {stage_label('upper', 1, 'retry.backoff')}: must be 0 or more, got -1",
+        f"{file}: {stage_label('upper', 1, 'timeout')}: must be greater than 0, got -1",
+        f"{file}: {stage_label('bad name', 2, 'name')}: "
+        "'bad name' is not a valid stage name (letters, digits, '-', '_')",
+        f"{file}: {stage_label('bad name', 2, 'timeout')}: must be greater than 0, got 0",
+    ]
+    assert_nothing_ran(proj)
+
+
+def test_semantic_problems_are_reported_together(proj: Project) -> None:
+    proj.pipeline(
+        [
+            probe_stage(proj),
+            upper_stage(uses="uppr"),
+            {"name": "probe", "uses": "copy", "inputs": ["in.txt"], "outputs": ["c.txt"]},
+            {
+                "name": "f",
+                "uses": "filter",
+                "inputs": ["gone.txt"],
+                "outputs": ["work/probe.txt"],
+                "params": {"pattern": "["},
+                "after": ["nobody"],
+            },
+            {
+                "name": "g",
+                "uses": "copy",
+                "inputs": ["gone.txt"],
+                "outputs": ["work/probe.txt"],
+                "after": ["nobody"],
+            },
+        ],
+        backend={"name": "nope"},
+    )
+    file = proj.file.resolve()
+    messages = error_lines(proj.cli("run"))
+    assert len(messages) == 7, messages
+    assert messages[0] == f"{file}: field 'backend.name': unknown backend 'nope'; registered: file"
+    assert messages[1].startswith(
+        f"{file}: {stage_label('upper', 1, 'uses')}: "
+        "unknown stage processor 'uppr' (did you mean 'upper'?)"
+    )
+    assert messages[2].startswith(f"{file}: {stage_label('probe', 2, 'name')}: duplicate")
+    assert messages[3] == (
+        f"{file}: {stage_label('f', 3, 'params.pattern')}: not a valid "
+        "regular expression: unterminated character set at position 0"
+    )
+    assert messages[4:] == [
+        f"{file}: {stage_label('g', 4, 'outputs')}: 'work/probe.txt' is also written by stage "
+        "'probe' (stages[0]); each output must have one writer",
+        f"{file}: {stage_label('g', 4, 'inputs')}: 'gone.txt' does not exist and no stage "
+        "produces it",
+        f"{file}: {stage_label('g', 4, 'after')}: unknown stage 'nobody'; "
+        "stages: probe, upper, f, g",
+    ]
+    assert_nothing_ran(proj)
+
+
+# -- syntax errors and finding the file ----------------------------------------
+
+
+def test_toml_syntax_error(proj: Project) -> None:
+    proj.file.write_text('[[stages]]\nname = "a"\nuses = \n')
+    assert error_lines(proj.cli("run")) == [
+        f"{proj.file.resolve()}: not valid TOML: Invalid value (at line 3, column 8)"
+    ]
+    assert_nothing_ran(proj)
+
+
+def test_json_syntax_error(proj: Project) -> None:
+    file = proj.root / "pipeline.json"
+    file.write_text('{"stages": [\n  {"name": "a",}\n]}\n')
+    [message] = error_lines(proj.cli("run"))
+    assert message.startswith(f"{file.resolve()}: not valid JSON: "), message
+    assert re.search(r"line 2 column \d+", message), message
+    assert_nothing_ran(proj)
+
+
+def test_json_pipeline_reports_schema_errors_like_toml(proj: Project) -> None:
+    file = proj.root / "pipeline.json"
+    file.write_text(
+        json.dumps(
+            {
+                "stages": [
+                    probe_stage(proj),
+                    upper_stage(timeout="soon", inputz=["x"]),
+                ]
+            }
+        )
+    )
+    assert error_lines(proj.cli("run")) == [
+        f"{file.resolve()}: {stage_label('upper', 1, 'timeout')}: "
+        "expected a number, got a string 'soon'",
+        f"{file.resolve()}: {stage_label('upper', 1, 'inputz')}: "
+        "unknown field (did you mean 'inputs'?)",
+    ]
+    assert_nothing_ran(proj)
+
+
+def test_json_top_level_must_be_an_object(proj: Project) -> None:
+    file = proj.root / "pipeline.json"
+    file.write_text("[1, 2]")
+    assert error_lines(proj.cli("run")) == [
+        f"{file.resolve()}: the top level must be a table/object"
+    ]
+
+
+def test_no_pipeline_file_in_the_folder(proj: Project) -> None:
+    assert error_lines(proj.cli("run")) == [
+        f"no pipeline file in {proj.root}: looked for pipekit.toml, pipeline.toml, "
+        "pipeline.json; name one with -f FILE"
+    ]
+    assert_nothing_ran(proj)
+
+
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_dash_f_naming_a_missing_file(proj: Project, command: str) -> None:
+    assert error_lines(proj.cli(command, "-f", "elsewhere.toml")) == [
+        f"{proj.root.resolve() / 'elsewhere.toml'}: no such pipeline file"
+    ]
+    assert_nothing_ran(proj)
+
+
+def test_dash_f_naming_a_folder(proj: Project) -> None:
+    (proj.root / "sub").mkdir()
+    assert error_lines(proj.cli("run", "-f", "sub")) == [
+        f"{proj.root.resolve() / 'sub'}: is a folder, not a pipeline file"
+    ]
+
+
+# -- command-line options ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "top", "expected"),
+    [
+        pytest.param(
+            ["--backend", "nope"],
+            {},
+            "--backend: unknown backend 'nope'; registered: file",
+            id="backend-flag",
+        ),
+        pytest.param(
+            ["--backend", "nope"],
+            {"backend": {"name": "file"}},
+            "--backend: unknown backend 'nope'; registered: file",
+            id="backend-flag-overrides-file",
+        ),
+        pytest.param(
+            ["--force", "uper"],
+            {},
+            "--force: unknown stage 'uper'; stages: probe, upper",
+            id="force-unknown",
+        ),
+        pytest.param(["--jobs", "0"], {}, "--jobs must be 1 or more", id="jobs-zero"),
+    ],
+)
+def test_bad_command_line_options(
+    proj: Project, args: list[str], top: dict[str, Any], expected: str
+) -> None:
+    proj.pipeline([probe_stage(proj), upper_stage()], **top)
+    assert error_lines(proj.cli("run", *args)) == [expected]
+    assert_nothing_ran(proj)
+
+
+def test_status_reports_config_errors_the_same_way(proj: Project) -> None:
+    proj.pipeline([probe_stage(proj), upper_stage(timeout=-1)])
+    assert error_lines(proj.cli("status", "--json")) == [
+        f"{proj.file.resolve()}: {stage_label('upper', 1, 'timeout')}: "
+        "must be greater than 0, got -1"
+    ]
+    assert_nothing_ran(proj)
+
+
+def test_a_valid_pipeline_after_fixing_runs(proj: Project) -> None:
+    """The probe stage is a real one: once the error is fixed, it runs."""
+    proj.pipeline([probe_stage(proj), upper_stage(timeout=-1)])
+    error_lines(proj.cli("run"))
+    proj.pipeline([probe_stage(proj), upper_stage(timeout=30)])
+    summary = proj.run_json()
+    assert summary["status"] == "ok"
+    assert proj.read("out/upper.txt") == "ALPHA\nBETA\n"
+    assert len(proj.read("ran.log").splitlines()) == 1
+
+
+# -- in-process: the same messages from the API ---------------------------------
+
+
+def test_load_pipeline_raises_config_error_with_the_same_lines(proj: Project) -> None:
+    import pipekit
+    from pipekit.pipeline import load_pipeline
+    from pipekit.plugins import load_registry
+
+    proj.pipeline([probe_stage(proj), upper_stage(retry={"attempts": "three"})])
+    with pytest.raises(pipekit.ConfigError) as info:
+        load_pipeline(proj.file, load_registry())
+    assert str(info.value) == (
+        f"{proj.file.resolve()}: {stage_label('upper', 1, 'retry.attempts')}: "
+        "expected an integer, got a string 'three'"
+    )
+    assert info.value.exit_code == 2
+
+
+def test_structure_params_names_the_field(proj: Project) -> None:
+    import pipekit
+    from pipekit.config import structure_params
+    from pipekit_stages.records import FilterParams
+
+    assert structure_params(FilterParams, {"pattern": "a"}) == FilterParams(pattern="a")
+    with pytest.raises(pipekit.ConfigError, match=r"^params, field 'pattern': not a valid"):
+        structure_params(FilterParams, {"pattern": "("})
+    with pytest.raises(pipekit.ConfigError, match=r"takes no params; remove 'x'"):
+        structure_params(None, {"x": 1})
+
+
+def test_validators_are_on_again_after_a_load(proj: Project) -> None:
+    """Loading switches attrs validators off while it structures; they must
+    be back on afterwards, whatever happened."""
+    import attrs
+    from pipekit.config import RetryPolicy
+    from pipekit.pipeline import load_pipeline
+    from pipekit.plugins import load_registry
+
+    proj.pipeline([probe_stage(proj), upper_stage(timeout=-1)])
+    with pytest.raises(Exception):
+        load_pipeline(proj.file, load_registry())
+    assert attrs.validators.get_disabled() is False
+    with pytest.raises(ValueError):
+        RetryPolicy(attempts=0)
