@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from .atomic import fsync_dir, fsync_file
+from .atomic import sync_dirs, sync_files
 from .hashcache import hash_file
 
 __all__ = ["CommitJob", "GroupCommitter"]
@@ -45,7 +46,16 @@ class CommitJob:
 
 
 class GroupCommitter:
-    def __init__(self, store: Any, remember: Callable[[str, Path, str], None]) -> None:
+    LINGER_S = 0.004
+    MAX_BATCH = 256
+
+    def __init__(
+        self,
+        store: Any,
+        remember: Callable[[str, Path, str], None],
+        busy: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._busy = busy
         self._store = store
         self._remember = remember
         self._queue: queue.Queue[CommitJob | None] = queue.Queue()
@@ -77,9 +87,13 @@ class GroupCommitter:
             if item is None:
                 break
             batch.append(item)
-            while True:
+            # While other stages are still working, linger a moment so that
+            # their commits share this batch's syncs; when nothing else runs
+            # this commit is on the critical path and goes at once.
+            deadline = time.monotonic() + (self.LINGER_S if self._busy() else 0.0)
+            while len(batch) < self.MAX_BATCH:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if item is None:
@@ -93,13 +107,14 @@ class GroupCommitter:
         errors: dict[int, BaseException] = {}
         for i, job in enumerate(batch):
             try:
-                d = {}
-                for key, tmp in zip(job.keys, job.tmps):
-                    d[key] = hash_file(tmp)
-                    fsync_file(tmp)
-                digests[i] = d
+                digests[i] = {key: hash_file(tmp) for key, tmp in zip(job.keys, job.tmps)}
             except BaseException as exc:
                 errors[i] = exc
+        try:
+            sync_files([t for i, job in enumerate(batch) if i not in errors for t in job.tmps])
+        except BaseException as exc:
+            for i in range(len(batch)):
+                errors.setdefault(i, exc)
         folders: set[Path] = set()
         for i, job in enumerate(batch):
             if i in errors:
@@ -111,11 +126,10 @@ class GroupCommitter:
             except BaseException as exc:
                 errors[i] = exc
         folder_error: BaseException | None = None
-        for folder in folders:
-            try:
-                fsync_dir(folder)
-            except BaseException as exc:
-                folder_error = exc
+        try:
+            sync_dirs(folders)
+        except BaseException as exc:
+            folder_error = exc
         records = []
         for i, job in enumerate(batch):
             if i in errors:

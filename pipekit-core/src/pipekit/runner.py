@@ -7,6 +7,7 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -145,7 +146,10 @@ class Runner:
         self.inflight = InflightLog(pipeline.state_dir)
         from .commit import GroupCommitter
 
-        self.committer = GroupCommitter(self.backends.idempotency, self.hashcache.remember)
+        self._running_now = 0
+        self.committer = GroupCommitter(
+            self.backends.idempotency, self.hashcache.remember, busy=lambda: self._running_now > 0
+        )
         self._lock_timed_out: list[str] = []
         self._tries: dict[str, int] = {}
         self._results_so_far: dict[str, StageResult] = {}
@@ -200,7 +204,7 @@ class Runner:
         return StageResult(name, "skipped", reason=reason)
 
     def _schedule(self) -> dict[str, StageResult]:
-        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+        from concurrent.futures import ThreadPoolExecutor
 
         pl = self.pipeline
         stages = pl.stages
@@ -215,12 +219,16 @@ class Runner:
             (stages[n].index, n) for n, deps in remaining.items() if not deps
         ]
         heapq.heapify(ready)
-        running: dict[Future[Any], str] = {}
-        committing: dict[Future[Any], str] = {}  # work done, commit in flight
+        running: set[str] = set()
+        committing: set[str] = set()  # work done, commit in flight
         deferred: list[tuple[float, int, str, float]] = []  # (next_try, index, name, deadline)
+        not_cheap: set[str] = set()
         stop = False
         jobs = max(1, self.options.jobs)
         executor: ThreadPoolExecutor | None = None
+        # Completions arrive on one queue: O(1) per event, however many
+        # stages are running or committing.
+        events: queue.SimpleQueue[tuple[str, str, Future[Any]]] = queue.SimpleQueue()
 
         def finish(name: str, result: StageResult) -> None:
             nonlocal stop
@@ -244,16 +252,50 @@ class Runner:
                 if not deps and child not in results:
                     heapq.heappush(ready, (stages[child].index, child))
 
+        def submit(name: str, deadline: float | None = None) -> None:
+            nonlocal executor
+            if executor is None:
+                executor = ThreadPoolExecutor(jobs, thread_name_prefix="pipekit-stage")
+            running.add(name)
+            self._running_now = len(running)
+            fut = executor.submit(self._execute, name, deadline)
+            fut.add_done_callback(lambda f, n=name: events.put(("run", n, f)))
+
+        def handle(kind: str, name: str, fut: Future[Any]) -> None:
+            if kind == "commit":
+                committing.discard(name)
+                finish(name, fut.result())
+                return
+            running.discard(name)
+            self._running_now = len(running)
+            outcome = fut.result()
+            if isinstance(outcome, Future):
+                committing.add(name)
+                outcome.add_done_callback(lambda f, n=name: events.put(("commit", n, f)))
+            elif isinstance(outcome, tuple):  # (_Deferred, deadline, tries)
+                marker, deadline, tries = outcome
+                if time.monotonic() >= deadline:
+                    self._lock_timed_out.append(name)
+                    finish(name, self._lock_failure(name, marker.holder))
+                else:
+                    delay = min(0.25, 0.005 * (2 ** min(tries, 6)))
+                    heapq.heappush(
+                        deferred, (time.monotonic() + delay, stages[name].index, name, deadline)
+                    )
+                    self._tries[name] = tries
+            else:
+                finish(name, outcome)
+
         try:
             while True:
                 # Cheap decisions inline: a stage whose hashes are all cached
                 # and that is up to date never reaches a worker thread.
                 while ready and not stop and not self.cancel.is_set():
-                    index, name = ready[0]
+                    _, name = ready[0]
                     if name in results:
                         heapq.heappop(ready)
                         continue
-                    if not self.forced(name):
+                    if not self.forced(name) and name not in not_cheap:
                         t_decide = time.perf_counter()
                         d = self.evaluator.decide_cheaply(stages[name])
                         if d is not None and not d.run:
@@ -261,69 +303,56 @@ class Runner:
                             spent = time.perf_counter() - t_decide
                             finish(name, self._skipped(stages[name], d, spent))
                             continue
+                        not_cheap.add(name)
                     if len(running) >= jobs:
                         break
                     heapq.heappop(ready)
-                    if executor is None:
-                        executor = ThreadPoolExecutor(jobs, thread_name_prefix="pipekit-stage")
-                    fut = executor.submit(self._execute, name)
-                    running[fut] = name
+                    submit(name)
                 now = time.monotonic()
                 while deferred and deferred[0][0] <= now and len(running) < jobs and not stop:
-                    _, index, name, deadline = heapq.heappop(deferred)
-                    assert executor is not None
-                    fut = executor.submit(self._execute, name, deadline)
-                    running[fut] = name
+                    _, _, name, deadline = heapq.heappop(deferred)
+                    submit(name, deadline)
                 if not running and not committing:
                     if deferred and not stop and not self.cancel.is_set():
                         time.sleep(max(0.0, deferred[0][0] - time.monotonic()))
                         continue
                     break
-                timeout = None
+                timeout = 0.5
                 if deferred:
-                    timeout = max(0.0, deferred[0][0] - time.monotonic())
-                done, _ = wait(
-                    [*running, *committing], timeout=timeout, return_when=FIRST_COMPLETED
-                )
-                for fut in done:
-                    if fut in committing:
-                        finish(committing.pop(fut), fut.result())
-                        continue
-                    name = running.pop(fut)
-                    outcome = fut.result()
-                    if isinstance(outcome, Future):
-                        committing[outcome] = name
-                    elif isinstance(outcome, tuple):  # (_Deferred, deadline, tries)
-                        marker, deadline, tries = outcome
-                        if time.monotonic() >= deadline:
-                            self._lock_timed_out.append(name)
-                            finish(name, self._lock_failure(name, marker.holder))
-                        else:
-                            delay = min(0.25, 0.005 * (2 ** min(tries, 6)))
-                            heapq.heappush(
-                                deferred,
-                                (time.monotonic() + delay, stages[name].index, name, deadline),
-                            )
-                            self._tries[name] = tries
-                    else:
-                        finish(name, outcome)
+                    timeout = min(timeout, max(0.0, deferred[0][0] - time.monotonic()))
+                try:
+                    event = events.get(timeout=timeout)
+                except queue.Empty:
+                    continue
+                handle(*event)
+                while True:  # drain what else has arrived
+                    try:
+                        event = events.get_nowait()
+                    except queue.Empty:
+                        break
+                    handle(*event)
         except KeyboardInterrupt:
             self.cancel.set()
             log.warning("interrupted: stopping the stages in hand")
-            for fut, name in list(running.items()):
+            while running or committing:
                 try:
+                    kind, name, fut = events.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                try:
+                    if kind == "commit":
+                        committing.discard(name)
+                        results[name] = fut.result()
+                        continue
+                    running.discard(name)
                     outcome = fut.result()
-                    if isinstance(outcome, Future):
-                        outcome = outcome.result()
                 except BaseException:
                     continue
-                if isinstance(outcome, StageResult):
+                if isinstance(outcome, Future):
+                    committing.add(name)
+                    outcome.add_done_callback(lambda f, n=name: events.put(("commit", n, f)))
+                elif isinstance(outcome, StageResult):
                     results[name] = outcome
-            for fut, name in list(committing.items()):
-                try:
-                    results[name] = fut.result()
-                except BaseException:
-                    continue
             raise
         finally:
             if executor is not None:
