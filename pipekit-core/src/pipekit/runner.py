@@ -252,6 +252,12 @@ class Runner:
                 if not deps and child not in results:
                     heapq.heappush(ready, (stages[child].index, child))
 
+        def notify(kind: str, name: str) -> Callable[[Future[Any]], None]:
+            def callback(fut: Future[Any]) -> None:
+                events.put((kind, name, fut))
+
+            return callback
+
         def submit(name: str, deadline: float | None = None) -> None:
             nonlocal executor
             if executor is None:
@@ -259,7 +265,7 @@ class Runner:
             running.add(name)
             self._running_now = len(running)
             fut = executor.submit(self._execute, name, deadline)
-            fut.add_done_callback(lambda f, n=name: events.put(("run", n, f)))
+            fut.add_done_callback(notify("run", name))
 
         def handle(kind: str, name: str, fut: Future[Any]) -> None:
             if kind == "commit":
@@ -271,7 +277,7 @@ class Runner:
             outcome = fut.result()
             if isinstance(outcome, Future):
                 committing.add(name)
-                outcome.add_done_callback(lambda f, n=name: events.put(("commit", n, f)))
+                outcome.add_done_callback(notify("commit", name))
             elif isinstance(outcome, tuple):  # (_Deferred, deadline, tries)
                 marker, deadline, tries = outcome
                 if time.monotonic() >= deadline:
@@ -350,7 +356,7 @@ class Runner:
                     continue
                 if isinstance(outcome, Future):
                     committing.add(name)
-                    outcome.add_done_callback(lambda f, n=name: events.put(("commit", n, f)))
+                    outcome.add_done_callback(notify("commit", name))
                 elif isinstance(outcome, StageResult):
                     results[name] = outcome
             raise
