@@ -136,7 +136,70 @@ class RecordBoom(pipekit.RecordStage):
         yield record
 
 
+@attrs.define
+class FatalParams:
+    calls: str
+    """Each call of process() appends a line here."""
+
+
+class RecordFatal(pipekit.RecordStage):
+    """Raises NonRetryable on lines containing 'fatal'."""
+
+    name = "record-fatal"
+    version = "1"
+    Params = FatalParams
+
+    def process(self, record: str, params: FatalParams) -> Iterator[str]:
+        with open(params.calls, "a") as f:
+            f.write(record + "\n")
+        if "fatal" in record:
+            raise pipekit.NonRetryable("this record can never succeed")
+        yield record
+
+
+@attrs.define
+class TaggedParams:
+    tags: frozenset[str] = frozenset()
+
+
+class Tagged(pipekit.RecordStage):
+    """Appends the sorted tags to each line."""
+
+    name = "tagged"
+    version = "1"
+    Params = TaggedParams
+
+    def process(self, record: str, params: TaggedParams) -> Iterator[str]:
+        yield record + " " + ",".join(sorted(params.tags))
+
+
+@attrs.define
+class ResumableParams:
+    fail_first: bool = True
+
+
+class Resumable(pipekit.Stage):
+    """Saves a checkpoint, fails the first time, and on the next attempt
+    writes what it loaded from its checkpoint."""
+
+    name = "resumable"
+    version = "1"
+    Params = ResumableParams
+
+    def run(self, ctx: pipekit.StageContext) -> None:
+        assert ctx.checkpoint is not None
+        loaded = ctx.checkpoint.load()
+        if loaded is None:
+            ctx.checkpoint.save({"done_part": 1})
+            if ctx.params.fail_first:
+                raise RuntimeError("crash after saving a checkpoint")
+        ctx.outputs[0].write_text(f"loaded={loaded}\n")
+
+
 @pipekit.hookimpl
 def register_stages(register: Callable[[Any], None]) -> None:
-    for proc in (Sleep(), Flaky(), SideEffect(), SlowWrite(), Versioned(), RecordBoom()):
+    for proc in (
+        Sleep(), Flaky(), SideEffect(), SlowWrite(), Versioned(), RecordBoom(),
+        RecordFatal(), Tagged(), Resumable(),
+    ):
         register(proc)

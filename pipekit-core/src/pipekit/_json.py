@@ -12,11 +12,18 @@ JSONDecodeError = orjson.JSONDecodeError
 _CANON = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
+def _default(obj: Any) -> Any:
+    """Canonical forms orjson lacks: sets become sorted lists."""
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=lambda v: orjson.dumps(v, default=_default, option=_CANON))
+    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+
+
 def dumps(obj: Any, *, indent: bool = False) -> bytes:
     opts = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
     if indent:
         opts |= orjson.OPT_INDENT_2
-    return orjson.dumps(obj, option=opts)
+    return orjson.dumps(obj, default=_default, option=opts)
 
 
 def loads(data: bytes | str) -> Any:
@@ -25,4 +32,4 @@ def loads(data: bytes | str) -> Any:
 
 def canonical(obj: Any) -> bytes:
     """Canonical bytes of a JSON-shaped value: sorted keys, no whitespace."""
-    return orjson.dumps(obj, option=_CANON)
+    return orjson.dumps(obj, default=_default, option=_CANON)

@@ -51,6 +51,9 @@ def run_in_worker(
             "attempt": ctx.attempt,
             "result": str(result_path),
         }
+        cp = ctx.checkpoint
+        if cp is not None:
+            job["checkpoint"] = {"namespace": cp._namespace, "fingerprint": cp._fingerprint}
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipekit.worker"],
             stdin=subprocess.PIPE,

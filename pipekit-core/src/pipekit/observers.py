@@ -21,6 +21,11 @@ class Observers:
         self._lock = threading.Lock()
         self.errors: list[str] = []
 
+    @property
+    def active(self) -> bool:
+        """Whether any plugin is loaded to observe (calls are free when not)."""
+        return self._pm is not None
+
     def call(self, hook: str, **kwargs: Any) -> None:
         if self._pm is None:
             return

@@ -38,7 +38,7 @@ from .errors import StageFailed
 
 __all__ = ["load", "store", "CachedPipeline", "CachedStage", "ProcessorRef", "enabled"]
 
-FORMAT = 1
+FORMAT = 2
 RACY_NS = 2_000_000_000
 
 
@@ -70,7 +70,11 @@ def _stat_sig(path: str) -> list[Any] | None:
 def _environment_sig(backend_override: str | None) -> list[Any]:
     from . import __version__
 
-    folders = [[p, (_stat_sig(p) or [None, None])[1]] for p in sys.path if p and os.path.isdir(p)]
+    # sys.path[0] is the script's folder or the current one: it differs
+    # between `pipekit` and `python -m pipekit` and holds no installed plugin.
+    folders = [
+        [p, (_stat_sig(p) or [None, None])[1]] for p in sys.path[1:] if p and os.path.isdir(p)
+    ]
     return [
         __version__,
         sys.executable,
@@ -203,6 +207,9 @@ def load(file: Path, backend_override: str | None) -> CachedPipeline | None:
         for module_file, sig in doc.get("modules", []):
             if _stat_sig(module_file) != sig:
                 return None
+        for source in doc.get("sources", []):
+            if not os.path.exists(source):
+                return None  # a full load reports it as the config error it is
         return CachedPipeline(doc, path)
     except (KeyError, TypeError, ValueError):
         return None
@@ -255,8 +262,11 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
                 "raw": pipeline.raw["stages"][st.index],
             }
         )
+    produced = {p for st in pipeline.stages.values() for p in map(str, st.output_paths)}
+    sources = sorted({str(p) for st in pipeline.stages.values() for p in st.input_paths} - produced)
     doc = {
         "format": FORMAT,
+        "sources": sources,
         "file_sig": sig,
         "env": _environment_sig(backend_override),
         "modules": sorted([k, v] for k, v in modules.items()),

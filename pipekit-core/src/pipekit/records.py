@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _json
-from .errors import StageFailed
+from .errors import NonRetryable, StageFailed
 from .stage import RecordStage, StageContext
 
 __all__ = ["run_record_stage", "Interrupted"]
@@ -62,6 +62,7 @@ def run_record_stage(
     encode = _encoder(fmt)
     params = ctx.params
     process = processor.iter_process
+    fatal = (NonRetryable, *tuple(getattr(processor, "non_retryable", ())))
     records_in = records_out = 0
     with open(ctx.outputs[0], "wb", buffering=1 << 20) as out:
         buf: list[bytes] = []
@@ -73,15 +74,17 @@ def run_record_stage(
                     if fmt == "jsonl" and not raw.strip():
                         continue
                     records_in += 1
+                    record: Any = raw
                     try:
                         record = decode(raw)
                         produced = [encode(v) for v in process(record, params)]
                     except Exception as exc:
                         if on_failed is not None:
-                            on_failed(raw, exc)
-                        raise StageFailed(
-                            f"record {lineno} of {path.name}: {type(exc).__name__}: {exc}"
-                        ) from exc
+                            on_failed(record, exc)
+                        where = f"record {lineno} of {path.name}: {type(exc).__name__}: {exc}"
+                        if isinstance(exc, fatal):
+                            raise NonRetryable(where) from exc
+                        raise StageFailed(where) from exc
                     records_out += len(produced)
                     buf.extend(produced)
                     if len(buf) >= _BATCH:

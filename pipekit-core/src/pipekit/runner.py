@@ -8,6 +8,7 @@ import heapq
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -243,6 +244,7 @@ class Runner:
                         results[child] = StageResult(
                             child, "skipped", reason=f"not run: upstream stage {name!r} failed"
                         )
+                        self._observe_end(child, results[child])
                         if self.on_result is not None:
                             self.on_result(results[child])
                 return
@@ -282,7 +284,9 @@ class Runner:
                 marker, deadline, tries = outcome
                 if time.monotonic() >= deadline:
                     self._lock_timed_out.append(name)
-                    finish(name, self._lock_failure(name, marker.holder))
+                    failure = self._lock_failure(name, marker.holder)
+                    self._observe_end(name, failure)
+                    finish(name, failure)
                 else:
                     delay = min(0.25, 0.005 * (2 ** min(tries, 6)))
                     heapq.heappush(
@@ -379,15 +383,22 @@ class Runner:
 
     # -- one stage ------------------------------------------------------------
 
+    def _observe_end(self, name: str, result: StageResult) -> None:
+        if self.observers.active:
+            stage = self.pipeline.stages[name]
+            self.observers.call("on_stage_end", run=self.info, stage=stage.config, result=result)
+
     def _skipped(self, st: Any, d: Decision, duration: float) -> StageResult:
         entry = self.state.get(st.name)
         if entry is None or entry.get("fingerprint") != d.fingerprint:
             record = self.backends.idempotency.get(d.key)
             outputs = (record.result or {}).get("outputs", {}) if record else {}
             self.state.update(st.name, self._state_entry(st, d, outputs, "ok", 0.0, 0))
-        return StageResult(
+        result = StageResult(
             st.name, "skipped", duration, d.reason, key=d.key, fingerprint=d.fingerprint
         )
+        self._observe_end(st.name, result)
+        return result
 
     def _execute(self, name: str, deadline: float | None = None) -> Any:
         """Worker thread: decide, lock, decide again, run, commit."""
@@ -477,9 +488,9 @@ class Runner:
 
         retryer = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(policy.attempts),
-            wait=tenacity.wait_exponential_jitter(
-                initial=policy.backoff, max=policy.max_backoff, jitter=policy.jitter
-            ),
+            # min(max_backoff, backoff * 2**(n-1)) + U(0, jitter), as documented
+            wait=tenacity.wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
+            + tenacity.wait_random(0, policy.jitter),
             retry=tenacity.retry_if_exception(retryable),
             reraise=True,
             sleep=sleep,
@@ -489,7 +500,7 @@ class Runner:
             for attempt in retryer:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
-                    tmps, last_info = self._attempt(st, attempts)
+                    tmps, last_info = self._attempt(st, attempts, d)
         except Interrupted:
             raise
         except Exception as exc:
@@ -554,6 +565,10 @@ class Runner:
                 )
             else:
                 self.state.update(name, self._state_entry(st, d, digests, "ok", duration, attempts))
+                try:
+                    self.checkpoint_for(st, d).clear()  # the work it resumed is committed
+                except Exception as exc:
+                    log.warning("stage %s: could not clear its checkpoint: %s", name, exc)
                 result = StageResult(
                     name,
                     "ok",
@@ -570,9 +585,15 @@ class Runner:
         job = CommitJob(list(st.outputs), tmps, list(st.output_paths), lease, make_record, done)
         return self.committer.submit(job)
 
-    def _attempt(self, st: Any, attempt: int) -> tuple[list[Path], dict[str, Any]]:
+    def checkpoint_for(self, st: Any, d: Decision) -> Any:
+        from .stage import Checkpoint
+
+        namespace = re.sub(r"[^A-Za-z0-9_.:-]", "_", f"{self.pipeline.name}.{st.name}")
+        return Checkpoint(self.backends.checkpoints, namespace, d.fingerprint or "")
+
+    def _attempt(self, st: Any, attempt: int, d: Decision) -> tuple[list[Path], dict[str, Any]]:
         from .execute import needs_worker, run_in_process, run_in_worker
-        from .stage import Checkpoint, StageContext
+        from .stage import StageContext
 
         tmps = []
         for final in st.output_paths:
@@ -585,7 +606,7 @@ class Runner:
             outputs=tmps,
             params=st.params,
             log=logging.getLogger(f"pipekit.stage.{st.name}"),
-            checkpoint=Checkpoint(self.backends.checkpoints, f"{self.pipeline.name}.{st.name}", ""),
+            checkpoint=self.checkpoint_for(st, d),
             final_outputs=list(st.output_paths),
             attempt=attempt,
             workdir=self.pipeline.root,

@@ -27,6 +27,14 @@ def main() -> int:
             Path(job["file"]), registry, backend_override=job["backend"], check_inputs=False
         )
         st = pipeline.stages[job["stage"]]
+        checkpoint = None
+        if job.get("checkpoint"):
+            from .runner import make_backends
+            from .stage import Checkpoint
+
+            store = make_backends(registry, pipeline).checkpoints
+            cp = job["checkpoint"]
+            checkpoint = Checkpoint(store, cp["namespace"], cp["fingerprint"])
         ctx = StageContext(
             stage_name=st.name,
             run_id=job["run_id"],
@@ -37,6 +45,7 @@ def main() -> int:
             final_outputs=list(st.output_paths),
             attempt=job["attempt"],
             workdir=pipeline.root,
+            checkpoint=checkpoint,
         )
         info = run_in_process(st, ctx)
         out = {"ok": True, "info": info}

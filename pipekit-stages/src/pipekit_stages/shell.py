@@ -6,15 +6,19 @@ The command runs with ``/bin/sh -c`` in the pipeline's folder. Placeholders:
 ``{output}`` (the first one), ``{stage}`` and ``{run_id}``. Outputs are the
 stage's temporary paths: the runner renames them into place only when the
 command exits 0. A non-zero exit fails the attempt; the end of stderr is kept
-in the stage record. ``timeout`` is enforced by killing the command's whole
+in the stage record; what the command prints on stdout goes to pipekit's
+stderr, so that ``pipekit run --json`` output stays one JSON document.
+``timeout`` is enforced by killing the command's whole
 process group.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
+import string
 import subprocess
 import time
 
@@ -33,15 +37,24 @@ class _Paths(list):  # type: ignore[type-arg]
     __format__ = lambda self, spec: format(str(self), spec)  # noqa: E731
 
 
+PLACEHOLDERS = ("inputs", "outputs", "input", "output", "stage", "run_id")
+_HELP = (
+    "use {inputs}, {inputs[0]}, {outputs}, {outputs[1]}, {input}, {output}, {stage}, "
+    "{run_id}; write {{ and }} for literal braces"
+)
+
+
 def _check_template(_inst: object, _attr: object, value: str) -> None:
+    """Check the placeholders' names and syntax; indexes are checked against
+    the stage's real inputs and outputs when it runs."""
     try:
-        render(value, ["in"], ["out"], "stage", "run")
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise ValueError(
-            f"bad placeholder in command ({type(exc).__name__}: {exc}); use {{inputs}}, "
-            "{inputs[0]}, {outputs}, {outputs[0]}, {input}, {output}, {stage}, {run_id}; "
-            "write {{ and }} for literal braces"
-        ) from None
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"bad placeholder in command ({exc}); {_HELP}") from None
+    for field in fields:
+        root = re.split(r"[.\[]", field, maxsplit=1)[0]
+        if root not in PLACEHOLDERS:
+            raise ValueError(f"unknown placeholder {{{field}}} in command; {_HELP}")
 
 
 @attrs.define
@@ -75,13 +88,19 @@ class Shell(pipekit.Stage):
 
     def run(self, ctx: pipekit.StageContext) -> None:
         params: ShellParams = ctx.params
-        command = render(
-            params.cmd,
-            [str(p) for p in ctx.inputs],
-            [str(p) for p in ctx.outputs],
-            ctx.stage_name,
-            ctx.run_id,
-        )
+        try:
+            command = render(
+                params.cmd,
+                [str(p) for p in ctx.inputs],
+                [str(p) for p in ctx.outputs],
+                ctx.stage_name,
+                ctx.run_id,
+            )
+        except (IndexError, KeyError, AttributeError, ValueError) as exc:
+            raise pipekit.NonRetryable(
+                f"cannot fill the command template: {type(exc).__name__}: {exc} "
+                f"(the stage has {len(ctx.inputs)} input(s) and {len(ctx.outputs)} output(s))"
+            ) from None
         env = None
         if params.env:
             env = dict(os.environ)
@@ -92,6 +111,7 @@ class Shell(pipekit.Stage):
             cwd=ctx.workdir,
             env=env,
             stdin=subprocess.DEVNULL,
+            stdout=2,  # to our stderr: never mixed into `pipekit run --json` output
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
