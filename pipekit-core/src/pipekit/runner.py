@@ -455,8 +455,6 @@ class Runner:
     def _run_locked(self, st: Any, d: Decision, lease: Any, t0: float) -> Any:
         """Run the attempts; on success hand the commit to the group
         committer and return its future, else return the failed result."""
-        import tenacity
-
         from .records import Interrupted
 
         name = st.name
@@ -486,21 +484,33 @@ class Runner:
                 state.next_action.sleep if state.next_action else 0.0,
             )
 
-        retryer = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(policy.attempts),
-            # min(max_backoff, backoff * 2**(n-1)) + U(0, jitter), as documented
-            wait=tenacity.wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
-            + tenacity.wait_random(0, policy.jitter),
-            retry=tenacity.retry_if_exception(retryable),
-            reraise=True,
-            sleep=sleep,
-            before_sleep=before_sleep,
-        )
+        def attempts_of() -> Any:
+            """One try, or tenacity's retrying loop when the policy allows more."""
+            if policy.attempts == 1:
+                return None
+            import tenacity
+
+            return tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(policy.attempts),
+                # min(max_backoff, backoff * 2**(n-1)) + U(0, jitter), as documented
+                wait=tenacity.wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
+                + tenacity.wait_random(0, policy.jitter),
+                retry=tenacity.retry_if_exception(retryable),
+                reraise=True,
+                sleep=sleep,
+                before_sleep=before_sleep,
+            )
+
+        retryer = attempts_of()
         try:
-            for attempt in retryer:
-                with attempt:
-                    attempts = attempt.retry_state.attempt_number
-                    tmps, last_info = self._attempt(st, attempts, d)
+            if retryer is None:
+                attempts = 1
+                tmps, last_info = self._attempt(st, 1, d)
+            else:
+                for attempt in retryer:
+                    with attempt:
+                        attempts = attempt.retry_state.attempt_number
+                        tmps, last_info = self._attempt(st, attempts, d)
         except Interrupted:
             raise
         except Exception as exc:

@@ -52,8 +52,9 @@ class RunnerState:
         """Merge this run's entries into the file under an exclusive lock."""
         if not self._changed:
             return
-        import portalocker
+        from ._portalocker import portalocker as _portalocker
 
+        portalocker = _portalocker()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with portalocker.Lock(
             str(self.path) + ".lock",

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._portalocker import portalocker as _portalocker
+
 __all__ = ["FileLockBackend", "FileLease"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -28,7 +30,7 @@ class FileLease:
         self._fh: Any = None
 
     def acquire(self, timeout: float | None = None) -> bool:
-        import portalocker
+        portalocker = _portalocker()
 
         if self._fh is not None:
             raise RuntimeError(f"lock {self.key!r} is already held by this lease")
@@ -64,7 +66,7 @@ class FileLease:
         return True
 
     def release(self) -> None:
-        import portalocker
+        portalocker = _portalocker()
 
         fh, self._fh = self._fh, None
         if fh is None:
