@@ -47,7 +47,13 @@ def assert_no_partial_outputs(project: Project, chunks: int) -> None:
         assert allp.read_bytes() == want * 3
 
 
-def test_sigkill_mid_write_never_exposes_a_partial_output(project: Project) -> None:
+import pytest
+
+
+@pytest.mark.parametrize("sync", ["syncfs", "fsync"])
+def test_sigkill_mid_write_never_exposes_a_partial_output(project: Project, sync: str) -> None:
+    """With batched syncs (syncfs, Linux) and with per-file fsync."""
+    env = project.env(PIPEKIT_SYNC=sync)
     chunks = 120
     crash_pipeline(project, chunks)
     rng = random.Random(1234)
@@ -56,7 +62,7 @@ def test_sigkill_mid_write_never_exposes_a_partial_output(project: Project) -> N
         # after the first round, force every stage so each kill lands in a
         # run that is rewriting outputs which already exist
         force = ["--force", "all"] if round_ else []
-        proc = project.popen("run", "--json", *force)
+        proc = project.popen("run", "--json", *force, env=env)
         # wait until some stage is writing, then kill at a random instant
         deadline = time.monotonic() + 20
         while not any((project.root / f"started{i}").exists() for i in range(3)):
@@ -73,14 +79,14 @@ def test_sigkill_mid_write_never_exposes_a_partial_output(project: Project) -> N
             (project.root / f"started{i}").unlink(missing_ok=True)
     assert kills >= 7, "the kills should land while stages run"
 
-    summary = project.run_json()
+    summary = project.run_json(env=env)
     assert summary["status"] == "ok"
     want = expected_output(chunks)
     for i in range(3):
         assert (project.root / f"out/w{i}.txt").read_bytes() == want
     assert (project.root / "out/all.txt").read_bytes() == want * 3
     assert temp_files(project.root) == [], "the completing run must remove killed runs' temp files"
-    again = project.run_json()
+    again = project.run_json(env=env)
     assert set(project.statuses(again).values()) == {"skipped"}
 
 
