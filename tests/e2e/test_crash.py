@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from conftest import Project
 
 CHUNK = lambda i: f"chunk {i:05d} ".encode() * 50 + b"\n"  # noqa: E731
@@ -45,9 +46,6 @@ def assert_no_partial_outputs(project: Project, chunks: int) -> None:
     allp = project.root / "out/all.txt"
     if allp.exists():
         assert allp.read_bytes() == want * 3
-
-
-import pytest
 
 
 @pytest.mark.parametrize("sync", ["syncfs", "fsync"])
