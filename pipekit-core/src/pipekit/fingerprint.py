@@ -3,7 +3,10 @@
 fingerprint = sha256 over (processor name, processor version, canonical
 params, each input's path and content hash, the output paths). A stage is up
 to date when the idempotency store holds SUCCESS for its key and every output
-it recorded is still there with the same content.
+it recorded is still there with the same content. The runner's state, written
+after the store's record, answers for the fingerprints this machine saw
+committed, so an unchanged rerun makes no store round trip per stage; any
+other fingerprint (another runner's work, a lost state) asks the store.
 """
 
 from __future__ import annotations
@@ -94,11 +97,18 @@ class Evaluator:
         if forced:
             decision.reason = "forced (--force)"
             return decision
-        record = self.store.get(key)
-        if record is None or record.status != "SUCCESS":
-            decision.reason = self._why_changed(st, hashes, fp)
-            return decision
-        recorded = (record.result or {}).get("outputs", {})
+        entry = self.state.get(st.name)
+        record = None
+        if entry is not None and entry.get("fingerprint") == fp and entry.get("status") == "ok":
+            # This machine saw this very fingerprint committed (the state entry
+            # is written after the store's record): no store round trip.
+            recorded = entry.get("outputs", {})
+        else:
+            record = self.store.get(key)
+            if record is None or record.status != "SUCCESS":
+                decision.reason = self._why_changed(st, hashes, fp)
+                return decision
+            recorded = (record.result or {}).get("outputs", {})
         for okey, opath in zip(st.outputs, st.output_paths):
             current = self._hash(okey, opath, cached_only)
             if current is None:
@@ -108,8 +118,7 @@ class Evaluator:
                 decision.reason = f"output {okey!r} was modified"
                 return decision
         decision.run = False
-        entry = self.state.get(st.name)
-        if entry is not None and entry.get("fingerprint") == fp:
+        if record is None:
             decision.reason = "up to date"
         else:
             by = (record.result or {}).get("by", "another runner")

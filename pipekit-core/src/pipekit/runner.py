@@ -71,7 +71,7 @@ def make_backends(registry: Any, pipeline: Any) -> Backends:
     options = dict(pipeline.backend.options)
     state_dir = pipeline.state_dir
     if registry is None and name == "file":
-        from .backends import file as _file
+        from .backends import file_factories as _file
 
         factories = [_file.lock_backend, _file.idempotency_store, _file.checkpoint_store]
     else:

@@ -4,40 +4,12 @@ lives under the pipeline's state dir; nothing leaves the machine."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..hookspecs import hookimpl
+from .file_factories import NAME, checkpoint_store, idempotency_store, lock_backend
 
-NAME = "file"
-
-
-def _no_options(kind: str, options: dict[str, Any]) -> None:
-    if options:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"the file {kind} takes no options; remove: {', '.join(sorted(options))}")
-
-
-def lock_backend(options: dict[str, Any], *, state_dir: Path) -> Any:
-    from .file_lock import FileLockBackend
-
-    _no_options("lock backend", options)
-    return FileLockBackend(state_dir / "locks")
-
-
-def idempotency_store(options: dict[str, Any], *, state_dir: Path) -> Any:
-    from .file_idempotency import FileIdempotencyStore
-
-    _no_options("idempotency store", options)
-    return FileIdempotencyStore(state_dir / "idempotency")
-
-
-def checkpoint_store(options: dict[str, Any], *, state_dir: Path) -> Any:
-    from .file_checkpoint import FileCheckpointStore
-
-    _no_options("checkpoint store", options)
-    return FileCheckpointStore(state_dir / "checkpoints")
+__all__ = ["NAME", "checkpoint_store", "idempotency_store", "lock_backend"]
 
 
 @hookimpl
