@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import os
 import sys
 import threading
@@ -39,6 +40,7 @@ from .errors import StageFailed
 __all__ = ["load", "store", "CachedPipeline", "CachedStage", "ProcessorRef", "enabled"]
 
 FORMAT = 2
+log = logging.getLogger("pipekit.plancache")
 RACY_NS = 2_000_000_000
 
 
@@ -161,16 +163,24 @@ class CachedStage:
         return self._bind()[2]
 
 
+class _Backend:
+    """The ``[backend]`` table of a cached plan (what ``BackendConfig`` holds)."""
+
+    __slots__ = ("name", "options")
+
+    def __init__(self, name: str, options: dict[str, Any]) -> None:
+        self.name = name
+        self.options = options
+
+
 class CachedPipeline:
     def __init__(self, doc: dict[str, Any], cache_path: Path) -> None:
-        from .config import BackendConfig
-
         self._cache_path = cache_path
         self.file = Path(doc["file"])
         self.root = Path(doc["root"])
         self.name: str = doc["name"]
         self.state_dir = Path(doc["state_dir"])
-        self.backend = BackendConfig(doc["backend"]["name"], doc["backend"]["options"])
+        self.backend = _Backend(doc["backend"]["name"], doc["backend"]["options"])
         self.order: list[str] = doc["order"]
         self.registry = _LazyRegistry()
         self.has_observers: bool = doc["observers"]
@@ -198,21 +208,28 @@ def load(file: Path, backend_override: str | None) -> CachedPipeline | None:
         raw = path.read_bytes()
         doc = _json.loads(raw)
     except (OSError, ValueError):
-        return None
+        return _miss("no cached plan")
     try:
         if doc.get("format") != FORMAT or doc.get("file_sig") != _stat_sig(str(file)):
-            return None
+            return _miss("the pipeline file changed")
         if doc.get("env") != _environment_sig(backend_override):
-            return None
+            return _miss("the Python environment or plugin settings changed")
         for module_file, sig in doc.get("modules", []):
             if _stat_sig(module_file) != sig:
-                return None
+                return _miss(f"plugin file {module_file} changed")
         for source in doc.get("sources", []):
             if not os.path.exists(source):
-                return None  # a full load reports it as the config error it is
+                # a full load reports it as the config error it is
+                return _miss(f"input {source} is missing")
+        log.debug("plan cache: using %s", path)
         return CachedPipeline(doc, path)
     except (KeyError, TypeError, ValueError):
-        return None
+        return _miss("unreadable cached plan")
+
+
+def _miss(why: str) -> None:
+    log.debug("plan cache: not used: %s", why)
+    return None
 
 
 def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
