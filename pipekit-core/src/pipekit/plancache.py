@@ -227,7 +227,7 @@ def load(file: Path, backend_override: str | None) -> CachedPipeline | None:
         return _miss("unreadable cached plan")
 
 
-def _miss(why: str) -> None:
+def _miss(why: str) -> CachedPipeline | None:
     log.debug("plan cache: not used: %s", why)
     return None
 
