@@ -592,9 +592,14 @@ def relpath_key(root: Path, p: str) -> tuple[str, Path]:
     """(key, absolute path) of a pipeline-relative path. The key is the
     normalized POSIX path relative to the pipeline's folder, so that
     fingerprints are the same on every machine."""
-    absolute = Path(os.path.normpath(root / p))
-    try:
-        key = absolute.relative_to(root).as_posix()
-    except ValueError:
-        key = absolute.as_posix()
-    return key, absolute
+    base = os.fspath(root)
+    absolute = os.path.normpath(os.path.join(base, p))
+    if absolute.startswith(base.rstrip(os.sep) + os.sep):
+        key = absolute[len(base.rstrip(os.sep)) + 1 :]
+    elif absolute == base:
+        key = "."
+    else:
+        key = absolute
+    if os.sep != "/":
+        key = key.replace(os.sep, "/")
+    return key, Path(absolute)

@@ -21,6 +21,13 @@ from .protocols import IdemRecord
 __all__ = ["FileIdempotencyStore"]
 
 
+_FIELDS = tuple(a.name for a in attrs.fields(IdemRecord))
+
+
+def _as_dict(rec: IdemRecord) -> dict[str, object]:
+    return {name: getattr(rec, name) for name in _FIELDS}
+
+
 class FileIdempotencyStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -66,7 +73,7 @@ class FileIdempotencyStore:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 tmp = temp_path_for(final)
                 with open(tmp, "wb") as f:
-                    f.write(_json.dumps(attrs.asdict(rec)))
+                    f.write(_json.dumps(_as_dict(rec)))
                 pairs.append((tmp, final))
             if durable:
                 commit_files(pairs)
