@@ -7,7 +7,8 @@ dependencies. It is valid while all of these are unchanged:
 
 - the pipeline file (size, mtime_ns, inode), and it is only written when the
   file's mtime is older than the hash cache's racy window;
-- pipekit's version, the interpreter, and every ``sys.path`` folder's mtime
+- pipekit's version, the environment (``sys.prefix``) and Python's version,
+  and every ``sys.path`` folder's mtime
   (installing or removing a distribution changes its folder);
 - the file of every plugin module and of every processor's class (a bumped
   ``version`` is an edit of that file);
@@ -79,7 +80,8 @@ def _environment_sig(backend_override: str | None) -> list[Any]:
     ]
     return [
         __version__,
-        sys.executable,
+        sys.prefix,  # not sys.executable: `python` and `python3.11` are one venv
+        sys.version,
         os.environ.get("PIPEKIT_DISABLE_PLUGINS", ""),
         os.environ.get("PIPEKIT_PLUGIN_MODULES", ""),
         backend_override or "",
