@@ -116,3 +116,22 @@ def test_deleted_source_input_is_a_config_error_even_with_a_cached_plan(project:
     proc = project.cli("run")
     assert proc.returncode == 2, proc.stderr
     assert "'in.txt' does not exist and no stage produces it" in proc.stderr
+
+
+def test_the_pipekit_script_and_python_m_pipekit_share_one_cached_plan(project: Project) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "pipekit"
+    assert script.exists(), "the pipekit script is installed beside the interpreter"
+    project.write("in.txt", "x\n")
+    project.pipeline([{"name": "u", "uses": "upper", "inputs": ["in.txt"], "outputs": ["out.txt"]}])
+    os.utime(project.file, (time.time() - 10, time.time() - 10))
+    assert project.cli("run").returncode == 0  # python -m pipekit: caches the plan
+    proc = subprocess.run(
+        [str(script), "-vv", "run"], cwd=project.root, env=project.env(),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "plan cache: using" in proc.stderr, proc.stderr
