@@ -36,7 +36,9 @@ tree) and peak RSS (the largest single process of the tree; see
 ``_measure.py``), each taken in a fresh wrapper process with a timeout that
 kills the whole tree and reports "timeout" instead of hanging. Every run is
 checked: exit code 0, the outputs that must be rewritten were (and hold the
-upper-cased input), and the ones that must not, were not.
+upper-cased input), and the ones that must not, were not. When Snakemake's
+first run times out, the outputs are made outside it so that its reruns can
+still be measured (noted in the table).
 
 pipekit is run from this interpreter's environment (the ``pipekit`` script
 beside ``sys.executable``, else ``python -m pipekit``). doit and Snakemake run
