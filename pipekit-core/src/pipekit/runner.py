@@ -401,20 +401,17 @@ class Runner:
         return result
 
     def _execute(self, name: str, deadline: float | None = None) -> Any:
-        """Worker thread: decide, lock, decide again, run, commit."""
+        """Worker thread: lock, decide, run, hand over to the committer.
+
+        Up-to-date stages whose hashes are cached were already skipped by
+        the scheduler without a lock; the rest are decided under their lock,
+        so that a stage another runner just committed is seen as done."""
         from .records import Interrupted
 
         st = self.pipeline.stages[name]
         t0 = time.perf_counter()
         forced = self.forced(name)
         try:
-            d = self.evaluator.decide(st, forced=forced)
-            if not d.run:
-                return self._skipped(st, d, time.perf_counter() - t0)
-            if d.fingerprint is None:
-                return StageResult(
-                    name, "failed", time.perf_counter() - t0, d.reason, error=d.reason
-                )
             lease = self.backends.locks.lock(
                 f"stage/{self.pipeline.name}/{name}", self.options.lock_ttl
             )

@@ -20,6 +20,7 @@ from .._portalocker import portalocker as _portalocker
 __all__ = ["FileLockBackend", "FileLease"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_HOST = os.uname().nodename
 
 
 class FileLease:
@@ -34,8 +35,12 @@ class FileLease:
 
         if self._fh is not None:
             raise RuntimeError(f"lock {self.key!r} is already held by this lease")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+b")  # noqa: SIM115 - held while the lock is
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fh = os.fdopen(fd, "r+b", buffering=0)  # held while the lock is
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.002
         while True:
@@ -51,16 +56,13 @@ class FileLease:
                 )
                 time.sleep(sleep)
                 delay = min(delay * 2, 0.1)
-        fh.seek(0)
-        previous = fh.read().split(b" ", 1)[0]
+        previous = os.pread(fd, 64, 0).split(b" ", 1)[0]
         try:
             token = int(previous) + 1
         except ValueError:
             token = 1
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{token} pid {os.getpid()} on host {os.uname().nodename}\n".encode())
-        fh.flush()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{token} pid {os.getpid()} on host {_HOST}\n".encode(), 0)
         self.token = token
         self._fh = fh
         return True
