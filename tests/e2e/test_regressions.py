@@ -135,3 +135,19 @@ def test_the_pipekit_script_and_python_m_pipekit_share_one_cached_plan(project: 
     )
     assert proc.returncode == 0, proc.stderr
     assert "plan cache: using" in proc.stderr, proc.stderr
+
+
+def test_status_and_dry_run_use_the_cached_plan(project: Project) -> None:
+    project.write("in.txt", "x\n")
+    project.pipeline([{"name": "u", "uses": "upper", "inputs": ["in.txt"], "outputs": ["out.txt"]}])
+    os.utime(project.file, (time.time() - 10, time.time() - 10))
+    project.run_json()
+    os.chmod(project.file, 0)  # only the cached plan can answer now
+    try:
+        status = project.cli("status", "--json")
+        dry = project.cli("run", "--dry-run")
+    finally:
+        os.chmod(project.file, 0o644)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["stages"][0]["status"] == "up-to-date"
+    assert dry.returncode == 0, dry.stderr

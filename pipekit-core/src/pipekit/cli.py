@@ -225,10 +225,9 @@ def _load_for_run(args: argparse.Namespace) -> tuple[Any, Any]:
     from .config import find_pipeline_file
 
     file = args.file or find_pipeline_file()
-    if not args.dry_run:
-        cached = plancache.load(file, args.backend)
-        if cached is not None:
-            return cached, None
+    cached = plancache.load(file, args.backend)
+    if cached is not None:
+        return cached, None
     pipeline, registry = _load(args)
     plancache.store(pipeline, registry, args.backend)
     return pipeline, registry
@@ -348,7 +347,7 @@ def _print_plan(
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    pipeline, registry = _load(args)
+    pipeline, registry = _load_for_run(args)
     return _print_plan(args, pipeline, registry, frozenset(), False, dry_run=False)
 
 
