@@ -354,10 +354,6 @@ def _locate(path: str, data: dict[str, Any]) -> tuple[int, str]:
     return -1, (f"field {field!r}" if field and field != "$" else "top level")
 
 
-def _where(path: str, data: dict[str, Any]) -> str:
-    return _locate(path, data)[1]
-
-
 def _walk(exc: BaseException, path: str) -> Iterator[tuple[str, BaseException, Any]]:
     """Every leaf error of a cattrs validation error: (path, error, type)."""
     from cattrs.errors import (

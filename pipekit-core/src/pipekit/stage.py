@@ -87,10 +87,6 @@ class _ProcessorBase:
     killing a subprocess); otherwise a stage with a timeout runs in a worker
     process that the runner can kill."""
 
-    def describe(self) -> str:
-        doc = (type(self).__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
-
 
 class Stage(_ProcessorBase):
     """A whole-stage processor: it owns the work, reading ``ctx.inputs`` and

@@ -44,10 +44,6 @@ class RunnerState:
         self.stages[stage] = entry
         self._changed[stage] = entry
 
-    @property
-    def dirty(self) -> bool:
-        return bool(self._changed)
-
     def save(self, pipeline: str) -> None:
         """Merge this run's entries into the file under an exclusive lock."""
         if not self._changed:
