@@ -102,6 +102,7 @@ class _Watchdog:
         self._cv = threading.Condition()
         self._watches: set[_Watch] = set()
         self._thread: threading.Thread | None = None
+        self._wakes_at: float | None = None  # None: sleeping until notified
 
     def watch(self, proc: Any, deadline: float | None, cancelled: threading.Event) -> _Watch:
         w = _Watch(proc, deadline, cancelled)
@@ -112,7 +113,11 @@ class _Watchdog:
                     target=self._loop, name="pipekit-shell-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._cv.notify()
+            # Wake the thread only when it must look sooner than it will:
+            # a wake-up per command would cost a GIL hand-off per stage.
+            soonest = time.monotonic() + self.TICK if deadline is None else deadline
+            if self._wakes_at is None or soonest < self._wakes_at - self.TICK:
+                self._cv.notify()
         return w
 
     def unwatch(self, w: _Watch) -> None:
@@ -142,6 +147,7 @@ class _Watchdog:
                             pass
                 if self._watches:
                     wake = self.TICK if wake is None else min(wake, self.TICK)
+                self._wakes_at = None if wake is None else time.monotonic() + wake
                 self._cv.wait(timeout=wake)
 
 
