@@ -84,19 +84,18 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True, mode: i
 
 
 def commit_files(pairs: Iterable[tuple[Path, Path]]) -> None:
-    """Make each ``temp`` durable, rename it to its ``final`` name, then fsync
-    every folder touched. Files first, then renames, then folders: so a crash
-    leaves each final name either absent, old, or complete and new."""
+    """Make each ``temp`` durable, rename it to its ``final`` name, then make
+    every folder touched durable (see :func:`sync_files`, :func:`sync_dirs`).
+    Files first, then renames, then folders: so a crash leaves each final
+    name either absent, old, or complete and new."""
     pairs = list(pairs)
-    for tmp, _final in pairs:
-        fsync_file(tmp)
+    sync_files([tmp for tmp, _final in pairs])
     folders: set[Path] = set()
     for tmp, final in pairs:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
         folders.add(final.parent)
-    for folder in folders:
-        fsync_dir(folder)
+    sync_dirs(folders)
 
 
 def sweep_temp_files(folders: Iterable[Path]) -> list[Path]:

@@ -118,6 +118,7 @@ class Evaluator:
                 decision.reason = f"output {okey!r} was modified"
                 return decision
         decision.run = False
+        decision.outputs = recorded
         if record is None:
             decision.reason = "up to date"
         else:

@@ -51,37 +51,36 @@ class HashCache:
 
     MISS = "miss"
 
+    def _cached(self, key: str, path: Path | str) -> tuple[os.stat_result | None, str | None]:
+        """(stat, cached hash): the stat is None when the file does not
+        exist; the hash is None when the cache cannot answer."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None, None
+        entry = self._entries.get(key)
+        if (
+            entry is not None
+            and entry[0] == st.st_size
+            and entry[1] == st.st_mtime_ns
+            and entry[2] == st.st_ino
+        ):
+            return st, entry[3]  # type: ignore[return-value]
+        return st, None
+
     def peek(self, key: str, path: Path | str) -> str | None:
         """Like :meth:`digest` but never reads the file: returns
         :attr:`MISS` when answering would take a read."""
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
+        st, cached = self._cached(key, path)
+        if st is None:
             return None
-        entry = self._entries.get(key)
-        if (
-            entry is not None
-            and entry[0] == st.st_size
-            and entry[1] == st.st_mtime_ns
-            and entry[2] == st.st_ino
-        ):
-            return entry[3]  # type: ignore[return-value]
-        return self.MISS
+        return cached if cached is not None else self.MISS
 
     def digest(self, key: str, path: Path | str) -> str | None:
         """The content hash of ``path``, or None when it does not exist."""
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return None
-        entry = self._entries.get(key)
-        if (
-            entry is not None
-            and entry[0] == st.st_size
-            and entry[1] == st.st_mtime_ns
-            and entry[2] == st.st_ino
-        ):
-            return entry[3]  # type: ignore[return-value]
+        st, cached = self._cached(key, path)
+        if st is None or cached is not None:
+            return cached
         digest = hash_file(path)
         self.reads += 1
         if time.time_ns() - st.st_mtime_ns >= RACY_NS:

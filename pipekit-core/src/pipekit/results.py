@@ -20,6 +20,8 @@ class Decision:
     key: str | None = None
     inputs: dict[str, str] = attrs.field(factory=dict)
     """Input key -> content hash, when every input exists."""
+    outputs: dict[str, str] = attrs.field(factory=dict)
+    """Output key -> content hash recorded at the last commit (when up to date)."""
 
 
 @attrs.define

@@ -391,9 +391,8 @@ class Runner:
     def _skipped(self, st: Any, d: Decision, duration: float) -> StageResult:
         entry = self.state.get(st.name)
         if entry is None or entry.get("fingerprint") != d.fingerprint:
-            record = self.backends.idempotency.get(d.key)
-            outputs = (record.result or {}).get("outputs", {}) if record else {}
-            self.state.update(st.name, self._state_entry(st, d, outputs, "ok", 0.0, 0))
+            # decide() read the record: its outputs are in the decision
+            self.state.update(st.name, self._state_entry(st, d, d.outputs, "ok", 0.0, 0))
         result = StageResult(
             st.name, "skipped", duration, d.reason, key=d.key, fingerprint=d.fingerprint
         )
