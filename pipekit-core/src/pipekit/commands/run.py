@@ -1,0 +1,113 @@
+"""``pipekit run``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ._common import add_common, add_file, error, install_signal_handlers, load_for_run, print_json
+
+
+def add_parser(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run the pipeline: skip what is up to date, run the rest",
+        description="Run every stage that is not up to date, in dependency order.",
+    )
+    add_file(run)
+    add_common(run)
+    run.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N independent stages at once (default: 1)",
+    )
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON summary on stdout (run_id, status, stages)",
+    )
+    run.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="run STAGE even if it is up to date (repeatable; 'all' for every stage)",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="say what would run and why; run nothing"
+    )
+    run.add_argument(
+        "-k",
+        "--keep-going",
+        action="store_true",
+        help="after a failure, go on with stages that do not depend on it",
+    )
+    run.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up (exit 3) when a stage's lock is held longer (default: 600)",
+    )
+    run.set_defaults(handler=main)
+
+
+def forced(args: argparse.Namespace, pipeline: Any) -> tuple[frozenset[str], bool]:
+    names = set(args.force)
+    force_all = "all" in names
+    names.discard("all")
+    unknown = sorted(names - set(pipeline.stages))
+    if unknown:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"--force: unknown stage {unknown[0]!r}; stages: {', '.join(pipeline.order)}"
+        )
+    return frozenset(names), force_all
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..runner import Runner, RunOptions
+
+    pipeline, registry = load_for_run(args)
+    force, force_all = forced(args, pipeline)
+    if args.jobs < 1:
+        from ..errors import ConfigError
+
+        raise ConfigError("--jobs must be 1 or more")
+    if args.dry_run:
+        from .status import print_plan
+
+        return print_plan(args, pipeline, registry, force, force_all, dry_run=True)
+    options = RunOptions(
+        jobs=args.jobs,
+        force=force,
+        force_all=force_all,
+        keep_going=args.keep_going,
+        lock_timeout=args.lock_timeout,
+    )
+    from ..report import Reporter
+
+    reporter = Reporter(sys.stdout, enabled=not args.json and not args.quiet)
+    runner = Runner(pipeline, registry, options, on_result=reporter.stage)
+    reporter.start(pipeline, runner)
+    install_signal_handlers()
+    outcome = runner.run()
+    if args.json:
+        print_json(outcome.summary(pipeline.name))
+    else:
+        reporter.end(outcome)
+    if outcome.status == "interrupted":
+        print(
+            "pipekit: interrupted; run the same command again to go on where it stopped",
+            file=sys.stderr,
+        )
+    elif outcome.status == "failed" and not args.quiet:
+        for r in outcome.results:
+            if r.status == "failed":
+                error(f"stage {r.name!r}: {r.reason}")
+    return int(outcome.exit_code)
