@@ -10,6 +10,7 @@ __all__ = [
     "StageFailed",
     "StageTimeout",
     "NonRetryable",
+    "FencedOut",
 ]
 
 EXIT_OK = 0
@@ -39,6 +40,12 @@ class LockTimeout(PipekitError):
     """A lock could not be taken in time."""
 
     exit_code = EXIT_LOCK
+
+
+class FencedOut(PipekitError):
+    """A write carried a fencing token lower than one the store has already
+    seen for that lock: this holder's lease expired and another took over,
+    so its write is refused (the attempt fails; nothing is overwritten)."""
 
 
 class StageFailed(PipekitError):

@@ -26,7 +26,9 @@ class FileCheckpointStore:
     def _path(self, namespace: str, id: str) -> Path:
         return self.root / _check(namespace, "namespace") / _check(id, "id")
 
-    def put(self, namespace: str, id: str, data: bytes) -> None:
+    def put(
+        self, namespace: str, id: str, data: bytes, *, fence: tuple[str, int] | None = None
+    ) -> None:
         atomic_write_bytes(self._path(namespace, id), data)
 
     def get(self, namespace: str, id: str) -> bytes | None:

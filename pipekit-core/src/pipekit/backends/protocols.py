@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 import attrs
@@ -40,22 +40,52 @@ class LockBackend(Protocol):
 
 @attrs.define
 class IdemRecord:
-    """One idempotency record. ``status`` is PENDING, SUCCESS or FAILED."""
+    """One idempotency record. ``status`` is PENDING, SUCCESS or FAILED.
+
+    ``owner`` identifies the caller whose claim made a PENDING record (a
+    random id per claim); transitions compare it, so a caller whose claim was
+    taken over cannot overwrite the newer result. ``fence`` and ``token`` are
+    the lock key and fencing token under which the runner commits a stage
+    record (see :class:`Lease`). ``error`` of a FAILED record is
+    ``{"type", "message", "retryable"}``.
+    """
 
     key: str
     status: str
     fingerprint: str
     result: Any = None
-    error: str | None = None
+    error: Any = None
     created: float = 0.0
     expires: float | None = None
     token: int | None = None
+    owner: str | None = None
+    updated: float = 0.0
+    fence: str | None = None
 
 
 class IdempotencyStore(Protocol):
+    """Records by key. An expired record reads as absent everywhere.
+
+    Transitions are atomic per key: ``create`` is put-if-absent (the PENDING
+    claim), ``replace`` is compare-and-swap on ``owner`` (complete, fail,
+    takeover). ``put_many`` is the runner's unconditional batch commit of
+    stage records, made while it holds each stage's lock; a store that
+    tracks fencing tokens refuses (``pipekit.errors.FencedOut``) a record whose
+    ``token`` is lower than the highest it has seen for that ``fence``.
+    """
+
     def get(self, key: str) -> IdemRecord | None: ...
 
     def get_many(self, keys: Iterable[str]) -> dict[str, IdemRecord]: ...
+
+    def create(self, record: IdemRecord) -> IdemRecord | None:
+        """Store ``record`` if no live record has its key. Returns None when
+        stored, else the live record that is there."""
+
+    def replace(self, record: IdemRecord, *, expect_owner: str | None) -> bool:
+        """Replace the live record of ``record.key`` if its ``owner`` equals
+        ``expect_owner``. False (and nothing written) otherwise, or when there
+        is no live record."""
 
     def put_many(self, records: Iterable[IdemRecord], *, durable: bool = True) -> None:
         """Store records atomically, replacing any with the same key; with
@@ -63,11 +93,25 @@ class IdempotencyStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def keys(self) -> Iterator[str]:
+        """Every key with a live record (order unspecified)."""
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove expired records; return how many."""
+
 
 class CheckpointStore(Protocol):
-    """A byte store: ``put`` is atomic (a reader sees old or new bytes)."""
+    """A byte store: ``put`` is atomic (a reader sees old or new bytes).
 
-    def put(self, namespace: str, id: str, data: bytes) -> None: ...
+    ``fence`` is ``(lock key, token)`` of the lease the writer holds; a store
+    that tracks fencing tokens refuses (``pipekit.errors.FencedOut``) a put
+    whose token is lower than the highest it has seen for that lock key.
+    Core's ``CheckpointManager`` layers format, integrity and retention on top.
+    """
+
+    def put(
+        self, namespace: str, id: str, data: bytes, *, fence: tuple[str, int] | None = None
+    ) -> None: ...
 
     def get(self, namespace: str, id: str) -> bytes | None: ...
 
