@@ -14,10 +14,15 @@ dependencies. It is valid while all of these are unchanged:
   ``version`` is an edit of that file);
 - ``PIPEKIT_DISABLE_PLUGINS``, ``PIPEKIT_PLUGIN_MODULES`` and ``--backend``.
 
-Stages that must run are bound to their real processors through the plugin
-manager, loaded lazily, at the moment they run; a processor whose version no
-longer matches the cached one drops the cache and fails the stage with a
-message to run again.
+Stages that must run are bound to their real processors at the moment they
+run. Where the processor came from a plugin module's ``register_stages``
+function, the cache names that module and binding imports just it and calls
+that function (no entry-point scan, no plugin manager); otherwise the plugin
+manager is loaded. Likewise a stage's config and params are rebuilt by calling
+the attrs classes directly when, at store time, that gave exactly what cattrs
+gave (same types, same values); else cattrs structures them. A processor
+whose version no longer matches the cached one drops the cache and fails the
+stage with a message to run again.
 
 The cache lives in ``$PIPEKIT_CACHE_DIR`` or ``$XDG_CACHE_HOME/pipekit``
 (default ``~/.cache/pipekit``); set ``PIPEKIT_PLAN_CACHE=0`` to turn it off.
@@ -40,7 +45,7 @@ from .errors import StageFailed
 
 __all__ = ["load", "store", "CachedPipeline", "CachedStage", "ProcessorRef", "enabled"]
 
-FORMAT = 2
+FORMAT = 3
 log = logging.getLogger("pipekit.plancache")
 RACY_NS = 2_000_000_000
 
@@ -128,6 +133,9 @@ class CachedStage:
         self.output_paths_str: list[str] = doc["output_paths"]
         self.deps: list[str] = doc["deps"]
         self._raw: dict[str, Any] = doc["raw"]
+        self._module: str | None = doc["module"]
+        self._direct_config: bool = doc["direct_config"]
+        self._direct_params: bool = doc["direct_params"]
         self._pipeline = pipeline
         self._bound: tuple[Any, Any, Any] | None = None
 
@@ -139,16 +147,26 @@ class CachedStage:
         if self._bound is None:
             from . import config as _config
 
-            registry = self._pipeline.registry.get()
-            processor = registry.get("stages", self.ref.name)
+            processor = None
+            if self._module is not None:
+                processor = processor_from_module(self._module, self.ref.name)
+            if processor is None:
+                processor = self._pipeline.registry.get().get("stages", self.ref.name)
             if processor.version != self.ref.version:
                 self._pipeline.invalidate()
                 raise StageFailed(
                     f"processor {self.ref.name!r} is now version {processor.version}, "
                     f"not {self.ref.version}: the plan cache was stale and is dropped; run again"
                 )
-            cfg = _config.converter().structure(self._raw, _config.StageConfig)
-            params = _config.structure_params(getattr(processor, "Params", None), cfg.params)
+            params_cls = getattr(processor, "Params", None)
+            if self._direct_config:
+                cfg = direct_structure(_config.StageConfig, self._raw)
+            else:
+                cfg = _config.converter().structure(self._raw, _config.StageConfig)
+            if self._direct_params and params_cls is not None:
+                params = direct_structure(params_cls, cfg.params)
+            else:
+                params = _config.structure_params(params_cls, cfg.params)
             self._bound = (processor, params, cfg)
         return self._bound
 
@@ -163,6 +181,78 @@ class CachedStage:
     @property
     def config(self) -> Any:
         return self._bind()[2]
+
+
+def processor_from_module(module_name: str, name: str) -> Any:
+    """The processor ``name`` that module ``module_name``'s ``register_stages``
+    registers, or None (the caller then loads every plugin)."""
+    import importlib
+
+    try:
+        hook = getattr(importlib.import_module(module_name), "register_stages", None)
+        found: list[Any] = []
+        if callable(hook):
+            hook(found.append)
+    except Exception as exc:  # the full plugin load reports it properly
+        log.debug("plan cache: binding through %s failed: %s", module_name, exc)
+        return None
+    return next((p for p in found if getattr(p, "name", None) == name), None)
+
+
+def direct_structure(cls: Any, value: Any) -> Any:
+    """Build attrs class ``cls`` from a dict by calling it (recursing into
+    fields whose type is an attrs class); anything else is returned as is.
+    Only used where :func:`same` proved it equal to cattrs' result."""
+    import attrs
+
+    if not (isinstance(value, dict) and attrs.has(cls)):
+        return value
+    attrs.resolve_types(cls)
+    kwargs = {}
+    fields = {f.name: f for f in attrs.fields(cls)}
+    for key, item in value.items():
+        f = fields[key]
+        kwargs[f.alias] = direct_structure(f.type, item)
+    return cls(**kwargs)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal values of exactly the same types, all the way down."""
+    import attrs
+
+    if type(a) is not type(b):
+        return False
+    if attrs.has(type(a)):
+        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in attrs.fields(type(a)))
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (set, frozenset)):
+        return False  # element types are not compared: let cattrs do it
+    return bool(a == b)
+
+
+def _direct_ok(cls: Any, raw: Any, expected: Any) -> bool:
+    try:
+        return same(direct_structure(cls, raw), expected)
+    except Exception:
+        return False
+
+
+def _binding_module(registry: Any, processor_name: str, processor: Any) -> str | None:
+    """The module to bind ``processor_name`` through, if its plugin is a
+    module whose ``register_stages`` registers this very processor type."""
+    reg = registry.stages.get(processor_name)
+    if reg is None:
+        return None
+    plugin = registry.plugin_manager.get_plugin(reg.plugin.name)
+    if not inspect.ismodule(plugin):
+        return None
+    found = processor_from_module(plugin.__name__, processor_name)
+    if found is None or type(found) is not type(processor):
+        return None
+    return str(plugin.__name__)
 
 
 class _Backend:
@@ -262,10 +352,14 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
         "on_run_end",
     }
     observers = any(observer_hooks & set(p.hooks) for p in registry.plugins)
+    from . import config as _config
+
     stages = []
     for name in pipeline.order:
         st = pipeline.stages[name]
         note(type(st.processor))
+        raw = pipeline.raw["stages"][st.index]
+        params_cls = getattr(st.processor, "Params", None)
         stages.append(
             {
                 "name": st.name,
@@ -278,7 +372,11 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
                 "input_paths": [str(p) for p in st.input_paths],
                 "output_paths": [str(p) for p in st.output_paths],
                 "deps": st.deps,
-                "raw": pipeline.raw["stages"][st.index],
+                "raw": raw,
+                "module": _binding_module(registry, st.processor.name, st.processor),
+                "direct_config": _direct_ok(_config.StageConfig, raw, st.config),
+                "direct_params": params_cls is not None
+                and _direct_ok(params_cls, st.config.params, st.params),
             }
         )
     produced = {p for st in pipeline.stages.values() for p in map(str, st.output_paths)}

@@ -1,0 +1,83 @@
+"""A stage that must run from a cached plan is bound cheaply: through its
+plugin module's ``register_stages`` and by calling the attrs classes, where
+that was proven equal to the full path (cattrs) when the plan was cached."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import Project
+from pipekit.config import StageConfig, converter
+from pipekit.plancache import _direct_ok, direct_structure, same
+
+PROBE = (
+    "import json, sys, pipekit.cli; rc = pipekit.cli.main(['run', '--json']); "
+    "sys.stderr.write(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+    "('cattrs', 'cattr', 'importlib') and m != 'importlib')) + '\\n'); sys.exit(rc)"
+)
+
+
+def _probe(project: Project) -> tuple[dict, list[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=project.root, env=project.env(),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+def test_a_rerun_of_one_stage_from_a_cached_plan_needs_no_cattrs_nor_entry_points(
+    project: Project,
+) -> None:
+    project.write("a.txt", "a\n")
+    project.write("b.txt", "b\n")
+    project.pipeline(
+        [
+            {"name": "sh", "uses": "shell", "inputs": ["a.txt"], "outputs": ["a.out"],
+             "params": {"cmd": "tr a-z A-Z < {input} > {output}", "env": {"X": "1"}},
+             "retry": {"attempts": 2, "backoff": 0.5}},
+            {"name": "rep", "uses": "replace", "inputs": ["b.txt"], "outputs": ["b.out"],
+             "params": {"pattern": "b", "replacement": "B"}},
+        ]
+    )
+    os.utime(project.file, (time.time() - 10, time.time() - 10))
+    project.run_json()  # caches the plan
+    project.write("a.txt", "aa\n")
+    project.write("b.txt", "bb\n")
+    summary, modules = _probe(project)
+    assert project.statuses(summary) == {"sh": "ok", "rep": "ok"}
+    assert project.read("a.out") == "AA\n"
+    assert project.read("b.out") == "BB\n"
+    assert [m for m in modules if m.startswith("catt")] == [], modules
+    assert "importlib.metadata" not in modules, modules
+
+
+def test_a_param_that_cattrs_converts_is_structured_by_cattrs() -> None:
+    from pipekit_testplugin import SleepParams  # on sys.path through the autouse fixture
+
+    # 1 (int) for a float field: cattrs gives 1.0, calling the class gives 1
+    structured = converter().structure({"seconds": 1}, SleepParams)
+    assert type(structured.seconds) is float
+    assert not _direct_ok(SleepParams, {"seconds": 1}, structured)
+    exact = converter().structure({"seconds": 1.5}, SleepParams)
+    assert _direct_ok(SleepParams, {"seconds": 1.5}, exact)
+
+
+def test_stage_config_built_directly_equals_cattrs() -> None:
+    raw = {"name": "s", "uses": "upper", "inputs": ["i"], "outputs": ["o"],
+           "retry": {"attempts": 3, "backoff": 0.25}, "timeout": 5.0}
+    full = converter().structure(raw, StageConfig)
+    assert same(direct_structure(StageConfig, raw), full)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [(1, 1.0, False), ([1], (1,), False), ({"a": [1]}, {"a": [1]}, True), ({1}, {1}, False)],
+)
+def test_same_compares_types_too(a: object, b: object, expected: bool) -> None:
+    assert same(a, b) is expected
