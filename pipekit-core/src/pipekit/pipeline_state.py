@@ -1,0 +1,702 @@
+"""``pipekit.PipelineState``: a JSON state file changed only by transactions.
+
+Beside the state file ``NAME`` live:
+
+- ``NAME.lock``: the lock (see :mod:`pipekit.state_lock`): exclusive for a
+  transaction, shared for a read; it names its last exclusive holder.
+- ``NAME.backups/``: the previous contents, newest kept (``max_backups``).
+- ``NAME.history.jsonl``: the transaction log (see :mod:`pipekit.state_log`).
+
+A commit, under the exclusive lock: validate; back up the current file; write
+the new content to a temp file beside it, fsync it, rename it over the file;
+fsync the state folder and the backups folder; drop the oldest backups; log.
+The state file is never modified in place (every write is a new file renamed
+over it), so a backup is a hard link to the current file, not a copy: a
+backup costs a directory entry, not the bytes (a copy where the file system
+has no hard links). A reader sees the old content or the new one, never a mix;
+a kill at any instant leaves one or the other.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shlex
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+
+from .atomic import TEMP_MARK, fsync_dir, temp_path_for
+from .errors import StateError, StateReadError, StateValidationError
+from .state_lock import HOST, StateLock
+from .state_log import StateLogEntry, append_entry, read_log
+
+__all__ = ["PipelineState", "StateTransaction", "StateBackup", "StateLogEntry"]
+
+log = logging.getLogger("pipekit.state")
+
+# Sorted keys and a two-space indent: a state file diffs well and is easy to
+# read or fix by hand. No silent conversions: a datetime, a dataclass, a set
+# or a non-string key is an error, not a different value read back later.
+_DUMP_OPTIONS = (
+    orjson.OPT_INDENT_2
+    | orjson.OPT_SORT_KEYS
+    | orjson.OPT_APPEND_NEWLINE
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+_STAMP_RE = re.compile(r"\.(\d{8}T\d{6})\.(\d{6})Z")
+
+# (state path, thread id) of every transaction open in this process
+_open: set[tuple[str, int]] = set()
+_open_lock = threading.Lock()
+
+
+def encode(data: Any) -> bytes:
+    """The bytes a state file holds for ``data``."""
+    try:
+        return orjson.dumps(data, option=_DUMP_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        raise StateValidationError(
+            f"the state data is not plain JSON ({exc}); use dicts with string keys, "
+            "lists, strings, numbers, booleans and None",
+            problems=[("$", str(exc))],
+        ) from None
+
+
+class StateTransaction:
+    """What :meth:`PipelineState.transaction` yields: change or replace
+    ``data`` (a deep copy of the file's content); it is written when the
+    ``with`` block ends without an exception."""
+
+    __slots__ = ("data", "path")
+
+    def __init__(self, data: Any, path: Path) -> None:
+        self.data = data
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"<StateTransaction {self.path}>"
+
+
+@attrs.frozen
+class StateBackup:
+    """One backup of a state file."""
+
+    path: Path
+    time: float  #: when the backup was made (seconds since the epoch)
+    written: float  #: when its content was written (its modification time)
+    size: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "time": self.time,
+            "written": self.written,
+            "size": self.size,
+        }
+
+
+class PipelineState:
+    """A JSON state file changed only by transactions: locked, validated,
+    backed up, written atomically and durably, and logged.
+
+    ``schema`` is an attrs class (the data must structure into it with
+    cattrs, unknown keys refused) or a callable that raises (or returns
+    False) to refuse the data. ``max_backups`` previous contents are kept
+    when ``backup_before_write``. ``lock_timeout`` is in seconds (None: wait
+    for ever) and applies to reads (shared lock) and transactions (exclusive).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        schema: type | Callable[[Any], Any] | None = None,
+        max_backups: int = 50,
+        backup_before_write: bool = True,
+        lock_timeout: float | None = 10.0,
+    ) -> None:
+        if isinstance(max_backups, bool) or not isinstance(max_backups, int) or max_backups < 0:
+            raise ValueError(f"max_backups must be an integer >= 0, not {max_backups!r}")
+        if lock_timeout is not None and not lock_timeout >= 0:
+            raise ValueError(f"lock_timeout must be >= 0 seconds or None, not {lock_timeout!r}")
+        if schema is not None and not (isinstance(schema, type) and attrs.has(schema)):
+            if not callable(schema):
+                raise TypeError(
+                    f"schema must be an attrs class or a callable, not {type(schema).__name__}"
+                )
+        self.path = Path(os.path.abspath(path))
+        self.schema = schema
+        self.max_backups = max_backups
+        self.backup_before_write = backup_before_write
+        self.lock_timeout = lock_timeout
+        name = self.path.name
+        self.lock_path = self.path.with_name(name + ".lock")
+        self.log_path = self.path.with_name(name + ".history.jsonl")
+        self.backup_dir = self.path.with_name(name + ".backups")
+        self._swept = False
+
+    def __repr__(self) -> str:
+        return f"PipelineState({str(self.path)!r})"
+
+    # -- reading -------------------------------------------------------------
+
+    def read(self) -> Any:
+        """The current data (a fresh copy); ``{}`` when the file does not
+        exist yet. Raises :class:`StateReadError` when it does not parse."""
+        return self._parse(self._read_shared())
+
+    def _read_shared(self) -> bytes | None:
+        if self._open_here():
+            return self._read_raw()  # this thread holds the exclusive lock
+        if not self.path.parent.is_dir():
+            return None
+        lock = StateLock(self.lock_path, self.path, self.lock_timeout)
+        try:
+            lock.acquire(exclusive=False)
+        except OSError as exc:  # e.g. a read-only folder: renames keep a lone read whole
+            log.debug("%s: reading without the lock (%s)", self.path, exc)
+            return self._read_raw()
+        try:
+            return self._read_raw()
+        finally:
+            lock.release()
+
+    def _read_raw(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            raise StateReadError(
+                f"{self.path} is a folder, not a state file; name a file", path=self.path
+            ) from None
+        except OSError as exc:
+            raise StateReadError(
+                f"cannot read {self.path}: {exc.strerror or exc}; check that it is a readable file",
+                path=self.path,
+            ) from None
+
+    def _parse(self, raw: bytes | None) -> Any:
+        if raw is None:
+            return {}
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise self._damaged(exc, raw) from None
+
+    def _damaged(self, exc: Exception, raw: bytes) -> StateReadError:
+        what = "is empty" if not raw.strip() else f"is not valid JSON ({exc})"
+        good = self.newest_good_backup()
+        if good is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(good.time))
+            hint = (
+                f"The newest backup that parses is {good.path} (backed up {when}); restore it "
+                f"with `pipekit state restore --path {shlex.quote(str(self.path))}` "
+                "(or PipelineState.restore_backup()), which keeps the damaged file as a backup."
+            )
+        else:
+            hint = (
+                "No backup of it parses: fix it by hand, or replace it with "
+                "PipelineState.write() (the damaged content is then kept as a backup)."
+            )
+        return StateReadError(
+            f"state file {self.path} {what}. {hint}",
+            path=self.path,
+            backup=good.path if good else None,
+        )
+
+    # -- transactions --------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[StateTransaction]:
+        """Lock, read, yield a :class:`StateTransaction`; at the end of the
+        ``with`` block validate, back up, write and log ``tx.data``. On an
+        exception nothing changes, the failure is logged and the exception
+        goes on."""
+        with self._exclusive("transaction"):
+            raw = self._read_logged("transaction")
+            try:
+                data = self._parse(raw)
+            except StateReadError as exc:
+                self._log_failure("transaction", exc)
+                raise
+            tx = StateTransaction(data, self.path)
+            try:
+                yield tx
+            except BaseException as exc:
+                self._log_failure("transaction", exc)
+                raise
+            self._commit("transaction", tx.data, raw)
+
+    def write(self, data: Any) -> StateLogEntry:
+        """Replace the whole content with ``data`` (validated, backed up,
+        logged). Works on a damaged file too: its content is kept as a backup."""
+        with self._exclusive("write"):
+            raw = self._read_logged("write")
+            return self._commit("write", data, raw)
+
+    def restore_backup(self, backup: str | os.PathLike[str] | StateBackup | None = None) -> StateLogEntry:
+        """Make a backup the current content again: ``backup`` is a path, a
+        name in the backups folder or a :class:`StateBackup`; None takes the
+        newest backup that parses. A transaction like any other: the content
+        it replaces is backed up first and it is logged."""
+        with self._exclusive("restore"):
+            try:
+                if backup is None:
+                    good = self.newest_good_backup()
+                    if good is None:
+                        raise StateError(
+                            f"no backup of {self.path} to restore (none parses, or there are "
+                            "none); see `pipekit state backups`",
+                            path=self.path,
+                        )
+                    source = good.path
+                else:
+                    source = self._backup_path(backup)
+                new_raw = self._read_backup(source)
+                data = self._parse_backup(source, new_raw)
+                raw = self._read_raw()
+            except StateError as exc:
+                self._log_failure("restore", exc)
+                raise
+            return self._commit("restore", data, raw, new_raw=new_raw, restored_from=str(source))
+
+    @contextlib.contextmanager
+    def _exclusive(self, operation: str) -> Iterator[None]:
+        key = (str(self.path), threading.get_ident())
+        with _open_lock:
+            if key in _open:
+                raise StateError(
+                    f"a transaction on {self.path} is already open in this thread; do this "
+                    "work inside it (a nested one would wait for the first for ever)",
+                    path=self.path,
+                )
+            _open.add(key)
+        try:
+            lock = StateLock(self.lock_path, self.path, self.lock_timeout)
+            try:
+                lock.acquire(exclusive=True)
+            except StateError as exc:
+                self._log_failure(operation, exc)
+                raise
+            except OSError as exc:
+                err = StateError(
+                    f"cannot lock {self.path}: cannot open {self.lock_path}: "
+                    f"{exc.strerror or exc}; check that its folder is writable",
+                    path=self.path,
+                )
+                raise err from None
+            try:
+                if not self._swept:
+                    self._sweep_temp_files()
+                yield
+            finally:
+                lock.release()
+        finally:
+            with _open_lock:
+                _open.discard(key)
+
+    def _open_here(self) -> bool:
+        with _open_lock:
+            return (str(self.path), threading.get_ident()) in _open
+
+    def _read_logged(self, operation: str) -> bytes | None:
+        try:
+            return self._read_raw()
+        except StateError as exc:
+            self._log_failure(operation, exc)
+            raise
+
+    # -- validation ----------------------------------------------------------
+
+    def validate(self, data: Any) -> None:
+        """Raise :class:`StateValidationError` if ``data`` does not fit the
+        schema or is not plain JSON (what a commit checks)."""
+        self._validate(data)
+        encode(data)
+
+    def _validate(self, data: Any) -> None:
+        schema = self.schema
+        if schema is None:
+            return
+        if isinstance(schema, type) and attrs.has(schema):
+            from .config import _structure
+
+            _inst, problems = _structure(data, schema, "$")
+            if problems:
+                problems = [(p, m.replace("a table", "an object")) for p, m in problems]
+                raise StateValidationError(
+                    f"the state data does not fit {schema.__name__}: "
+                    + "; ".join(f"{_where(p)}: {m}" for p, m in problems)
+                    + ". Nothing was written; fix the data (or the schema) and try again",
+                    path=self.path,
+                    problems=problems,
+                )
+            return
+        name = getattr(schema, "__qualname__", None) or type(schema).__name__
+        try:
+            ok = schema(data)
+        except StateValidationError:
+            raise
+        except Exception as exc:
+            where = _exception_path(exc)
+            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            lead = f"{_where(where)}: " if where != "$" else ""
+            raise StateValidationError(
+                f"the state data was refused by {name}: {lead}{message}. "
+                "Nothing was written; fix the data and try again",
+                path=self.path,
+                problems=[(where, str(exc))],
+            ) from exc
+        if ok is False:
+            raise StateValidationError(
+                f"the state data was refused by {name} (it returned False). "
+                "Nothing was written; fix the data and try again",
+                path=self.path,
+                problems=[("$", "refused")],
+            )
+
+    # -- committing ----------------------------------------------------------
+
+    def _commit(
+        self,
+        operation: str,
+        data: Any,
+        old_raw: bytes | None,
+        *,
+        new_raw: bytes | None = None,
+        restored_from: str | None = None,
+    ) -> StateLogEntry:
+        try:
+            self._validate(data)
+            if new_raw is None:
+                new_raw = encode(data)
+        except StateValidationError as exc:
+            self._log_failure(operation, exc)
+            raise
+        checksum = "sha256:" + hashlib.sha256(new_raw).hexdigest()
+        if new_raw == old_raw:
+            return self._log(operation, True, new_raw, checksum, restored_from=restored_from)
+        backup: Path | None = None
+        existing: list[str] = []
+        try:
+            if old_raw is not None and self.backup_before_write and self.max_backups > 0:
+                backup, existing = self._make_backup(old_raw)
+            self._replace(new_raw)
+        except BaseException as exc:
+            if backup is not None:
+                _unlink_quietly(backup)
+            self._log_failure(operation, exc, restored_from=restored_from)
+            if isinstance(exc, OSError):
+                raise StateError(
+                    f"could not write {self.path}: {exc.strerror or exc}; the state is unchanged. "
+                    "Check the free space and permissions of its folder, then try again",
+                    path=self.path,
+                ) from exc
+            raise
+        try:
+            fsync_dir(self.path.parent)
+            if backup is not None:
+                fsync_dir(self.backup_dir)
+        except OSError as exc:
+            self._log_failure(operation, exc, restored_from=restored_from)
+            raise StateError(
+                f"wrote {self.path} but could not make it durable ({exc}): a crash now may "
+                "lose this change. Check the disk, then read the state back",
+                path=self.path,
+            ) from exc
+        if backup is not None:
+            self._rotate(existing)
+        return self._log(
+            operation,
+            True,
+            new_raw,
+            checksum,
+            changed=True,
+            backup=backup.name if backup else None,
+            restored_from=restored_from,
+        )
+
+    def _replace(self, new_raw: bytes) -> None:
+        """temp file + fsync + rename (the folder fsync is the caller's)."""
+        tmp = temp_path_for(self.path)
+        try:
+            mode: int | None = stat.S_IMODE(os.stat(self.path).st_mode)
+        except OSError:
+            mode = None
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            if mode is not None:
+                os.fchmod(fd, mode)  # keep the permissions the file had
+            view = memoryview(new_raw)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(tmp)
+            raise
+        os.close(fd)
+        try:
+            os.replace(tmp, self.path)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    # -- backups -------------------------------------------------------------
+
+    def _make_backup(self, old_raw: bytes) -> tuple[Path, list[str]]:
+        """Keep the current file in the backups folder: a hard link (the
+        file is never changed in place), or a copy of ``old_raw`` where
+        links are not supported. Returns (backup, names already there)."""
+        existing = self._backup_names()
+        now_us = time.time_ns() // 1000
+        if existing:  # names sort in time order: keep them strictly increasing
+            now_us = max(now_us, _stamp_us(existing[-1]) + 1)
+        dest = self.backup_dir / self._backup_name(now_us)
+        try:
+            os.link(self.path, dest)
+        except FileNotFoundError:  # the first backup: no folder yet
+            self.backup_dir.mkdir(parents=True, exist_ok=True)
+            self._link_or_copy(dest, old_raw)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here
+            self._copy(dest, old_raw)
+        return dest, existing
+
+    def _link_or_copy(self, dest: Path, old_raw: bytes) -> None:
+        try:
+            os.link(self.path, dest)
+        except FileExistsError:
+            raise
+        except OSError:
+            self._copy(dest, old_raw)
+
+    def _copy(self, dest: Path, old_raw: bytes) -> None:
+        tmp = temp_path_for(dest)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, old_raw)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+
+    def _backup_name(self, us: int) -> str:
+        stem, dot, suffix = self.path.name.rpartition(".")
+        if not stem:
+            stem, suffix, dot = self.path.name, "", ""
+        secs, frac = divmod(us, 1_000_000)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(secs)) + f".{frac:06d}Z"
+        return f"{stem}.{stamp}{dot}{suffix}"
+
+    def _backup_names(self) -> list[str]:
+        """Names of the backups, oldest first."""
+        try:
+            names = os.listdir(self.backup_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if TEMP_MARK not in n and _STAMP_RE.search(n))
+
+    def _rotate(self, existing: list[str]) -> None:
+        extra = len(existing) + 1 - self.max_backups
+        for name in existing[: max(0, extra)]:
+            try:
+                os.unlink(self.backup_dir / name)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("could not remove old backup %s: %s", self.backup_dir / name, exc)
+
+    def list_backups(self, limit: int | None = None) -> list[StateBackup]:
+        """The backups, newest first (at most ``limit``)."""
+        names = self._backup_names()[::-1]
+        if limit is not None:
+            names = names[: max(0, limit)]
+        out = []
+        for name in names:
+            p = self.backup_dir / name
+            try:
+                st = os.stat(p)
+            except FileNotFoundError:
+                continue
+            out.append(StateBackup(p, _stamp_us(name) / 1e6, st.st_mtime, st.st_size))
+        return out
+
+    def newest_good_backup(self) -> StateBackup | None:
+        """The newest backup whose content parses as JSON, or None."""
+        for b in self.list_backups():
+            try:
+                orjson.loads(b.path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                continue
+            return b
+        return None
+
+    def load_backup(self, backup: str | os.PathLike[str] | StateBackup) -> Any:
+        """The data a backup holds. Raises :class:`StateReadError` if it
+        cannot be read or does not parse."""
+        source = self._backup_path(backup)
+        return self._parse_backup(source, self._read_backup(source))
+
+    def _backup_path(self, backup: str | os.PathLike[str] | StateBackup) -> Path:
+        if isinstance(backup, StateBackup):
+            return backup.path
+        p = Path(backup)
+        if not p.is_absolute() and len(p.parts) == 1 and (self.backup_dir / p).exists():
+            return self.backup_dir / p
+        return p
+
+    def _read_backup(self, source: Path) -> bytes:
+        try:
+            return source.read_bytes()
+        except OSError as exc:
+            raise StateReadError(
+                f"cannot read backup {source}: {exc.strerror or exc}; "
+                "list the backups with `pipekit state backups`",
+                path=self.path,
+            ) from None
+
+    def _parse_backup(self, source: Path, raw: bytes) -> Any:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise StateReadError(
+                f"backup {source} is not valid JSON ({exc}); choose another "
+                "(`pipekit state backups` lists them and says which parse)",
+                path=self.path,
+            ) from None
+
+    # -- the log -------------------------------------------------------------
+
+    def history(self, limit: int | None = None) -> list[StateLogEntry]:
+        """The logged transactions, newest first (at most ``limit``)."""
+        return read_log(self.log_path, limit)
+
+    def _log(
+        self,
+        operation: str,
+        success: bool,
+        raw: bytes | None = None,
+        checksum: str | None = None,
+        *,
+        error: str | None = None,
+        changed: bool = False,
+        backup: str | None = None,
+        restored_from: str | None = None,
+    ) -> StateLogEntry:
+        entry = StateLogEntry(
+            time=time.time(),
+            pid=os.getpid(),
+            host=HOST,
+            operation=operation,
+            success=success,
+            error=error,
+            bytes=len(raw) if raw is not None else None,
+            checksum=checksum,
+            changed=changed,
+            backup=backup,
+            restored_from=restored_from,
+        )
+        try:
+            append_entry(self.log_path, entry)
+        except OSError as exc:  # the state itself is fine: say so, do not fail
+            log.warning("could not append to the transaction log %s: %s", self.log_path, exc)
+        return entry
+
+    def _log_failure(
+        self, operation: str, exc: BaseException, *, restored_from: str | None = None
+    ) -> None:
+        text = str(exc)
+        error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        self._log(operation, False, error=error, restored_from=restored_from)
+
+    # -- temp files of killed writers ---------------------------------------
+
+    def _sweep_temp_files(self) -> None:
+        """Remove temp files that killed writers of this state file left
+        (once per instance, under the exclusive lock)."""
+        from .atomic import _HOST, _alive, _writer_of
+
+        self._swept = True
+        prefix = f".{self.path.name}{TEMP_MARK}"
+        for folder in (self.path.parent, self.backup_dir):
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if TEMP_MARK not in name:
+                    continue
+                if folder == self.path.parent and not name.startswith(prefix):
+                    continue  # another file's temp file: not ours to judge
+                host, pid = _writer_of(name)
+                if host != _HOST or pid is None or pid == os.getpid() or _alive(pid):
+                    continue
+                _unlink_quietly(folder / name)
+
+
+def _where(path: str) -> str:
+    """``$.a.b[0]`` -> ``field 'a.b[0]'``; ``$`` -> ``the top level``."""
+    if path in ("$", ""):
+        return "the top level"
+    return f"field {path[2:] if path.startswith('$.') else path.lstrip('$')!r}"
+
+
+def _exception_path(exc: BaseException) -> str:
+    """The field path a validator's exception names: ``absolute_path``
+    (jsonschema) or ``path`` (a sequence of keys/indexes, or a string)."""
+    raw = getattr(exc, "absolute_path", None)
+    if raw is None:
+        raw = getattr(exc, "path", None)
+    if isinstance(raw, str):
+        return raw if raw.startswith("$") else "$." + raw
+    if raw is None:
+        return "$"
+    try:
+        parts = list(raw)
+    except TypeError:
+        return "$"
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _stamp_us(name: str) -> int:
+    """Microseconds since the epoch, from a backup's name."""
+    m = _STAMP_RE.search(name)
+    if m is None:
+        return 0
+    d = m.group(1)
+    fields = (int(d[0:4]), int(d[4:6]), int(d[6:8]), int(d[9:11]), int(d[11:13]), int(d[13:15]))
+    return calendar.timegm((*fields, 0, 0, 0)) * 1_000_000 + int(m.group(2))
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
