@@ -136,11 +136,10 @@ class PipelineState:
             raise ValueError(f"max_backups must be an integer >= 0, not {max_backups!r}")
         if lock_timeout is not None and not lock_timeout >= 0:
             raise ValueError(f"lock_timeout must be >= 0 seconds or None, not {lock_timeout!r}")
-        if schema is not None and not (isinstance(schema, type) and attrs.has(schema)):
-            if not callable(schema):
-                raise TypeError(
-                    f"schema must be an attrs class or a callable, not {type(schema).__name__}"
-                )
+        if schema is not None and not callable(schema):  # an attrs class is callable too
+            raise TypeError(
+                f"schema must be an attrs class or a callable, not {type(schema).__name__}"
+            )
         self.path = Path(os.path.abspath(path))
         self.schema = schema
         self.max_backups = max_backups
@@ -207,9 +206,9 @@ class PipelineState:
         if good is not None:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(good.time))
             hint = (
-                f"The newest backup that parses is {good.path} (backed up {when}); restore it "
-                f"with `pipekit state restore --path {shlex.quote(str(self.path))}` "
-                "(or PipelineState.restore_backup()), which keeps the damaged file as a backup."
+                f"The newest backup that parses is {good.path} (backed up {when}); "
+                f"`pipekit state restore --path {shlex.quote(str(self.path))}` restores it "
+                "and keeps the damaged file as a backup."
             )
         else:
             hint = (
@@ -252,7 +251,9 @@ class PipelineState:
             raw = self._read_logged("write")
             return self._commit("write", data, raw)
 
-    def restore_backup(self, backup: str | os.PathLike[str] | StateBackup | None = None) -> StateLogEntry:
+    def restore_backup(
+        self, backup: str | os.PathLike[str] | StateBackup | None = None
+    ) -> StateLogEntry:
         """Make a backup the current content again: ``backup`` is a path, a
         name in the backups folder or a :class:`StateBackup`; None takes the
         newest backup that parses. A transaction like any other: the content

@@ -87,7 +87,7 @@ def read_log(path: Path, limit: int | None = None) -> list[StateLogEntry]:
     if limit is not None and limit <= 0:
         return []
     try:
-        fh = open(path, "rb")
+        fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
     except FileNotFoundError:
         return []
     out: list[StateLogEntry] = []
