@@ -496,6 +496,7 @@ class PipelineState:
             self._copy(dest, old_raw)
 
     def _copy(self, dest: Path, old_raw: bytes) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_path_for(dest)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
