@@ -36,10 +36,10 @@ from typing import Any
 import attrs
 import orjson
 
-from .atomic import TEMP_MARK, fsync_dir, temp_path_for
+from .atomic import TEMP_MARK, fsync_dir
 from .errors import StateError, StateReadError, StateValidationError
 from .state_lock import HOST, StateLock
-from .state_log import StateLogEntry, append_entry, read_log
+from .state_log import StateLogEntry, append_entry, last_content_checksum, read_log
 
 __all__ = ["PipelineState", "StateTransaction", "StateBackup", "StateLogEntry"]
 
@@ -149,7 +149,10 @@ class PipelineState:
         self.lock_path = self.path.with_name(name + ".lock")
         self.log_path = self.path.with_name(name + ".history.jsonl")
         self.backup_dir = self.path.with_name(name + ".backups")
-        self._swept = False
+        # One temp file name per state file: only the holder of the exclusive
+        # lock writes it, so a killed writer's leftover is simply replaced by
+        # the next commit (no sweeping, never more than one).
+        self._tmp = self.path.with_name(f".{name}{TEMP_MARK}commit")
 
     def __repr__(self) -> str:
         return f"PipelineState({str(self.path)!r})"
@@ -277,6 +280,7 @@ class PipelineState:
             except StateError as exc:
                 self._log_failure("restore", exc)
                 raise
+            self._account_for(raw)
             return self._commit("restore", data, raw, new_raw=new_raw, restored_from=str(source))
 
     @contextlib.contextmanager
@@ -305,8 +309,6 @@ class PipelineState:
                 )
                 raise err from None
             try:
-                if not self._swept:
-                    self._sweep_temp_files()
                 yield
             finally:
                 lock.release()
@@ -319,11 +321,42 @@ class PipelineState:
             return (str(self.path), threading.get_ident()) in _open
 
     def _read_logged(self, operation: str) -> bytes | None:
+        """The current content, under the exclusive lock; first logs it as
+        ``external`` if no logged transaction accounts for it."""
         try:
-            return self._read_raw()
+            raw = self._read_raw()
         except StateError as exc:
             self._log_failure(operation, exc)
             raise
+        self._account_for(raw)
+        return raw
+
+    def _account_for(self, raw: bytes | None) -> None:
+        """The log is written after the commit, so a writer killed in between
+        leaves a content no entry accounts for (as does an edit by hand):
+        log it now, before it is replaced, so that the log has every content
+        the file held."""
+        current = None if raw is None else "sha256:" + hashlib.sha256(raw).hexdigest()
+        if current == last_content_checksum(self.log_path):
+            return
+        try:
+            written = os.stat(self.path).st_mtime
+        except OSError:
+            written = time.time()
+        entry = StateLogEntry(
+            time=written,
+            pid=None,
+            host=None,
+            operation="external",
+            success=True,
+            bytes=None if raw is None else len(raw),
+            checksum=current,
+            changed=True,
+        )
+        try:
+            append_entry(self.log_path, entry)
+        except OSError as exc:
+            log.warning("could not append to the transaction log %s: %s", self.log_path, exc)
 
     # -- validation ----------------------------------------------------------
 
@@ -437,7 +470,8 @@ class PipelineState:
 
     def _replace(self, new_raw: bytes) -> None:
         """temp file + fsync + rename (the folder fsync is the caller's)."""
-        tmp = temp_path_for(self.path)
+        tmp = self._tmp
+        _unlink_quietly(tmp)  # left by a writer killed mid-commit
         try:
             mode: int | None = stat.S_IMODE(os.stat(self.path).st_mode)
         except OSError:
@@ -497,7 +531,8 @@ class PipelineState:
 
     def _copy(self, dest: Path, old_raw: bytes) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path_for(dest)
+        tmp = dest.with_name(f".{TEMP_MARK}backup")
+        _unlink_quietly(tmp)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, old_raw)
@@ -634,30 +669,6 @@ class PipelineState:
         text = str(exc)
         error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         self._log(operation, False, error=error, restored_from=restored_from)
-
-    # -- temp files of killed writers ---------------------------------------
-
-    def _sweep_temp_files(self) -> None:
-        """Remove temp files that killed writers of this state file left
-        (once per instance, under the exclusive lock)."""
-        from .atomic import _HOST, _alive, _writer_of
-
-        self._swept = True
-        prefix = f".{self.path.name}{TEMP_MARK}"
-        for folder in (self.path.parent, self.backup_dir):
-            try:
-                names = os.listdir(folder)
-            except FileNotFoundError:
-                continue
-            for name in names:
-                if TEMP_MARK not in name:
-                    continue
-                if folder == self.path.parent and not name.startswith(prefix):
-                    continue  # another file's temp file: not ours to judge
-                host, pid = _writer_of(name)
-                if host != _HOST or pid is None or pid == os.getpid() or _alive(pid):
-                    continue
-                _unlink_quietly(folder / name)
 
 
 def _where(path: str) -> str:

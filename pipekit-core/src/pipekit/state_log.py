@@ -20,7 +20,7 @@ import orjson
 
 from .atomic import fsync_dir
 
-__all__ = ["StateLogEntry", "append_entry", "read_log"]
+__all__ = ["StateLogEntry", "append_entry", "read_log", "last_content_checksum"]
 
 log = logging.getLogger("pipekit.state")
 
@@ -33,9 +33,12 @@ class StateLogEntry:
     """One transaction as the log recorded it."""
 
     time: float  #: when it ended (seconds since the epoch)
-    pid: int
-    host: str
-    operation: str  #: ``transaction``, ``write`` or ``restore``
+    pid: int | None  #: None for ``external``
+    host: str | None  #: None for ``external``
+    #: ``transaction``, ``write``, ``restore``, or ``external``: a content
+    #: that no logged transaction wrote (a writer killed between its commit
+    #: and its log line, or an edit by hand), logged by the next transaction
+    operation: str
     success: bool
     error: str | None = None  #: why it failed (None when it succeeded)
     bytes: int | None = None  #: size of the content written (None when nothing was)
@@ -111,6 +114,25 @@ def read_log(path: Path, limit: int | None = None) -> list[StateLogEntry]:
             if limit is not None and len(out) >= limit:
                 break
     return out
+
+
+def last_content_checksum(path: Path) -> str | None:
+    """The checksum of the content the newest successful entry left (None
+    when there is no such entry, or when it left no file)."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:
+        return None
+    with fh:
+        for _n, line in _lines_backwards(fh):
+            try:
+                doc = orjson.loads(line)
+            except ValueError:
+                continue  # a torn line is no entry
+            if isinstance(doc, dict) and doc.get("success") is True:
+                checksum = doc.get("checksum")
+                return checksum if isinstance(checksum, str) else None
+    return None
 
 
 def _lines_backwards(fh: Any) -> Any:
