@@ -558,3 +558,45 @@ def test_a_killed_writers_temp_file_is_replaced_by_the_next_commit(tmp_path: Pat
     state.write({"i": 1})
     assert not left.exists()
     assert [p.name for p in tmp_path.iterdir() if TEMP_MARK in p.name] == []
+
+
+def test_writers_taking_turns_see_each_others_commits(tmp_path: Path) -> None:
+    """Two instances (as two processes would): each notices the other's
+    commits and backups, and no content goes unlogged."""
+    a = PipelineState(tmp_path / "s.json", max_backups=4)
+    b = PipelineState(tmp_path / "s.json", max_backups=4)
+    for i in range(10):
+        for who in (a, a, b):  # a twice in a row: its own commit is known to it
+            with who.transaction() as tx:
+                tx.data["n"] = tx.data.get("n", 0) + 1
+                tx.data["last"] = i
+    assert a.read()["n"] == 30
+    backups = a.list_backups()
+    assert len(backups) == 4
+    assert [a.load_backup(x)["n"] for x in backups] == [29, 28, 27, 26]
+    entries = a.history()
+    assert len(entries) == 30 and {e.operation for e in entries} == {"transaction"}
+
+
+def test_an_edit_by_hand_between_transactions_is_logged_as_external(tmp_path: Path) -> None:
+    state = PipelineState(tmp_path / "s.json")
+    state.write({"n": 1})
+    time.sleep(0.01)
+    state.path.write_text('{"n": 5}\n')  # in place, by hand
+    state.write({"n": 6})
+    newest, external, first = state.history()
+    assert external.operation == "external" and external.pid is None
+    assert external.checksum == "sha256:" + hashlib.sha256(b'{"n": 5}\n').hexdigest()
+    assert newest.operation == "write" and first.operation == "write"
+    assert state.load_backup(state.list_backups()[0]) == {"n": 5}  # and backed up
+
+
+def test_backups_removed_by_hand_are_tolerated(tmp_path: Path) -> None:
+    state = PipelineState(tmp_path / "s.json", max_backups=3)
+    for i in range(5):
+        state.write({"i": i})
+    for b in state.list_backups():
+        b.path.unlink()
+    for i in range(5, 10):
+        state.write({"i": i})
+    assert [state.load_backup(b)["i"] for b in state.list_backups()] == [8, 7, 6]

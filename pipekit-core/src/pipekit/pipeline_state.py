@@ -36,7 +36,7 @@ from typing import Any
 import attrs
 import orjson
 
-from .atomic import TEMP_MARK, fsync_dir
+from .atomic import TEMP_MARK, sync_files
 from .errors import StateError, StateReadError, StateValidationError
 from .state_lock import HOST, StateLock
 from .state_log import StateLogEntry, append_entry, last_content_checksum, read_log
@@ -149,10 +149,23 @@ class PipelineState:
         self.lock_path = self.path.with_name(name + ".lock")
         self.log_path = self.path.with_name(name + ".history.jsonl")
         self.backup_dir = self.path.with_name(name + ".backups")
+        stem, dot, suffix = name.rpartition(".")
+        if not stem:  # no suffix (or a dot file like ".state")
+            stem, dot, suffix = name, "", ""
+        self._backup_prefix = stem + "."
+        self._backup_suffix = dot + suffix
         # One temp file name per state file: only the holder of the exclusive
         # lock writes it, so a killed writer's leftover is simply replaced by
         # the next commit (no sweeping, never more than one).
         self._tmp = self.path.with_name(f".{name}{TEMP_MARK}commit")
+        # What this instance left after its last commit: (log size, inode,
+        # size, mtime_ns of the file) and the backups' names. While the log
+        # and the file are still exactly that, no other writer has been here,
+        # so the next transaction skips re-reading the log's tail, hashing
+        # the current content and listing the backups folder.
+        self._seen: tuple[int, int, int, int] | None = None
+        self._seen_names: list[str] | None = None
+        self._fresh = False  # the current transaction found ``_seen`` valid
 
     def __repr__(self) -> str:
         return f"PipelineState({str(self.path)!r})"
@@ -194,6 +207,27 @@ class PipelineState:
                 f"cannot read {self.path}: {exc.strerror or exc}; check that it is a readable file",
                 path=self.path,
             ) from None
+
+    def _read_current(self) -> tuple[bytes | None, os.stat_result | None]:
+        """The content and its stat, under the exclusive lock."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None, None
+        except OSError:
+            return self._read_raw(), None  # raises the same error, worded
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                return self._read_raw(), None
+            chunks = []
+            while chunk := os.read(fd, max(st.st_size + 1, 65536)):
+                chunks.append(chunk)
+            return b"".join(chunks), st
+        except OSError:
+            return self._read_raw(), None
+        finally:
+            os.close(fd)
 
     def _parse(self, raw: bytes | None) -> Any:
         if raw is None:
@@ -276,11 +310,10 @@ class PipelineState:
                     source = self._backup_path(backup)
                 new_raw = self._read_backup(source)
                 data = self._parse_backup(source, new_raw)
-                raw = self._read_raw()
             except StateError as exc:
                 self._log_failure("restore", exc)
                 raise
-            self._account_for(raw)
+            raw = self._read_logged("restore")
             return self._commit("restore", data, raw, new_raw=new_raw, restored_from=str(source))
 
     @contextlib.contextmanager
@@ -324,18 +357,29 @@ class PipelineState:
         """The current content, under the exclusive lock; first logs it as
         ``external`` if no logged transaction accounts for it."""
         try:
-            raw = self._read_raw()
+            raw, st = self._read_current()
         except StateError as exc:
             self._log_failure(operation, exc)
             raise
-        self._account_for(raw)
+        self._account_for(raw, st)
         return raw
 
-    def _account_for(self, raw: bytes | None) -> None:
+    def _account_for(self, raw: bytes | None, st: os.stat_result | None) -> None:
         """The log is written after the commit, so a writer killed in between
         leaves a content no entry accounts for (as does an edit by hand):
         log it now, before it is replaced, so that the log has every content
         the file held."""
+        self._fresh = False
+        seen = self._seen
+        if seen is not None and st is not None:
+            try:
+                log_size = os.stat(self.log_path).st_size
+            except OSError:
+                log_size = -1
+            if seen == (log_size, st.st_ino, st.st_size, st.st_mtime_ns):
+                self._fresh = True  # nobody else was here since our last commit
+                return
+        self._seen = None
         current = None if raw is None else "sha256:" + hashlib.sha256(raw).hexdigest()
         if current == last_content_checksum(self.log_path):
             return
@@ -353,10 +397,7 @@ class PipelineState:
             checksum=current,
             changed=True,
         )
-        try:
-            append_entry(self.log_path, entry)
-        except OSError as exc:
-            log.warning("could not append to the transaction log %s: %s", self.log_path, exc)
+        self._append(entry)
 
     # -- validation ----------------------------------------------------------
 
@@ -427,13 +468,17 @@ class PipelineState:
             raise
         checksum = "sha256:" + hashlib.sha256(new_raw).hexdigest()
         if new_raw == old_raw:
-            return self._log(operation, True, new_raw, checksum, restored_from=restored_from)
+            entry = self._entry(operation, True, new_raw, checksum, restored_from=restored_from)
+            log_size = self._append(entry)
+            if self._fresh and log_size is not None and self._seen is not None:
+                self._seen = (log_size, *self._seen[1:])
+            return entry
         backup: Path | None = None
         existing: list[str] = []
         try:
             if old_raw is not None and self.backup_before_write and self.max_backups > 0:
                 backup, existing = self._make_backup(old_raw)
-            self._replace(new_raw)
+            new_st = self._replace(new_raw)
         except BaseException as exc:
             if backup is not None:
                 _unlink_quietly(backup)
@@ -445,20 +490,11 @@ class PipelineState:
                     path=self.path,
                 ) from exc
             raise
-        try:
-            fsync_dir(self.path.parent)
-            if backup is not None:
-                fsync_dir(self.backup_dir)
-        except OSError as exc:
-            self._log_failure(operation, exc, restored_from=restored_from)
-            raise StateError(
-                f"wrote {self.path} but could not make it durable ({exc}): a crash now may "
-                "lose this change. Check the disk, then read the state back",
-                path=self.path,
-            ) from exc
-        if backup is not None:
-            self._rotate(existing)
-        return self._log(
+        # The log line goes after the rename (a writer killed in between
+        # leaves its commit unlogged, and the next transaction logs it as
+        # "external"; never a logged commit that did not happen), then one
+        # flush makes the rename, the backup link and the log line durable.
+        entry = self._entry(
             operation,
             True,
             new_raw,
@@ -467,9 +503,34 @@ class PipelineState:
             backup=backup.name if backup else None,
             restored_from=restored_from,
         )
+        log_size = self._append(entry, sync=False)
+        durable = [self.path.parent, self.backup_dir] if backup else [self.path.parent]
+        try:
+            # one syncfs per file system on Linux (PIPEKIT_SYNC=fsync: an
+            # fsync each), as the runner's group commit does
+            sync_files([*durable, self.log_path] if log_size is not None else durable)
+        except OSError as exc:
+            self._log_failure(operation, exc, restored_from=restored_from)
+            raise StateError(
+                f"wrote {self.path} but could not make it durable ({exc}): a crash now may "
+                "lose this change. Check the disk, then read the state back",
+                path=self.path,
+            ) from exc
+        names: list[str] | None = None
+        if backup is not None:
+            names = self._rotate([*existing, backup.name])
+        elif self._fresh:
+            names = self._seen_names  # no backup made: as they were
+        if log_size is None:
+            self._seen = None
+        else:
+            self._seen = (log_size, new_st.st_ino, new_st.st_size, new_st.st_mtime_ns)
+            self._seen_names = names
+        return entry
 
-    def _replace(self, new_raw: bytes) -> None:
-        """temp file + fsync + rename (the folder fsync is the caller's)."""
+    def _replace(self, new_raw: bytes) -> os.stat_result:
+        """temp file + fsync + rename (the folder fsync is the caller's);
+        returns the new file's stat."""
         tmp = self._tmp
         _unlink_quietly(tmp)  # left by a writer killed mid-commit
         try:
@@ -488,6 +549,7 @@ class PipelineState:
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+            st = os.fstat(fd)
         except BaseException:
             os.close(fd)
             _unlink_quietly(tmp)
@@ -498,6 +560,7 @@ class PipelineState:
         except BaseException:
             _unlink_quietly(tmp)
             raise
+        return st
 
     # -- backups -------------------------------------------------------------
 
@@ -505,28 +568,32 @@ class PipelineState:
         """Keep the current file in the backups folder: a hard link (the
         file is never changed in place), or a copy of ``old_raw`` where
         links are not supported. Returns (backup, names already there)."""
-        existing = self._backup_names()
-        now_us = time.time_ns() // 1000
-        if existing:  # names sort in time order: keep them strictly increasing
-            now_us = max(now_us, _stamp_us(existing[-1]) + 1)
-        dest = self.backup_dir / self._backup_name(now_us)
-        try:
-            os.link(self.path, dest)
-        except FileNotFoundError:  # the first backup: no folder yet
-            self.backup_dir.mkdir(parents=True, exist_ok=True)
-            self._link_or_copy(dest, old_raw)
-        except FileExistsError:
-            raise
-        except OSError:  # no hard links here
-            self._copy(dest, old_raw)
-        return dest, existing
+        known = self._seen_names if self._fresh else None
+        existing = list(known) if known is not None else self._backup_names()
+        for _attempt in range(3):
+            now_us = time.time_ns() // 1000
+            if existing:  # names sort in time order: keep them strictly increasing
+                now_us = max(now_us, _stamp_us(existing[-1]) + 1)
+            dest = self.backup_dir / self._backup_name(now_us)
+            try:
+                self._link_or_copy(dest, old_raw)
+                return dest, existing
+            except FileExistsError:  # a name another host's clock made: list again
+                existing = self._backup_names()
+        raise FileExistsError(f"cannot find a free backup name in {self.backup_dir}")
 
     def _link_or_copy(self, dest: Path, old_raw: bytes) -> None:
         try:
             os.link(self.path, dest)
+        except FileNotFoundError:  # the first backup: no folder yet
+            if self.backup_dir.is_dir():
+                self._copy(dest, old_raw)  # the file itself went (not through us)
+            else:
+                self.backup_dir.mkdir(parents=True, exist_ok=True)
+                self._link_or_copy(dest, old_raw)
         except FileExistsError:
             raise
-        except OSError:
+        except OSError:  # no hard links on this file system
             self._copy(dest, old_raw)
 
     def _copy(self, dest: Path, old_raw: bytes) -> None:
@@ -542,12 +609,11 @@ class PipelineState:
         os.replace(tmp, dest)
 
     def _backup_name(self, us: int) -> str:
-        stem, dot, suffix = self.path.name.rpartition(".")
-        if not stem:
-            stem, suffix, dot = self.path.name, "", ""
+        """``state.20240501T120000.123456Z.json`` for ``state.json``: names
+        sort in time order (UTC, microseconds)."""
         secs, frac = divmod(us, 1_000_000)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(secs)) + f".{frac:06d}Z"
-        return f"{stem}.{stamp}{dot}{suffix}"
+        return f"{self._backup_prefix}{stamp}{self._backup_suffix}"
 
     def _backup_names(self) -> list[str]:
         """Names of the backups, oldest first."""
@@ -555,17 +621,21 @@ class PipelineState:
             names = os.listdir(self.backup_dir)
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if TEMP_MARK not in n and _STAMP_RE.search(n))
+        prefix = self._backup_prefix
+        return sorted(n for n in names if n.startswith(prefix) and TEMP_MARK not in n)
 
-    def _rotate(self, existing: list[str]) -> None:
-        extra = len(existing) + 1 - self.max_backups
-        for name in existing[: max(0, extra)]:
+    def _rotate(self, names: list[str]) -> list[str]:
+        """Remove the oldest of ``names`` (oldest first) beyond
+        ``max_backups``; returns the names kept."""
+        extra = max(0, len(names) - self.max_backups)
+        for name in names[:extra]:
             try:
                 os.unlink(self.backup_dir / name)
             except FileNotFoundError:
                 pass
             except OSError as exc:
                 log.warning("could not remove old backup %s: %s", self.backup_dir / name, exc)
+        return names[extra:]
 
     def list_backups(self, limit: int | None = None) -> list[StateBackup]:
         """The backups, newest first (at most ``limit``)."""
@@ -632,7 +702,7 @@ class PipelineState:
         """The logged transactions, newest first (at most ``limit``)."""
         return read_log(self.log_path, limit)
 
-    def _log(
+    def _entry(
         self,
         operation: str,
         success: bool,
@@ -644,7 +714,7 @@ class PipelineState:
         backup: str | None = None,
         restored_from: str | None = None,
     ) -> StateLogEntry:
-        entry = StateLogEntry(
+        return StateLogEntry(
             time=time.time(),
             pid=os.getpid(),
             host=HOST,
@@ -657,15 +727,36 @@ class PipelineState:
             backup=backup,
             restored_from=restored_from,
         )
+
+    def _append(self, entry: StateLogEntry, *, sync: bool = True) -> int | None:
+        """Append to the log; returns its size after the line, or None when
+        it failed (a warning: the state itself is fine)."""
         try:
-            append_entry(self.log_path, entry)
-        except OSError as exc:  # the state itself is fine: say so, do not fail
+            return append_entry(self.log_path, entry, sync=sync)
+        except OSError as exc:
             log.warning("could not append to the transaction log %s: %s", self.log_path, exc)
+            return None
+
+    def _log(
+        self,
+        operation: str,
+        success: bool,
+        raw: bytes | None = None,
+        checksum: str | None = None,
+        *,
+        error: str | None = None,
+        restored_from: str | None = None,
+    ) -> StateLogEntry:
+        entry = self._entry(
+            operation, success, raw, checksum, error=error, restored_from=restored_from
+        )
+        self._append(entry)
         return entry
 
     def _log_failure(
         self, operation: str, exc: BaseException, *, restored_from: str | None = None
     ) -> None:
+        self._seen = None
         text = str(exc)
         error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         self._log(operation, False, error=error, restored_from=restored_from)

@@ -56,8 +56,10 @@ class StateLogEntry:
         return cls(**{k: v for k, v in doc.items() if k in names})
 
 
-def append_entry(path: Path, entry: StateLogEntry) -> None:
-    """Append ``entry`` as one line, durably."""
+def append_entry(path: Path, entry: StateLogEntry, *, sync: bool = True) -> int:
+    """Append ``entry`` as one line; durably unless ``sync`` is False (the
+    caller then makes the line and, for a new log, its folder durable).
+    Returns the log's size just after the line."""
     doc = entry.to_json()
     if doc["error"] and len(doc["error"]) > _MAX_ERROR:
         doc["error"] = doc["error"][:_MAX_ERROR] + "..."
@@ -74,14 +76,17 @@ def append_entry(path: Path, entry: StateLogEntry) -> None:
             line = b"\n" + line  # the last line is torn: leave it on its own
         if os.write(fd, line) != len(line):
             raise OSError(f"short write to {path}")
-        if hasattr(os, "fdatasync"):
-            os.fdatasync(fd)
-        else:  # macOS, Windows
-            os.fsync(fd)
+        end = os.fstat(fd).st_size
+        if sync:
+            if hasattr(os, "fdatasync"):
+                os.fdatasync(fd)
+            else:  # macOS, Windows
+                os.fsync(fd)
     finally:
         os.close(fd)
-    if created:
+    if created and sync:
         fsync_dir(path.parent)
+    return end
 
 
 def read_log(path: Path, limit: int | None = None) -> list[StateLogEntry]:
@@ -125,6 +130,8 @@ def last_content_checksum(path: Path) -> str | None:
         return None
     with fh:
         for _n, line in _lines_backwards(fh):
+            if not line:
+                continue
             try:
                 doc = orjson.loads(line)
             except ValueError:
@@ -142,8 +149,10 @@ def _lines_backwards(fh: Any) -> Any:
     pos = fh.tell()
     rest = b""
     n = 0
+    block = 4096  # the last entries are usually all that is wanted
     while pos > 0:
-        step = min(_BLOCK, pos)
+        step = min(block, pos)
+        block = _BLOCK
         pos -= step
         fh.seek(pos)
         chunk = fh.read(step) + rest
