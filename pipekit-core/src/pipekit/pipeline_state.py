@@ -140,6 +140,14 @@ class PipelineState:
             raise TypeError(
                 f"schema must be an attrs class or a callable, not {type(schema).__name__}"
             )
+        if isinstance(schema, type) and attrs.has(schema):
+            try:
+                attrs.resolve_types(schema)
+            except NameError as exc:
+                raise TypeError(
+                    f"schema {schema.__name__}: cannot resolve its annotations ({exc}); "
+                    "define the classes it uses at module level"
+                ) from None
         self.path = Path(os.path.abspath(path))
         self.schema = schema
         self.max_backups = max_backups
