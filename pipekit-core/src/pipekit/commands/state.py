@@ -182,7 +182,10 @@ def history(state: Any, args: argparse.Namespace) -> int:
                 outcome += f" from {Path(e.restored_from).name}"
             if e.backup:
                 outcome += f"; backup {e.backup}"
-        print(f"{_when(e.time)}  {e.operation:<11}  pid {e.pid} on {e.host}  {outcome}")
+        who = (
+            f"pid {e.pid} on {e.host}" if e.pid is not None else "(found, not logged by its writer)"
+        )
+        print(f"{_when(e.time)}  {e.operation:<11}  {who}  {outcome}")
     return EXIT_OK
 
 
