@@ -49,7 +49,11 @@ class StateLock:
         except FileNotFoundError:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fh = os.fdopen(fd, "r+b", buffering=0)
+        except PermissionError:
+            if exclusive:
+                raise
+            fd = os.open(self.path, os.O_RDONLY)  # another user's lock file: a read may share it
+        fh = os.fdopen(fd, "r+b" if exclusive else "rb", buffering=0)
         try:
             locker = _Locker()
             if self.timeout is None:
