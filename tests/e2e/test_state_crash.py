@@ -132,10 +132,16 @@ def _inode(p: Path) -> int | None:
         return None
 
 
+@pytest.mark.parametrize("sync", ["syncfs", "fsync"])
 def test_sigkill_during_transactions_leaves_old_or_new_content_and_a_readable_log(
-    tmp_path: Path,
+    tmp_path: Path, sync: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With one syncfs per commit (Linux) and with an fsync per folder and log."""
     assert FORK is not None
+    from pipekit import atomic
+
+    monkeypatch.setenv("PIPEKIT_SYNC", sync)
+    monkeypatch.setattr(atomic, "_syncfs", None)  # decided again, from the variable
     path = tmp_path / "state.json"
     state = PipelineState(path, max_backups=5)
     state.write(content(0))
