@@ -26,7 +26,17 @@ from pipekit_stages.plugin import BUILTINS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-DOC_PAGES = ("index", "user-guide", "stages", "plugins", "backends", "dependencies", "development")
+DOC_PAGES = (
+    "index",
+    "user-guide",
+    "state",
+    "stages",
+    "plugins",
+    "backends",
+    "dependencies",
+    "development",
+)
+PYTHON_EXAMPLE_PAGES = ("state",)  # pages whose ```python blocks run, in order
 
 HEADING_RE = re.compile(r"^(#{1,6})\s+(.*?)\s*$", re.M)
 FENCE_RE = re.compile(r"^```([\w-]*)\n(.*?)^```\s*$", re.M | re.S)
@@ -353,14 +363,26 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
     raise AssertionError("build_parser() has no subcommands")
 
 
+def _nested(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """A command's own subcommands (``pipekit state show``): NAME -> parser."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def cli_options() -> list[Any]:
+    """Every option of every command and of its own subcommands; a
+    subcommand's options are documented in its command's section."""
     out = []
     parsers = {"": build_parser(), **_subcommands()}
     for command, parser in parsers.items():
-        for action in parser._actions:
-            for option in action.option_strings:
-                label = f"pipekit {command} {option}".replace("  ", " ")
-                out.append(pytest.param(command, option, action, id=label))
+        nested = _nested(parser) if command else {}
+        for sub, p in {"": parser, **nested}.items():
+            for action in p._actions:
+                for option in action.option_strings:
+                    label = " ".join(w for w in ("pipekit", command, sub, option) if w)
+                    out.append(pytest.param(command, option, action, id=label))
     return out
 
 
@@ -383,6 +405,23 @@ def cli_docs() -> dict[str, str]:
 @pytest.mark.parametrize("command", sorted(_subcommands()))
 def test_cli_subcommand_is_documented(command: str, cli_docs: dict[str, str]) -> None:
     assert command in cli_docs and cli_docs[command].strip()
+
+
+def nested_subcommands() -> list[Any]:
+    return [
+        pytest.param(command, sub, id=f"pipekit {command} {sub}")
+        for command, parser in _subcommands().items()
+        for sub in _nested(parser)
+    ]
+
+
+@pytest.mark.parametrize(("command", "sub"), nested_subcommands())
+def test_cli_nested_subcommand_is_documented(
+    command: str, sub: str, cli_docs: dict[str, str]
+) -> None:
+    assert f"pipekit {command} {sub}" in cli_docs[command], (
+        f"`pipekit {command} {sub}` is not described in the `pipekit {command}` section"
+    )
 
 
 @pytest.mark.parametrize(("command", "option", "action"), cli_options())
@@ -408,6 +447,34 @@ def test_cli_option_is_documented(
         assert any(shown in row for row in rows), (
             f"{option}: document its default {shown} in its table row"
         )
+
+
+# -- (6) the Python examples of the API pages run -------------------------------
+
+
+def python_examples(page: str) -> list[tuple[int, str]]:
+    text = read(page)
+    return [
+        (text.count("\n", 0, m.start()) + 1, m.group(2))
+        for m in FENCE_RE.finditer(text)
+        if m.group(1) == "python"
+    ]
+
+
+@pytest.mark.parametrize("page", PYTHON_EXAMPLE_PAGES)
+def test_python_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's ```python blocks, run in order in one namespace, in an
+    empty folder (what a reader pasting them one after another would do)."""
+    examples = python_examples(page)
+    assert examples, f"docs/{page}.md has no ```python example"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": f"docs_{page}"}
+    for line, code in examples:
+        try:
+            # dont_inherit: not this module's `from __future__ import annotations`
+            exec(compile(code, f"docs/{page}.md:{line}", "exec", dont_inherit=True), namespace)
+        except Exception as exc:
+            raise AssertionError(f"the example at docs/{page}.md:{line} fails: {exc!r}") from exc
 
 
 # -- exit codes, links ---------------------------------------------------------

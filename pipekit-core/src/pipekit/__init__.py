@@ -32,6 +32,11 @@ __all__ = [
     "StageTimeout",
     "NonRetryable",
     "load_registry",
+    "PipelineState",
+    "StateError",
+    "StateReadError",
+    "StateValidationError",
+    "StateLockError",
 ]
 
 _LAZY = {
@@ -53,6 +58,11 @@ _LAZY = {
     "StageTimeout": "pipekit.errors",
     "NonRetryable": "pipekit.errors",
     "load_registry": "pipekit.plugins",
+    "PipelineState": "pipekit.pipeline_state",
+    "StateError": "pipekit.errors",
+    "StateReadError": "pipekit.errors",
+    "StateValidationError": "pipekit.errors",
+    "StateLockError": "pipekit.errors",
 }
 
 
@@ -79,8 +89,13 @@ if TYPE_CHECKING:  # pragma: no cover
         PluginError,
         StageFailed,
         StageTimeout,
+        StateError,
+        StateLockError,
+        StateReadError,
+        StateValidationError,
     )
     from .hookspecs import hookimpl, hookspec
+    from .pipeline_state import PipelineState
     from .plugins import load_registry
     from .results import RunInfo, StageResult
     from .stage import Checkpoint, RecordStage, Stage, StageContext

@@ -35,6 +35,8 @@ examples:
   pipekit run                      run the pipeline in this folder
   pipekit run -f etl.toml --jobs 4 run independent stages 4 at a time
   pipekit status --json            what would run, and why, as JSON
+  pipekit state history            the state file's transactions, newest first
+  pipekit state restore            restore the newest state backup that parses
   pipekit plugins                  installed plugins and what they register
 """
 

@@ -11,6 +11,10 @@ __all__ = [
     "StageTimeout",
     "NonRetryable",
     "FencedOut",
+    "StateError",
+    "StateReadError",
+    "StateValidationError",
+    "StateLockError",
 ]
 
 EXIT_OK = 0
@@ -46,6 +50,52 @@ class FencedOut(PipekitError):
     """A write carried a fencing token lower than one the store has already
     seen for that lock: this holder's lease expired and another took over,
     so its write is refused (the attempt fails; nothing is overwritten)."""
+
+
+class StateError(PipekitError):
+    """A :class:`pipekit.PipelineState` operation failed; the state file is
+    unchanged unless the message says otherwise."""
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StateReadError(StateError):
+    """The state file exists but cannot be read or does not parse.
+
+    ``backup`` is the newest backup that does parse (a path), or None."""
+
+    def __init__(self, message: str, *, path: object = None, backup: object = None) -> None:
+        super().__init__(message, path=path)
+        self.backup = backup
+
+
+class StateValidationError(StateError):
+    """New state data failed the schema; nothing was written.
+
+    ``problems`` lists ``(field path, message)`` pairs, ``"$"`` being the
+    top level (e.g. ``("$.stages.copy.attempts", "expected an integer")``)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(
+        self, message: str, *, path: object = None, problems: list[tuple[str, str]] | None = None
+    ) -> None:
+        super().__init__(message, path=path)
+        self.problems = list(problems or [])
+
+
+class StateLockError(StateError, LockTimeout):
+    """The state file's lock could not be taken within ``lock_timeout``.
+
+    ``holder`` says who holds it (``"pid 123 on host h"``) when known."""
+
+    exit_code = EXIT_LOCK
+
+    def __init__(self, message: str, *, path: object = None, holder: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.holder = holder
 
 
 class StageFailed(PipekitError):

@@ -1,41 +1,98 @@
 """The runner's own state: per stage, the components of the last committed
 fingerprint (so ``status`` can say *why* a stage would run) and the outputs it
 produced. The idempotency store, not this file, decides what is done; this is
-a record for humans and for reasons, merged under a lock at the end of a run
-so that concurrent runners do not lose each other's entries.
+a record for humans and for reasons, merged at the end of a run by a
+:class:`~pipekit.PipelineState` transaction, so that concurrent runners do not
+lose each other's entries, and every change is backed up and logged.
+
+Loading it (every run, no-op runs included) is one plain read: a
+``PipelineState`` file is only ever replaced by a rename, so a lone read sees
+a whole file without taking the lock, and the no-op path imports neither
+portalocker nor the transaction machinery.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from . import _json
-from .atomic import atomic_write_bytes
 
-__all__ = ["RunnerState", "STATE_FILE"]
+__all__ = ["RunnerState", "STATE_FILE", "RUNNER_BACKUPS", "runner_state_file"]
+
+log = logging.getLogger("pipekit.state")
 
 STATE_FILE = "state.json"
 VERSION = 1
+RUNNER_BACKUPS = 10  # previous versions of state.json kept in state.json.backups/
+LOCK_TIMEOUT = 60.0
+
+
+def runner_state_file(state_dir: Path) -> Any:
+    """The runner's ``state.json`` as a :class:`~pipekit.PipelineState`."""
+    from .pipeline_state import PipelineState
+
+    return PipelineState(
+        state_dir / STATE_FILE,
+        schema=check_runner_state,
+        max_backups=RUNNER_BACKUPS,
+        lock_timeout=LOCK_TIMEOUT,
+    )
+
+
+def check_runner_state(data: Any) -> None:
+    """The shape of ``state.json`` (a cheap check: it is written by code)."""
+    from .errors import StateValidationError
+
+    if not isinstance(data, dict):
+        raise StateValidationError("state.json must hold an object", problems=[("$", "object")])
+    stages = data.get("stages", {})
+    if not isinstance(data.get("version", VERSION), int) or not isinstance(stages, dict):
+        raise StateValidationError(
+            "state.json needs an integer 'version' and an object 'stages'",
+            problems=[("$.stages", "expected an object")],
+        )
+    for name, entry in stages.items():
+        if not isinstance(entry, dict):
+            raise StateValidationError(
+                f"state.json: the entry of stage {name!r} must be an object",
+                problems=[(f"$.stages.{name}", "expected an object")],
+            )
 
 
 class RunnerState:
     def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
         self.path = state_dir / STATE_FILE
-        self.stages: dict[str, dict[str, Any]] = {}
         self._changed: dict[str, dict[str, Any]] = {}
-        self.stages = self._read().get("stages", {})
+        self._damaged = False
+        self.stages: dict[str, dict[str, Any]] = self._load()
 
-    def _read(self) -> dict[str, Any]:
+    def _load(self) -> dict[str, dict[str, Any]]:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            log.warning("cannot read %s (%s): stage reasons start afresh", self.path, exc)
+            return {}
         try:
             data = _json.loads(raw)
-        except ValueError:
+        except ValueError as exc:
+            self._warn_damaged(exc, raw)
             return {}
-        return data if isinstance(data, dict) else {}
+        stages = data.get("stages") if isinstance(data, dict) else None
+        return stages if isinstance(stages, dict) else {}
+
+    def _warn_damaged(self, exc: Exception, raw: bytes) -> None:
+        self._damaged = True
+        message = str(runner_state_file(self.state_dir)._damaged(exc, raw))
+        log.warning(
+            "%s Until then runs go on (the idempotency store says what is done), "
+            "but without the stage entries that explain why a stage runs",
+            message,
+        )
 
     def get(self, stage: str) -> dict[str, Any] | None:
         return self.stages.get(stage)
@@ -45,26 +102,35 @@ class RunnerState:
         self._changed[stage] = entry
 
     def save(self, pipeline: str) -> None:
-        """Merge this run's entries into the file under an exclusive lock."""
+        """Merge this run's entries into the file in one transaction (newest
+        entry per stage wins). A state file that cannot be read or written is
+        reported, not raised: the run's work is committed either way."""
         if not self._changed:
             return
-        from ._portalocker import portalocker as _portalocker
+        from .errors import StateError, StateReadError
 
-        portalocker = _portalocker()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with portalocker.Lock(
-            str(self.path) + ".lock",
-            mode="a",
-            timeout=60,
-            check_interval=0.005,
-            flags=portalocker.LOCK_EX | portalocker.LOCK_NB,
-        ):
-            current = self._read().get("stages", {})
-            for name, entry in self._changed.items():
-                old = current.get(name)
-                if old is None or old.get("finished_at", 0) <= entry.get("finished_at", 0):
-                    current[name] = entry
-            data = {"version": VERSION, "pipeline": pipeline, "stages": current}
-            atomic_write_bytes(self.path, _json.dumps(data, indent=True))
-            self.stages = current
-            self._changed = {}
+        state = runner_state_file(self.state_dir)
+        try:
+            with state.transaction() as tx:
+                data = tx.data if isinstance(tx.data, dict) else {}
+                current = data.get("stages")
+                if not isinstance(current, dict):
+                    current = {}
+                for name, entry in self._changed.items():
+                    old = current.get(name)
+                    if not isinstance(old, dict) or old.get("finished_at", 0) <= entry.get(
+                        "finished_at", 0
+                    ):
+                        current[name] = entry
+                tx.data = {"version": VERSION, "pipeline": pipeline, "stages": current}
+        except StateReadError as exc:
+            if self._damaged:  # already explained at the start of the run
+                log.error("%s does not parse: this run's stage entries were not saved", self.path)
+            else:
+                log.error("could not save this run's stage entries: %s", exc)
+            return
+        except StateError as exc:
+            log.error("could not save this run's stage entries: %s", exc)
+            return
+        self.stages = current
+        self._changed = {}
