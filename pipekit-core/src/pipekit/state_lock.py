@@ -6,10 +6,8 @@ read. The exclusive holder writes ``pid P on host H`` into the file, so that
 a timeout can say who is in the way; on Linux, ``/proc/locks`` also names the
 pids holding it right now (readers included).
 
-On POSIX the lock is ``fcntl.flock``, called directly: it is the very lock
-portalocker takes there (so the two exclude each other), without the ~30 µs
-portalocker's dispatch adds to each lock and unlock (a tenth of a
-transaction's own cost) nor its import. Elsewhere (Windows) it is portalocker.
+The lock is taken through portalocker (``flock`` on POSIX, ``msvcrt`` locks
+on Windows), like every file lock of pipekit's.
 """
 
 from __future__ import annotations
@@ -20,11 +18,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-try:
-    import fcntl
-except ImportError:  # Windows: portalocker's msvcrt locks
-    fcntl = None  # type: ignore[assignment]
 
 from .errors import StateLockError
 
@@ -107,16 +100,9 @@ class StateLock:
 
 
 class _Locker:
-    """flock on POSIX; portalocker elsewhere."""
+    """The OS lock, through portalocker."""
 
     def lock(self, fh: Any, exclusive: bool, *, block: bool) -> bool:
-        if fcntl is not None:
-            flags = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-            try:
-                fcntl.flock(fh.fileno(), flags if block else flags | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            return True
         from ._portalocker import portalocker as _portalocker
 
         portalocker = _portalocker()
@@ -128,9 +114,6 @@ class _Locker:
         return True
 
     def unlock(self, fh: Any) -> None:
-        if fcntl is not None:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-            return
         from ._portalocker import portalocker as _portalocker
 
         _portalocker().unlock(fh)
