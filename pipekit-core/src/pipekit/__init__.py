@@ -31,6 +31,9 @@ __all__ = [
     "StageFailed",
     "StageTimeout",
     "NonRetryable",
+    "NetworkRefused",
+    "isolate_command",
+    "IsolatedCommand",
     "load_registry",
 ]
 
@@ -52,6 +55,9 @@ _LAZY = {
     "StageFailed": "pipekit.errors",
     "StageTimeout": "pipekit.errors",
     "NonRetryable": "pipekit.errors",
+    "NetworkRefused": "pipekit.errors",
+    "isolate_command": "pipekit.netns",
+    "IsolatedCommand": "pipekit.netns",
     "load_registry": "pipekit.plugins",
 }
 
@@ -74,6 +80,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import (
         ConfigError,
         LockTimeout,
+        NetworkRefused,
         NonRetryable,
         PipekitError,
         PluginError,
@@ -81,6 +88,7 @@ if TYPE_CHECKING:  # pragma: no cover
         StageTimeout,
     )
     from .hookspecs import hookimpl, hookspec
+    from .netns import IsolatedCommand, isolate_command
     from .plugins import load_registry
     from .results import RunInfo, StageResult
     from .stage import Checkpoint, RecordStage, Stage, StageContext
