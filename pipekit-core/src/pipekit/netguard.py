@@ -94,7 +94,7 @@ class Rule:
     def matches_name(self, name: str, port: int | None) -> bool:
         if self.name is None:
             return False
-        if not (name == self.name or (self.suffix and name.endswith("." + self.name))):
+        if not (name.endswith("." + self.name) if self.suffix else name == self.name):
             return False
         return self.port is None or port is None or port == self.port
 
@@ -144,6 +144,7 @@ def parse_rule(entry: str) -> list[Rule]:
         return [
             Rule(text, net=ipaddress.ip_network("127.0.0.0/8")),
             Rule(text, net=ipaddress.ip_network("::1/128")),
+            Rule(text, name="localhost"),
             Rule(text, name="localhost", suffix=True),
         ]
     if not text:

@@ -91,6 +91,9 @@ class _ProcessorBase:
     Params: ClassVar[type | None] = None
     non_retryable: ClassVar[tuple[type[BaseException], ...]] = ()
     """Exception types that retrying cannot fix (besides ``pipekit.NonRetryable``)."""
+    command_params: ClassVar[tuple[str, ...]] = ()
+    """Names of params that hold shell commands: ``pipekit check`` looks in
+    them for network programs (``curl``, ``ssh``, ...)."""
     handles_timeout: ClassVar[bool] = False
     """True when the processor stops its own work at ``ctx.timeout`` (e.g. by
     killing a subprocess); otherwise a stage with a timeout runs in a worker

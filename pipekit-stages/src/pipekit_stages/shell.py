@@ -167,6 +167,7 @@ class Shell(pipekit.Stage):
     version = "1"
     Params = ShellParams
     handles_timeout = True
+    command_params = ("cmd",)
 
     def run(self, ctx: pipekit.StageContext) -> None:
         params: ShellParams = ctx.params
