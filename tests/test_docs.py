@@ -26,7 +26,16 @@ from pipekit_stages.plugin import BUILTINS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-DOC_PAGES = ("index", "user-guide", "stages", "plugins", "backends", "dependencies", "development")
+DOC_PAGES = (
+    "index",
+    "user-guide",
+    "offline",
+    "stages",
+    "plugins",
+    "backends",
+    "dependencies",
+    "development",
+)
 
 HEADING_RE = re.compile(r"^(#{1,6})\s+(.*?)\s*$", re.M)
 FENCE_RE = re.compile(r"^```([\w-]*)\n(.*?)^```\s*$", re.M | re.S)
@@ -96,8 +105,8 @@ def toml_literal(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, (int, float)):
         return repr(value)
-    if value == [] or value == ():
-        return "[]"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
     if value == {}:
         return "{}"
     raise TypeError(f"no TOML literal for {value!r}")
@@ -273,6 +282,8 @@ CONFIG_CLASSES = (
     config.RetryPolicy,
     config.CheckpointPolicy,
     config.BackendConfig,
+    config.NetworkConfig,
+    config.StageNetworkConfig,
 )
 
 
