@@ -162,6 +162,14 @@ def test_refused_before_any_connection(project: Project, listener2: Listener) ->
     stages = {s["name"]: s for s in record(project, summary)["stages"]}
     assert stages["retried"]["attempts"] == 1  # refusals are not retried
     assert not (project.root / "out").exists() or not any((project.root / "out").iterdir())
+    # a cached plan carries the network policy too
+    old = time.time() - 10
+    os.utime(project.file, (old, old))
+    run(project, "--force", "plain")  # stores the plan
+    code, summary, err = run(project, "--force", "plain", "-vv")
+    assert "plan cache: using" in err, err
+    assert code == 1 and "connect to 127.0.0.2" in by_name(summary)["plain"]["reason"]
+    assert listener2.received() == []
 
 
 def test_allow_network_lifts_the_guard(project: Project, listener2: Listener) -> None:

@@ -44,7 +44,8 @@ log = logging.getLogger("pipekit.netns")
 # Brings the namespace's loopback up (SIOCGIFFLAGS, SIOCSIFFLAGS | IFF_UP),
 # says "ready", then waits for its stdin to close.
 _HOLDER_CODE = r"""
-import fcntl, socket, struct, sys
+import fcntl, signal, socket, struct, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, struct.pack("16sh22x", b"lo", 0)))[1]
 fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))
@@ -175,6 +176,7 @@ def _start_holder() -> _Holder:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 close_fds=True,
+                start_new_session=True,  # a terminal's ^C is the runner's to handle
             )
         assert proc.stdout is not None and proc.stderr is not None
         line = proc.stdout.readline()
