@@ -69,11 +69,14 @@ def listener2() -> Any:
     lst.close()
 
 
-def netns(argv: list[str]) -> list[str]:
-    """``argv`` inside a new network namespace holding only loopback."""
+def netns(argv: list[str], *, mount: bool = False) -> list[str]:
+    """``argv`` inside a new network namespace holding only loopback (and a
+    mount namespace of its own when ``mount``)."""
     unshare = shutil.which("unshare")
     assert unshare, "unshare (util-linux) is needed to run this test safely"
     flags = ["--net"] if os.geteuid() == 0 else ["--net", "--map-root-user"]
+    if mount:
+        flags.append("--mount")
     parent = os.readlink("/proc/self/ns/net")
     return [unshare, *flags, "--", sys.executable, str(HELPERS / "in_netns.py"), parent, *argv]
 
@@ -81,7 +84,7 @@ def netns(argv: list[str]) -> list[str]:
 def run(project: Project, *args: str, in_netns: bool = False, **extra: str) -> Any:
     argv = [sys.executable, "-m", "pipekit", "run", "--json", *args]
     proc = subprocess.run(
-        netns(argv) if in_netns else argv,
+        netns(argv, mount="IN_NETNS_HOSTS" in extra) if in_netns else argv,
         cwd=project.root,
         env=env(project, **extra),
         capture_output=True,
@@ -233,6 +236,35 @@ def test_name_lookups_refused_inside_a_namespace(project: Project) -> None:
         assert f"look up the name {target!r}" in reason, reason
         assert f"add {target!r} to network.allow" in reason, reason
     assert f"connect to {TEST_NET}:9" in st["test-net"]["reason"]
+
+
+def test_allowed_names_and_their_addresses(project: Project, tmp_path: Path) -> None:
+    """A name in the allow list may be looked up and connected to (the
+    guard learns its addresses); its address alone is not allowed. Runs in
+    a namespace whose /etc/hosts maps the test's names: no DNS server."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n127.0.0.3 db.test\n127.0.0.4 other.test\n")
+    project.pipeline(
+        [
+            {**connect_stage("by-name", "db.test", 5432, swallow=True), "params": {
+                "host": "db.test", "port": 5432, "lookup": "db.test", "swallow": True}},
+            connect_stage("by-address", "127.0.0.3", 5432, swallow=True),
+            connect_stage("wrong-port", "db.test", 5433, swallow=True),
+            connect_stage("other", "other.test", 5432, swallow=True),
+        ],
+        network={"allow": ["db.test:5432"]},
+    )
+    code, summary, _ = run(project, "-k", in_netns=True, IN_NETNS_HOSTS=str(hosts))
+    st = by_name(summary)
+    assert st["by-name"]["status"] == "ok", st
+    # allowed by the guard, refused by the (empty) namespace's kernel
+    assert project.read("out/by-name.txt") == (
+        "resolved 127.0.0.3\nswallowed ConnectionRefusedError\n"
+    )
+    assert "connect to 127.0.0.3:5432" in st["by-address"]["reason"]
+    assert "db.test:5433" in st["wrong-port"]["reason"]
+    assert "'other.test'" in st["other"]["reason"]
+    assert code == 1
 
 
 def shell_stage(name: str, code: str, **extra: Any) -> dict[str, Any]:

@@ -4,6 +4,9 @@ and bringing loopback up. Used by the tests that could otherwise send a
 packet beyond loopback if the guard were broken: they fail instead.
 
     unshare --net -- python in_netns.py PARENT_NETNS ARGV...
+
+With ``IN_NETNS_HOSTS=FILE`` (and ``unshare --mount``), FILE is bind-mounted
+over /etc/hosts first, so that test names resolve without any DNS server.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import fcntl
 import os
 import socket
 import struct
+import subprocess
 import sys
 
 
@@ -28,6 +32,9 @@ def main() -> None:
     flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, req))[1]
     fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))
     s.close()
+    hosts = os.environ.pop("IN_NETNS_HOSTS", "")
+    if hosts:
+        subprocess.run(["mount", "--bind", hosts, "/etc/hosts"], check=True)
     os.execvp(argv[0], argv)
 
 

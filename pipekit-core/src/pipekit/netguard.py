@@ -495,6 +495,8 @@ def _on_lookup(g: Guard, event: str, args: tuple[Any, ...]) -> None:
     if name == "localhost" or name.endswith(".localhost"):
         return  # answered on this machine; connecting is checked by address
     if not g.policy.allows_name(name, port):
+        if port is not None and g.policy.allows_name(name, None):
+            g.refuse(f"look up the name {host!r} for port {port}", _hostport(host, port))
         g.refuse(f"look up the name {host!r}", host)
         return
     _remember(g, host, port)
