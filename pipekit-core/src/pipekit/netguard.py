@@ -269,7 +269,7 @@ class Guard:
         self.violations: list[str] = []
         self.approved: set[tuple[Any, ...]] = set()
         self.resolved: dict[Any, set[int | None]] = {}
-        self.busy = False
+        self.busy: int | None = None  # the thread doing the guard's own look-up
         self.mode = "allowed" if policy.allow_all else "guarded"
 
     def approve(self, argv: Sequence[Any]) -> None:
@@ -380,6 +380,7 @@ def _hook(
     _watched: frozenset[str] = _WATCHED,
     _get: Any = _current.get,
     _thread: Any = threading.current_thread,
+    _ident: Any = threading.get_ident,
 ) -> None:
     if event not in _watched:
         return
@@ -388,7 +389,7 @@ def _hook(
         g = getattr(_thread(), _THREAD_ATTR, None)
         if g is None:
             return
-    if g is _TRUSTED or g.busy or g.policy.allow_all:
+    if g is _TRUSTED or g.policy.allow_all or g.busy == _ident():
         return
     if event in _SOCKET_EVENTS:
         _on_socket(g, event, args)
@@ -422,7 +423,7 @@ def _hostport(host: str, port: int | None) -> str:
 
 def _allowed_address(g: Guard, host: Any, port: int | None) -> bool:
     if isinstance(host, bytes):
-        host = host.decode("idna", "replace")
+        host = host.decode("ascii", "replace")
     host = str(host)
     ip = _ip(host)
     if ip is None:
@@ -464,7 +465,7 @@ def _on_socket(g: Guard, event: str, args: tuple[Any, ...]) -> None:
             )
         return
     if not _allowed_address(g, host, port):
-        host_text = host.decode("idna", "replace") if isinstance(host, bytes) else str(host)
+        host_text = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
         target = _hostport(host_text, port)
         g.refuse(f"{verb} {target}", target)
 
@@ -481,7 +482,7 @@ def _on_lookup(g: Guard, event: str, args: tuple[Any, ...]) -> None:
     if host is None:  # a passive look-up (for bind): no name to resolve
         return
     if isinstance(host, bytes):
-        host = host.decode("idna", "replace")
+        host = host.decode("ascii", "replace")
     host = str(host)
     ip = _ip(host)
     if ip is not None:
@@ -507,13 +508,13 @@ def _remember(g: Guard, host: str, port: int | None) -> None:
     those addresses is allowed too (with the rule's port)."""
     name = host.lower().rstrip(".")
     rule_ports = {r.port for r in g.policy.rules if r.matches_name(name, port)}
-    g.busy = True
+    g.busy = threading.get_ident()
     try:
         infos = _socket.getaddrinfo(host, None)
     except OSError:
         return  # the caller's own look-up fails the same way
     finally:
-        g.busy = False
+        g.busy = None
     for info in infos:
         ip = _ip(str(info[4][0]))
         if ip is not None:
