@@ -306,13 +306,16 @@ def test_shell_command_cannot_reach_host_loopback(project: Project, listener2: L
         [
             shell_stage("closed", connect),
             shell_stage("open", connect, allow_network=True),
+            shell_stage("off", connect, network={"isolation": "off"}),
         ]
     )
     code, summary, _ = run(project, "-k")
     assert code == 1
     st = by_name(summary)
     assert (st["open"]["status"], st["open"]["network"]) == ("ok", "allowed")
-    assert listener2.received() == ["hello from shell"]  # only the allowed one got through
+    assert (st["off"]["status"], st["off"]["network"]) == ("ok", "unguarded")
+    # only the allowed and the unisolated ones got through
+    assert listener2.received() == ["hello from shell"] * 2
     reason = st["closed"]["reason"]
     assert st["closed"]["network"] == "isolated"
     assert "network guard" in reason and "loopback" in reason and "--allow-network closed" in reason

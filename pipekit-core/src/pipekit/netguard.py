@@ -60,7 +60,7 @@ __all__ = [
 LOOPBACK = "loopback"
 """The allow-list word for 127.0.0.0/8, ::1 and localhost."""
 
-ISOLATION_MODES = ("auto", "required")
+ISOLATION_MODES = ("auto", "required", "off")
 
 _THREAD_ATTR = "_pipekit_netguard"
 
