@@ -30,6 +30,7 @@ DOC_PAGES = (
     "index",
     "user-guide",
     "state",
+    "offline",
     "stages",
     "plugins",
     "backends",
@@ -106,8 +107,8 @@ def toml_literal(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, (int, float)):
         return repr(value)
-    if value == [] or value == ():
-        return "[]"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
     if value == {}:
         return "{}"
     raise TypeError(f"no TOML literal for {value!r}")
@@ -283,6 +284,8 @@ CONFIG_CLASSES = (
     config.RetryPolicy,
     config.CheckpointPolicy,
     config.BackendConfig,
+    config.NetworkConfig,
+    config.StageNetworkConfig,
 )
 
 

@@ -135,7 +135,7 @@ STAGE_CASES = [
             (
                 "colour",
                 "unknown field; known fields: name, uses, inputs, outputs, params, "
-                "after, retry, timeout, checkpoint",
+                "after, retry, timeout, checkpoint, allow_network, network",
             )
         ],
         id="unknown-stage-key",
@@ -365,7 +365,7 @@ def test_a_cycle_made_only_of_after_edges(proj: Project) -> None:
         ),
         pytest.param(
             {"workers": 4},
-            "field 'workers': unknown field; known fields: stages, name, state_dir, backend",
+            "field 'workers': unknown field; known fields: stages, name, state_dir, backend, network",
             id="unknown-top-level",
         ),
         pytest.param(

@@ -31,6 +31,9 @@ __all__ = [
     "StageFailed",
     "StageTimeout",
     "NonRetryable",
+    "NetworkRefused",
+    "isolate_command",
+    "IsolatedCommand",
     "load_registry",
     "PipelineState",
     "StateError",
@@ -57,6 +60,9 @@ _LAZY = {
     "StageFailed": "pipekit.errors",
     "StageTimeout": "pipekit.errors",
     "NonRetryable": "pipekit.errors",
+    "NetworkRefused": "pipekit.errors",
+    "isolate_command": "pipekit.netns",
+    "IsolatedCommand": "pipekit.netns",
     "load_registry": "pipekit.plugins",
     "PipelineState": "pipekit.pipeline_state",
     "StateError": "pipekit.errors",
@@ -84,6 +90,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import (
         ConfigError,
         LockTimeout,
+        NetworkRefused,
         NonRetryable,
         PipekitError,
         PluginError,
@@ -95,6 +102,7 @@ if TYPE_CHECKING:  # pragma: no cover
         StateValidationError,
     )
     from .hookspecs import hookimpl, hookspec
+    from .netns import IsolatedCommand, isolate_command
     from .pipeline_state import PipelineState
     from .plugins import load_registry
     from .results import RunInfo, StageResult

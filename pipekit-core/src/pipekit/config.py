@@ -25,6 +25,8 @@ __all__ = [
     "RetryPolicy",
     "CheckpointPolicy",
     "BackendConfig",
+    "NetworkConfig",
+    "StageNetworkConfig",
     "StageConfig",
     "PipelineConfig",
     "find_pipeline_file",
@@ -93,6 +95,39 @@ class BackendConfig:
     options: dict[str, Any] = attrs.field(factory=dict)
 
 
+def _allow_list(_inst: Any, attr: attrs.Attribute[Any], value: list[str]) -> None:
+    from .netguard import check_allow_list
+
+    problems = check_allow_list(value)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _isolation(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> None:
+    from .netguard import ISOLATION_MODES
+
+    if value is not None and value not in ISOLATION_MODES:
+        raise ValueError(
+            f"expected one of {', '.join(repr(m) for m in ISOLATION_MODES)}, got {value!r}"
+        )
+
+
+@attrs.frozen
+class NetworkConfig:
+    """The pipeline's ``[network]`` table: what its stages may reach."""
+
+    allow: list[str] = attrs.field(factory=lambda: ["loopback"], validator=_allow_list)
+    isolation: str = attrs.field(default="auto", validator=_isolation)
+
+
+@attrs.frozen
+class StageNetworkConfig:
+    """A stage's ``network`` table: what it may reach besides the pipeline's list."""
+
+    allow: list[str] = attrs.field(factory=list, validator=_allow_list)
+    isolation: str | None = attrs.field(default=None, validator=_isolation)
+
+
 @attrs.frozen
 class StageConfig:
     """One ``[[stages]]`` table."""
@@ -106,6 +141,8 @@ class StageConfig:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     timeout: float | None = attrs.field(default=None, validator=_positive)
     checkpoint: CheckpointPolicy = attrs.field(factory=CheckpointPolicy)
+    allow_network: bool = False
+    network: StageNetworkConfig = attrs.field(factory=StageNetworkConfig)
 
 
 @attrs.frozen
@@ -116,6 +153,7 @@ class PipelineConfig:
     name: str | None = None
     state_dir: str = ".pipekit"
     backend: BackendConfig = attrs.field(factory=BackendConfig)
+    network: NetworkConfig = attrs.field(factory=NetworkConfig)
 
 
 class _Bad(ValueError):

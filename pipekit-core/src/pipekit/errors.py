@@ -15,6 +15,7 @@ __all__ = [
     "StateReadError",
     "StateValidationError",
     "StateLockError",
+    "NetworkRefused",
 ]
 
 EXIT_OK = 0
@@ -111,3 +112,11 @@ class NonRetryable(Exception):
 
     The runner does not retry an attempt that failed with it.
     """
+
+
+class NetworkRefused(NonRetryable, PermissionError):
+    """The network guard refused what a processor tried: a connection, a
+    name look-up or a program outside the stage's allowed network (see
+    docs/offline.md). A ``PermissionError``, so that code which handles
+    network failures sees one; the stage fails with this message even when
+    the processor catches it, and is not retried."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _json
-from .errors import NonRetryable, StageFailed, StageTimeout
+from .errors import NetworkRefused, NonRetryable, StageFailed, StageTimeout
 from .records import Interrupted, run_record_stage
 from .stage import RecordStage, StageContext
 
@@ -25,18 +25,52 @@ def needs_worker(st: Any) -> bool:
     return st.config.timeout is not None and not getattr(st.processor, "handles_timeout", False)
 
 
-def run_in_process(st: Any, ctx: StageContext, *, on_record_failed: Any = None) -> dict[str, Any]:
+def run_in_process(
+    st: Any, ctx: StageContext, *, on_record_failed: Any = None, policy: Any = None
+) -> dict[str, Any]:
+    """Run the processor in this thread; under the network guard of
+    ``policy`` (a :class:`pipekit.netguard.Policy`) when one is given. The
+    network mode the stage ran in goes to ``ctx.info["network"]``."""
+    if policy is None:
+        _run_processor(st, ctx, on_record_failed)
+        return ctx.info
+    from . import netguard
+
+    with netguard.guarded(policy) as g:
+        try:
+            _run_processor(st, ctx, on_record_failed)
+        except Exception as exc:
+            ctx.info["network"] = g.mode
+            if g.violations and not isinstance(exc, (Interrupted, NetworkRefused)):
+                # the processor caught the refusal and failed otherwise
+                raise NetworkRefused(g.violations[0]) from exc
+            raise
+        except BaseException:
+            ctx.info["network"] = g.mode
+            raise
+    ctx.info["network"] = g.mode
+    if g.violations:  # the processor caught the refusal and carried on
+        raise NetworkRefused(g.violations[0])
+    return ctx.info
+
+
+def _run_processor(st: Any, ctx: StageContext, on_record_failed: Any) -> None:
     proc = st.processor
     if isinstance(proc, RecordStage):
         counters = run_record_stage(proc, ctx, cancel=ctx.cancelled, on_failed=on_record_failed)
         ctx.info.update(counters)
     else:
         proc.run(ctx)
-    return ctx.info
 
 
 def run_in_worker(
-    st: Any, ctx: StageContext, *, pipeline_file: Path, backend: str, timeout: float | None
+    st: Any,
+    ctx: StageContext,
+    *,
+    pipeline_file: Path,
+    backend: str,
+    timeout: float | None,
+    policy: Any = None,
 ) -> dict[str, Any]:
     """Run the attempt in ``python -m pipekit.worker``; kill its whole process
     group when ``timeout`` passes or the run is interrupted."""
@@ -50,6 +84,7 @@ def run_in_worker(
             "run_id": ctx.run_id,
             "attempt": ctx.attempt,
             "result": str(result_path),
+            "network": policy.to_json() if policy is not None else None,
         }
         cp = ctx.checkpoint
         if cp is not None:
@@ -84,10 +119,15 @@ def run_in_worker(
             raise StageFailed(
                 f"the worker process died (exit code {proc.returncode}) without a result"
             ) from None
+    if result.get("network"):
+        ctx.info["network"] = result["network"]
     if not result.get("ok"):
-        message = f"{result.get('error_type')}: {result.get('message')}"
-        exc_cls = NonRetryable if result.get("non_retryable") else StageFailed
-        exc = exc_cls(message)
+        exc: Exception
+        if result.get("network_refused"):
+            exc = NetworkRefused(str(result.get("message")))
+        else:
+            message = f"{result.get('error_type')}: {result.get('message')}"
+            exc = (NonRetryable if result.get("non_retryable") else StageFailed)(message)
         exc.remote_traceback = result.get("traceback")  # type: ignore[union-attr]
         raise exc
     ctx.info.update(result.get("info") or {})

@@ -43,6 +43,7 @@ class Pipeline:
     stages: dict[str, PlannedStage]
     order: list[str]
     raw: dict[str, Any]
+    network: _config.NetworkConfig = attrs.field(factory=_config.NetworkConfig)
 
     def downstream_of(self, names: Iterable[str]) -> set[str]:
         """The named stages and every stage that depends on them."""
@@ -186,6 +187,7 @@ def load_pipeline(
         stages=planned,
         order=order,
         raw=data,
+        network=cfg.network,
     )
 
 

@@ -45,7 +45,7 @@ from .errors import StageFailed
 
 __all__ = ["load", "store", "CachedPipeline", "CachedStage", "ProcessorRef", "enabled"]
 
-FORMAT = 3
+FORMAT = 4
 log = logging.getLogger("pipekit.plancache")
 RACY_NS = 2_000_000_000
 
@@ -265,6 +265,16 @@ class _Backend:
         self.options = options
 
 
+class _Network:
+    """The ``[network]`` table of a cached plan (what ``NetworkConfig`` holds)."""
+
+    __slots__ = ("allow", "isolation")
+
+    def __init__(self, allow: list[str], isolation: str) -> None:
+        self.allow = allow
+        self.isolation = isolation
+
+
 class CachedPipeline:
     def __init__(self, doc: dict[str, Any], cache_path: Path) -> None:
         self._cache_path = cache_path
@@ -273,6 +283,7 @@ class CachedPipeline:
         self.name: str = doc["name"]
         self.state_dir = Path(doc["state_dir"])
         self.backend = _Backend(doc["backend"]["name"], doc["backend"]["options"])
+        self.network = _Network(doc["network"]["allow"], doc["network"]["isolation"])
         self.order: list[str] = doc["order"]
         self.registry = _LazyRegistry()
         self.has_observers: bool = doc["observers"]
@@ -392,6 +403,7 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
         "name": pipeline.name,
         "state_dir": str(pipeline.state_dir),
         "backend": {"name": pipeline.backend.name, "options": pipeline.backend.options},
+        "network": {"allow": pipeline.network.allow, "isolation": pipeline.network.isolation},
         "order": pipeline.order,
         "observers": observers,
         "stages": stages,

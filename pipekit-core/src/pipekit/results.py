@@ -35,15 +35,22 @@ class StageResult:
     fingerprint: str | None = None
     error: str | None = None
     info: dict[str, Any] = attrs.field(factory=dict)
+    network: str | None = None
+    """How the stage's processor met the network: ``guarded``, ``isolated``,
+    ``unguarded`` or ``allowed`` (None: it did not run)."""
 
     def summary(self) -> dict[str, Any]:
-        """The stage's entry in ``pipekit run --json`` (**contract**)."""
-        return {
+        """The stage's entry in ``pipekit run --json`` (**contract** keys
+        ``name``, ``status``, ``duration_s``, ``reason``; ``network`` is extra)."""
+        out = {
             "name": self.name,
             "status": self.status,
             "duration_s": round(self.duration_s, 6),
             "reason": self.reason,
         }
+        if self.network is not None:
+            out["network"] = self.network
+        return out
 
 
 @attrs.define

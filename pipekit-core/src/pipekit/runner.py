@@ -25,6 +25,7 @@ from .errors import (
     EXIT_INTERRUPTED,
     EXIT_LOCK,
     EXIT_OK,
+    NetworkRefused,
     NonRetryable,
     StageFailed,
 )
@@ -54,6 +55,9 @@ class RunOptions:
     keep_going: bool = False
     lock_timeout: float | None = 600.0
     lock_ttl: float = 60.0
+    allow_network: frozenset[str] = frozenset()
+    """Stages that may use the network whatever their config says."""
+    allow_network_all: bool = False
 
 
 @attrs.define
@@ -154,6 +158,7 @@ class Runner:
         self._lock_timed_out: list[str] = []
         self._tries: dict[str, int] = {}
         self._results_so_far: dict[str, StageResult] = {}
+        self._policies: dict[str, Any] = {}
 
     # -- public ---------------------------------------------------------------
 
@@ -512,9 +517,12 @@ class Runner:
         except Exception as exc:
             duration = time.perf_counter() - t0
             message = (
-                f"{type(exc).__name__}: {exc}" if not isinstance(exc, StageFailed) else str(exc)
+                str(exc)
+                if isinstance(exc, (StageFailed, NetworkRefused))
+                else f"{type(exc).__name__}: {exc}"
             )
             info = dict(getattr(exc, "info", None) or last_info)
+            network = info.pop("network", None)
             tb = getattr(exc, "remote_traceback", None)
             if tb:
                 info["traceback"] = tb
@@ -528,6 +536,7 @@ class Runner:
                 fingerprint=d.fingerprint,
                 error=message,
                 info=info,
+                network=network,
             )
             self.state.update(
                 name, self._state_entry(st, d, {}, "failed", duration, attempts, message)
@@ -535,6 +544,8 @@ class Runner:
             self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
             return result
         from .commit import CommitJob
+
+        network = last_info.pop("network", None)
 
         def make_record(digests: dict[str, str]) -> IdemRecord:
             return IdemRecord(
@@ -568,6 +579,7 @@ class Runner:
                     fingerprint=d.fingerprint,
                     error=message,
                     info=last_info,
+                    network=network,
                 )
             else:
                 self.state.update(name, self._state_entry(st, d, digests, "ok", duration, attempts))
@@ -584,6 +596,7 @@ class Runner:
                     key=d.key,
                     fingerprint=d.fingerprint,
                     info=last_info,
+                    network=network,
                 )
             self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
             return result
@@ -619,6 +632,7 @@ class Runner:
             timeout=st.config.timeout,
             cancelled=self.cancel,
         )
+        policy = self.network_policy(st)
         try:
             if needs_worker(st):
                 info = run_in_worker(
@@ -627,9 +641,12 @@ class Runner:
                     pipeline_file=self.pipeline.file,
                     backend=self.backends.name,
                     timeout=st.config.timeout,
+                    policy=policy,
                 )
             else:
-                info = run_in_process(st, ctx, on_record_failed=self._record_failed(st))
+                info = run_in_process(
+                    st, ctx, on_record_failed=self._record_failed(st), policy=policy
+                )
             for key, tmp in zip(st.outputs, tmps):
                 if not tmp.exists():
                     raise StageFailed(f"the processor did not write output {key!r}")
@@ -647,11 +664,40 @@ class Runner:
             raise
         return tmps, dict(info)
 
+    def network_policy(self, st: Any) -> Any:
+        """The network guard's policy for stage ``st`` (DESIGN §8): the
+        pipeline's allow list plus the stage's, or everything when the stage
+        or the command line allows the network."""
+        policy = self._policies.get(st.name)
+        if policy is None:
+            from .fingerprint import processor_ref
+            from .netguard import Policy
+
+            cfg = st.config
+            net = self.pipeline.network
+            allow_all = (
+                cfg.allow_network
+                or self.options.allow_network_all
+                or st.name in self.options.allow_network
+            )
+            policy = Policy(
+                st.name,
+                processor_ref(st).name,
+                [*net.allow, *cfg.network.allow],
+                allow_all=allow_all,
+                isolation=cfg.network.isolation or net.isolation,
+            )
+            self._policies[st.name] = policy
+        return policy
+
     def _record_failed(self, st: Any) -> Callable[[Any, BaseException], None]:
         def call(record: Any, error: BaseException) -> None:
-            self.observers.call(
-                "on_record_failed", run=self.info, stage=st.config, record=record, error=error
-            )
+            from .netguard import trusted
+
+            with trusted():  # observers are the runner's, not the processor's
+                self.observers.call(
+                    "on_record_failed", run=self.info, stage=st.config, record=record, error=error
+                )
 
         return call
 
@@ -724,6 +770,7 @@ class Runner:
                 "exit_code": outcome.exit_code,
                 "metrics": outcome.metrics,
                 "plugin_errors": self.observers.errors,
+                "network_allowed": [r.name for r in outcome.results if r.network == "allowed"],
                 "stages": [attrs.asdict(r) for r in outcome.results],
             },
         )

@@ -21,6 +21,7 @@ def main() -> int:
     job = _json.loads(sys.stdin.buffer.read())
     result_path = Path(job["result"])
     sys.stdout = sys.stderr  # a processor's prints must not reach the protocol
+    network = None
     try:
         registry = load_registry()
         pipeline = load_pipeline(
@@ -47,9 +48,19 @@ def main() -> int:
             workdir=pipeline.root,
             checkpoint=checkpoint,
         )
-        info = run_in_process(st, ctx)
-        out = {"ok": True, "info": info}
+        policy = None
+        if job.get("network"):
+            from .netguard import Policy
+
+            policy = Policy.from_json(job["network"])
+        try:
+            info = run_in_process(st, ctx, policy=policy)
+        finally:
+            network = ctx.info.pop("network", None)
+        out = {"ok": True, "info": info, "network": network}
     except BaseException as exc:  # reported to the parent, which decides
+        from .errors import NetworkRefused
+
         non_retryable = isinstance(exc, NonRetryable)
         try:
             non_retryable = non_retryable or isinstance(exc, st.processor.non_retryable)
@@ -61,6 +72,8 @@ def main() -> int:
             "message": str(exc),
             "traceback": traceback.format_exc(),
             "non_retryable": non_retryable,
+            "network_refused": isinstance(exc, NetworkRefused),
+            "network": network,
         }
     result_path.write_bytes(_json.dumps(out))
     return 0

@@ -10,6 +10,12 @@ in the stage record; what the command prints on stdout goes to pipekit's
 stderr, so that ``pipekit run --json`` output stays one JSON document.
 ``timeout`` is enforced by killing the command's whole
 process group.
+
+The command runs without network (``pipekit.isolate_command``): in a
+network namespace with only its own loopback where the OS allows it, so
+that the kernel refuses anything beyond; a command that tried to reach the
+network fails the stage with the guard's message. ``allow_network = true``
+on the stage lifts this (see docs/offline.md).
 """
 
 from __future__ import annotations
@@ -161,6 +167,7 @@ class Shell(pipekit.Stage):
     version = "1"
     Params = ShellParams
     handles_timeout = True
+    command_params = ("cmd",)
 
     def run(self, ctx: pipekit.StageContext) -> None:
         params: ShellParams = ctx.params
@@ -182,8 +189,9 @@ class Shell(pipekit.Stage):
             env = dict(os.environ)
             env.update(params.env)
         ctx.info["command"] = command
+        isolated = pipekit.isolate_command(["/bin/sh", "-c", command])
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", command],
+            isolated.argv,
             cwd=ctx.workdir,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -201,11 +209,13 @@ class Shell(pipekit.Stage):
             ctx.info["stderr"] = stderr[-STDERR_KEEP:].decode("utf-8", "replace")
             if watch.fired == "cancelled":
                 raise pipekit.StageFailed("interrupted; the command was killed")
+            isolated.check()
             raise pipekit.StageTimeout(
                 f"command ran past the stage's timeout of {ctx.timeout:g}s and was killed"
             )
         ctx.info["stderr"] = stderr[-STDERR_KEEP:].decode("utf-8", "replace")
         ctx.info["exit_code"] = proc.returncode
+        isolated.check()  # it tried to reach the network: the guard's message
         if proc.returncode != 0:
             tail = ctx.info["stderr"].strip().splitlines()[-1:] or [""]
             how = (
@@ -213,4 +223,6 @@ class Shell(pipekit.Stage):
                 if proc.returncode < 0
                 else f"exit code {proc.returncode}"
             )
-            raise pipekit.StageFailed(f"command failed ({how}): {tail[0]}".rstrip(": "))
+            message = f"command failed ({how}): {tail[0]}".rstrip(": ")
+            why = isolated.explain()
+            raise pipekit.StageFailed(f"{message}; {why}" if why else message)

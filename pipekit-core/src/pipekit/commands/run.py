@@ -53,21 +53,34 @@ def add_parser(sub: Any) -> None:
         metavar="SECONDS",
         help="give up (exit 3) when a stage's lock is held longer (default: 600)",
     )
+    run.add_argument(
+        "--allow-network",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="let STAGE use the network: no guard, no namespace "
+        "(repeatable; 'all' for every stage)",
+    )
     run.set_defaults(handler=main)
 
 
-def forced(args: argparse.Namespace, pipeline: Any) -> tuple[frozenset[str], bool]:
-    names = set(args.force)
-    force_all = "all" in names
+def stage_names(option: str, values: list[str], pipeline: Any) -> tuple[frozenset[str], bool]:
+    """The stages an option names (``all``: every stage), checked."""
+    names = set(values)
+    every = "all" in names
     names.discard("all")
     unknown = sorted(names - set(pipeline.stages))
     if unknown:
         from ..errors import ConfigError
 
         raise ConfigError(
-            f"--force: unknown stage {unknown[0]!r}; stages: {', '.join(pipeline.order)}"
+            f"{option}: unknown stage {unknown[0]!r}; stages: {', '.join(pipeline.order)}"
         )
-    return frozenset(names), force_all
+    return frozenset(names), every
+
+
+def forced(args: argparse.Namespace, pipeline: Any) -> tuple[frozenset[str], bool]:
+    return stage_names("--force", args.force, pipeline)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -75,6 +88,7 @@ def main(args: argparse.Namespace) -> int:
 
     pipeline, registry = load_for_run(args)
     force, force_all = forced(args, pipeline)
+    allow_network, allow_network_all = stage_names("--allow-network", args.allow_network, pipeline)
     if args.jobs < 1:
         from ..errors import ConfigError
 
@@ -89,6 +103,8 @@ def main(args: argparse.Namespace) -> int:
         force_all=force_all,
         keep_going=args.keep_going,
         lock_timeout=args.lock_timeout,
+        allow_network=allow_network,
+        allow_network_all=allow_network_all,
     )
     from ..report import Reporter
 

@@ -1,0 +1,554 @@
+"""The network guard of Python processors (DESIGN §8).
+
+While a processor runs, its thread (and every thread it starts, and every
+process it forks) runs under a :class:`Guard`: an audit hook
+(``sys.addaudithook``, installed once per process, the first time a stage
+runs) refuses, before the system call is made,
+
+- socket connections, datagrams and binds to addresses outside the stage's
+  allowed set (default: loopback, ``127.0.0.0/8``, ``::1`` and
+  ``localhost``; ``AF_UNIX`` and ``AF_NETLINK`` sockets are always allowed);
+- name look-ups of names outside it (``localhost`` is loopback);
+- starting a program (``subprocess``, ``os.system``, ``os.exec*``,
+  ``os.posix_spawn``, ``os.spawn*``) that was not prepared with
+  :func:`pipekit.isolate_command`, since a program is out of the hook's
+  sight.
+
+A refusal raises :class:`pipekit.NetworkRefused` (a ``PermissionError``) in
+the processor and is also kept on the guard, so the stage fails with the
+guard's message even when the processor catches the error.
+
+The hook is process-wide but only acts in a thread whose context holds an
+active guard: the runner's own threads (scheduler, commit thread, lock and
+store backends) are never blocked, and :func:`trusted` lifts the guard for
+the runner's own work done on a processor's behalf (checkpoint store calls,
+observer hooks).
+
+What it cannot see: sockets opened by C code that bypasses Python's
+``socket`` module (a C extension's own networking), and Python processes
+started without going through the audited calls. Commands run through
+:func:`pipekit.isolate_command` get a kernel-level guarantee instead: a
+network namespace (see :mod:`pipekit.netns`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import socket as _socket
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from .errors import NetworkRefused
+
+__all__ = [
+    "LOOPBACK",
+    "ISOLATION_MODES",
+    "Rule",
+    "Policy",
+    "Guard",
+    "parse_rule",
+    "check_allow_list",
+    "install",
+    "guarded",
+    "trusted",
+    "current",
+]
+
+LOOPBACK = "loopback"
+"""The allow-list word for 127.0.0.0/8, ::1 and localhost."""
+
+ISOLATION_MODES = ("auto", "required", "off")
+
+_THREAD_ATTR = "_pipekit_netguard"
+
+
+class Rule:
+    """One allowed destination: an address or network, or a host name
+    (``*.example`` matches its subdomains), with an optional port."""
+
+    __slots__ = ("name", "net", "port", "suffix", "text")
+
+    def __init__(
+        self,
+        text: str,
+        *,
+        net: Any = None,
+        name: str | None = None,
+        suffix: bool = False,
+        port: int | None = None,
+    ) -> None:
+        self.text = text
+        self.net = net
+        self.name = name
+        self.suffix = suffix
+        self.port = port
+
+    def matches_ip(self, ip: Any, port: int | None) -> bool:
+        if self.net is None or ip.version != self.net.version or ip not in self.net:
+            return False
+        return self.port is None or port is None or port == self.port
+
+    def matches_name(self, name: str, port: int | None) -> bool:
+        if self.name is None:
+            return False
+        if not (name.endswith("." + self.name) if self.suffix else name == self.name):
+            return False
+        return self.port is None or port is None or port == self.port
+
+
+def _ip(text: str) -> Any:
+    """An IP address, or None when ``text`` is not one (IPv4-mapped IPv6
+    addresses count as the IPv4 address; a zone index is dropped)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return mapped if mapped is not None else ip
+
+
+def _port(text: str, entry: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+    return int(text)
+
+
+def _name(text: str, entry: str) -> str:
+    import re
+
+    name = text.lower().rstrip(".")
+    if not re.fullmatch(
+        r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*", name
+    ):
+        raise ValueError(
+            f"{entry!r} is not an address, a network (10.0.0.0/8), a host name "
+            "or one of these with :PORT"
+        )
+    return name
+
+
+def parse_rule(entry: str) -> list[Rule]:
+    """The rules of one allow-list entry: ``loopback``, ``10.1.2.3``,
+    ``10.1.2.3:5432``, ``[fd00::1]:5432``, ``fd00::1``, ``10.0.0.0/8``,
+    ``db.internal``, ``db.internal:5432``, ``*.internal``. Raises
+    ``ValueError`` with a message naming the entry."""
+    import ipaddress
+
+    text = entry.strip()
+    if text == LOOPBACK:
+        return [
+            Rule(text, net=ipaddress.ip_network("127.0.0.0/8")),
+            Rule(text, net=ipaddress.ip_network("::1/128")),
+            Rule(text, name="localhost"),
+            Rule(text, name="localhost", suffix=True),
+        ]
+    if not text:
+        raise ValueError("an empty entry; write an address, a network or a host name")
+    if "://" in text:
+        raise ValueError(f"{entry!r}: write the host (and :PORT), not a URL")
+    port: int | None = None
+    host = text
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ValueError(f"{entry!r}: a '[' without its ']'")
+        host, rest = text[1:close], text[close + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{entry!r}: expected ':PORT' after ']'")
+            port = _port(rest[1:], entry)
+        if _ip(host) is None:
+            raise ValueError(f"{entry!r}: {host!r} is not an IPv6 address")
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = _port(port_text, entry)
+    if "/" in host:
+        if port is not None:
+            raise ValueError(f"{entry!r}: a network takes no port")
+        try:
+            return [Rule(text, net=ipaddress.ip_network(host, strict=False))]
+        except ValueError as exc:
+            raise ValueError(f"{entry!r} is not a network: {exc}") from None
+    ip = _ip(host)
+    if ip is not None:
+        return [Rule(text, net=ipaddress.ip_network(ip), port=port)]
+    suffix = host.startswith("*.")
+    name = _name(host[2:] if suffix else host, entry)
+    return [Rule(text, name=name, suffix=suffix, port=port)]
+
+
+def check_allow_list(entries: Sequence[str]) -> list[str]:
+    """The problems of an allow list, one message per bad entry."""
+    problems = []
+    for entry in entries:
+        if entry == LOOPBACK:
+            continue  # the default: no need to import ipaddress to know it
+        try:
+            parse_rule(entry)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+class Policy:
+    """What one stage may reach: the allow list, or everything."""
+
+    __slots__ = ("allow_all", "entries", "isolation", "processor", "rules", "stage")
+
+    def __init__(
+        self,
+        stage: str,
+        processor: str,
+        entries: Sequence[str] = (LOOPBACK,),
+        *,
+        allow_all: bool = False,
+        isolation: str = "auto",
+    ) -> None:
+        self.stage = stage
+        self.processor = processor
+        self.entries = list(dict.fromkeys(entries))
+        self.rules = [r for e in self.entries for r in parse_rule(e)]
+        self.allow_all = allow_all
+        self.isolation = isolation
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "processor": self.processor,
+            "allow": self.entries,
+            "allow_all": self.allow_all,
+            "isolation": self.isolation,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Policy:
+        return cls(
+            doc["stage"],
+            doc["processor"],
+            doc["allow"],
+            allow_all=doc["allow_all"],
+            isolation=doc["isolation"],
+        )
+
+    def describe(self) -> str:
+        return ", ".join(self.entries) if self.entries else "nothing"
+
+    def allows_ip(self, ip: Any, port: int | None) -> bool:
+        return any(r.matches_ip(ip, port) for r in self.rules)
+
+    def allows_name(self, name: str, port: int | None) -> bool:
+        name = name.lower().rstrip(".")
+        return any(r.matches_name(name, port) for r in self.rules)
+
+    def how_to_allow(self, target: str | None) -> str:
+        add = (
+            f"add {target!r} to network.allow of stage {self.stage!r} or of the pipeline, "
+            if target
+            else ""
+        )
+        return (
+            f"To allow it: {add}set allow_network = true on stage {self.stage!r}, "
+            f"or run `pipekit run --allow-network {self.stage}`."
+        )
+
+
+class Guard:
+    """The guard of one attempt of one stage: its policy, what it refused,
+    the commands it let start, and the network mode for the stage record
+    (``guarded``, ``allowed``, ``isolated`` or ``unguarded``)."""
+
+    __slots__ = ("approved", "busy", "mode", "policy", "resolved", "violations")
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.violations: list[str] = []
+        self.approved: set[tuple[Any, ...]] = set()
+        self.resolved: dict[Any, set[int | None]] = {}
+        self.busy: int | None = None  # the thread doing the guard's own look-up
+        self.mode = "allowed" if policy.allow_all else "guarded"
+
+    def approve(self, argv: Sequence[Any]) -> None:
+        """Let the program ``argv`` start (it was isolated, or knowingly not)."""
+        self.approved.add(tuple(argv))
+
+    def note_mode(self, mode: str) -> None:
+        """Record how a command ran; ``unguarded`` outranks ``isolated``."""
+        rank = {"allowed": 0, "guarded": 1, "isolated": 2, "unguarded": 3}
+        if rank.get(mode, 0) > rank.get(self.mode, 0):
+            self.mode = mode
+
+    def refuse(
+        self, tried: str, target: str | None, *, hint: str | None = None, outside: bool = True
+    ) -> None:
+        """Record and raise the refusal of what the processor ``tried``."""
+        p = self.policy
+        where = f", outside the stage's allowed network ({p.describe()})" if outside else ""
+        msg = (
+            f"network guard: stage {p.stage!r} (processor {p.processor!r}) tried to {tried}"
+            f"{where}. " + (hint or p.how_to_allow(target))
+        )
+        self.violations.append(msg)
+        raise NetworkRefused(msg)
+
+
+_TRUSTED: Any = object()
+_current: contextvars.ContextVar[Any] = contextvars.ContextVar("pipekit_netguard", default=None)
+_installed = False
+_install_lock = threading.Lock()
+
+
+def current() -> Guard | None:
+    """The guard in force in this thread, if any."""
+    g = _current.get()
+    if g is None:
+        g = getattr(threading.current_thread(), _THREAD_ATTR, None)
+    return None if g is None or g is _TRUSTED else g  # type: ignore[no-any-return]
+
+
+@contextmanager
+def guarded(policy: Policy) -> Iterator[Guard]:
+    """Run the body (a processor) under a new guard for ``policy``."""
+    install()
+    g = Guard(policy)
+    token = _current.set(g)
+    try:
+        yield g
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def trusted() -> Iterator[None]:
+    """Lift the guard for the runner's own work in a processor's thread
+    (e.g. a checkpoint store that talks to a server)."""
+    token = _current.set(_TRUSTED)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def install() -> None:
+    """Install the audit hook (once per process; it cannot be removed) and
+    make threads inherit the guard of the thread that starts them."""
+    global _installed
+    if _installed:
+        return
+    with _install_lock:
+        if _installed:
+            return
+        original_start = threading.Thread.start
+
+        def start(self: threading.Thread) -> None:
+            g = _current.get()
+            if g is None:
+                g = getattr(threading.current_thread(), _THREAD_ATTR, None)
+            if g is not None and g is not _TRUSTED:
+                setattr(self, _THREAD_ATTR, g)
+            original_start(self)
+
+        start.__doc__ = original_start.__doc__
+        threading.Thread.start = start  # type: ignore[method-assign]
+        sys.addaudithook(_hook)
+        _installed = True
+
+
+# -- the audit hook ------------------------------------------------------------
+
+_SOCKET_EVENTS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg", "socket.bind"})
+_LOOKUP_EVENTS = frozenset(
+    {"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "socket.getnameinfo"}
+)
+_EXEC_EVENTS = frozenset(
+    {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.startfile"}
+)
+_WATCHED = _SOCKET_EVENTS | _LOOKUP_EVENTS | _EXEC_EVENTS
+_LOCAL_FAMILIES = frozenset(
+    f for f in (getattr(_socket, "AF_UNIX", None), getattr(_socket, "AF_NETLINK", None)) if f
+)
+_IP_FAMILIES = frozenset({_socket.AF_INET, _socket.AF_INET6})
+
+
+def _hook(
+    event: str,
+    args: tuple[Any, ...],
+    _watched: frozenset[str] = _WATCHED,
+    _get: Any = _current.get,
+    _thread: Any = threading.current_thread,
+    _ident: Any = threading.get_ident,
+) -> None:
+    if event not in _watched:
+        return
+    g = _get()
+    if g is None:
+        g = getattr(_thread(), _THREAD_ATTR, None)
+        if g is None:
+            return
+    if g is _TRUSTED or g.policy.allow_all or g.busy == _ident():
+        return
+    if event in _SOCKET_EVENTS:
+        _on_socket(g, event, args)
+    elif event in _LOOKUP_EVENTS:
+        _on_lookup(g, event, args)
+    else:
+        _on_exec(g, event, args)
+
+
+def _to_port(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    text = str(value)
+    if text.isdigit():
+        return int(text)
+    try:
+        return _socket.getservbyname(text)
+    except OSError:
+        return None
+
+
+def _hostport(host: str, port: int | None) -> str:
+    if ":" in host:
+        return f"[{host}]:{port}" if port is not None else host
+    return f"{host}:{port}" if port is not None else host
+
+
+def _allowed_address(g: Guard, host: Any, port: int | None) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    host = str(host)
+    ip = _ip(host)
+    if ip is None:
+        return g.policy.allows_name(host, port) if host else False
+    if g.policy.allows_ip(ip, port):
+        return True
+    ports = g.resolved.get(ip)
+    return ports is not None and (None in ports or port in ports)
+
+
+def _on_socket(g: Guard, event: str, args: tuple[Any, ...]) -> None:
+    sock, address = args[0], args[1]
+    if address is None:  # sendmsg on a connected socket: its connect was checked
+        return
+    family = getattr(sock, "family", None)
+    if family in _LOCAL_FAMILIES:
+        return
+    verb = {
+        "socket.connect": "connect to",
+        "socket.sendto": "send a datagram to",
+        "socket.sendmsg": "send a message to",
+        "socket.bind": "listen on (bind)",
+    }[event]
+    if family not in _IP_FAMILIES:
+        name = getattr(family, "name", str(family))
+        g.refuse(f"{verb} {address!r} over a socket of family {name}", None)
+        return
+    if not isinstance(address, tuple) or len(address) < 2:
+        g.refuse(f"{verb} {address!r}", None)
+        return
+    host, port = address[0], _to_port(address[1])
+    if event == "socket.bind" and host in ("", "0.0.0.0", "::"):
+        if not _allowed_address(g, "0.0.0.0" if host in ("", "0.0.0.0") else "::", port):
+            g.refuse(
+                f"listen on every interface ({_hostport(host or '0.0.0.0', port)})",
+                None,
+                hint="Bind to 127.0.0.1 instead, or allow the stage's network: "
+                + g.policy.how_to_allow(None).removeprefix("To allow it: "),
+            )
+        return
+    if not _allowed_address(g, host, port):
+        host_text = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
+        target = _hostport(host_text, port)
+        g.refuse(f"{verb} {target}", target)
+
+
+def _on_lookup(g: Guard, event: str, args: tuple[Any, ...]) -> None:
+    if event == "socket.getaddrinfo":
+        host, port = args[0], _to_port(args[1])
+    elif event == "socket.getnameinfo":
+        sockaddr = args[0]
+        host = sockaddr[0] if isinstance(sockaddr, tuple) and sockaddr else sockaddr
+        port = _to_port(sockaddr[1]) if isinstance(sockaddr, tuple) and len(sockaddr) > 1 else None
+    else:
+        host, port = args[0], None
+    if host is None:  # a passive look-up (for bind): no name to resolve
+        return
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    host = str(host)
+    ip = _ip(host)
+    if ip is not None:
+        if event in ("socket.getaddrinfo", "socket.gethostbyname"):
+            # a literal address: nothing is looked up; connect checks it
+            return
+        if not _allowed_address(g, host, port):
+            g.refuse(f"look up the name of {host}", host)
+        return
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return  # answered on this machine; connecting is checked by address
+    if not g.policy.allows_name(name, port):
+        if port is not None and g.policy.allows_name(name, None):
+            g.refuse(f"look up the name {host!r} for port {port}", _hostport(host, port))
+        g.refuse(f"look up the name {host!r}", host)
+        return
+    _remember(g, host, port)
+
+
+def _remember(g: Guard, host: str, port: int | None) -> None:
+    """An allowed name: remember what it resolves to, so that connecting to
+    those addresses is allowed too (with the rule's port)."""
+    name = host.lower().rstrip(".")
+    rule_ports = {r.port for r in g.policy.rules if r.matches_name(name, port)}
+    g.busy = threading.get_ident()
+    try:
+        infos = _socket.getaddrinfo(host, None)
+    except OSError:
+        return  # the caller's own look-up fails the same way
+    finally:
+        g.busy = None
+    for info in infos:
+        ip = _ip(str(info[4][0]))
+        if ip is not None:
+            g.resolved.setdefault(ip, set()).update(rule_ports)
+
+
+def _on_exec(g: Guard, event: str, args: tuple[Any, ...]) -> None:
+    if event == "subprocess.Popen":
+        argv = args[1]
+    elif event == "os.system":
+        argv = [args[0]]
+    elif event in ("os.exec", "os.posix_spawn"):
+        argv = args[1]
+    elif event == "os.spawn":
+        argv = args[2]
+    else:
+        argv = [args[0]]
+    try:
+        key = tuple(argv)
+    except TypeError:
+        key = (argv,)
+    if key in g.approved:
+        return
+    shown = " ".join(str(a) for a in key)
+    if len(shown) > 120:
+        shown = shown[:117] + "..."
+    p = g.policy
+    g.refuse(
+        f"start the program `{shown}`, which the guard cannot watch",
+        None,
+        outside=False,
+        hint=(
+            "Start programs through pipekit.isolate_command(argv), which runs them "
+            f"without network; or set allow_network = true on stage {p.stage!r}, "
+            f"or run `pipekit run --allow-network {p.stage}`."
+        ),
+    )

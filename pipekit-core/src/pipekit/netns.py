@@ -1,0 +1,345 @@
+"""Commands without network: Linux network namespaces for the programs a
+processor starts (the ``shell`` stage's commands, and any processor's that
+uses :func:`pipekit.isolate_command`).
+
+Each thread that runs commands gets, on first use, a **holder**: a tiny
+process made with ``unshare --net`` (as root) or ``unshare --net
+--map-root-user`` (a user namespace, for other users), whose network
+namespace has nothing but its own loopback, brought up. Every command of
+that thread is started in it with ``nsenter``: the kernel gives the command
+no route beyond loopback, and the host's loopback services are out of its
+reach too. Entering a namespace costs an ``nsenter`` exec per command, far
+less than making and tearing down a namespace per command. A holder ends
+with its thread, or when the runner's process ends (its stdin closes).
+
+Because a thread runs one command at a time, the namespace's counters
+(``/proc/PID/net/snmp``) tell what that command tried: routes it could not
+get (an address beyond loopback, a DNS server) and connections refused on
+the namespace's own loopback (a service that lives on the host).
+
+Where namespaces cannot be made (not Linux, no ``unshare``/``nsenter``, no
+permission), commands run with the host's network (the stage record says
+``unguarded`` and a warning is logged), unless the stage's
+``network.isolation`` is ``"required"``: then the stage fails. With
+``"off"`` commands always run with the host's network (``unguarded``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import NetworkRefused, NonRetryable
+
+__all__ = ["IsolatedCommand", "isolate_command", "probe", "Unavailable"]
+
+log = logging.getLogger("pipekit.netns")
+
+# Brings the namespace's loopback up (SIOCGIFFLAGS, SIOCSIFFLAGS | IFF_UP),
+# says "ready", then waits for its stdin to close.
+_HOLDER_CODE = r"""
+import fcntl, signal, socket, struct, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, struct.pack("16sh22x", b"lo", 0)))[1]
+fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))
+s.close()
+sys.stdout.write("ready\n")
+sys.stdout.flush()
+sys.stdin.buffer.read()
+"""
+
+_COUNTERS = (
+    # (file, row prefix, column) -> what it means
+    ("snmp", "Ip:", "OutNoRoutes", "beyond"),
+    ("snmp6", None, "Ip6OutNoRoutes", "beyond"),
+    ("snmp", "Tcp:", "AttemptFails", "loopback"),
+    ("snmp", "Udp:", "NoPorts", "loopback"),
+    ("snmp6", None, "Udp6NoPorts", "loopback"),
+)
+
+
+class Unavailable(Exception):
+    """No network namespace can be made here; the message says why."""
+
+
+class _Holder:
+    """A process holding a network namespace with only loopback, up."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], userns: bool, nsenter: str) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.userns = userns
+        self.nsenter = nsenter
+        self._finalizer = weakref.finalize(self, _stop, proc)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wrap(self, argv: Sequence[Any]) -> list[Any]:
+        enter = [self.nsenter, "--target", str(self.pid), "--net"]
+        if self.userns:
+            enter += ["--user", "--preserve-credentials"]
+        return [*enter, "--", *argv]
+
+    def counters(self) -> dict[str, int]:
+        out = {"beyond": 0, "loopback": 0}
+        texts: dict[str, str] = {}
+        for name in ("snmp", "snmp6"):
+            try:
+                with open(f"/proc/{self.pid}/net/{name}") as f:
+                    texts[name] = f.read()
+            except OSError:
+                texts[name] = ""
+        for fname, prefix, column, kind in _COUNTERS:
+            out[kind] += _counter(texts[fname], prefix, column)
+        return out
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _counter(text: str, prefix: str | None, column: str) -> int:
+    lines = text.splitlines()
+    if prefix is None:  # snmp6: "Name value" lines
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == column:
+                return int(parts[1])
+        return 0
+    rows = [line.split() for line in lines if line.startswith(prefix)]
+    for head, values in zip(rows[::2], rows[1::2]):
+        if column in head:
+            i = head.index(column)
+            try:
+                return int(values[i])
+            except (IndexError, ValueError):
+                return 0
+    return 0
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=5)
+    except Exception:
+        try:
+            proc.kill()
+            proc.wait(timeout=5)
+        except Exception:
+            pass
+
+
+_local = threading.local()
+_lock = threading.Lock()
+_unavailable: str | None = None
+_tools: tuple[str, str] | None = None
+
+
+def _find_tools() -> tuple[str, str]:
+    global _tools
+    if _tools is None:
+        if not sys.platform.startswith("linux"):
+            raise Unavailable(f"network namespaces are a Linux feature (this is {sys.platform})")
+        unshare = shutil.which("unshare")
+        nsenter = shutil.which("nsenter")
+        if not unshare or not nsenter:
+            missing = " and ".join(
+                n for n, p in (("unshare", unshare), ("nsenter", nsenter)) if not p
+            )
+            raise Unavailable(f"{missing} not found (install util-linux)")
+        _tools = (unshare, nsenter)
+    return _tools
+
+
+def _start_holder() -> _Holder:
+    from .netguard import trusted
+
+    unshare, nsenter = _find_tools()
+    variants = [["--net", "--map-root-user"]]
+    if os.geteuid() == 0:
+        variants.insert(0, ["--net"])
+    errors = []
+    for flags in variants:
+        argv = [unshare, *flags, "--", sys.executable, "-I", "-S", "-c", _HOLDER_CODE]
+        with trusted():
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+                start_new_session=True,  # a terminal's ^C is the runner's to handle
+            )
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        if line == b"ready\n":
+            proc.stdout.close()
+            proc.stderr.close()
+            return _Holder(proc, "--map-root-user" in flags, nsenter)
+        if proc.stdin is not None:
+            proc.stdin.close()
+        err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        proc.stdout.close()
+        proc.stderr.close()
+        proc.wait()
+        errors.append(f"`unshare {' '.join(flags)}`: {err[-1] if err else 'failed'}")
+    raise Unavailable("; ".join(errors))
+
+
+def _holder() -> _Holder:
+    """This thread's holder (started on first use, restarted if it died)."""
+    global _unavailable
+    if _unavailable is not None:
+        raise Unavailable(_unavailable)
+    h: _Holder | None = getattr(_local, "holder", None)
+    if h is not None and h.alive():
+        return h
+    try:
+        h = _start_holder()
+    except Unavailable as exc:
+        with _lock:
+            _unavailable = str(exc)
+        raise
+    except OSError as exc:
+        with _lock:
+            _unavailable = f"cannot start unshare: {exc}"
+        raise Unavailable(_unavailable) from None
+    _local.holder = h
+    return h
+
+
+def probe() -> str | None:
+    """None when commands can be isolated here, else why not."""
+    try:
+        _holder()
+    except Unavailable as exc:
+        return str(exc)
+    return None
+
+
+class IsolatedCommand:
+    """A command prepared by :func:`isolate_command`.
+
+    ``argv`` is what to start; ``mode`` is ``isolated`` (in a network
+    namespace with only its own loopback), ``unguarded`` (no namespace
+    could be made: the command has the host's network), ``allowed`` (the
+    stage may use the network) or ``none`` (not run by a stage). After the
+    command ended, :meth:`check` raises :class:`pipekit.NetworkRefused` if
+    it tried to reach beyond loopback, and :meth:`explain` says why a
+    failed command may have failed.
+    """
+
+    def __init__(self, argv: list[Any], mode: str, holder: Any, guard: Any, why: str = "") -> None:
+        self.argv = argv
+        self.mode = mode
+        self.why = why
+        self._holder = holder
+        self._guard = guard
+        self._before = holder.counters() if holder is not None else None
+
+    def _delta(self) -> dict[str, int]:
+        if self._holder is None or self._before is None:
+            return {"beyond": 0, "loopback": 0}
+        after = self._holder.counters()
+        return {k: after[k] - self._before[k] for k in after}
+
+    def _where(self) -> str:
+        p = self._guard.policy
+        return f"stage {p.stage!r} (processor {p.processor!r})"
+
+    def check(self) -> None:
+        """Raise :class:`pipekit.NetworkRefused` if the command tried to
+        reach an address beyond loopback (an isolated command only)."""
+        delta = self._delta()
+        if delta["beyond"] > 0:
+            p = self._guard.policy
+            msg = (
+                f"network guard: the command of {self._where()} tried to reach the network "
+                f"({delta['beyond']} attempt(s) to an address beyond loopback, e.g. a server "
+                "or a DNS look-up): it ran in a network namespace with no network but its own "
+                f"loopback. To allow it: set allow_network = true on stage {p.stage!r}, "
+                f"or run `pipekit run --allow-network {p.stage}`."
+            )
+            self._guard.violations.append(msg)
+            raise NetworkRefused(msg)
+
+    def explain(self) -> str | None:
+        """Why a failed isolated command may have failed, or None."""
+        if self.mode != "isolated":
+            return None
+        delta = self._delta()
+        if delta["loopback"] <= 0:
+            return None
+        p = self._guard.policy
+        return (
+            "network guard: the command ran in a network namespace of its own and was refused "
+            "a connection on loopback: the host's loopback services (a database on "
+            "127.0.0.1, say) cannot be reached from it. To let it reach them: set "
+            f"allow_network = true on stage {p.stage!r}, or run "
+            f"`pipekit run --allow-network {p.stage}`."
+        )
+
+
+_warned: set[str] = set()
+
+
+def isolate_command(argv: Sequence[Any]) -> IsolatedCommand:
+    """Prepare a program to start from a processor: start ``.argv`` instead
+    of ``argv`` (with ``subprocess``, as usual), then call ``.check()``
+    when it has ended.
+
+    Under the network guard, the program runs in a network namespace with
+    no network but its own loopback; where none can be made, it runs as it
+    is (``mode == "unguarded"``, logged) unless the stage's
+    ``network.isolation`` is ``"required"``, which raises
+    :class:`pipekit.NonRetryable`. A stage with ``allow_network`` runs it as
+    it is. Outside a stage (no guard), ``argv`` is returned unchanged.
+    """
+    from . import netguard
+
+    argv = list(argv)
+    g = netguard.current()
+    if g is None:
+        return IsolatedCommand(argv, "none", None, None)
+    if g.policy.allow_all:
+        g.approve(argv)
+        return IsolatedCommand(argv, "allowed", None, g)
+    if g.policy.isolation == "off":  # the pipeline chose speed over isolation
+        g.approve(argv)
+        g.note_mode("unguarded")
+        return IsolatedCommand(argv, "unguarded", None, g, 'network.isolation = "off"')
+    try:
+        holder = _holder()
+    except Unavailable as exc:
+        p = g.policy
+        if p.isolation == "required":
+            raise NonRetryable(
+                f"network guard: stage {p.stage!r} requires its commands to run without "
+                f'network (network.isolation = "required"), but no network namespace can be '
+                f"made here: {exc}. Run pipekit as root or where user namespaces are allowed, "
+                f'or set network.isolation = "auto".'
+            ) from None
+        key = f"{p.stage}\0{exc}"
+        if key not in _warned:
+            _warned.add(key)
+            log.warning(
+                "stage %s: its commands run with the host's network (no network namespace: %s)",
+                p.stage,
+                exc,
+            )
+        g.approve(argv)
+        g.note_mode("unguarded")
+        return IsolatedCommand(argv, "unguarded", None, g, str(exc))
+    wrapped = holder.wrap(argv)
+    g.approve(wrapped)
+    g.note_mode("isolated")
+    return IsolatedCommand(wrapped, "isolated", holder, g)
