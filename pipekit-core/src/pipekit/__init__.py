@@ -32,6 +32,17 @@ __all__ = [
     "StageTimeout",
     "NonRetryable",
     "load_registry",
+    "CheckpointManager",
+    "CheckpointInfo",
+    "CheckpointStats",
+    "Retention",
+    "CheckpointError",
+    "CheckpointNotFound",
+    "CheckpointCorrupted",
+    "CheckpointVersionError",
+    "CheckpointDecryptError",
+    "CheckpointConfigError",
+    "CheckpointStateError",
 ]
 
 _LAZY = {
@@ -53,6 +64,17 @@ _LAZY = {
     "StageTimeout": "pipekit.errors",
     "NonRetryable": "pipekit.errors",
     "load_registry": "pipekit.plugins",
+    "CheckpointManager": "pipekit.checkpoints",
+    "CheckpointInfo": "pipekit.checkpoints",
+    "CheckpointStats": "pipekit.checkpoints",
+    "Retention": "pipekit.checkpoints",
+    "CheckpointError": "pipekit.checkpoints",
+    "CheckpointNotFound": "pipekit.checkpoints",
+    "CheckpointCorrupted": "pipekit.checkpoints",
+    "CheckpointVersionError": "pipekit.checkpoints",
+    "CheckpointDecryptError": "pipekit.checkpoints",
+    "CheckpointConfigError": "pipekit.checkpoints",
+    "CheckpointStateError": "pipekit.checkpoints",
 }
 
 
@@ -70,6 +92,19 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoints import (
+        CheckpointConfigError,
+        CheckpointCorrupted,
+        CheckpointDecryptError,
+        CheckpointError,
+        CheckpointInfo,
+        CheckpointManager,
+        CheckpointNotFound,
+        CheckpointStateError,
+        CheckpointStats,
+        CheckpointVersionError,
+        Retention,
+    )
     from .config import PipelineConfig, StageConfig
     from .errors import (
         ConfigError,
