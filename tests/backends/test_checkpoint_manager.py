@@ -209,6 +209,7 @@ def test_root_replacements_and_type_changes(checkpoint_store: Any) -> None:
     fresh = manager(checkpoint_store)
     for id, s in zip(ids, states):
         assert fresh.load(id) == s
+        assert orjson.dumps(fresh.load(id)) == orjson.dumps(s)  # 1.0 stays a float, False a bool
 
 
 def test_deltas_fall_back_to_full_when_they_do_not_pay(checkpoint_store: Any) -> None:
