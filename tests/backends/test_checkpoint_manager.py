@@ -125,7 +125,7 @@ def test_states_that_are_not_json_shaped_are_refused_and_nothing_is_stored(
     checkpoint_store: Any, state: Any
 ) -> None:
     m = manager(checkpoint_store)
-    with pytest.raises(CheckpointStateError, match="JSON-shaped|str"):
+    with pytest.raises(CheckpointStateError, match=r"JSON-shaped|str"):
         m.save(state)
     assert checkpoint_store.list(NS) == []
     with pytest.raises(CheckpointStateError):
@@ -298,7 +298,7 @@ def test_list_sorts_and_filters(checkpoint_store: Any) -> None:
 
 def test_info_and_load_of_missing_ids(checkpoint_store: Any) -> None:
     m = manager(checkpoint_store)
-    with pytest.raises(CheckpointNotFound, match="no checkpoints in 'pipe.stage'"):
+    with pytest.raises(CheckpointNotFound, match=r"no checkpoints in 'pipe\.stage'"):
         m.load()
     with pytest.raises(CheckpointNotFound):
         m.info()
@@ -504,7 +504,7 @@ def test_a_newer_format_is_refused_clearly(checkpoint_store: Any) -> None:
     checkpoint_store.put(NS, info.blob, raw)
     index = checkpoint_store.get(NS, INDEX_ID)
     checkpoint_store.put(NS, INDEX_ID, _with_version(index, 7))
-    with pytest.raises(CheckpointVersionError, match="index .* format 7"):
+    with pytest.raises(CheckpointVersionError, match=r"index .* format 7"):
         manager(checkpoint_store).list()
 
 
@@ -531,7 +531,7 @@ def test_a_damaged_latest_falls_back_to_the_newest_that_verifies(
         raw = bytearray(checkpoint_store.get(NS, info.blob))
         raw[-1] ^= 0x01
         checkpoint_store.put(NS, info.blob, bytes(raw))
-    with pytest.raises(CheckpointCorrupted, match="no checkpoint of 'pipe.stage' verifies"):
+    with pytest.raises(CheckpointCorrupted, match=r"no checkpoint of 'pipe\.stage' verifies"):
         manager(checkpoint_store).load()
 
 
