@@ -142,7 +142,19 @@ def test_a_non_str_key_is_refused_on_the_delta_path_too(checkpoint_store: Any) -
         m.save(state)
     state["k00001"] = "fine"
     state[8] = "x"  # type: ignore[index]
-    with pytest.raises(CheckpointStateError, match="keys must be str"):
+    with pytest.raises(CheckpointStateError, match="must be str"):
+        m.save(state)
+    del state[8]  # type: ignore[arg-type]
+
+    class Ambiguous:  # like an array: comparing it raises
+        def __eq__(self, other: object) -> bool:
+            raise ValueError("truth value is ambiguous")
+
+        __ne__ = __eq__  # type: ignore[assignment]
+        __hash__ = None  # type: ignore[assignment]
+
+    state["k00002"] = Ambiguous()
+    with pytest.raises(CheckpointStateError, match="Ambiguous"):
         m.save(state)
     assert len(m.list()) == 1
 

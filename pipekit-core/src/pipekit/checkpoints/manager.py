@@ -382,10 +382,16 @@ class CheckpointManager:
                 assert prev is not None
                 base_obj = self._base_state(index, prev)
                 if base_obj is not None:
-                    with codec.gc_paused():
-                        ops = delta.diff(base_obj, value)
-                    ops_payload = codec.dumps(ops)
-                    if len(ops_payload) < self.delta_threshold * prev.full_size:
+                    try:
+                        with codec.gc_paused():
+                            ops = delta.diff(base_obj, value)
+                        ops_payload = codec.dumps(ops)
+                    except (TypeError, ValueError):
+                        ops_payload = None  # not JSON-shaped: the full save says how
+                    if (
+                        ops_payload is not None
+                        and len(ops_payload) < self.delta_threshold * prev.full_size
+                    ):
                         kind, base = "delta", prev
             if kind == "delta":
                 assert ops_payload is not None
