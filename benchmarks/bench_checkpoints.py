@@ -205,7 +205,7 @@ def main() -> int:
                 m = CheckpointManager(store, ns, level=args.level)
                 t, full = timed(lambda m=m: m.save(state, full=True))
                 saves.append(t)
-                t, _ = timed(lambda ns=ns: CheckpointManager(store, ns).load())
+                t, _ = timed(lambda ns=ns, store=store: CheckpointManager(store, ns).load())
                 loads.append(t)
                 change(state, args.change, 2 * r)
                 t, d1 = timed(lambda m=m: m.save(state))
@@ -216,7 +216,7 @@ def main() -> int:
                 assert d2.kind == "delta", d2
                 steady_d.append(t)
                 fractions.append(d1.stored_size / full.stored_size)
-                t, _ = timed(lambda ns=ns: CheckpointManager(store, ns).load())
+                t, _ = timed(lambda ns=ns, store=store: CheckpointManager(store, ns).load())
                 dloads.append(t)
                 del m
                 for sid in store.list(ns):
@@ -250,7 +250,7 @@ def main() -> int:
         m = CheckpointManager(fs, "small", retention={"keep_last": 1})
         m.save(small)
         t0 = time.perf_counter()
-        for i in range(args.small):
+        for _ in range(args.small):
             small["offset"] += 4096
             m.save(small)
         per_save = (time.perf_counter() - t0) / args.small

@@ -41,6 +41,7 @@ def test_round_trip_full_and_delta_stores_no_plaintext(checkpoint_store: Any, ke
     assert (full.kind, d.kind) == ("full", "delta")
     key_id = crypto.key_id_of(crypto.parse_key(key_file.read_bytes(), "test"))
     assert full.encrypted and full.key_id == d.key_id == key_id and len(key_id) == 8
+    assert full.keys == () and full.n_keys == 200  # key names are not written in clear
     for sid in checkpoint_store.list(NS):
         assert SECRET.encode() not in checkpoint_store.get(NS, sid), sid
     fresh = CheckpointManager(checkpoint_store, NS, encryption=enc)

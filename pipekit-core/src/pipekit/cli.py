@@ -35,6 +35,7 @@ examples:
   pipekit run                      run the pipeline in this folder
   pipekit run -f etl.toml --jobs 4 run independent stages 4 at a time
   pipekit status --json            what would run, and why, as JSON
+  pipekit checkpoints verify       check every stored checkpoint's SHA-256
   pipekit plugins                  installed plugins and what they register
 """
 

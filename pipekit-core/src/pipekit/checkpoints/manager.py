@@ -376,8 +376,9 @@ class CheckpointManager:
             tname = codec.type_name(state)
             value = codec.to_jsonable(state)
             if type(value) is dict:
-                keys = tuple(k for k in itertools.islice(value, MAX_KEYS) if type(k) is str)
                 n_keys = len(value)
+                if self.cipher is None:  # key names may be secrets too
+                    keys = tuple(k for k in itertools.islice(value, MAX_KEYS) if type(k) is str)
             if not full and self._delta_candidate(prev):
                 assert prev is not None
                 base_obj = self._base_state(index, prev)
