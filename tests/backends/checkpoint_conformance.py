@@ -11,11 +11,12 @@ How a backend reuses this module:
 - Add a factory to :data:`STORE_FACTORIES`: ``name -> (tmp_path) -> opener``,
   where ``opener()`` returns a new store instance over the same data each
   time it is called (so tests can check that data outlives an instance).
-  The ``checkpoint_store_factory`` / ``checkpoint_store`` fixtures (re-exported
-  by ``tests/backends/conftest.py``) are parametrized over every factory, so
-  the conformance class below *and* the CheckpointManager tests
-  (``test_checkpoint_*.py``) run over the new store. A factory that needs
-  something absent (fakeredis, a redis-server binary) calls ``pytest.skip``.
+  The ``checkpoint_store_factory`` / ``checkpoint_store`` fixtures below are
+  parametrized over every factory, so the conformance class *and* the
+  CheckpointManager tests (``test_checkpoint_*.py``, which load this module
+  with ``pytest_plugins = ["checkpoint_conformance"]``) run over the new
+  store. A factory that needs something absent (fakeredis, a redis-server
+  binary) calls ``pytest.skip``.
 - Or subclass :class:`CheckpointStoreConformance` in the backend's own test
   module (in this folder, or with this folder on ``sys.path``) and override
   the ``checkpoint_store_factory`` fixture.

@@ -20,6 +20,8 @@ from pipekit import (
 from pipekit.checkpoints import crypto
 from pipekit.errors import EXIT_USAGE
 
+pytest_plugins = ["checkpoint_conformance"]  # the checkpoint_store fixture, over every store
+
 NS = "pipe.stage"
 SECRET = "the plaintext must not be stored"
 

@@ -11,6 +11,8 @@ import pytest
 from pipekit import CheckpointCorrupted, CheckpointManager
 from pipekit.checkpoints.index import INDEX_ID
 
+pytest_plugins = ["checkpoint_conformance"]  # the checkpoint_store fixture, over every store
+
 NS = "pipe.stage"
 
 

@@ -28,6 +28,8 @@ from pipekit.checkpoints import retention as retention_mod
 from pipekit.checkpoints.index import INDEX_ID, blob_number
 from pipekit.errors import EXIT_USAGE
 
+pytest_plugins = ["checkpoint_conformance"]  # the checkpoint_store fixture, over every store
+
 NS = "pipe.stage"
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import Project
 from pipekit import Checkpoint
 from pipekit.backends.file_checkpoint import FileCheckpointStore
@@ -65,6 +66,20 @@ def test_a_pipekit_0_1_checkpoint_is_still_read_and_cleared(tmp_path: Path) -> N
     assert Checkpoint(store, NS, "fp").load() is None
     Checkpoint(store, NS, "fp").clear()
     assert store.list(NS) == []
+
+
+def test_a_damaged_checkpoint_is_not_loaded_and_the_stage_starts_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FileCheckpointStore(tmp_path)
+    cp = Checkpoint(store, NS, "fp")
+    cp.save({"done": 1})
+    blob = tmp_path / NS / "b-0000000001"
+    blob.write_bytes(blob.read_bytes()[:-1] + b"!")
+    assert Checkpoint(store, NS, "fp").load() is None
+    assert "is damaged" in caplog.text and "starts without its checkpoint" in caplog.text
+    Checkpoint(store, NS, "fp").save({"done": 2})  # and saving works again
+    assert Checkpoint(store, NS, "fp").load() == {"done": 2}
 
 
 def test_the_stage_namespace_is_safe_for_every_store() -> None:

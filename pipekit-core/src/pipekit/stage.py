@@ -57,12 +57,17 @@ class Checkpoint:
         self.manager.save(data, metadata={"fingerprint": self._fingerprint})
 
     def load(self) -> Any:
-        from .checkpoints import CheckpointNotFound
+        from .checkpoints import CheckpointError, CheckpointNotFound
 
         try:
             loaded = self.manager.load_info()
         except CheckpointNotFound:
             return self._load_legacy()
+        except CheckpointError as exc:  # starting over is always safe
+            logging.getLogger("pipekit.checkpoints").warning(
+                "%s; the stage starts without its checkpoint", exc
+            )
+            return None
         if loaded.info.metadata.get("fingerprint") != self._fingerprint:
             return None
         return loaded.state

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+import orjson
 
 from . import codec, delta
 from . import format as fmt
@@ -337,11 +338,11 @@ class CheckpointManager:
         if id is not None:
             self._check_id(id)
         try:
-            codec.dumps(meta)
-        except CheckpointStateError as exc:
-            raise CheckpointStateError(f"checkpoint metadata: {exc}") from None
-        if any(type(k) is not str for k in meta):
-            raise CheckpointStateError("checkpoint metadata keys must be str")
+            orjson.dumps(meta)
+        except TypeError as exc:
+            raise CheckpointStateError(
+                f"checkpoint metadata must be JSON-shaped (a dict with str keys): {exc}"
+            ) from None
         with self._lock:
             index = self._read_index().copy()
             if not self._swept:
