@@ -251,6 +251,29 @@ def test_chains_are_capped_at_max_chain(checkpoint_store: Any) -> None:
     assert manager(checkpoint_store).load() == state
 
 
+def test_full_saves_keep_the_managers_copy_current_without_a_reparse(
+    checkpoint_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a full save (chain at max_chain, or full=True) the next delta
+    diffs against the copy the manager kept up to date, not a re-parse."""
+    from pipekit.checkpoints import manager as manager_mod
+
+    parses = []
+    real = manager_mod._materialize
+    monkeypatch.setattr(manager_mod, "_materialize", lambda p: parses.append(1) or real(p))
+    m = manager(checkpoint_store, max_chain=2)
+    state = big_state(500)
+    kinds = []
+    for i in range(8):
+        state["k00001"]["id"] = i
+        kinds.append(m.save(state, full=i == 5).kind)
+    assert kinds == ["full", "delta", "delta", "full", "delta", "full", "delta", "delta"]
+    assert len(parses) == 1  # once, after the first save of all
+    fresh = manager(checkpoint_store)
+    for e in m.list():
+        assert fresh.load(e.id)["k00001"]["id"] == int(e.id) - 1
+
+
 def test_a_new_manager_continues_the_chain_after_load_or_without_it(checkpoint_store: Any) -> None:
     state = big_state(500)
     manager(checkpoint_store).save(state)

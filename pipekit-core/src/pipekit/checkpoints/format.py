@@ -66,7 +66,9 @@ def unpack(blob: bytes, what: str, id: str | None = None) -> tuple[dict[str, Any
     head = view[_PREFIX.size : _PREFIX.size + hlen]
     if _crc(version, head) != crc:
         raise CheckpointCorrupted(f"{what} is damaged: header checksum mismatch", id)
-    if version > FORMAT_VERSION or version < 1:
+    if version < 1:
+        raise CheckpointCorrupted(f"{what} is damaged: format version {version}", id)
+    if version > FORMAT_VERSION:
         raise CheckpointVersionError(
             f"{what} is in checkpoint format {version}; this pipekit reads format "
             f"{FORMAT_VERSION} and older: upgrade pipekit to read it"

@@ -400,6 +400,20 @@ class CheckpointManager:
                 payload = ops_payload
             else:
                 payload = codec.dumps(value)
+                if base_obj is None and self._warm_base(prev, len(payload)):
+                    # a full save (forced, or the chain is at max_chain) while the
+                    # manager holds the previous state: keep that copy current
+                    # with the (small) difference, instead of parsing this whole
+                    # payload at the next save
+                    assert prev is not None
+                    base_obj = self._cache.obj if self._cache is not None else None
+                    try:
+                        with codec.gc_paused():
+                            ops_payload = codec.dumps(delta.diff(base_obj, value))
+                    except (TypeError, ValueError):
+                        ops_payload = None
+                if ops_payload is not None and len(ops_payload) > len(payload) // 2:
+                    ops_payload = None  # parsing the full payload later is cheaper
         size = len(payload)
         full_size = base.full_size if base is not None else size
         stored, compression = payload, None
@@ -455,14 +469,27 @@ class CheckpointManager:
 
         if not self.deltas or codec_name != codec.JSON:
             self._cache = None
-        elif kind == "delta":
-            assert ops_payload is not None
+        elif base_obj is not None and ops_payload is not None:
             with codec.gc_paused():
                 new_obj = delta.apply(base_obj, codec.loads(ops_payload))
             self._cache = _Cache(n, entry.sha256, None, new_obj)
         else:
             self._cache = _Cache(n, entry.sha256, [payload])
         return entry
+
+    def _warm_base(self, prev: CheckpointInfo | None, size: int) -> bool:
+        """Whether the manager holds ``prev``'s state as objects, for a state
+        large enough to be saved as deltas next."""
+        c = self._cache
+        return (
+            self.deltas
+            and prev is not None
+            and size >= self.delta_min_size
+            and c is not None
+            and c.obj is not None
+            and c.seq == prev.seq
+            and c.sha256 == prev.sha256
+        )
 
     def _delta_candidate(self, prev: CheckpointInfo | None) -> bool:
         return (
