@@ -226,6 +226,28 @@ def test_root_replacements_and_type_changes(checkpoint_store: Any) -> None:
         assert orjson.dumps(fresh.load(id)) == orjson.dumps(s)  # 1.0 stays a float, False a bool
 
 
+def test_a_leaf_changing_type_only_is_recorded_in_large_containers_too(
+    checkpoint_store: Any,
+) -> None:
+    """Dicts and lists longer than the bulk threshold are diffed by C-level
+    passes; those compare types as well as values."""
+    m = manager(checkpoint_store, delta_min_size=0)
+    state: dict[str, Any] = {f"k{i}": 1 for i in range(100)}
+    m.save(state)
+    state["k5"] = True
+    state["k6"] = 1.0
+    assert m.save(state).kind == "delta"
+    got = manager(checkpoint_store).load()
+    assert (type(got["k5"]), type(got["k6"])) == (bool, float)
+    assert orjson.dumps(got) == orjson.dumps(state)
+    m2 = CheckpointManager(checkpoint_store, "list.ns", delta_min_size=0)
+    items: list[Any] = [0] * 100
+    m2.save(items)
+    items[7] = False
+    assert m2.save(items).kind == "delta"
+    assert type(CheckpointManager(checkpoint_store, "list.ns").load()[7]) is bool
+
+
 def test_deltas_fall_back_to_full_when_they_do_not_pay(checkpoint_store: Any) -> None:
     m = manager(checkpoint_store)
     state = big_state()

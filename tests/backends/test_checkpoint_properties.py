@@ -19,10 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from checkpoint_conformance import STORE_FACTORIES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pipekit import CheckpointManager
+from pipekit.checkpoints import delta
 
 NS = "prop.ns"
 
@@ -94,7 +96,8 @@ steps = st.lists(
 TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("bulk", [0, 32], ids=["c-level-diff", "python-diff"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     first=states,
     plan=steps,
@@ -103,12 +106,19 @@ TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)
     max_chain=st.integers(0, 3),
 )
 def test_any_sequence_of_saves_loads_back_equal(
-    first: Any, plan: list[tuple[str, int]], data: st.DataObject, keep_last: int | None,
-    max_chain: int,
+    bulk: int, first: Any, plan: list[tuple[str, int]], data: st.DataObject,
+    keep_last: int | None, max_chain: int,
 ) -> None:
-    for factory in STORE_FACTORIES.values():
-        with tempfile.TemporaryDirectory(dir=TMP) as tmp:
-            _run(factory(Path(tmp))(), first, plan, data, keep_last, max_chain)
+    """``bulk``: containers above this length are diffed with the C-level
+    passes (0: all of them), below it by the Python loop."""
+    saved = delta._BULK
+    delta._BULK = bulk
+    try:
+        for factory in STORE_FACTORIES.values():
+            with tempfile.TemporaryDirectory(dir=TMP) as tmp:
+                _run(factory(Path(tmp))(), first, plan, data, keep_last, max_chain)
+    finally:
+        delta._BULK = saved
 
 
 def _run(store: Any, first: Any, plan: list[tuple[str, int]], data: st.DataObject,

@@ -69,7 +69,11 @@ the items that changed."""
 
 
 def _suspects(olds: list[Any], news: list[Any]) -> Iterator[bool]:
-    """Per item: True when the value or its type differs."""
+    """Per item: True when the value or its type differs. When no type
+    differs (the usual case, checked in one pass), only the values are
+    compared."""
+    if list(map(type, olds)) == list(map(type, news)):
+        return map(ne, olds, news)
     return map(or_, map(ne, olds, news), map(is_not, map(type, olds), map(type, news)))
 
 
@@ -77,14 +81,11 @@ def _diff_dict(
     old: dict[str, Any], new: dict[str, Any], path: list[Any], ops: list[list[Any]]
 ) -> None:
     get = old.get
+    keys: Any = new
     if len(new) > _BULK:
         olds = list(map(get, new, repeat(_MISSING)))
-        keys: Any = compress(new, _suspects(olds, list(new.values())))
-        common = len(olds) - olds.count(_MISSING)
-    else:
-        keys = new
-        common = -1
-    n_common = 0
+        keys = compress(new, _suspects(olds, list(new.values())))
+    added = 0  # every added key is a suspect (its old "value" is _MISSING)
     for k in keys:
         nv = new[k]
         ov = get(k, _MISSING)
@@ -93,14 +94,11 @@ def _diff_dict(
                 raise CheckpointStateError(
                     f"checkpoint state keys must be str; {_where(path)} has key {k!r}"
                 )
+            added += 1
             ops.append(["s", [*path, k], nv])
-            continue
-        n_common += 1
-        if ov is not nv:
+        elif ov is not nv:
             _changed(ov, nv, [*path, k], ops)
-    if common < 0:
-        common = n_common
-    if common < len(old):
+    if len(new) - added < len(old):
         for k in old:
             if k not in new:
                 ops.append(["d", [*path, k]])
