@@ -83,7 +83,10 @@ def _diff_dict(
     get = old.get
     keys: Any = new
     if len(new) > _BULK:
-        olds = list(map(get, new, repeat(_MISSING)))
+        if len(old) == len(new) and list(old) == list(new):
+            olds = list(old.values())  # same keys in the same order: no lookups
+        else:
+            olds = list(map(get, new, repeat(_MISSING)))
         keys = compress(new, _suspects(olds, list(new.values())))
     added = 0  # every added key is a suspect (its old "value" is _MISSING)
     for k in keys:
