@@ -32,11 +32,13 @@ small saves
 
 Stores: an in-memory dict (the manager's own cost) and the file store in
 ``--dir`` (default ``benchmarks/.work/checkpoints``; fsync included). MB/s are
-of the serialized state size. Each figure is the median of ``--repeat`` runs.
+of the serialized state size. Each figure is the median, and the best, of
+``--repeat`` runs (default 5): on a busy machine the best is the closer to
+what the code costs.
 
 Usage (from the repository root, with the pipekit dev environment)::
 
-    python benchmarks/bench_checkpoints.py                 # 64 MB, 3 repeats
+    python benchmarks/bench_checkpoints.py                 # 64 MB, 5 repeats
     python benchmarks/bench_checkpoints.py --size-mb 8 --repeat 1   # quick look
     python benchmarks/bench_checkpoints.py --encrypt       # + an AES-GCM row
 """
@@ -126,7 +128,7 @@ def main() -> int:
     ap.add_argument("--size-mb", type=float, default=64.0)
     ap.add_argument("--change", type=float, default=0.01, help="fraction of items changed")
     ap.add_argument("--level", type=int, default=3)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--small", type=int, default=500, help="number of small saves")
     ap.add_argument("--encrypt", action="store_true", help="add a full save/load with AES-GCM")
     ap.add_argument("--dir", type=Path, default=WORK / "checkpoints")
@@ -145,12 +147,12 @@ def main() -> int:
                      "loadavg": os.getloadavg()},
         "rows": {},
     }
-    rows: dict[str, float] = results["rows"]
+    rows: dict[str, dict[str, Any]] = results["rows"]
 
     def record(name: str, seconds: list[float]) -> None:
-        rows[name] = median(seconds)
-        print(f"  {name:<48} {median(seconds) * 1000:9.1f} ms  {mb / median(seconds):8.1f} MB/s",
-              file=sys.stderr)
+        rows[name] = {"median": median(seconds), "min": min(seconds), "all": seconds}
+        print(f"  {name:<48} {median(seconds) * 1000:9.1f} ms  {mb / median(seconds):8.1f} MB/s"
+              f"  (best {min(seconds) * 1000:.1f} ms)", file=sys.stderr)
 
     # -- floor ------------------------------------------------------------------
     c1 = zstandard.ZstdCompressor(level=args.level)
@@ -277,10 +279,11 @@ def main() -> int:
     print(f"state: {len(state):,} items, {mb:.1f} MB serialized; zstd level {args.level}; "
           f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     print()
-    print("| measurement | ms | MB/s |")
-    print("|---|---:|---:|")
-    for name, sec in rows.items():
-        print(f"| {name} | {sec * 1000:.0f} | {mb / sec:.0f} |")
+    print("| measurement | median ms | MB/s | best ms | MB/s |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        med, best = r["median"], r["min"]
+        print(f"| {name} | {med * 1000:.0f} | {mb / med:.0f} | {best * 1000:.0f} | {mb / best:.0f} |")
     print()
     print(f"1% delta stored size / full stored size: {results['delta_stored_fraction']:.6f}")
     s = results["small"]
