@@ -1,8 +1,9 @@
 """The test matrix. `nox` runs tests, lint and typecheck; `nox -s NAME` one of them.
 
 - tests:     the whole suite against the packages installed from this checkout
-             (plus the example third-party plugin, installed as its own
-             distribution so the entry-point path is exercised for real).
+             (pipekit-core with its crypto extra, plus the example third-party
+             plugin, installed as its own distribution so the entry-point path
+             is exercised for real).
 - lint:      ruff.
 - typecheck: mypy over the packages' sources.
 """
@@ -15,7 +16,9 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = ["3.11"]
-PACKAGES = ["-e", "pipekit-core", "-e", "pipekit-stages", "-e", "examples/plugin-reverse"]
+# pipekit-core with its crypto extra, so the encryption tests run (the tests of
+# the extra missing block the import themselves)
+PACKAGES = ["-e", "pipekit-core[crypto]", "-e", "pipekit-stages", "-e", "examples/plugin-reverse"]
 TEST_DEPS = ["pytest>=8", "hypothesis>=6", "pytest-timeout>=2.2"]
 
 

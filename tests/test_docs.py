@@ -34,6 +34,7 @@ DOC_PAGES = (
     "stages",
     "plugins",
     "backends",
+    "checkpoints",
     "dependencies",
     "development",
 )

@@ -40,6 +40,17 @@ __all__ = [
     "StateReadError",
     "StateValidationError",
     "StateLockError",
+    "CheckpointManager",
+    "CheckpointInfo",
+    "CheckpointStats",
+    "Retention",
+    "CheckpointError",
+    "CheckpointNotFound",
+    "CheckpointCorrupted",
+    "CheckpointVersionError",
+    "CheckpointDecryptError",
+    "CheckpointConfigError",
+    "CheckpointStateError",
 ]
 
 _LAZY = {
@@ -69,6 +80,17 @@ _LAZY = {
     "StateReadError": "pipekit.errors",
     "StateValidationError": "pipekit.errors",
     "StateLockError": "pipekit.errors",
+    "CheckpointManager": "pipekit.checkpoints",
+    "CheckpointInfo": "pipekit.checkpoints",
+    "CheckpointStats": "pipekit.checkpoints",
+    "Retention": "pipekit.checkpoints",
+    "CheckpointError": "pipekit.checkpoints",
+    "CheckpointNotFound": "pipekit.checkpoints",
+    "CheckpointCorrupted": "pipekit.checkpoints",
+    "CheckpointVersionError": "pipekit.checkpoints",
+    "CheckpointDecryptError": "pipekit.checkpoints",
+    "CheckpointConfigError": "pipekit.checkpoints",
+    "CheckpointStateError": "pipekit.checkpoints",
 }
 
 
@@ -86,6 +108,19 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoints import (
+        CheckpointConfigError,
+        CheckpointCorrupted,
+        CheckpointDecryptError,
+        CheckpointError,
+        CheckpointInfo,
+        CheckpointManager,
+        CheckpointNotFound,
+        CheckpointStateError,
+        CheckpointStats,
+        CheckpointVersionError,
+        Retention,
+    )
     from .config import PipelineConfig, StageConfig
     from .errors import (
         ConfigError,

@@ -37,6 +37,7 @@ examples:
   pipekit status --json            what would run, and why, as JSON
   pipekit state history            the state file's transactions, newest first
   pipekit state restore            restore the newest state backup that parses
+  pipekit checkpoints verify       check every stored checkpoint's SHA-256
   pipekit plugins                  installed plugins and what they register
 """
 

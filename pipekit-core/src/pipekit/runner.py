@@ -8,7 +8,6 @@ import heapq
 import logging
 import os
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -605,9 +604,9 @@ class Runner:
         return self.committer.submit(job)
 
     def checkpoint_for(self, st: Any, d: Decision) -> Any:
-        from .stage import Checkpoint
+        from .stage import Checkpoint, stage_namespace
 
-        namespace = re.sub(r"[^A-Za-z0-9_.:-]", "_", f"{self.pipeline.name}.{st.name}")
+        namespace = stage_namespace(self.pipeline.name, st.name)
         return Checkpoint(self.backends.checkpoints, namespace, d.fingerprint or "")
 
     def _attempt(self, st: Any, attempt: int, d: Decision) -> tuple[list[Path], dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -10,7 +11,13 @@ from typing import Any, ClassVar
 
 import attrs
 
-__all__ = ["Stage", "RecordStage", "StageContext", "Checkpoint"]
+__all__ = ["Stage", "RecordStage", "StageContext", "Checkpoint", "stage_namespace"]
+
+
+def stage_namespace(pipeline: str, stage: str) -> str:
+    """The checkpoint namespace of a stage: ``<pipeline>.<stage>``, with any
+    character a store id may not hold replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", f"{pipeline}.{stage}")
 
 
 class Checkpoint:
@@ -21,32 +28,68 @@ class Checkpoint:
     checkpoint saved under another fingerprint (inputs or params changed) is
     never returned. The runner clears it when the stage commits.
 
-    The store is the runner's: its calls are outside the network guard.
+    It is a :class:`pipekit.CheckpointManager` over the stage's namespace
+    that keeps the newest checkpoint only (plus the bases its delta needs),
+    with the fingerprint in each checkpoint's metadata; so saves are
+    checksummed, compressed and, for large states, incremental. The store is
+    the runner's: its calls are outside the network guard.
     """
+
+    LEGACY_ID = "stage"
+    """Where pipekit 0.1 stored ``{"fingerprint", "data"}`` as plain JSON;
+    still read, and removed by ``clear()``."""
 
     def __init__(self, store: Any, namespace: str, fingerprint: str) -> None:
         self._store = store
         self._namespace = namespace
         self._fingerprint = fingerprint
+        self._mgr: Any = None
+
+    @property
+    def manager(self) -> Any:
+        """The :class:`pipekit.CheckpointManager` behind this checkpoint."""
+        if self._mgr is None:
+            from .checkpoints import CheckpointManager
+
+            self._mgr = CheckpointManager(self._store, self._namespace, retention={"keep_last": 1})
+        return self._mgr
 
     def save(self, data: Any) -> None:
-        from . import _json
         from .netguard import trusted
 
-        payload = {"fingerprint": self._fingerprint, "data": data}
         with trusted():
-            self._store.put(self._namespace, "stage", _json.dumps(payload))
+            self.manager.save(data, metadata={"fingerprint": self._fingerprint})
 
     def load(self) -> Any:
-        from . import _json
+        from .checkpoints import CheckpointError, CheckpointNotFound
         from .netguard import trusted
 
-        with trusted():
-            raw = self._store.get(self._namespace, "stage")
+        try:
+            with trusted():
+                loaded = self.manager.load_info()
+        except CheckpointNotFound:
+            with trusted():
+                return self._load_legacy()
+        except CheckpointError as exc:  # starting over is always safe
+            logging.getLogger("pipekit.checkpoints").warning(
+                "%s; the stage starts without its checkpoint", exc
+            )
+            return None
+        if loaded.info.metadata.get("fingerprint") != self._fingerprint:
+            return None
+        return loaded.state
+
+    def _load_legacy(self) -> Any:
+        from . import _json
+
+        raw = self._store.get(self._namespace, self.LEGACY_ID)
         if raw is None:
             return None
-        payload = _json.loads(raw)
-        if payload.get("fingerprint") != self._fingerprint:
+        try:
+            payload = _json.loads(raw)
+        except _json.JSONDecodeError:
+            return None
+        if not isinstance(payload, dict) or payload.get("fingerprint") != self._fingerprint:
             return None
         return payload.get("data")
 
@@ -54,7 +97,12 @@ class Checkpoint:
         from .netguard import trusted
 
         with trusted():
-            self._store.delete(self._namespace, "stage")
+            ids = self._store.list(self._namespace)
+            if not ids:  # the usual case: nothing saved (one listing, no import)
+                return
+            self.manager.clear()
+            if self.LEGACY_ID in ids:
+                self._store.delete(self._namespace, self.LEGACY_ID)
 
 
 @attrs.define(eq=False)

@@ -1,0 +1,827 @@
+"""``CheckpointManager``: format, integrity, compression, encryption, deltas,
+index and retention, once, over any :class:`~pipekit.backends.protocols.CheckpointStore`.
+
+Layout of a namespace in the store:
+
+- ``b-NNNNNNNNNN``: one immutable blob per stored checkpoint (never
+  overwritten once indexed; a checkpoint saved again under the same id gets
+  a new blob);
+- ``_index``: the index (every checkpoint's metadata), rewritten whole with
+  one atomic ``put`` after the blob it points at is stored.
+
+Order of every save: blob ``put`` -> index ``put`` -> deletion of what the
+index no longer names. A process killed anywhere leaves an index that names
+only complete blobs; a blob written but not yet indexed is garbage, removed
+by the next save of a manager or by ``prune`` (or overwritten: its number is
+the next one handed out).
+
+One writer per namespace at a time (the runner holds the stage's lock); a
+manager re-reads the index before each operation, so managers in other
+processes see each other's saves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import orjson
+
+from . import codec, delta
+from . import format as fmt
+from .errors import (
+    CheckpointConfigError,
+    CheckpointCorrupted,
+    CheckpointError,
+    CheckpointNotFound,
+    CheckpointStateError,
+)
+from .index import INDEX_ID, CheckpointInfo, Index, blob_id, blob_number
+from .reports import CheckpointStats, Loaded, PruneResult, VerifyItem, VerifyReport
+from .retention import KEEP_ALL, Retention, doomed
+
+__all__ = ["CheckpointManager"]
+
+log = logging.getLogger("pipekit.checkpoints")
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_SORT_FIELDS = ("seq", "id", "time", "size", "stored_size", "chain")
+LATEST = "latest"
+_StrList = list[str]  # the methods after CheckpointManager.list cannot say list[str]
+MAX_KEYS = 20
+"""How many top-level keys of a dict state an index entry lists."""
+
+
+class _Cache:
+    """The last checkpoint's state, private to the manager (the base of the
+    next delta): decoded payloads (``payloads``, oldest first) until a diff
+    needs objects, then the objects (``obj``)."""
+
+    __slots__ = ("obj", "payloads", "seq", "sha256")
+
+    def __init__(
+        self, seq: int, sha256: str, payloads: list[bytes] | None, obj: Any = None
+    ) -> None:
+        self.seq = seq
+        self.sha256 = sha256
+        self.payloads = payloads
+        self.obj = obj
+
+
+def _materialize(payloads: list[bytes]) -> Any:
+    """The state a chain of payloads (full first, then deltas) rebuilds."""
+    with codec.gc_paused():
+        state = codec.loads(payloads[0])
+        for d in payloads[1:]:
+            state = delta.apply(state, codec.loads(d))
+    return state
+
+
+def _aad(
+    seq: int, kind: str, base_seq: int | None, codec_name: str, compression: str | None
+) -> bytes:
+    """Associated data of an encrypted payload: its place in the namespace."""
+    return b"pipekit-checkpoint\0" + codec.dumps(
+        [fmt.FORMAT_VERSION, seq, kind, base_seq, codec_name, compression]
+    )
+
+
+class CheckpointManager:
+    """Checkpoints of one ``namespace`` in a byte ``store``.
+
+    Options (all keyword):
+
+    - ``compression``: ``"zstd"`` (default) or None; ``level`` (default 3)
+      and ``threads`` (None: worker threads for payloads of 1 MiB and more).
+    - ``encryption``: None, or ``{"key_file": PATH}`` / ``{"key_env": VAR}``
+      (needs ``pipekit-core[crypto]``): AES-GCM, the key id in each header.
+    - ``retention``: a :class:`Retention` (or ``{"keep_last": N,
+      "max_age_days": D}``) applied after every save; default: keep all.
+    - ``deltas`` (default True): save the difference against the previous
+      checkpoint when it is under ``delta_threshold`` (0.7) of the full
+      size, for states whose full serialization is at least
+      ``delta_min_size`` bytes (16 KiB), in chains of at most ``max_chain``
+      (10) deltas. The manager keeps the last state in memory to diff against.
+    - ``state_type``: the type ``load()`` structures states into (cattrs).
+    - ``fence``: ``(lock key, token)`` passed to every ``put``.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        namespace: str,
+        *,
+        compression: str | None = "zstd",
+        level: int = 3,
+        threads: int | None = None,
+        encryption: Any = None,
+        retention: Any = None,
+        deltas: bool = True,
+        delta_threshold: float = 0.7,
+        max_chain: int = 10,
+        delta_min_size: int = 16 * 1024,
+        state_type: Any = None,
+        fence: tuple[str, int] | None = None,
+    ) -> None:
+        if compression not in ("zstd", None):
+            raise CheckpointConfigError(
+                f"checkpoint compression must be 'zstd' or none, got {compression!r}"
+            )
+        if not isinstance(delta_threshold, (int, float)) or not 0 < delta_threshold <= 1:
+            raise CheckpointConfigError(
+                f"delta_threshold must be a fraction above 0 and at most 1, got {delta_threshold!r}"
+            )
+        if not isinstance(max_chain, int) or max_chain < 0:
+            raise CheckpointConfigError(f"max_chain must be 0 or more, got {max_chain!r}")
+        if not isinstance(delta_min_size, int) or delta_min_size < 0:
+            raise CheckpointConfigError(f"delta_min_size must be 0 or more, got {delta_min_size!r}")
+        self.store = store
+        self.namespace = namespace
+        self.compression = compression
+        self._compressor: Any = None
+        if compression == "zstd":
+            from .compression import Compressor
+
+            self._compressor = Compressor(level, threads)
+        self.level = level
+        self.cipher: Any = None
+        if encryption is not None:
+            from .crypto import Cipher
+
+            self.cipher = Cipher.from_options(encryption)
+        self.retention = Retention.from_options(retention)
+        self.deltas = bool(deltas)
+        self.delta_threshold = float(delta_threshold)
+        self.max_chain = max_chain
+        self.delta_min_size = delta_min_size
+        self.state_type = state_type
+        self.fence = fence
+        self.index_problem: str | None = None
+        """Set when the stored index failed its checks and was rebuilt from
+        the blobs' headers (``verify`` reports it)."""
+        self._lock = threading.RLock()
+        self._index: Index | None = None
+        self._index_raw: bytes | None = None
+        self._cache: _Cache | None = None
+        self._swept = False
+
+    def __repr__(self) -> str:
+        return f"CheckpointManager({self.namespace!r})"
+
+    # -- the index -----------------------------------------------------------
+
+    def _read_index(self) -> Index:
+        raw = self.store.get(self.namespace, INDEX_ID)
+        if raw is None:
+            self._index, self._index_raw, self.index_problem = Index(self.namespace), None, None
+            return self._index
+        if self._index is not None and raw == self._index_raw:
+            return self._index
+        try:
+            index = Index.from_bytes(raw, self.namespace)
+            self.index_problem = None
+        except CheckpointCorrupted as exc:
+            self.index_problem = str(exc)
+            log.warning("%s; rebuilding it from the checkpoints' own headers", exc)
+            index = self._rebuild_index()
+        self._index, self._index_raw = index, raw
+        return index
+
+    def _write_index(self, index: Index) -> None:
+        raw = index.to_bytes()
+        self.store.put(self.namespace, INDEX_ID, raw, fence=self.fence)
+        self._index, self._index_raw, self.index_problem = index, raw, None
+
+    def _rebuild_index(self) -> Index:
+        """An index made from the headers of the blobs that verify."""
+        entries: list[CheckpointInfo] = []
+        top = 0
+        for sid in self.store.list(self.namespace):
+            n = blob_number(sid)
+            if n is None:
+                continue
+            top = max(top, n)
+            raw = self.store.get(self.namespace, sid)
+            if raw is None:
+                continue
+            try:
+                header, payload = fmt.unpack(raw, f"blob {sid}")
+                fmt.check_payload(header, payload, f"blob {sid}", None, None)
+                entries.append(
+                    CheckpointInfo.from_entry(
+                        {**header, "blob": sid, "stored_size": len(raw)}, self.namespace
+                    )
+                )
+            except (CheckpointError, KeyError, TypeError, ValueError) as exc:
+                log.warning(
+                    "checkpoint blob %s of %r is left out of the index: %s",
+                    sid,
+                    self.namespace,
+                    exc,
+                )
+        by_id: dict[str, CheckpointInfo] = {}
+        final: list[CheckpointInfo] = []
+        for e in sorted(entries, key=lambda e: e.seq):
+            older = by_id.get(e.id)
+            if older is not None:
+                final[final.index(older)] = attrs.evolve(older, hidden=True)
+            by_id[e.id] = e
+            final.append(e)
+            top = max(top, e.seq)
+        return Index(self.namespace, top + 1, final)
+
+    # -- reading blobs -------------------------------------------------------
+
+    def _what(self, e: CheckpointInfo) -> str:
+        return f"checkpoint {e.id!r} of {self.namespace!r}"
+
+    def _blob(self, e: CheckpointInfo) -> tuple[dict[str, Any], memoryview]:
+        """The verified header and stored payload of ``e``'s blob."""
+        what = self._what(e)
+        raw = self.store.get(self.namespace, e.blob)
+        if raw is None:
+            raise CheckpointCorrupted(f"{what} is damaged: its blob {e.blob} is missing", e.id)
+        header, payload = fmt.unpack(raw, what, e.id)
+        for key, want in (
+            ("seq", e.seq),
+            ("kind", e.kind),
+            ("base_seq", e.base_seq),
+            ("codec", e.codec),
+            ("compression", e.compression),
+            ("key_id", e.key_id),
+            ("size", e.size),
+        ):
+            if header.get(key) != want:
+                raise CheckpointCorrupted(
+                    f"{what} is damaged: its header says {key}={header.get(key)!r}, "
+                    f"the index says {want!r}",
+                    e.id,
+                )
+        fmt.check_payload(header, payload, what, e.id, e.sha256)
+        return header, payload
+
+    def _payload(self, e: CheckpointInfo) -> bytes:
+        """The decrypted, decompressed payload of ``e``."""
+        header, payload = self._blob(e)
+        what = self._what(e)
+        data: bytes | memoryview = payload
+        if e.key_id is not None:
+            from .crypto import decrypt
+
+            aad = _aad(e.seq, e.kind, e.base_seq, e.codec, e.compression)
+            data = decrypt(self.cipher, header, payload, aad, what, e.id)
+        if e.compression == "zstd":
+            from .compression import decompress
+
+            return decompress(data, e.size, what, e.id)
+        if e.compression is not None:
+            raise CheckpointCorrupted(f"{what}: unknown compression {e.compression!r}", e.id)
+        out = bytes(data)
+        if len(out) != e.size:
+            raise CheckpointCorrupted(
+                f"{what} is damaged: {len(out)} bytes, expected {e.size}", e.id
+            )
+        return out
+
+    def _chain_payloads(self, index: Index, e: CheckpointInfo) -> list[bytes]:
+        """Payloads of ``e``'s chain, its full base first."""
+        chain = index.chain(e)
+        payloads = []
+        for link in reversed(chain):
+            try:
+                payloads.append(self._payload(link))
+            except CheckpointCorrupted as exc:
+                if link is e:
+                    raise
+                raise CheckpointCorrupted(
+                    f"{self._what(e)} cannot be rebuilt: its delta base {link.id!r} is "
+                    f"damaged ({exc})",
+                    e.id,
+                ) from exc
+        return payloads
+
+    def _state_of(self, index: Index, e: CheckpointInfo) -> tuple[Any, list[bytes]]:
+        payloads = self._chain_payloads(index, e)
+        if e.codec == codec.BYTES:
+            return payloads[-1], payloads
+        if e.codec != codec.JSON:
+            raise CheckpointCorrupted(f"{self._what(e)}: unknown codec {e.codec!r}", e.id)
+        try:
+            return _materialize(payloads), payloads
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise CheckpointCorrupted(
+                f"{self._what(e)} cannot be rebuilt: {type(exc).__name__}: {exc}", e.id
+            ) from exc
+
+    # -- saving --------------------------------------------------------------
+
+    def save(
+        self,
+        state: Any,
+        *,
+        id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        full: bool = False,
+    ) -> CheckpointInfo:
+        """Store ``state`` (JSON-shaped, an attrs instance, or bytes) as a
+        new checkpoint, a delta against the previous one when that pays, then
+        apply the retention policy. ``id`` defaults to the sequence number;
+        saving an existing id replaces that checkpoint. ``full`` forces a
+        full checkpoint."""
+        meta = dict(metadata or {})
+        if id is not None:
+            self._check_id(id)
+        try:
+            orjson.dumps(meta)
+        except TypeError as exc:
+            raise CheckpointStateError(
+                f"checkpoint metadata must be JSON-shaped (a dict with str keys): {exc}"
+            ) from None
+        with self._lock:
+            index = self._read_index().copy()
+            if not self._swept:
+                self._sweep(index)
+            return self._save(index, state, id, meta, full)
+
+    def _check_id(self, id: str) -> None:
+        if not isinstance(id, str) or not _ID_RE.match(id) or id == LATEST:
+            raise CheckpointConfigError(
+                f"checkpoint id {id!r}: use 1-128 letters, digits and _.:- (starting with a "
+                f"letter or digit), not {LATEST!r}"
+            )
+
+    def _save(
+        self, index: Index, state: Any, id: str | None, meta: dict[str, Any], full: bool
+    ) -> CheckpointInfo:
+        n = index.next_seq
+        cid = id if id is not None else f"{n:08d}"
+        prev = index.latest()
+        kind = "full"
+        base: CheckpointInfo | None = None
+        base_obj: Any = None
+        ops_payload: bytes | None = None
+        tname: str | None = None
+        keys: tuple[str, ...] = ()
+        n_keys: int | None = None
+        if isinstance(state, (bytes, bytearray, memoryview)):
+            codec_name = codec.BYTES
+            payload = bytes(state)
+        else:
+            codec_name = codec.JSON
+            tname = codec.type_name(state)
+            value = codec.to_jsonable(state)
+            if type(value) is dict:
+                n_keys = len(value)
+                if self.cipher is None:  # key names may be secrets too
+                    keys = tuple(k for k in itertools.islice(value, MAX_KEYS) if type(k) is str)
+            if not full and self._delta_candidate(prev):
+                assert prev is not None
+                base_obj = self._base_state(index, prev)
+                if base_obj is not None:
+                    try:
+                        with codec.gc_paused():
+                            ops = delta.diff(base_obj, value)
+                        ops_payload = codec.dumps(ops)
+                    except (TypeError, ValueError):
+                        ops_payload = None  # not JSON-shaped: the full save says how
+                    if (
+                        ops_payload is not None
+                        and len(ops_payload) < self.delta_threshold * prev.full_size
+                    ):
+                        kind, base = "delta", prev
+            if kind == "delta":
+                assert ops_payload is not None
+                payload = ops_payload
+            else:
+                payload = codec.dumps(value)
+                if base_obj is None and self._warm_base(prev, len(payload)):
+                    # a full save (forced, or the chain is at max_chain) while the
+                    # manager holds the previous state: keep that copy current
+                    # with the (small) difference, instead of parsing this whole
+                    # payload at the next save
+                    assert prev is not None
+                    base_obj = self._cache.obj if self._cache is not None else None
+                    try:
+                        with codec.gc_paused():
+                            ops_payload = codec.dumps(delta.diff(base_obj, value))
+                    except (TypeError, ValueError):
+                        ops_payload = None
+                if ops_payload is not None and len(ops_payload) > len(payload) // 2:
+                    ops_payload = None  # parsing the full payload later is cheaper
+        size = len(payload)
+        full_size = base.full_size if base is not None else size
+        stored, compression = payload, None
+        if self._compressor is not None and size:
+            packed = self._compressor.compress(payload)
+            if len(packed) < size:
+                stored, compression = packed, "zstd"
+        key_id = None
+        base_seq = base.seq if base is not None else None
+        if self.cipher is not None:
+            stored = self.cipher.encrypt(stored, _aad(n, kind, base_seq, codec_name, compression))
+            key_id = self.cipher.key_id
+        entry = CheckpointInfo(
+            id=cid,
+            seq=n,
+            time=time.time(),
+            kind=kind,
+            size=size,
+            stored_size=0,
+            sha256=fmt.sha256_hex(stored),
+            codec=codec_name,
+            compression=compression,
+            level=self.level if compression else None,
+            key_id=key_id,
+            base_seq=base_seq,
+            base=base.id if base is not None else None,
+            chain=base.chain + 1 if base is not None else 0,
+            full_size=full_size,
+            keys=keys,
+            n_keys=n_keys,
+            metadata=meta,
+            type=tname,
+            blob=blob_id(n),
+            namespace=self.namespace,
+        )
+        header = entry.to_entry()
+        del header["stored_size"], header["hidden"]
+        blob = fmt.pack(header, stored)
+        entry = attrs.evolve(entry, stored_size=len(blob))
+        self.store.put(self.namespace, entry.blob, blob, fence=self.fence)
+
+        old = index.find(cid)
+        if old is not None:
+            index.entries[old.seq] = attrs.evolve(old, hidden=True)
+        index.entries[n] = entry
+        index.next_seq = n + 1
+        gone = [
+            index.entries.pop(s)
+            for s in sorted(doomed(index.entries.values(), self.retention, entry.time))
+        ]
+        self._write_index(index)
+        self._delete_blobs(e.blob for e in gone)
+
+        if not self.deltas or codec_name != codec.JSON:
+            self._cache = None
+        elif base_obj is not None and ops_payload is not None:
+            with codec.gc_paused():
+                new_obj = delta.apply(base_obj, codec.loads(ops_payload))
+            self._cache = _Cache(n, entry.sha256, None, new_obj)
+        else:
+            self._cache = _Cache(n, entry.sha256, [payload])
+        return entry
+
+    def _warm_base(self, prev: CheckpointInfo | None, size: int) -> bool:
+        """Whether the manager holds ``prev``'s state as objects, for a state
+        large enough to be saved as deltas next."""
+        c = self._cache
+        return (
+            self.deltas
+            and prev is not None
+            and size >= self.delta_min_size
+            and c is not None
+            and c.obj is not None
+            and c.seq == prev.seq
+            and c.sha256 == prev.sha256
+        )
+
+    def _delta_candidate(self, prev: CheckpointInfo | None) -> bool:
+        return (
+            self.deltas
+            and prev is not None
+            and prev.codec == codec.JSON
+            and prev.chain < self.max_chain
+            and prev.full_size >= self.delta_min_size
+        )
+
+    def _base_state(self, index: Index, prev: CheckpointInfo) -> Any:
+        """The private state of ``prev`` to diff against, or None (then the
+        save is full) when it cannot be rebuilt."""
+        c = self._cache
+        if c is None or c.seq != prev.seq or c.sha256 != prev.sha256:
+            try:
+                _state, payloads = self._state_of(index, prev)
+            except CheckpointError as exc:
+                log.warning("%s; saving a full checkpoint instead of a delta", exc)
+                self._cache = None
+                return None
+            c = self._cache = _Cache(prev.seq, prev.sha256, None, _state)
+        if c.obj is None:
+            assert c.payloads is not None
+            c.obj = _materialize(c.payloads)
+            c.payloads = None
+        return c.obj
+
+    def _delete_blobs(self, ids: Any) -> None:
+        for sid in ids:
+            try:
+                self.store.delete(self.namespace, sid)
+            except Exception as exc:  # garbage now; prune removes it later
+                log.warning(
+                    "could not delete checkpoint blob %s of %r: %s", sid, self.namespace, exc
+                )
+
+    def _orphans(self, index: Index) -> _StrList:
+        """Blobs no entry names, numbered below the next number handed out
+        (a higher one may be a save in flight)."""
+        named = {e.blob for e in index.entries.values()}
+        out = []
+        for sid in self.store.list(self.namespace):
+            n = blob_number(sid)
+            if n is not None and n < index.next_seq and sid not in named:
+                out.append(sid)
+        return out
+
+    def _sweep(self, index: Index) -> None:
+        self._swept = True
+        try:
+            self._delete_blobs(self._orphans(index))
+        except Exception as exc:
+            log.warning("could not sweep orphan checkpoint blobs of %r: %s", self.namespace, exc)
+
+    # -- loading -------------------------------------------------------------
+
+    def load(self, id: str | None = None, *, type: Any = None) -> Any:
+        """The state of checkpoint ``id``, or of the newest one that
+        verifies when ``id`` is None (or ``"latest"``): a newer one that
+        fails verification is skipped with a warning. Raises
+        :class:`CheckpointNotFound` when there is none."""
+        return self.load_info(id, type=type).state
+
+    def load_info(self, id: str | None = None, *, type: Any = None) -> Loaded:
+        """Like :meth:`load`, with the checkpoint's info and what was skipped."""
+        with self._lock:
+            index = self._read_index()
+            skipped: list[tuple[str, str]] = []
+            if id is None or id == LATEST:
+                candidates = sorted(index.visible(), key=lambda e: e.seq, reverse=True)
+                if not candidates:
+                    raise CheckpointNotFound(f"no checkpoints in {self.namespace!r}")
+                for e in candidates:
+                    try:
+                        state, payloads = self._state_of(index, e)
+                        break
+                    except CheckpointCorrupted as exc:
+                        skipped.append((e.id, str(exc)))
+                else:
+                    raise CheckpointCorrupted(
+                        f"no checkpoint of {self.namespace!r} verifies; the newest: {skipped[0][1]}",
+                        candidates[0].id,
+                    )
+                if skipped:
+                    log.warning(
+                        "%s; loaded checkpoint %r instead, the newest that verifies",
+                        skipped[0][1],
+                        e.id,
+                    )
+            else:
+                found = index.find(id)
+                if found is None:
+                    raise CheckpointNotFound(f"no checkpoint {id!r} in {self.namespace!r}", id)
+                e = found
+                state, payloads = self._state_of(index, e)
+            latest = index.latest()
+            if self.deltas and e.codec == codec.JSON and latest is not None and latest.seq == e.seq:
+                self._cache = _Cache(e.seq, e.sha256, payloads)
+            cls = type if type is not None else self.state_type
+            if cls is not None and e.codec == codec.JSON:
+                state = codec.structure(state, cls)
+            return Loaded(state, e, skipped)
+
+    # -- the index, read ------------------------------------------------------
+
+    def latest(self) -> CheckpointInfo | None:
+        with self._lock:
+            return self._read_index().latest()
+
+    def info(self, id: str | None = None) -> CheckpointInfo:
+        """The checkpoint ``id`` (the newest when None or ``"latest"``)."""
+        with self._lock:
+            index = self._read_index()
+            e = index.latest() if id is None or id == LATEST else index.find(id)
+            if e is None:
+                what = "no checkpoints" if id in (None, LATEST) else f"no checkpoint {id!r}"
+                raise CheckpointNotFound(f"{what} in {self.namespace!r}", id)
+            return e
+
+    def list(
+        self,
+        sort: str = "seq",
+        filter: Callable[[CheckpointInfo], bool] | Mapping[str, Any] | None = None,
+        *,
+        hidden: bool = False,
+    ) -> list[CheckpointInfo]:
+        """Checkpoints sorted by ``sort`` (one of seq, id, time, size,
+        stored_size, chain; a leading ``-`` for descending). ``filter`` is a
+        predicate, or a mapping that the user metadata must match (equal
+        values); a key ``kind``, ``codec`` or ``encrypted`` matches that field
+        instead. ``hidden`` includes replaced checkpoints kept as delta bases."""
+        field = sort.lstrip("-")
+        if field not in _SORT_FIELDS:
+            raise CheckpointConfigError(
+                f"cannot sort checkpoints by {sort!r}; use one of {', '.join(_SORT_FIELDS)} "
+                "(with - for descending)"
+            )
+        with self._lock:
+            entries = list(self._read_index().entries.values())
+        if not hidden:
+            entries = [e for e in entries if not e.hidden]
+        if filter is not None:
+            pred = filter if callable(filter) else _matcher(filter)
+            entries = [e for e in entries if pred(e)]
+        entries.sort(key=lambda e: (getattr(e, field), e.seq), reverse=sort.startswith("-"))
+        return entries
+
+    def stats(self) -> CheckpointStats:
+        with self._lock:
+            entries = list(self._read_index().entries.values())
+        visible = [e for e in entries if not e.hidden]
+        return CheckpointStats(
+            namespace=self.namespace,
+            count=len(visible),
+            hidden=len(entries) - len(visible),
+            full=sum(1 for e in entries if e.kind == "full"),
+            delta=sum(1 for e in entries if e.kind == "delta"),
+            size=sum(e.size for e in entries),
+            stored_size=sum(e.stored_size for e in entries),
+            encrypted=sum(1 for e in entries if e.encrypted),
+            max_chain=max((e.chain for e in entries), default=0),
+            oldest=min((e.time for e in visible), default=None),
+            newest=max((e.time for e in visible), default=None),
+        )
+
+    def verify(self, id: str | None = None) -> VerifyReport:
+        """Check blobs against their headers and the index (SHA-256 of the
+        stored bytes, header checksum and fields) and that every delta's
+        chain of bases is whole. ``id``: that checkpoint and its bases; None:
+        all, hidden ones too, and list orphan blobs. Decrypts nothing."""
+        with self._lock:
+            index = self._read_index()
+            if id is None:
+                targets = list(index.entries.values())
+            else:
+                e = index.latest() if id == LATEST else index.find(id)
+                if e is None:
+                    raise CheckpointNotFound(f"no checkpoint {id!r} in {self.namespace!r}", id)
+                targets = [e]
+            bad: dict[int, str] = {}
+            checked: set[int] = set()
+
+            def check(e: CheckpointInfo) -> None:
+                if e.seq in checked:
+                    return
+                checked.add(e.seq)
+                try:
+                    self._blob(e)
+                except CheckpointError as exc:
+                    bad[e.seq] = str(exc)
+
+            items = []
+            for e in targets:
+                check(e)
+                problem = bad.get(e.seq)
+                if problem is None:
+                    try:
+                        chain = index.chain(e)
+                    except CheckpointCorrupted as exc:
+                        problem = str(exc)
+                    else:
+                        for link in chain[1:]:
+                            check(link)
+                            if link.seq in bad:
+                                problem = f"its delta base {link.id!r} is damaged: {bad[link.seq]}"
+                                break
+                items.append(VerifyItem(e.id, e.seq, problem is None, problem, e.hidden))
+            orphans = self._orphans(index) if id is None else []
+            return VerifyReport(self.namespace, items, self.index_problem, orphans)
+
+    # -- deleting ------------------------------------------------------------
+
+    def delete(self, id: str) -> _StrList:
+        """Delete checkpoint ``id``. Deltas based on it are rebased first
+        (rewritten as full checkpoints), so they stay loadable; a dependent
+        that cannot be rebuilt (its chain is damaged) is deleted too. Returns
+        the ids deleted."""
+        with self._lock:
+            index = self._read_index().copy()
+            e = index.find(id)
+            if e is None:
+                raise CheckpointNotFound(f"no checkpoint {id!r} in {self.namespace!r}", id)
+            return self._remove(index, {e.seq})
+
+    def _remove(self, index: Index, seqs: set[int]) -> _StrList:
+        seqs = set(seqs)
+        old_blobs: list[str] = []
+        pending = sorted(seqs)
+        while pending:
+            s = pending.pop(0)
+            for dep in index.dependents(s):
+                if dep.seq in seqs:
+                    continue
+                try:
+                    rebased = self._rebase(index, dep)
+                except CheckpointError as exc:
+                    log.warning("%s; deleting it too", exc)
+                    seqs.add(dep.seq)
+                    pending.append(dep.seq)
+                    continue
+                old_blobs.append(dep.blob)
+                index.entries[dep.seq] = rebased
+        gone = [index.entries.pop(s) for s in sorted(seqs) if s in index.entries]
+        for s in sorted(doomed(index.entries.values(), KEEP_ALL, time.time())):
+            gone.append(index.entries.pop(s))
+        for e in list(index.entries.values()):  # chain lengths after rebasing
+            if e.base_seq is not None:
+                index.entries[e.seq] = attrs.evolve(e, chain=index.entries[e.base_seq].chain + 1)
+        self._write_index(index)
+        self._delete_blobs([*old_blobs, *(g.blob for g in gone)])
+        return [g.id for g in gone if not g.hidden]
+
+    def _rebase(self, index: Index, dep: CheckpointInfo) -> CheckpointInfo:
+        """``dep`` rewritten as a full checkpoint in a new blob (same id, seq,
+        time and metadata)."""
+        state, _payloads = self._state_of(index, dep)
+        payload = codec.dumps(state)
+        n = index.next_seq
+        index.next_seq = n + 1
+        stored, compression = payload, None
+        if self._compressor is not None and payload:
+            packed = self._compressor.compress(payload)
+            if len(packed) < len(payload):
+                stored, compression = packed, "zstd"
+        key_id = None
+        if dep.key_id is not None or self.cipher is not None:
+            if self.cipher is None:  # cannot happen: decrypting dep needed the key
+                raise CheckpointConfigError("rebasing an encrypted checkpoint needs its key")
+            stored = self.cipher.encrypt(
+                stored, _aad(dep.seq, "full", None, dep.codec, compression)
+            )
+            key_id = self.cipher.key_id
+        entry = attrs.evolve(
+            dep,
+            kind="full",
+            base_seq=None,
+            base=None,
+            chain=0,
+            size=len(payload),
+            full_size=len(payload),
+            sha256=fmt.sha256_hex(stored),
+            compression=compression,
+            level=self.level if compression else None,
+            key_id=key_id,
+            blob=blob_id(n),
+        )
+        header = entry.to_entry()
+        del header["stored_size"], header["hidden"]
+        blob = fmt.pack(header, stored)
+        self.store.put(self.namespace, entry.blob, blob, fence=self.fence)
+        return attrs.evolve(entry, stored_size=len(blob))
+
+    def prune(self, retention: Any = None, *, dry_run: bool = False) -> PruneResult:
+        """Apply ``retention`` (default: the manager's policy) and remove
+        orphan blobs. Never deletes the newest checkpoint or a base that a
+        kept delta needs."""
+        policy = self.retention if retention is None else Retention.from_options(retention)
+        with self._lock:
+            index = self._read_index().copy()
+            seqs = doomed(index.entries.values(), policy, time.time())
+            orphans = self._orphans(index)
+            gone = [index.entries[s] for s in sorted(seqs)]
+            if not dry_run:
+                for s in seqs:
+                    index.entries.pop(s)
+                if seqs or self.index_problem:
+                    self._write_index(index)
+                self._delete_blobs([*(g.blob for g in gone), *orphans])
+            return PruneResult(self.namespace, [g for g in gone if not g.hidden], orphans, dry_run)
+
+    def clear(self) -> None:
+        """Delete every checkpoint of the namespace (the index first)."""
+        with self._lock:
+            ids = self.store.list(self.namespace)
+            if INDEX_ID in ids:
+                self.store.delete(self.namespace, INDEX_ID)
+            self._delete_blobs(sid for sid in ids if blob_number(sid) is not None)
+            self._index, self._index_raw, self._cache, self.index_problem = None, None, None, None
+
+
+def _matcher(spec: Mapping[str, Any]) -> Callable[[CheckpointInfo], bool]:
+    fields = {"kind", "codec", "encrypted", "id"}
+
+    def pred(e: CheckpointInfo) -> bool:
+        for k, v in spec.items():
+            have = getattr(e, k) if k in fields else e.metadata.get(k, _ABSENT)
+            if have != v:
+                return False
+        return True
+
+    return pred
+
+
+_ABSENT = object()
