@@ -32,6 +32,15 @@ __all__ = [
     "StageTimeout",
     "NonRetryable",
     "load_registry",
+    "idempotent",
+    "IdempotencyManager",
+    "IdempotencyStatus",
+    "make_key",
+    "IdempotencyError",
+    "IdempotencyInProgress",
+    "IdempotencyConflict",
+    "IdempotencyFailed",
+    "IdempotencyClaimLost",
 ]
 
 _LAZY = {
@@ -53,6 +62,15 @@ _LAZY = {
     "StageTimeout": "pipekit.errors",
     "NonRetryable": "pipekit.errors",
     "load_registry": "pipekit.plugins",
+    "idempotent": "pipekit.idempotency",
+    "IdempotencyManager": "pipekit.idempotency",
+    "IdempotencyStatus": "pipekit.idempotency",
+    "make_key": "pipekit.idempotency",
+    "IdempotencyError": "pipekit.errors",
+    "IdempotencyInProgress": "pipekit.errors",
+    "IdempotencyConflict": "pipekit.errors",
+    "IdempotencyFailed": "pipekit.errors",
+    "IdempotencyClaimLost": "pipekit.errors",
 }
 
 
@@ -73,6 +91,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import PipelineConfig, StageConfig
     from .errors import (
         ConfigError,
+        IdempotencyClaimLost,
+        IdempotencyConflict,
+        IdempotencyError,
+        IdempotencyFailed,
+        IdempotencyInProgress,
         LockTimeout,
         NonRetryable,
         PipekitError,
@@ -81,6 +104,7 @@ if TYPE_CHECKING:  # pragma: no cover
         StageTimeout,
     )
     from .hookspecs import hookimpl, hookspec
+    from .idempotency import IdempotencyManager, IdempotencyStatus, idempotent, make_key
     from .plugins import load_registry
     from .results import RunInfo, StageResult
     from .stage import Checkpoint, RecordStage, Stage, StageContext

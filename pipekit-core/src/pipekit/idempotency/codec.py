@@ -1,0 +1,272 @@
+"""Results as JSON through cattrs: checked by type before the operation runs,
+unstructured when it finishes, structured back on a replay. Never pickle.
+
+:func:`check_type` walks a return type and raises ``TypeError`` naming the
+part that cannot be stored, so that a function whose result could not be
+replayed fails before it runs, not after.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import math
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from pathlib import PurePath
+from typing import Any
+
+import cattrs
+
+from .. import _json
+
+__all__ = ["check_type", "dump", "load", "converter", "type_name"]
+
+_SCALARS: tuple[type, ...] = (bool, int, float, str, type(None))
+_VALUE_TYPES: tuple[type, ...] = (
+    bytes,
+    decimal.Decimal,
+    _dt.datetime,
+    _dt.date,
+    _dt.time,
+    _dt.timedelta,
+    uuid.UUID,
+)
+_SEQUENCES = {
+    list,
+    typing.List,  # noqa: UP006 - what an old-style annotation resolves to
+    typing.Sequence,
+    typing.MutableSequence,
+    typing.Iterable,
+    typing.Collection,
+}
+_SETS = {set, frozenset, typing.AbstractSet, typing.MutableSet}
+
+
+def _float_out(f: float) -> Any:
+    return f if math.isfinite(f) else repr(f)  # 'nan', 'inf', '-inf': JSON has none
+
+
+def _td_out(td: _dt.timedelta) -> int:
+    return (td.days * 86400 + td.seconds) * 1_000_000 + td.microseconds
+
+
+def make_converter() -> cattrs.Converter:
+    from cattrs.strategies import configure_union_passthrough
+
+    c = cattrs.Converter()
+    configure_union_passthrough(typing.Union[str, int, float, bool, None], c)  # noqa: UP007
+    c.register_unstructure_hook(float, _float_out)
+    c.register_structure_hook(float, lambda v, _t: float(v))
+    c.register_unstructure_hook(bytes, lambda b: base64.b64encode(b).decode("ascii"))
+    c.register_structure_hook(bytes, lambda v, _t: base64.b64decode(v, validate=True))
+    c.register_unstructure_hook(decimal.Decimal, str)
+    c.register_structure_hook(decimal.Decimal, lambda v, _t: decimal.Decimal(v))
+    c.register_unstructure_hook(_dt.datetime, lambda d: d.isoformat())
+    c.register_structure_hook(_dt.datetime, lambda v, _t: _dt.datetime.fromisoformat(v))
+    c.register_unstructure_hook(_dt.date, lambda d: d.isoformat())
+    c.register_structure_hook(_dt.date, lambda v, _t: _dt.date.fromisoformat(v))
+    c.register_unstructure_hook(_dt.time, lambda d: d.isoformat())
+    c.register_structure_hook(_dt.time, lambda v, _t: _dt.time.fromisoformat(v))
+    c.register_unstructure_hook(_dt.timedelta, _td_out)
+    c.register_structure_hook(_dt.timedelta, lambda v, _t: _dt.timedelta(microseconds=v))
+    c.register_unstructure_hook(uuid.UUID, str)
+    c.register_structure_hook(uuid.UUID, lambda v, _t: uuid.UUID(v))
+    c.register_unstructure_hook_func(lambda t: isinstance(t, type) and issubclass(t, PurePath), str)
+    c.register_structure_hook_func(
+        lambda t: isinstance(t, type) and issubclass(t, PurePath), lambda v, t: t(v)
+    )
+    return c
+
+
+_converter: cattrs.Converter | None = None
+
+
+def converter() -> cattrs.Converter:
+    global _converter
+    if _converter is None:
+        _converter = make_converter()
+    return _converter
+
+
+def type_name(tp: Any) -> str:
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return (
+            tp.__qualname__ if tp.__module__ == "builtins" else f"{tp.__module__}.{tp.__qualname__}"
+        )
+    return repr(tp).replace("typing.", "")
+
+
+def _fail(where: str, tp: Any, why: str) -> typing.NoReturn:
+    raise TypeError(
+        f"the result type {where} cannot be stored as JSON: {why}. Return a type pipekit "
+        "can store and restore (JSON scalars, containers, datetime, Decimal, Path, UUID, "
+        "enums, attrs classes, dataclasses; see docs/idempotency.md), or declare "
+        "result_type=Any to store plain JSON values as they are"
+    )
+
+
+def check_type(tp: Any, where: str = "", _seen: set[int] | None = None) -> None:
+    """Raise ``TypeError`` unless a value of type ``tp`` can be stored and
+    read back as the same type."""
+    seen = _seen if _seen is not None else set()
+    here = where or type_name(tp)
+    if tp is Any or tp is object:
+        return
+    if tp is None or tp is type(None):
+        return
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        check_type(args[0], where, seen)
+        return
+    if origin is typing.Final or origin is typing.ClassVar:
+        check_type(args[0] if args else Any, where, seen)
+        return
+    if isinstance(tp, typing.NewType):
+        check_type(tp.__supertype__, where, seen)
+        return
+    if origin is typing.Literal:
+        for v in args:
+            if not isinstance(v, (*_SCALARS, enum.Enum)):
+                _fail(here, tp, f"the literal {v!r} is not a JSON scalar")
+        return
+    if origin is typing.Union or origin is types.UnionType:
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:
+            check_type(members[0], where, seen)
+            return
+        if all(m in _SCALARS for m in members):
+            return
+        if all(isinstance(m, type) and _is_attrs(m) for m in members):
+            for m in members:
+                check_type(m, f"{here} | {type_name(m)}", seen)
+            return
+        _fail(
+            here,
+            tp,
+            "a union may hold JSON scalars (str, int, float, bool, None) or attrs "
+            "classes, not a mix: its members could not be told apart when read back",
+        )
+    if isinstance(tp, typing.TypeVar):
+        _fail(here, tp, f"the type variable {tp} is not a concrete type")
+    if origin is not None:
+        if origin in _SEQUENCES:
+            check_type(args[0] if args else Any, f"{here}[item]", seen)
+            return
+        if origin is tuple:
+            items = [args[0]] if len(args) == 2 and args[1] is Ellipsis else list(args)
+            for i, a in enumerate(items):
+                check_type(a, f"{here}[{i}]", seen)
+            return
+        if origin in _SETS:
+            check_type(args[0] if args else Any, f"{here}[item]", seen)
+            return
+        if origin in (dict, typing.Mapping, typing.MutableMapping, typing.Dict):  # noqa: UP006
+            if args:
+                _check_key(args[0], here)
+                check_type(args[1], f"{here}[value]", seen)
+            return
+        _fail(here, tp, f"{type_name(origin)} is not a supported container")
+    if not isinstance(tp, type):
+        _fail(here, tp, f"{tp!r} is not a type")
+    if tp in _SEQUENCES or tp in _SETS or tp in (dict, tuple):
+        return  # bare containers: items as plain JSON
+    if issubclass(tp, _SCALARS) or issubclass(tp, _VALUE_TYPES):
+        return
+    if issubclass(tp, (enum.Enum, PurePath)):
+        return
+    if id(tp) in seen:
+        return  # a recursive type: checked once
+    if _is_attrs(tp):
+        import attrs
+
+        seen.add(id(tp))
+        attrs.resolve_types(tp)  # type: ignore[type-var]
+        for a in attrs.fields(tp):  # type: ignore[arg-type]
+            if a.init:
+                check_type(a.type if a.type is not None else Any, f"{here}.{a.name}", seen)
+        return
+    if dataclasses.is_dataclass(tp):
+        seen.add(id(tp))
+        hints = typing.get_type_hints(tp)
+        for f in dataclasses.fields(tp):
+            if f.init:
+                check_type(hints.get(f.name, Any), f"{here}.{f.name}", seen)
+        return
+    if typing.is_typeddict(tp):
+        seen.add(id(tp))
+        for name, t in typing.get_type_hints(tp).items():
+            check_type(t, f"{here}.{name}", seen)
+        return
+    _fail(here, tp, f"{type_name(tp)} has no JSON form (not an attrs class or a dataclass)")
+
+
+def _check_key(tp: Any, where: str) -> None:
+    ok = isinstance(tp, type) and (
+        issubclass(tp, (str, int, uuid.UUID))
+        or (issubclass(tp, enum.Enum) and issubclass(tp, (str, int)))
+    )
+    if not ok and tp is not Any:
+        _fail(
+            where,
+            tp,
+            f"JSON object keys are strings; a mapping's keys may be str, int, UUID or a str/int "
+            f"enum, not {type_name(tp)}",
+        )
+
+
+def _is_attrs(tp: type) -> bool:
+    return getattr(tp, "__attrs_attrs__", None) is not None
+
+
+def dump(value: Any, tp: Any) -> Any:
+    """The JSON value (as decoded from JSON) that stores ``value`` of type
+    ``tp``; ``TypeError`` when it has no JSON form."""
+    c = converter()
+    try:
+        data = c.unstructure(value) if tp is Any or tp is object else c.unstructure(value, tp)
+        data = _json.loads(_json.dumps(data))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"the result of type {type_name(type(value))} cannot be stored as JSON: {exc}"
+        ) from None
+    try:
+        load(data, tp)  # what a replay will do: fail now, not then
+    except Exception as exc:
+        raise TypeError(
+            f"the result {type_name(type(value))} does not read back as the declared "
+            f"{type_name(tp)}: {exc}"
+        ) from None
+    return data
+
+
+def load(data: Any, tp: Any) -> Any:
+    """The value of type ``tp`` stored as ``data`` by :func:`dump`."""
+    if tp is Any or tp is object:
+        return data
+    return converter().structure(data, tp)
+
+
+def resolve_return_type(func: Callable[..., Any]) -> Any:
+    """The return annotation of ``func``, resolved; raises ``TypeError`` when
+    it has none."""
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception as exc:
+        raise TypeError(
+            f"cannot resolve the return annotation of {func.__qualname__}: {exc}; "
+            "pass result_type= to pipekit.idempotent"
+        ) from None
+    if "return" not in hints:
+        raise TypeError(
+            f"{func.__qualname__} has no return annotation. pipekit.idempotent stores results "
+            "as JSON and restores them by type: annotate the return type (e.g. -> dict[str, "
+            "int], -> None), or pass result_type= (result_type=Any stores plain JSON as is)"
+        )
+    return hints["return"]
