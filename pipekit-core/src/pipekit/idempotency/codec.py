@@ -25,7 +25,15 @@ import cattrs
 
 from .. import _json
 
-__all__ = ["check_type", "dump", "load", "converter", "type_name"]
+__all__ = [
+    "check_type",
+    "dump",
+    "load",
+    "converter",
+    "type_name",
+    "resolve_return_type",
+    "UnresolvedAnnotation",
+]
 
 _SCALARS: tuple[type, ...] = (bool, int, float, str, type(None))
 _VALUE_TYPES: tuple[type, ...] = (
@@ -56,6 +64,25 @@ def _td_out(td: _dt.timedelta) -> int:
     return (td.days * 86400 + td.seconds) * 1_000_000 + td.microseconds
 
 
+def _is_namedtuple(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, tuple) and hasattr(t, "_fields")
+
+
+def _field_types(t: Any) -> list[Any]:
+    hints = typing.get_type_hints(t)
+    return [hints.get(name, Any) for name in t._fields]
+
+
+def _namedtuple_out(c: cattrs.Converter, t: Any) -> Callable[[Any], Any]:
+    types_ = _field_types(t)
+    return lambda v: [c.unstructure(x, ft) for x, ft in zip(v, types_)]
+
+
+def _namedtuple_in(c: cattrs.Converter, t: Any) -> Callable[[Any, Any], Any]:
+    types_ = _field_types(t)
+    return lambda v, _t: t(*[c.structure(x, ft) for x, ft in zip(v, types_)])
+
+
 def make_converter() -> cattrs.Converter:
     from cattrs.strategies import configure_union_passthrough
 
@@ -77,6 +104,8 @@ def make_converter() -> cattrs.Converter:
     c.register_structure_hook(_dt.timedelta, lambda v, _t: _dt.timedelta(microseconds=v))
     c.register_unstructure_hook(uuid.UUID, str)
     c.register_structure_hook(uuid.UUID, lambda v, _t: uuid.UUID(v))
+    c.register_unstructure_hook_factory(_is_namedtuple, lambda t: _namedtuple_out(c, t))
+    c.register_structure_hook_factory(_is_namedtuple, lambda t: _namedtuple_in(c, t))
     c.register_unstructure_hook_func(lambda t: isinstance(t, type) and issubclass(t, PurePath), str)
     c.register_structure_hook_func(
         lambda t: isinstance(t, type) and issubclass(t, PurePath), lambda v, t: t(v)
@@ -111,25 +140,48 @@ def _fail(where: str, tp: Any, why: str) -> typing.NoReturn:
     )
 
 
+def as_any(tp: Any) -> Any:
+    """``tp`` with ``object`` replaced by ``Any`` (cattrs knows only the
+    latter), at the top and in generic arguments."""
+    if tp is object:
+        return Any
+    args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if not args or origin is None or origin is typing.Literal:
+        return tp
+    new = tuple(as_any(a) for a in args)
+    if new == args:
+        return tp
+    if origin is typing.Union or origin is types.UnionType:
+        return typing.Union[new]  # noqa: UP007
+    copy_with = getattr(tp, "copy_with", None)
+    return copy_with(new) if copy_with is not None else origin[new]
+
+
 def check_type(tp: Any, where: str = "", _seen: set[int] | None = None) -> None:
     """Raise ``TypeError`` unless a value of type ``tp`` can be stored and
     read back as the same type."""
-    seen = _seen if _seen is not None else set()
+    _check(tp, where, _seen if _seen is not None else set(), False)
+
+
+def _check(tp: Any, where: str, seen: set[int], in_class: bool) -> None:
     here = where or type_name(tp)
-    if tp is Any or tp is object:
+    if tp is Any or (tp is object and not in_class):
         return
+    if tp is object:
+        _fail(here, tp, "a field annotated 'object' cannot be read back; annotate it 'Any'")
     if tp is None or tp is type(None):
         return
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Annotated:
-        check_type(args[0], where, seen)
+        _check(args[0], where, seen, in_class)
         return
     if origin is typing.Final or origin is typing.ClassVar:
-        check_type(args[0] if args else Any, where, seen)
+        _check(args[0] if args else Any, where, seen, in_class)
         return
     if isinstance(tp, typing.NewType):
-        check_type(tp.__supertype__, where, seen)
+        _check(tp.__supertype__, where, seen, in_class)
         return
     if origin is typing.Literal:
         for v in args:
@@ -139,13 +191,13 @@ def check_type(tp: Any, where: str = "", _seen: set[int] | None = None) -> None:
     if origin is typing.Union or origin is types.UnionType:
         members = [a for a in args if a is not type(None)]
         if len(members) == 1:
-            check_type(members[0], where, seen)
+            _check(members[0], where, seen, in_class)
             return
         if all(m in _SCALARS for m in members):
             return
         if all(isinstance(m, type) and _is_attrs(m) for m in members):
             for m in members:
-                check_type(m, f"{here} | {type_name(m)}", seen)
+                _check(m, f"{here} | {type_name(m)}", seen, in_class)
             return
         _fail(
             here,
@@ -157,20 +209,20 @@ def check_type(tp: Any, where: str = "", _seen: set[int] | None = None) -> None:
         _fail(here, tp, f"the type variable {tp} is not a concrete type")
     if origin is not None:
         if origin in _SEQUENCES:
-            check_type(args[0] if args else Any, f"{here}[item]", seen)
+            _check(args[0] if args else Any, f"{here}[item]", seen, in_class)
             return
         if origin is tuple:
             items = [args[0]] if len(args) == 2 and args[1] is Ellipsis else list(args)
             for i, a in enumerate(items):
-                check_type(a, f"{here}[{i}]", seen)
+                _check(a, f"{here}[{i}]", seen, in_class)
             return
         if origin in _SETS:
-            check_type(args[0] if args else Any, f"{here}[item]", seen)
+            _check(args[0] if args else Any, f"{here}[item]", seen, in_class)
             return
         if origin in (dict, typing.Mapping, typing.MutableMapping, typing.Dict):  # noqa: UP006
             if args:
                 _check_key(args[0], here)
-                check_type(args[1], f"{here}[value]", seen)
+                _check(args[1], f"{here}[value]", seen, in_class)
             return
         _fail(here, tp, f"{type_name(origin)} is not a supported container")
     if not isinstance(tp, type):
@@ -190,19 +242,24 @@ def check_type(tp: Any, where: str = "", _seen: set[int] | None = None) -> None:
         attrs.resolve_types(tp)  # type: ignore[type-var]
         for a in attrs.fields(tp):  # type: ignore[arg-type]
             if a.init:
-                check_type(a.type if a.type is not None else Any, f"{here}.{a.name}", seen)
+                _check(a.type if a.type is not None else Any, f"{here}.{a.name}", seen, True)
         return
     if dataclasses.is_dataclass(tp):
         seen.add(id(tp))
         hints = typing.get_type_hints(tp)
         for f in dataclasses.fields(tp):
             if f.init:
-                check_type(hints.get(f.name, Any), f"{here}.{f.name}", seen)
+                _check(hints.get(f.name, Any), f"{here}.{f.name}", seen, True)
+        return
+    if _is_namedtuple(tp):
+        seen.add(id(tp))
+        for name, ft in zip(tp._fields, _field_types(tp)):  # type: ignore[attr-defined]
+            _check(ft, f"{here}.{name}", seen, True)
         return
     if typing.is_typeddict(tp):
         seen.add(id(tp))
         for name, t in typing.get_type_hints(tp).items():
-            check_type(t, f"{here}.{name}", seen)
+            _check(t, f"{here}.{name}", seen, True)
         return
     _fail(here, tp, f"{type_name(tp)} has no JSON form (not an attrs class or a dataclass)")
 
@@ -229,8 +286,9 @@ def dump(value: Any, tp: Any) -> Any:
     """The JSON value (as decoded from JSON) that stores ``value`` of type
     ``tp``; ``TypeError`` when it has no JSON form."""
     c = converter()
+    tp = as_any(tp)
     try:
-        data = c.unstructure(value) if tp is Any or tp is object else c.unstructure(value, tp)
+        data = c.unstructure(value) if tp is Any else c.unstructure(value, tp)
         data = _json.loads(_json.dumps(data))
     except (TypeError, ValueError) as exc:
         raise TypeError(
@@ -248,25 +306,43 @@ def dump(value: Any, tp: Any) -> Any:
 
 def load(data: Any, tp: Any) -> Any:
     """The value of type ``tp`` stored as ``data`` by :func:`dump`."""
-    if tp is Any or tp is object:
+    tp = as_any(tp)
+    if tp is Any:
         return data
     return converter().structure(data, tp)
 
 
+class UnresolvedAnnotation(TypeError):
+    """A return annotation names something not defined (yet)."""
+
+
 def resolve_return_type(func: Callable[..., Any]) -> Any:
-    """The return annotation of ``func``, resolved; raises ``TypeError`` when
-    it has none."""
-    try:
-        hints = typing.get_type_hints(func, include_extras=True)
-    except Exception as exc:
-        raise TypeError(
-            f"cannot resolve the return annotation of {func.__qualname__}: {exc}; "
-            "pass result_type= to pipekit.idempotent"
-        ) from None
-    if "return" not in hints:
+    """The return annotation of ``func``, resolved (in the function's module,
+    and among the names its body uses from enclosing functions); raises
+    ``TypeError`` when it has none or it cannot be resolved. Only the return
+    annotation is looked at: a parameter's annotation may name anything."""
+    annotations = getattr(func, "__annotations__", {})
+    if "return" not in annotations:
         raise TypeError(
             f"{func.__qualname__} has no return annotation. pipekit.idempotent stores results "
             "as JSON and restores them by type: annotate the return type (e.g. -> dict[str, "
             "int], -> None), or pass result_type= (result_type=Any stores plain JSON as is)"
         )
-    return hints["return"]
+    local: dict[str, Any] = {}
+    code = getattr(func, "__code__", None)
+    closure = getattr(func, "__closure__", None) or ()
+    if code is not None:
+        for name, cell in zip(code.co_freevars, closure):
+            try:
+                local[name] = cell.cell_contents
+            except ValueError:  # an empty cell
+                pass
+    probe = types.FunctionType((lambda: None).__code__, getattr(func, "__globals__", {}))
+    probe.__annotations__ = {"return": annotations["return"]}
+    try:
+        return typing.get_type_hints(probe, localns=local, include_extras=True)["return"]
+    except Exception as exc:
+        raise UnresolvedAnnotation(
+            f"cannot resolve the return annotation of {func.__qualname__} "
+            f"({annotations['return']!r}): {exc}; pass result_type= to pipekit.idempotent"
+        ) from None

@@ -299,8 +299,10 @@ def idempotent(
             retryable=retryable,
         )
         validate_times(ttl, failed_ttl, pending_timeout, wait)
-        if result_type is not _MISSING or _annotation_resolvable(f):
+        try:
             spec.checked_result_type()  # fail at decoration when it can be known now
+        except codec.UnresolvedAnnotation:
+            pass  # a forward reference to a later definition: checked at the first call
 
         if inspect.iscoroutinefunction(f):
 
@@ -323,17 +325,3 @@ def idempotent(
             raise TypeError("@pipekit.idempotent decorates a function; pass options by keyword")
         return decorate(func)
     return decorate
-
-
-def _annotation_resolvable(f: Callable[..., Any]) -> bool:
-    """True when the return annotation is missing or resolves now (a forward
-    reference to a class defined later is checked at the first call)."""
-    import typing
-
-    if "return" not in getattr(f, "__annotations__", {}):
-        return True
-    try:
-        typing.get_type_hints(f)
-    except Exception:
-        return False
-    return True
