@@ -145,3 +145,21 @@ def test_without_a_pipeline_the_default_store_or_dir(tmp_path: Path, project: Pr
     assert ops(idem(other, "list", "--json")) == ["__main__.f"]
     missing = idem(other, "list", "--dir", str(other / "nope"))
     assert missing.returncode == 1 and "no such folder" in missing.stderr
+
+
+def test_wrong_arguments_are_usage_errors(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from pipekit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIPEKIT_IDEMPOTENCY_DIR", raising=False)
+    for argv, message in [
+        (["idem", "show"], "exactly one KEY"),
+        (["idem", "show", "a", "b"], "exactly one KEY"),
+        (["idem", "forget"], "one KEY or more"),
+        (["idem", "list", "k"], "takes no KEY"),
+        (["idem", "sweep", "--prefix", "x"], "--prefix goes with pipekit idem list"),
+    ]:
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err
+    assert main(["idem", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_FAILED, EXIT_OK, PipekitError
+from ..errors import EXIT_FAILED, EXIT_OK, ConfigError, PipekitError
 from ._common import add_common, add_file, error, print_json
 
 
@@ -16,45 +16,64 @@ class NoRecord(PipekitError):
     """``show`` or ``forget`` of a key that has no live record."""
 
 
+class UsageError(ConfigError):
+    """Wrong arguments for an action (exit 2)."""
+
+
+ACTIONS = {
+    "list": "list the live records, sorted by key",
+    "show": "show one record: state, times, fingerprint, owner, result or error",
+    "forget": "remove records: the next call (or run, for a stage) runs again",
+    "sweep": "remove expired records and temp files left by killed writers",
+}
+
+
 def add_parser(sub: Any) -> None:
+    # One parser, not one per action: building the parser is on the path of
+    # every pipekit command (a no-op run included), and sub-parsers cost.
     idem = sub.add_parser(
         "idem",
         help="list, show, forget or sweep idempotency records",
+        usage="pipekit idem {list [--prefix TEXT] | show KEY | forget KEY... | sweep} [options]",
         description=(
             "The records of the idempotency store: the pipeline's (its [backend], "
             "or --backend), or the file store in --dir. With neither a pipeline file nor "
             "--dir: $PIPEKIT_IDEMPOTENCY_DIR, else ./.pipekit/idempotency (where "
-            "@pipekit.idempotent keeps its records by default)."
+            "@pipekit.idempotent keeps its records by default). Actions: "
+            + "; ".join(f"{name}: {text}" for name, text in ACTIONS.items())
         ),
     )
+    idem.add_argument("action", choices=tuple(ACTIONS), metavar="ACTION", help="|".join(ACTIONS))
+    idem.add_argument("keys", nargs="*", metavar="KEY", help="the key(s) of show and forget")
+    add_file(idem)
+    idem.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a file idempotency store's folder (instead of the pipeline's store)",
+    )
+    idem.add_argument(
+        "--prefix", default=None, metavar="TEXT", help="list: only keys that start with TEXT"
+    )
     add_common(idem)
-    actions = idem.add_subparsers(dest="idem_command", metavar="ACTION", required=True)
+    idem.add_argument("--json", action="store_true", help="print JSON on stdout")
+    idem.set_defaults(handler=main)
 
-    def leaf(name: str, help: str) -> argparse.ArgumentParser:
-        p = actions.add_parser(name, help=help, description=help)
-        add_file(p)
-        p.add_argument(
-            "--dir",
-            type=Path,
-            default=None,
-            metavar="PATH",
-            help="a file idempotency store's folder (instead of the pipeline's store)",
-        )
-        add_common(p)
-        p.add_argument("--json", action="store_true", help="print JSON on stdout")
-        return p
 
-    p = leaf("list", "list the live records, sorted by key")
-    p.add_argument("--prefix", default="", metavar="TEXT", help="only keys that start with TEXT")
-    p.set_defaults(handler=main_list)
-    p = leaf("show", "show one record: state, times, fingerprint, owner, result or error")
-    p.add_argument("key", metavar="KEY")
-    p.set_defaults(handler=main_show)
-    p = leaf("forget", "remove records: the next call (or run, for a stage) runs again")
-    p.add_argument("keys", nargs="+", metavar="KEY")
-    p.set_defaults(handler=main_forget)
-    p = leaf("sweep", "remove expired records and temp files left by killed writers")
-    p.set_defaults(handler=main_sweep)
+def main(args: argparse.Namespace) -> int:
+    action = args.action
+    n = len(args.keys)
+    if action == "show" and n != 1:
+        raise UsageError("pipekit idem show takes exactly one KEY")
+    if action == "forget" and n == 0:
+        raise UsageError("pipekit idem forget takes one KEY or more")
+    if action in ("list", "sweep") and n:
+        raise UsageError(f"pipekit idem {action} takes no KEY (got {' '.join(args.keys)})")
+    if args.prefix is not None and action != "list":
+        raise UsageError("--prefix goes with pipekit idem list")
+    handler = {"list": main_list, "show": main_show, "forget": main_forget, "sweep": main_sweep}
+    return handler[action](args)
 
 
 def _file(args: argparse.Namespace) -> Path | None:
@@ -112,7 +131,7 @@ def _left(s: Any) -> str:
 
 def main_list(args: argparse.Namespace) -> int:
     mgr = manager(args)
-    statuses = list(mgr.list(args.prefix))
+    statuses = list(mgr.list(args.prefix or ""))
     if args.json:
         print_json([s.to_json(with_result=False) for s in statuses])
         return EXIT_OK
@@ -124,11 +143,11 @@ def main_list(args: argparse.Namespace) -> int:
 
 def main_show(args: argparse.Namespace) -> int:
     mgr = manager(args)
-    s = mgr.get(args.key)
+    key = args.keys[0]
+    s = mgr.get(key)
     if s.state == "ABSENT":
         raise NoRecord(
-            f"no live record for key {args.key!r} in {mgr.store!r} "
-            "(pipekit idem list shows the keys)"
+            f"no live record for key {key!r} in {mgr.store!r} (pipekit idem list shows the keys)"
         )
     if args.json:
         print_json(s.to_json())
@@ -178,4 +197,4 @@ def main_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["add_parser", "main_list", "main_show", "main_forget", "main_sweep"]
+__all__ = ["add_parser", "main"]

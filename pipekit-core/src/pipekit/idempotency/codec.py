@@ -140,16 +140,32 @@ def _fail(where: str, tp: Any, why: str) -> typing.NoReturn:
     )
 
 
+_as_any_cache: dict[Any, Any] = {}
+
+
 def as_any(tp: Any) -> Any:
     """``tp`` with ``object`` replaced by ``Any`` (cattrs knows only the
     latter), at the top and in generic arguments."""
+    try:
+        return _as_any_cache[tp]
+    except (KeyError, TypeError):
+        pass
+    out = _as_any(tp)
+    try:
+        _as_any_cache[tp] = out
+    except TypeError:  # unhashable (e.g. a Literal of a list): not cached
+        pass
+    return out
+
+
+def _as_any(tp: Any) -> Any:
     if tp is object:
         return Any
     args = typing.get_args(tp)
     origin = typing.get_origin(tp)
     if not args or origin is None or origin is typing.Literal:
         return tp
-    new = tuple(as_any(a) for a in args)
+    new = tuple(_as_any(a) for a in args)
     if new == args:
         return tp
     if origin is typing.Union or origin is types.UnionType:

@@ -36,7 +36,6 @@ import datetime as _dt
 import decimal
 import enum
 import hashlib
-import math
 import uuid
 from collections.abc import Mapping
 from pathlib import PurePath, PureWindowsPath
@@ -52,143 +51,209 @@ def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _len(n: int) -> bytes:
-    return str(n).encode() + b":"
+def _chunk(tag: bytes, payload: bytes) -> bytes:
+    return b"%s%d:%s" % (tag, len(payload), payload)
 
 
-class _Encoder:
-    __slots__ = ("out", "stack")
+class _NoForm(Exception):
+    """Raised inside the encoder; the path is collected on the way out."""
 
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-        self.stack: set[int] = set()
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str] = []
 
-    def chunk(self, tag: bytes, payload: bytes) -> None:
-        self.out.append(tag + _len(len(payload)) + payload)
 
-    def encode(self, value: Any, where: str) -> None:
-        out = self.out
-        if value is None:
-            out.append(b"N")
-            return
-        cls = type(value)
-        if cls is bool:
-            out.append(b"T" if value else b"F")
-            return
-        if isinstance(value, enum.Enum):  # before int/str: IntEnum, StrEnum
-            self.chunk(b"E", f"{_qualname(cls)}.{value.name}".encode())
-            return
-        if isinstance(value, int):
-            self.chunk(b"i", str(int(value)).encode())
-            return
-        if isinstance(value, str):
-            self.chunk(b"s", str(value).encode("utf-8", "surrogatepass"))
-            return
-        if isinstance(value, float):
-            f = float(value)
-            if math.isnan(f):
-                text = "nan"
-            elif f == 0.0:
-                text = "0x0.0p+0"  # -0.0 == 0.0
-            else:
-                text = f.hex()
-            self.chunk(b"f", text.encode())
-            return
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            self.chunk(b"b", bytes(value))
-            return
-        if isinstance(value, decimal.Decimal):
-            self.chunk(b"m", _decimal_text(value).encode())
-            return
-        if isinstance(value, _dt.datetime):  # before date: a datetime is a date
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise TypeError(
-                    f"cannot make an idempotency key from {where}: the datetime "
-                    f"{value.isoformat()} is naive; make it timezone-aware "
-                    "(e.g. datetime.now(timezone.utc) or dt.replace(tzinfo=...))"
-                )
-            utc = value.astimezone(_UTC).replace(tzinfo=None, fold=0)
-            self.chunk(b"D", utc.isoformat(timespec="microseconds").encode())
-            return
-        if isinstance(value, _dt.date):
-            self.chunk(b"a", value.isoformat().encode())
-            return
-        if isinstance(value, _dt.time):
-            offset = value.utcoffset()
-            text = value.replace(tzinfo=None, fold=0).isoformat(timespec="microseconds")
-            if offset is not None:
-                text += f"@{offset.total_seconds():g}"
-            self.chunk(b"h", text.encode())
-            return
-        if isinstance(value, _dt.timedelta):
-            us = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
-            self.chunk(b"r", str(us).encode())
-            return
-        if isinstance(value, PurePath):
-            text = str(value).casefold() if isinstance(value, PureWindowsPath) else str(value)
-            self.chunk(b"w" if isinstance(value, PureWindowsPath) else b"p", text.encode())
-            return
-        if isinstance(value, uuid.UUID):
-            self.chunk(b"u", value.hex.encode())
-            return
-        self.composite(value, cls, where)
+def _float_text(f: float) -> bytes:
+    if f != f:
+        return b"nan"  # every NaN is one NaN
+    if f == 0.0:
+        return b"0x0.0p+0"  # -0.0 == 0.0
+    return f.hex().encode()
 
-    def composite(self, value: Any, cls: type, where: str) -> None:
-        ident = id(value)
-        if ident in self.stack:
-            raise TypeError(f"cannot make an idempotency key from {where}: it contains itself")
-        self.stack.add(ident)
+
+def _enc_str(v: Any, stack: set[int]) -> bytes:
+    return _chunk(b"s", str(v).encode("utf-8", "surrogatepass"))
+
+
+def _enc_int(v: Any, stack: set[int]) -> bytes:
+    return _chunk(b"i", b"%d" % v)
+
+
+def _enc_float(v: Any, stack: set[int]) -> bytes:
+    return _chunk(b"f", _float_text(float(v)))
+
+
+def _enc_bool(v: Any, stack: set[int]) -> bytes:
+    return b"T" if v else b"F"
+
+
+def _enc_none(v: Any, stack: set[int]) -> bytes:
+    return b"N"
+
+
+def _enc_bytes(v: Any, stack: set[int]) -> bytes:
+    return _chunk(b"b", bytes(v))
+
+
+def _enc_seq(v: Any, stack: set[int]) -> bytes:
+    ident = id(v)
+    if ident in stack:
+        raise _NoForm("it contains itself")
+    stack.add(ident)
+    parts = [b"%s%d:" % (b"l" if isinstance(v, list) else b"t", len(v))]
+    i = 0
+    try:
+        for i, item in enumerate(v):  # noqa: B007 - i is used on the error path
+            parts.append(_enc(item, stack))
+    except _NoForm as exc:
+        exc.path.append(f"[{i}]")
+        raise
+    finally:
+        stack.discard(ident)
+    return b"".join(parts)
+
+
+def _enc_set(v: Any, stack: set[int]) -> bytes:
+    ident = id(v)
+    if ident in stack:
+        raise _NoForm("it contains itself")
+    stack.add(ident)
+    try:
+        items = sorted(_enc(item, stack) for item in v)
+    except _NoForm as exc:
+        exc.path.append("{...}")
+        raise
+    finally:
+        stack.discard(ident)
+    return b"S%d:%s" % (len(items), b"".join(items))
+
+
+def _enc_map(v: Any, stack: set[int]) -> bytes:
+    ident = id(v)
+    if ident in stack:
+        raise _NoForm("it contains itself")
+    stack.add(ident)
+    pairs = []
+    try:
+        for k, val in v.items():
+            try:
+                ek = _enc(k, stack)
+            except _NoForm as exc:
+                exc.path.append(" key")
+                raise
+            try:
+                pairs.append(ek + _enc(val, stack))
+            except _NoForm as exc:
+                exc.path.append(f"[{k!r}]" if _plain(k) else "[...]")
+                raise
+    finally:
+        stack.discard(ident)
+    pairs.sort()
+    return b"d%d:%s" % (len(pairs), b"".join(pairs))
+
+
+def _enc_record(tag: bytes, cls: type, fields: list[tuple[str, Any]], stack: set[int]) -> bytes:
+    parts = [_chunk(tag, _qualname(cls).encode()), b"%d:" % len(fields)]
+    for name, val in sorted(fields):
+        parts.append(_chunk(b"s", name.encode()))
         try:
-            if isinstance(value, (list, tuple)):
-                self.out.append((b"l" if isinstance(value, list) else b"t") + _len(len(value)))
-                for i, item in enumerate(value):
-                    self.encode(item, f"{where}[{i}]")
-            elif isinstance(value, (set, frozenset)):
-                self.out.append(b"S" + _len(len(value)))
-                self.out.extend(sorted(self.sub(item, f"{where}{{...}}") for item in value))
-            elif isinstance(value, Mapping):
-                pairs = []
-                for k, v in value.items():
-                    ek = self.sub(k, f"{where} key {k!r}" if _plain(k) else f"{where} key")
-                    pairs.append(ek + self.sub(v, f"{where}[{k!r}]" if _plain(k) else where))
-                pairs.sort()
-                self.out.append(b"d" + _len(len(pairs)))
-                self.out.extend(pairs)
-            elif _is_attrs(cls):
-                import attrs
+            parts.append(_enc(val, stack))
+        except _NoForm as exc:
+            exc.path.append(f".{name}")
+            raise
+    return b"".join(parts)
 
-                fields = [(a.name, getattr(value, a.name)) for a in attrs.fields(cls) if a.eq]
-                self.record(b"A", cls, fields, where)
-            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-                fields = [
-                    (f.name, getattr(value, f.name)) for f in dataclasses.fields(value) if f.compare
-                ]
-                self.record(b"C", cls, fields, where)
-            else:
-                raise TypeError(
-                    f"cannot make an idempotency key from {where}: type "
-                    f"{_qualname(cls)} has no canonical form. Pass a value of a supported "
-                    "type (see docs/idempotency.md), leave the argument out of the key "
-                    "(ignore=...), or give a key= function"
-                )
-        finally:
-            self.stack.discard(ident)
 
-    def record(self, tag: bytes, cls: type, fields: list[tuple[str, Any]], where: str) -> None:
-        self.chunk(tag, _qualname(cls).encode())
-        self.out.append(_len(len(fields)))
-        for name, val in sorted(fields):
-            self.chunk(b"s", name.encode())
-            self.encode(val, f"{where}.{name}")
+_EXACT: dict[type, Any] = {
+    str: _enc_str,
+    int: _enc_int,
+    float: _enc_float,
+    bool: _enc_bool,
+    type(None): _enc_none,
+    bytes: _enc_bytes,
+    list: _enc_seq,
+    tuple: _enc_seq,
+    dict: _enc_map,
+    set: _enc_set,
+    frozenset: _enc_set,
+}
 
-    def sub(self, value: Any, where: str) -> bytes:
-        """The encoding of one value alone (for order-free containers)."""
-        saved, self.out = self.out, []
-        try:
-            self.encode(value, where)
-            return b"".join(self.out)
-        finally:
-            self.out = saved
+
+def _enc(value: Any, stack: set[int]) -> bytes:
+    fast = _EXACT.get(type(value))
+    if fast is not None:
+        return fast(value, stack)  # type: ignore[no-any-return]
+    cls = type(value)
+    if isinstance(value, enum.Enum):  # before int/str: IntEnum, StrEnum
+        return _chunk(b"E", f"{_qualname(cls)}.{value.name}".encode())
+    if isinstance(value, int):
+        return _enc_int(int(value), stack)
+    if isinstance(value, str):
+        return _enc_str(value, stack)
+    if isinstance(value, float):
+        return _enc_float(value, stack)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _enc_bytes(value, stack)
+    if isinstance(value, decimal.Decimal):
+        return _chunk(b"m", _decimal_text(value).encode())
+    if isinstance(value, _dt.datetime):  # before date: a datetime is a date
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise _NoForm(
+                f"the datetime {value.isoformat()} is naive; make it timezone-aware "
+                "(e.g. datetime.now(timezone.utc) or dt.replace(tzinfo=...))"
+            )
+        utc = value.astimezone(_UTC).replace(tzinfo=None, fold=0)
+        return _chunk(b"D", utc.isoformat(timespec="microseconds").encode())
+    if isinstance(value, _dt.date):
+        return _chunk(b"a", value.isoformat().encode())
+    if isinstance(value, _dt.time):
+        offset = value.utcoffset()
+        text = value.replace(tzinfo=None, fold=0).isoformat(timespec="microseconds")
+        if offset is not None:
+            text += f"@{offset.total_seconds():g}"
+        return _chunk(b"h", text.encode())
+    if isinstance(value, _dt.timedelta):
+        us = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
+        return _chunk(b"r", b"%d" % us)
+    if isinstance(value, PurePath):
+        if isinstance(value, PureWindowsPath):
+            return _chunk(b"w", str(value).casefold().encode())
+        return _chunk(b"p", str(value).encode())
+    if isinstance(value, uuid.UUID):
+        return _chunk(b"u", value.hex.encode())
+    if isinstance(value, (list, tuple)):
+        return _enc_seq(value, stack)
+    if isinstance(value, (set, frozenset)):
+        return _enc_set(value, stack)
+    if isinstance(value, Mapping):
+        return _enc_map(value, stack)
+    if _is_attrs(cls):
+        import attrs
+
+        fields = [(a.name, getattr(value, a.name)) for a in attrs.fields(cls) if a.eq]
+        return _enc_guarded(b"A", cls, fields, value, stack)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value) if f.compare]
+        return _enc_guarded(b"C", cls, fields, value, stack)
+    raise _NoForm(
+        f"type {_qualname(cls)} has no canonical form. Pass a value of a supported type "
+        "(see docs/idempotency.md), leave the argument out of the key (ignore=...), or "
+        "give a key= function"
+    )
+
+
+def _enc_guarded(
+    tag: bytes, cls: type, fields: list[tuple[str, Any]], value: Any, stack: set[int]
+) -> bytes:
+    ident = id(value)
+    if ident in stack:
+        raise _NoForm("it contains itself")
+    stack.add(ident)
+    try:
+        return _enc_record(tag, cls, fields, stack)
+    finally:
+        stack.discard(ident)
 
 
 def _plain(k: Any) -> bool:
@@ -216,10 +281,15 @@ def _decimal_text(d: decimal.Decimal) -> str:
 
 
 def canonical_bytes(value: Any, *, where: str = "value") -> bytes:
-    """The canonical encoding of ``value`` (see the module's rules)."""
-    enc = _Encoder()
-    enc.encode(value, where)
-    return b"".join(enc.out)
+    """The canonical encoding of ``value`` (see the module's rules); a
+    ``TypeError`` saying where, for a part with no canonical form."""
+    try:
+        return _enc(value, set())
+    except _NoForm as exc:
+        path = "".join(reversed(exc.path))
+        raise TypeError(
+            f"cannot make an idempotency key from {where}{path}: {exc.reason}"
+        ) from None
 
 
 def digest(value: Any, *, where: str = "value") -> str:

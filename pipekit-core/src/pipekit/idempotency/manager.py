@@ -180,6 +180,12 @@ class IdempotencyManager:
     def try_begin(self, key: str, fingerprint: str = "") -> IdempotencyStatus:
         """One attempt of :meth:`begin`, without waiting: a live PENDING
         claim of another caller raises :class:`IdempotencyInProgress` at once."""
+        store = self.store
+        existing = store.get(key)  # a hit (the common case) is one read, no write
+        if existing is not None and existing.status == SUCCESS:
+            if existing.fingerprint != fingerprint:
+                raise IdempotencyConflict(key, stored=existing.fingerprint, given=fingerprint)
+            return IdempotencyStatus.of(existing, key, hit=True)
         now = time.time()
         claim = IdemRecord(
             key=key,
@@ -190,7 +196,6 @@ class IdempotencyManager:
             expires=now + self.pending_timeout,
             owner=_new_owner(),
         )
-        store = self.store
         existing = store.create(claim)
         for _ in range(100):  # each turn another caller changed the record under us
             if existing is None:
