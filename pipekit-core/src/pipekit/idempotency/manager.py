@@ -181,11 +181,9 @@ class IdempotencyManager:
         """One attempt of :meth:`begin`, without waiting: a live PENDING
         claim of another caller raises :class:`IdempotencyInProgress` at once."""
         store = self.store
-        existing = store.get(key)  # a hit (the common case) is one read, no write
-        if existing is not None and existing.status == SUCCESS:
-            if existing.fingerprint != fingerprint:
-                raise IdempotencyConflict(key, stored=existing.fingerprint, given=fingerprint)
-            return IdempotencyStatus.of(existing, key, hit=True)
+        # Read first: a hit, a replayed failure or a claim in progress (what a
+        # waiter polls) is one read and no write; only an absent key is created.
+        existing = store.get(key)
         now = time.time()
         claim = IdemRecord(
             key=key,
@@ -196,7 +194,8 @@ class IdempotencyManager:
             expires=now + self.pending_timeout,
             owner=_new_owner(),
         )
-        existing = store.create(claim)
+        if existing is None:
+            existing = store.create(claim)
         for _ in range(100):  # each turn another caller changed the record under us
             if existing is None:
                 return IdempotencyStatus.of(claim, key, hit=False)
