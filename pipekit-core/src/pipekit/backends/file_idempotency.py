@@ -96,10 +96,16 @@ class FileIdempotencyStore:
     @staticmethod
     def _read(path: str) -> IdemRecord | _Unreadable | None:
         try:
-            with open(path, "rb") as f:
-                raw = f.read()
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        try:
+            chunks = [os.read(fd, 65536)]
+            while chunks[-1]:  # until EOF (a large result, or a short read)
+                chunks.append(os.read(fd, 65536))
+        finally:
+            os.close(fd)
+        raw = b"".join(chunks)
         try:
             return IdemRecord(**_json.loads(raw))
         except (ValueError, TypeError):

@@ -184,6 +184,10 @@ class IdempotencyManager:
         # Read first: a hit, a replayed failure or a claim in progress (what a
         # waiter polls) is one read and no write; only an absent key is created.
         existing = store.get(key)
+        if existing is not None and existing.status == SUCCESS:
+            if existing.fingerprint != fingerprint:
+                raise IdempotencyConflict(key, stored=existing.fingerprint, given=fingerprint)
+            return IdempotencyStatus.of(existing, key, hit=True)
         now = time.time()
         claim = IdemRecord(
             key=key,
