@@ -67,7 +67,6 @@ def test_eight_processes_one_key_the_body_runs_once(tmp_path: Path, caller: Path
     runs = log.read_text().split()
     assert len(runs) == 1, runs
     assert outs == [{"order": "o-1", "amount": 250, "by": int(runs[0])}] * 8
-    assert time.time() >= start  # (they did wait for one another, not run one by one)
 
 
 def test_a_killed_pending_caller_is_taken_over(tmp_path: Path, caller: Path) -> None:
