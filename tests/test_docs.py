@@ -35,6 +35,7 @@ DOC_PAGES = (
     "plugins",
     "backends",
     "checkpoints",
+    "idempotency",
     "dependencies",
     "development",
 )

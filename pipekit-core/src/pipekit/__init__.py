@@ -51,6 +51,15 @@ __all__ = [
     "CheckpointDecryptError",
     "CheckpointConfigError",
     "CheckpointStateError",
+    "idempotent",
+    "IdempotencyManager",
+    "IdempotencyStatus",
+    "make_key",
+    "IdempotencyError",
+    "IdempotencyInProgress",
+    "IdempotencyConflict",
+    "IdempotencyFailed",
+    "IdempotencyClaimLost",
 ]
 
 _LAZY = {
@@ -91,6 +100,15 @@ _LAZY = {
     "CheckpointDecryptError": "pipekit.checkpoints",
     "CheckpointConfigError": "pipekit.checkpoints",
     "CheckpointStateError": "pipekit.checkpoints",
+    "idempotent": "pipekit.idempotency",
+    "IdempotencyManager": "pipekit.idempotency",
+    "IdempotencyStatus": "pipekit.idempotency",
+    "make_key": "pipekit.idempotency",
+    "IdempotencyError": "pipekit.errors",
+    "IdempotencyInProgress": "pipekit.errors",
+    "IdempotencyConflict": "pipekit.errors",
+    "IdempotencyFailed": "pipekit.errors",
+    "IdempotencyClaimLost": "pipekit.errors",
 }
 
 
@@ -124,6 +142,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import PipelineConfig, StageConfig
     from .errors import (
         ConfigError,
+        IdempotencyClaimLost,
+        IdempotencyConflict,
+        IdempotencyError,
+        IdempotencyFailed,
+        IdempotencyInProgress,
         LockTimeout,
         NetworkRefused,
         NonRetryable,
@@ -137,6 +160,7 @@ if TYPE_CHECKING:  # pragma: no cover
         StateValidationError,
     )
     from .hookspecs import hookimpl, hookspec
+    from .idempotency import IdempotencyManager, IdempotencyStatus, idempotent, make_key
     from .netns import IsolatedCommand, isolate_command
     from .pipeline_state import PipelineState
     from .plugins import load_registry

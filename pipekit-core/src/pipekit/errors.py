@@ -16,6 +16,11 @@ __all__ = [
     "StateValidationError",
     "StateLockError",
     "NetworkRefused",
+    "IdempotencyError",
+    "IdempotencyInProgress",
+    "IdempotencyConflict",
+    "IdempotencyFailed",
+    "IdempotencyClaimLost",
 ]
 
 EXIT_OK = 0
@@ -120,3 +125,90 @@ class NetworkRefused(NonRetryable, PermissionError):
     docs/offline.md). A ``PermissionError``, so that code which handles
     network failures sees one; the stage fails with this message even when
     the processor catches it, and is not retried."""
+
+
+class IdempotencyError(PipekitError):
+    """Base of the errors of :mod:`pipekit.idempotency`. ``key`` is the
+    idempotency key concerned."""
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class IdempotencyInProgress(IdempotencyError):
+    """Another caller holds the key's PENDING claim and did not finish within
+    the wait. ``owner``, ``created`` and ``expires`` describe that claim: after
+    ``expires`` the next caller takes it over."""
+
+    def __init__(
+        self, key: str, *, owner: str | None, created: float | None, expires: float | None
+    ) -> None:
+        import time
+
+        now = time.time()
+        age = f" {now - created:.1f}s ago" if created else ""
+        after = f"; it can be taken over in {max(0.0, expires - now):.1f}s" if expires else ""
+        super().__init__(
+            f"idempotency key {key!r} is in progress (claimed{age} by {owner or 'another caller'})"
+            f"{after}. Wait and retry, or raise the wait",
+            key=key,
+        )
+        self.owner = owner
+        self.created = created
+        self.expires = expires
+
+
+class IdempotencyConflict(IdempotencyError):
+    """The key is stored with another request's fingerprint: the same key was
+    used for different arguments. Never answered with the other request's
+    result."""
+
+    def __init__(self, key: str, *, stored: str, given: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used with different arguments (stored "
+            f"fingerprint {stored[:16]}..., this call {given[:16]}...). A key must name one "
+            "request: use a new key for new arguments, or forget the old record "
+            f"(pipekit idem forget {key!r})",
+            key=key,
+        )
+        self.stored_fingerprint = stored
+        self.fingerprint = given
+
+
+class IdempotencyFailed(IdempotencyError):
+    """The key's operation failed before and its failure is replayed until the
+    FAILED record expires (``failed_ttl``). ``error_type`` and
+    ``error_message`` are the stored error's (the original exception is not
+    re-created: results and errors are stored as JSON, never pickled)."""
+
+    def __init__(
+        self, key: str, *, error_type: str, error_message: str, expires: float | None
+    ) -> None:
+        import time
+
+        until = f" for {max(0.0, expires - time.time()):.0f}s more" if expires is not None else ""
+        super().__init__(
+            f"idempotency key {key!r} failed before with {error_type}: {error_message}. "
+            f"The failure is replayed{until}; to run it again sooner, forget the key "
+            f"(pipekit idem forget {key!r})",
+            key=key,
+        )
+        self.error_type = error_type
+        self.error_message = error_message
+        self.expires = expires
+
+
+class IdempotencyClaimLost(IdempotencyError):
+    """``complete`` or ``fail`` came after this caller's claim was taken over
+    (its PENDING record outlived ``pending_timeout``) or replaced: the newer
+    record stays, this outcome is not stored. ``current`` is what is stored."""
+
+    def __init__(self, key: str, *, current: object = None) -> None:
+        super().__init__(
+            f"idempotency key {key!r}: this caller's claim was taken over by another caller "
+            "after its pending timeout; its outcome was not stored (the newer record stays). "
+            "Raise pending_timeout above the operation's longest run",
+            key=key,
+        )
+        self.current = current

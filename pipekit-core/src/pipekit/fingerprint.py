@@ -6,7 +6,10 @@ to date when the idempotency store holds SUCCESS for its key and every output
 it recorded is still there with the same content. The runner's state, written
 after the store's record, answers for the fingerprints this machine saw
 committed, so an unchanged rerun makes no store round trip per stage; any
-other fingerprint (another runner's work, a lost state) asks the store.
+other fingerprint (another runner's work, a lost state) asks the store. The
+state is trusted only under the store generation it was written under (see
+``IdempotencyStore.generation``): once a record is removed (``pipekit idem
+forget``, a sweep, a wiped store), every stage asks the store again.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ class _NeedsRead(Exception):
     pass
 
 
+_UNSET: Any = object()
+
+
 class Evaluator:
     """Decides, for one stage, whether it must run and why."""
 
@@ -60,6 +66,22 @@ class Evaluator:
         self.hashcache = hashcache
         self.store = store
         self.state = state
+        self._generation = _UNSET
+
+    def store_generation(self) -> str | None:
+        """The store's generation, read once (before any decision of this
+        run): state entries are trusted only when they carry it."""
+        if self._generation is _UNSET:
+            fn = getattr(self.store, "generation", None)
+            self._generation = fn() if fn is not None else None
+        return self._generation  # type: ignore[no-any-return]
+
+    def trusts(self, entry: dict[str, Any] | None, fp: str) -> bool:
+        """Whether the state entry alone says ``fp`` is committed."""
+        if entry is None or entry.get("fingerprint") != fp or entry.get("status") != "ok":
+            return False
+        gen = self.store_generation()
+        return gen is not None and entry.get("store_gen") == gen
 
     def _hash(self, key: str, path: Any, cached_only: bool) -> str | None:
         if cached_only:
@@ -99,9 +121,10 @@ class Evaluator:
             return decision
         entry = self.state.get(st.name)
         record = None
-        if entry is not None and entry.get("fingerprint") == fp and entry.get("status") == "ok":
+        if self.trusts(entry, fp):
             # This machine saw this very fingerprint committed (the state entry
-            # is written after the store's record): no store round trip.
+            # is written after the store's record), and no record was removed
+            # from the store since: no store round trip.
             recorded = entry.get("outputs", {})
         else:
             record = self.store.get(key)

@@ -397,6 +397,9 @@ class Runner:
         if entry is None or entry.get("fingerprint") != d.fingerprint:
             # decide() read the record: its outputs are in the decision
             self.state.update(st.name, self._state_entry(st, d, d.outputs, "ok", 0.0, 0))
+        elif entry.get("store_gen") != (gen := self.evaluator.store_generation()):
+            # decide() found the record in the store: trust the entry again
+            self.state.update(st.name, {**entry, "store_gen": gen})
         result = StageResult(
             st.name, "skipped", duration, d.reason, key=d.key, fingerprint=d.fingerprint
         )
@@ -724,6 +727,7 @@ class Runner:
             "duration_s": round(duration, 6),
             "attempts": attempts,
             "error": error,
+            "store_gen": self.evaluator.store_generation(),
         }
 
     # -- end of run -------------------------------------------------------------

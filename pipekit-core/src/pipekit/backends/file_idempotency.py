@@ -1,37 +1,90 @@
-"""A file-sharded idempotency store: ``<root>/ab/abcdef….json`` per key.
+"""A file-sharded idempotency store: ``<root>/ab/abcdef….json`` per key, where
+``abcdef…`` is the SHA-256 of the key (so any key makes a safe file name).
 
-Writes are atomic (temp + rename) and durable in batches: every file of a
-batch is fsynced, then renamed, then each touched folder fsynced once.
+- ``create`` (the PENDING claim) writes the record to a temp file and
+  hard-links it to its final name: the link fails when the name exists, so
+  exactly one of any number of racing creators (threads or processes) wins,
+  and a reader never sees a partial record. An existing record that expired
+  or cannot be read is replaced under the shard's lock.
+- ``replace`` (complete, fail, takeover) takes the shard's lock (an OS lock
+  on ``ab/.lock`` through portalocker, plus a thread lock in this process),
+  re-reads the record, compares its owner, and renames a temp file over it.
+  ``delete`` and ``sweep`` take the same lock, so nothing they remove can be
+  replaced behind their back.
+- ``put_many`` is the runner's batch commit: temp files renamed into place,
+  durable in batches (every file fsynced, renamed, each folder fsynced once),
+  without the lock (the runner holds each stage's lock instead).
+- Durability: with ``durable=True`` (the default) a SUCCESS or FAILED record
+  written by ``create`` or ``replace`` is fsynced, and its folder, before the
+  call returns. A PENDING claim is not: a power loss also ends the caller that
+  made it, and a claim lost with it only lets the operation run again.
+- ``generation()`` changes whenever ``delete`` or ``sweep`` removes a record
+  (a ``generation`` file beside the shards), so the runner can trust what it
+  remembers of the store until then.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
 
 from .. import _json
-from ..atomic import commit_files, temp_path_for
+from ..atomic import atomic_write_bytes, commit_files, fsync_dir, sweep_temp_files, temp_path_for
 from .protocols import IdemRecord
 
 __all__ = ["FileIdempotencyStore"]
 
 
 _FIELDS = tuple(a.name for a in attrs.fields(IdemRecord))
+GENERATION_FILE = "generation"
+LOCK_FILE = ".lock"
+
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def _thread_lock(shard: str) -> threading.Lock:
+    lock = _thread_locks.get(shard)
+    if lock is None:
+        with _thread_locks_guard:
+            lock = _thread_locks.setdefault(shard, threading.Lock())
+    return lock
 
 
 def _as_dict(rec: IdemRecord) -> dict[str, object]:
     return {name: getattr(rec, name) for name in _FIELDS}
 
 
+def _live(rec: IdemRecord, now: float) -> bool:
+    return rec.expires is None or rec.expires > now
+
+
+class _Unreadable:
+    """A file under a final name whose content is not a record (damaged)."""
+
+
+_UNREADABLE = _Unreadable()
+
+
 class FileIdempotencyStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path | str, *, durable: bool = True) -> None:
+        self.root = Path(root)
         self._root = os.fspath(root)
+        self.durable = durable
+        self._can_link = True
+
+    def __repr__(self) -> str:
+        return f"FileIdempotencyStore({self._root!r})"
+
+    # -- paths and raw reads ----------------------------------------------------
 
     def path_for(self, key: str) -> Path:
         return Path(self._path_str(key))
@@ -40,30 +93,161 @@ class FileIdempotencyStore:
         h = hashlib.sha256(key.encode()).hexdigest()
         return f"{self._root}/{h[:2]}/{h}.json"
 
-    def get(self, key: str) -> IdemRecord | None:
+    @staticmethod
+    def _read(path: str) -> IdemRecord | _Unreadable | None:
         try:
-            with open(self._path_str(key), "rb") as f:
-                raw = f.read()
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
-            data = _json.loads(raw)
-            record = IdemRecord(**data)
+            chunks = [os.read(fd, 65536)]
+            while chunks[-1]:  # until EOF (a large result, or a short read)
+                chunks.append(os.read(fd, 65536))
+        finally:
+            os.close(fd)
+        raw = b"".join(chunks)
+        try:
+            return IdemRecord(**_json.loads(raw))
         except (ValueError, TypeError):
-            return None  # unreadable: treated as absent, the work reruns
-        if record.key != key:
+            return _UNREADABLE  # a damaged record reads as absent: the work reruns
+
+    def _read_live(self, path: str, key: str | None, now: float) -> IdemRecord | None:
+        rec = self._read(path)
+        if not isinstance(rec, IdemRecord) or (key is not None and rec.key != key):
             return None
-        if record.expires is not None and record.expires <= time.time():
-            return None
-        return record
+        return rec if _live(rec, now) else None
+
+    def _write_temp(self, path: str, rec: IdemRecord, *, sync: bool) -> str:
+        tmp = os.fspath(temp_path_for(Path(path)))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, _json.dumps(_as_dict(rec)))
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return tmp
+
+    def _must_sync(self, rec: IdemRecord) -> bool:
+        return self.durable and rec.status != "PENDING"
+
+    @contextmanager
+    def _locked(self, path: str) -> Iterator[None]:
+        """The shard's lock: a thread lock here, an OS lock across processes."""
+        from .._portalocker import portalocker as _portalocker
+
+        shard = os.path.dirname(path)
+        with _thread_lock(shard):
+            portalocker = _portalocker()
+            lock_path = f"{shard}/{LOCK_FILE}"
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                os.makedirs(shard, exist_ok=True)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            with os.fdopen(fd, "r+b", buffering=0) as fh:
+                portalocker.lock(fh, portalocker.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    portalocker.unlock(fh)
+
+    # -- reads --------------------------------------------------------------------
+
+    def get(self, key: str) -> IdemRecord | None:
+        return self._read_live(self._path_str(key), key, time.time())
 
     def get_many(self, keys: Iterable[str]) -> dict[str, IdemRecord]:
         out = {}
+        now = time.time()
         for key in keys:
-            rec = self.get(key)
+            rec = self._read_live(self._path_str(key), key, now)
             if rec is not None:
                 out[key] = rec
         return out
+
+    def _record_files(self) -> Iterator[str]:
+        try:
+            shards = sorted(e.path for e in os.scandir(self._root) if e.is_dir())
+        except FileNotFoundError:
+            return
+        for shard in shards:
+            if len(os.path.basename(shard)) != 2:
+                continue
+            try:
+                names = sorted(os.listdir(shard))
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.endswith(".json") and not name.startswith("."):
+                    yield f"{shard}/{name}"
+
+    def keys(self) -> Iterator[str]:
+        now = time.time()
+        for path in self._record_files():
+            rec = self._read_live(path, None, now)
+            if rec is not None and self._path_str(rec.key) == path:
+                yield rec.key
+
+    # -- transitions --------------------------------------------------------------
+
+    def create(self, record: IdemRecord) -> IdemRecord | None:
+        path = self._path_str(record.key)
+        sync = self._must_sync(record)
+        tmp = self._write_temp(path, record, sync=sync)
+        try:
+            if self._can_link:
+                try:
+                    os.link(tmp, path)
+                    if sync:
+                        fsync_dir(os.path.dirname(path))
+                    return None
+                except FileExistsError:
+                    existing = self._read_live(path, record.key, time.time())
+                    if existing is not None:
+                        return existing
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+                        raise
+                    self._can_link = False  # no hard links here: every create locks
+            with self._locked(path):
+                existing = self._read_live(path, record.key, time.time())
+                if existing is not None:
+                    return existing
+                # absent, expired or damaged: under the lock nobody else can
+                # remove it, and a linker fails on an existing name
+                os.replace(tmp, path)
+                if sync:
+                    fsync_dir(os.path.dirname(path))
+                return None
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+    def replace(self, record: IdemRecord, *, expect_owner: str | None) -> bool:
+        path = self._path_str(record.key)
+        sync = self._must_sync(record)
+        tmp = self._write_temp(path, record, sync=sync)
+        try:
+            with self._locked(path):
+                existing = self._read_live(path, record.key, time.time())
+                if existing is None or existing.owner != expect_owner:
+                    return False
+                os.replace(tmp, path)
+            if sync:
+                fsync_dir(os.path.dirname(path))
+            return True
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
 
     def put_many(self, records: Iterable[IdemRecord], *, durable: bool = True) -> None:
         pairs = []
@@ -89,7 +273,58 @@ class FileIdempotencyStore:
             raise
 
     def delete(self, key: str) -> None:
+        path = self._path_str(key)
+        if not os.path.exists(path):
+            return
+        with self._locked(path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return
+        self._bump_generation()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove expired and damaged records, and temp files that killed
+        writers of this host left behind; return how many records went."""
+        now = time.time() if now is None else now
+        removed = 0
+        shards: set[str] = set()
+        for path in self._record_files():
+            shards.add(os.path.dirname(path))
+            rec = self._read(path)
+            if rec is None or (isinstance(rec, IdemRecord) and _live(rec, now)):
+                continue
+            with self._locked(path):
+                rec = self._read(path)
+                if rec is None or (isinstance(rec, IdemRecord) and _live(rec, now)):
+                    continue
+                try:
+                    os.unlink(path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        sweep_temp_files(Path(s) for s in shards)
+        if removed:
+            self._bump_generation()
+        return removed
+
+    # -- generation ---------------------------------------------------------------
+
+    def generation(self) -> str | None:
+        """Changes whenever a record is removed; None when the store's folder
+        does not exist (nothing is known, so nothing may be trusted)."""
         try:
-            os.unlink(self.path_for(key))
+            ino = os.stat(self._root).st_ino
         except FileNotFoundError:
-            pass
+            return None
+        try:
+            with open(f"{self._root}/{GENERATION_FILE}", "rb") as f:
+                tag = f.read(64).decode("ascii", "replace").strip()
+        except FileNotFoundError:
+            tag = "0"
+        return f"{ino}-{tag}"
+
+    def _bump_generation(self) -> None:
+        atomic_write_bytes(
+            self.root / GENERATION_FILE, os.urandom(8).hex().encode(), durable=self.durable
+        )

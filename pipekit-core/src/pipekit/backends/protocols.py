@@ -40,14 +40,23 @@ class LockBackend(Protocol):
 
 @attrs.define
 class IdemRecord:
-    """One idempotency record. ``status`` is PENDING, SUCCESS or FAILED.
+    """One idempotency record.
 
-    ``owner`` identifies the caller whose claim made a PENDING record (a
-    random id per claim); transitions compare it, so a caller whose claim was
-    taken over cannot overwrite the newer result. ``fence`` and ``token`` are
-    the lock key and fencing token under which the runner commits a stage
-    record (see :class:`Lease`). ``error`` of a FAILED record is
-    ``{"type", "message", "retryable"}``.
+    - ``key``: ``operation:hash`` (or a caller's own key, as given).
+    - ``status``: ``PENDING`` (claimed, running), ``SUCCESS`` or ``FAILED``.
+    - ``fingerprint``: hash of the request's arguments; the same key with
+      another fingerprint is a conflict (the manager refuses it).
+    - ``result``: the JSON value of a SUCCESS (cattrs-unstructured; never
+      pickled). ``error`` of a FAILED record: ``{"type", "message",
+      "retryable"}``.
+    - ``created``: when the first claim was made; ``updated``: the last
+      transition; ``expires``: when the record stops being live (None:
+      never). Times are seconds since the epoch.
+    - ``owner``: a random id per claim; transitions compare it
+      (:meth:`IdempotencyStore.replace`), so a caller whose claim was taken
+      over cannot overwrite the newer result.
+    - ``fence`` and ``token``: the lock key and fencing token under which
+      the runner committed a stage record (see :class:`Lease`).
     """
 
     key: str
@@ -64,40 +73,71 @@ class IdemRecord:
 
 
 class IdempotencyStore(Protocol):
-    """Records by key. An expired record reads as absent everywhere.
+    """Records by key: the storage under :class:`pipekit.IdempotencyManager`.
 
-    Transitions are atomic per key: ``create`` is put-if-absent (the PENDING
-    claim), ``replace`` is compare-and-swap on ``owner`` (complete, fail,
-    takeover). ``put_many`` is the runner's unconditional batch commit of
-    stage records, made while it holds each stage's lock; a store that
-    tracks fencing tokens refuses (``pipekit.errors.FencedOut``) a record whose
-    ``token`` is lower than the highest it has seen for that ``fence``.
+    A store keeps records and makes each transition atomic per key; every
+    semantic above that (waiting, takeover of stale claims, fingerprint
+    conflicts, FAILED replay, TTLs, result (un)structuring) lives once in
+    core's manager, so that every store behaves alike.
+
+    - A record is **live** until ``expires`` (seconds since the epoch; None:
+      never). An expired record reads as absent everywhere: ``get``,
+      ``get_many``, ``keys``, and ``create`` (which may overwrite it) and
+      ``replace`` (which must refuse it). Stores with native expiry (Redis TTL)
+      may drop it earlier than ``sweep`` would; the file store keeps it on
+      disk until ``sweep`` or an overwrite.
+    - A record that cannot be read (damaged) reads as absent: the work then
+      runs again, which is always safe.
+    - Implementations must be safe to use from several threads and, for a
+      store shared by processes or machines, from all of them at once.
     """
 
-    def get(self, key: str) -> IdemRecord | None: ...
+    def get(self, key: str) -> IdemRecord | None:
+        """The live record of ``key``, or None."""
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, IdemRecord]: ...
+    def get_many(self, keys: Iterable[str]) -> dict[str, IdemRecord]:
+        """The live records among ``keys``, by key (absent keys left out)."""
 
     def create(self, record: IdemRecord) -> IdemRecord | None:
-        """Store ``record`` if no live record has its key. Returns None when
-        stored, else the live record that is there."""
+        """Put-if-absent (the PENDING claim): store ``record`` unless a live
+        record has its key. Returns None when stored, else the live record
+        that is there (unchanged). Of any number of concurrent creators of
+        one key, exactly one gets None."""
 
     def replace(self, record: IdemRecord, *, expect_owner: str | None) -> bool:
-        """Replace the live record of ``record.key`` if its ``owner`` equals
-        ``expect_owner``. False (and nothing written) otherwise, or when there
-        is no live record."""
+        """Compare-and-swap on ``owner`` (complete, fail, takeover of a
+        retryable FAILED record): replace the live record of ``record.key``
+        with ``record`` if the live record's ``owner`` equals
+        ``expect_owner``, atomically with that comparison. False, and nothing
+        written, when the owner differs or there is no live record."""
 
     def put_many(self, records: Iterable[IdemRecord], *, durable: bool = True) -> None:
-        """Store records atomically, replacing any with the same key; with
-        ``durable`` they survive a power loss once this returns."""
+        """The runner's batch commit of stage records: store each record,
+        unconditionally replacing any with the same key, each atomically
+        (never half-written); with ``durable`` they survive a power loss once
+        this returns. The runner holds each stage's lock while it commits; a
+        store that tracks fencing tokens refuses (``pipekit.errors.FencedOut``)
+        a record whose ``token`` is lower than the highest it has seen for
+        that ``fence``."""
 
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str) -> None:
+        """Remove the record of ``key`` (live or not); no error when absent.
+        Changes :meth:`generation`."""
 
     def keys(self) -> Iterator[str]:
         """Every key with a live record (order unspecified)."""
 
     def sweep(self, now: float | None = None) -> int:
-        """Remove expired records; return how many."""
+        """Remove records expired at ``now`` (default: the current time) and
+        return how many. Changes :meth:`generation` when it removed any."""
+
+    def generation(self) -> str | None:
+        """A token that changes whenever a record is removed (``delete``,
+        ``sweep``, or the store being wiped). The runner remembers, per stage,
+        the generation under which it saw the stage's SUCCESS record, and
+        trusts that memory (no read per stage) only while the generation is
+        unchanged. None means "unknown": nothing is trusted, every decision
+        reads the store. It must be cheap: the runner reads it once per run."""
 
 
 class CheckpointStore(Protocol):

@@ -8,4 +8,12 @@ imports inside the handler, so that building the parser stays cheap.
 
 from __future__ import annotations
 
-COMMANDS: tuple[str, ...] = ("run", "status", "check", "state", "checkpoints", "plugins")
+COMMANDS: tuple[str, ...] = (
+    "run",
+    "status",
+    "check",
+    "state",
+    "checkpoints",
+    "idem",
+    "plugins",
+)

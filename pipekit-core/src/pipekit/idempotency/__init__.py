@@ -1,0 +1,29 @@
+"""Idempotency: make any function or pipeline step safe to retry.
+
+- :func:`idempotent`: the decorator (plain and ``async`` functions).
+- :class:`IdempotencyManager`: ``begin``/``complete``/``fail`` over any
+  :class:`~pipekit.backends.protocols.IdempotencyStore`, plus ``get``,
+  ``list``, ``forget`` and ``sweep``.
+- :func:`make_key`: deterministic keys ``operation:hash``.
+
+See docs/idempotency.md.
+"""
+
+from __future__ import annotations
+
+from .decorator import DEFAULT_RETRYABLE, idempotent
+from .keys import canonical_bytes, digest, make_key
+from .manager import IdempotencyManager, default_store_dir, open_store
+from .status import IdempotencyStatus
+
+__all__ = [
+    "idempotent",
+    "IdempotencyManager",
+    "IdempotencyStatus",
+    "make_key",
+    "digest",
+    "canonical_bytes",
+    "open_store",
+    "default_store_dir",
+    "DEFAULT_RETRYABLE",
+]
