@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redisfix import own_redis_server, redis_server, redis_server_session  # noqa: F401
 
 HELPERS = Path(__file__).parent / "helpers"
 

@@ -22,16 +22,29 @@ class Checkpoint:
     never returned. The runner clears it when the stage commits.
     """
 
-    def __init__(self, store: Any, namespace: str, fingerprint: str) -> None:
+    def __init__(
+        self,
+        store: Any,
+        namespace: str,
+        fingerprint: str,
+        *,
+        fence: tuple[str, int] | None = None,
+    ) -> None:
         self._store = store
         self._namespace = namespace
         self._fingerprint = fingerprint
+        self._fence = fence
+        """(lock key, fencing token) of the stage's lease: a store that
+        tracks fencing refuses a save from a holder whose lease was taken over."""
 
     def save(self, data: Any) -> None:
         from . import _json
 
         payload = {"fingerprint": self._fingerprint, "data": data}
-        self._store.put(self._namespace, "stage", _json.dumps(payload))
+        if self._fence is None:
+            self._store.put(self._namespace, "stage", _json.dumps(payload))
+        else:
+            self._store.put(self._namespace, "stage", _json.dumps(payload), fence=self._fence)
 
     def load(self) -> Any:
         from . import _json

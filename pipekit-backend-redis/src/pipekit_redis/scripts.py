@@ -1,0 +1,202 @@
+"""The Lua scripts: every state change pipekit makes in Redis is one script,
+so it is atomic, and each is written so that running it twice (a retry after
+a reply was lost) has the effect of running it once.
+
+Fencing: ``<prefix>fence:<lock key>`` holds the highest fencing token of a
+lock. ``ACQUIRE`` increments it (seeding a missing counter from the server
+clock in microseconds, so tokens keep growing even when Redis lost its data
+or evicted the counter); a write that carries a token lower than it is
+refused, and a higher one raises it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SCRIPTS"]
+
+# KEYS: lock, fence. ARGV: owner value, ttl ms.
+# -> {1, token} when taken, {0, holder value} when another holds it.
+ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, redis.call('GET', KEYS[2])}
+end
+if cur then return {0, cur} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[2], t[1] .. string.sub('000000' .. t[2], -6))
+end
+return {1, redis.call('INCR', KEYS[2])}
+"""
+
+# KEYS: lock. ARGV: owner value. -> 1 released, 0 not ours.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+# KEYS: lock. ARGV: owner value, ttl ms. -> 1 renewed, 0 not ours any more.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Idempotency records are hashes {record = JSON, owner = claim id}.
+
+# KEYS: record. ARGV: json, owner, pxat ms ('' for none).
+# -> nil when stored (or already stored by this very call), else the live record's JSON.
+CREATE = """
+local cur = redis.call('HGET', KEYS[1], 'record')
+if cur then
+  if cur == ARGV[1] then return false end
+  return cur
+end
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'owner', ARGV[2])
+if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
+return false
+"""
+
+# KEYS: record. ARGV: json, owner, pxat ms ('' none), expect-owner flag ('1'/'0'), expected owner.
+# -> 1 replaced (or already holds exactly this), 0 no live record or another owner.
+REPLACE = """
+local cur = redis.call('HGET', KEYS[1], 'record')
+if not cur then return 0 end
+if cur == ARGV[1] then return 1 end
+local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+if ARGV[4] == '1' then
+  if owner ~= ARGV[5] then return 0 end
+elseif owner ~= '' then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'owner', ARGV[2])
+if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
+return 1
+"""
+
+# KEYS: n records, then n fence keys (a record without a token repeats its own key).
+# ARGV: n, then per record: json, owner, pxat ms ('' none), token ('' none).
+# Refused records (stale token) are checked before anything is written.
+# -> the 1-based indexes of the refused records.
+PUT_MANY = """
+local n = tonumber(ARGV[1])
+local refused = {}
+local stale = {}
+local high = {}
+for i = 1, n do
+  local token = ARGV[1 + (i - 1) * 4 + 4]
+  if token ~= '' then
+    local fk = KEYS[n + i]
+    local cur = high[fk]
+    if cur == nil then cur = tonumber(redis.call('GET', fk) or '0') end
+    local t = tonumber(token)
+    if t < cur then
+      stale[i] = true
+      refused[#refused + 1] = i
+    else
+      high[fk] = t
+    end
+  end
+end
+for i = 1, n do
+  if not stale[i] then
+    local b = 1 + (i - 1) * 4
+    redis.call('DEL', KEYS[i])
+    redis.call('HSET', KEYS[i], 'record', ARGV[b + 1], 'owner', ARGV[b + 2])
+    if ARGV[b + 3] ~= '' then redis.call('PEXPIREAT', KEYS[i], ARGV[b + 3]) end
+  end
+end
+for fk, t in pairs(high) do
+  local cur = tonumber(redis.call('GET', fk) or '0')
+  if t > cur then redis.call('SET', fk, string.format('%.0f', t)) end
+end
+return refused
+"""
+
+# KEYS: record. ARGV: json. Delete the record only if it is still exactly this one.
+DELETE_IF = """
+if redis.call('HGET', KEYS[1], 'record') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+# Checkpoints: an index hash per namespace, id -> "<version> <chunks> <size>";
+# chunk i of a blob is <chunk prefix><version>:<i>.
+
+# KEYS: index, fence (the index again when unfenced).
+# ARGV: id, entry, chunk prefix, token ('' none).
+# -> 1 published, -1 refused (stale token), -2 a chunk is missing.
+PUBLISH = """
+if ARGV[4] ~= '' then
+  local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local t = tonumber(ARGV[4])
+  if t < cur then return -1 end
+  if t > cur then redis.call('SET', KEYS[2], ARGV[4]) end
+end
+local version, n = string.match(ARGV[2], '^(%S+) (%d+) ')
+n = tonumber(n)
+for i = 0, n - 1 do
+  local ck = ARGV[3] .. version .. ':' .. i
+  if redis.call('EXISTS', ck) == 0 then return -2 end
+end
+for i = 0, n - 1 do redis.call('PERSIST', ARGV[3] .. version .. ':' .. i) end
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if old and old ~= ARGV[2] then
+  local ov, on = string.match(old, '^(%S+) (%d+) ')
+  if ov then
+    for i = 0, tonumber(on) - 1 do redis.call('DEL', ARGV[3] .. ov .. ':' .. i) end
+  end
+end
+return 1
+"""
+
+# KEYS: index. ARGV: id, chunk prefix. -> nil, or {entry, chunk0, chunk1, ...}
+# (a missing chunk ends the list early: the caller sees the blob is damaged).
+FETCH = """
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+if not e then return false end
+local out = {e}
+local version, n = string.match(e, '^(%S+) (%d+) ')
+if not version then return out end
+for i = 0, tonumber(n) - 1 do
+  local c = redis.call('GET', ARGV[2] .. version .. ':' .. i)
+  if not c then return out end
+  out[#out + 1] = c
+end
+return out
+"""
+
+# KEYS: index. ARGV: id, chunk prefix. -> 1 deleted, 0 absent.
+DROP = """
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+if not e then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local version, n = string.match(e, '^(%S+) (%d+) ')
+if version then
+  for i = 0, tonumber(n) - 1 do redis.call('DEL', ARGV[2] .. version .. ':' .. i) end
+end
+return 1
+"""
+
+SCRIPTS: dict[str, str] = {
+    "acquire": ACQUIRE,
+    "release": RELEASE,
+    "renew": RENEW,
+    "create": CREATE,
+    "replace": REPLACE,
+    "put_many": PUT_MANY,
+    "delete_if": DELETE_IF,
+    "publish": PUBLISH,
+    "fetch": FETCH,
+    "drop": DROP,
+}
