@@ -52,7 +52,6 @@ def server_checks(conn: RedisConnection) -> list[Check]:
         return cached
     out: list[Check] = []
     where = conn.options.safe_url
-    t0 = time.perf_counter()
     try:
         conn._checked = False
         conn.connect()
@@ -60,9 +59,14 @@ def server_checks(conn: RedisConnection) -> list[Check]:
         out.append(Check("connection", FAIL, str(exc)))
         _server_cache[id(conn)] = out
         return out
-    rtt = (time.perf_counter() - t0) * 1000
-    out.append(Check("connection", OK, f"{where} answers PING ({rtt:.1f} ms)"))
     client = conn.client
+    t0 = time.perf_counter()
+    try:
+        client.ping()
+    except Exception:
+        pass
+    rtt = (time.perf_counter() - t0) * 1000
+    out.append(Check("connection", OK, f"{where} answers PING ({rtt:.2f} ms)"))
     try:
         info = client.info()
     except Exception as exc:
@@ -101,10 +105,8 @@ def server_checks(conn: RedisConnection) -> list[Check]:
 
 
 def _persistence(client: Any, info: dict[str, Any]) -> Check:
-    lose = (
-        "a restart loses records written since: committed stages run again, "
-        "dead letters and checkpoints are lost"
-    )
+    lost = "committed stages then run again; dead letters and checkpoints are lost"
+    fix = "Set appendonly yes (with appendfsync everysec or always)"
     aof = str(info.get("aof_enabled", "0")) == "1"
     if aof:
         fsync = _config(client, "appendfsync")
@@ -117,7 +119,8 @@ def _persistence(client: Any, info: dict[str, Any]) -> Check:
                 "persistence",
                 WARN,
                 "AOF on but appendfsync no: the OS decides when writes reach the disk, so a "
-                f"power loss can lose ~30 s of writes; {lose}. Set appendfsync everysec or always",
+                f"power loss can lose the last ~30 s of writes ({lost}). "
+                "Set appendfsync everysec or always",
             )
         return Check(
             "persistence",
@@ -130,21 +133,21 @@ def _persistence(client: Any, info: dict[str, Any]) -> Check:
         return Check(
             "persistence",
             WARN,
-            f"only RDB snapshots (save {save!r}): {lose} the last snapshot. "
-            "Set appendonly yes (with appendfsync everysec or always)",
+            f"only RDB snapshots (save {save!r}): a restart loses every write since the last "
+            f"snapshot ({lost}). {fix}",
         )
     if save is None:
         return Check(
             "persistence",
             WARN,
-            "AOF is off and the snapshot settings cannot be read (CONFIG not allowed): "
-            f"if the server keeps no snapshots, {lose} it started. Turn on appendonly yes",
+            "AOF is off and the snapshot rules cannot be read (CONFIG is not allowed): unless "
+            f"the server keeps snapshots, a restart loses every record ({lost}). {fix}",
         )
     return Check(
         "persistence",
         WARN,
-        f"no persistence (appendonly no, no save rules): {lose} it started. "
-        "Set appendonly yes (with appendfsync everysec or always)",
+        "no persistence (appendonly no, no save rules): a restart of Redis loses every "
+        f"record, lock counter, checkpoint and dead letter ({lost}). {fix}",
     )
 
 
