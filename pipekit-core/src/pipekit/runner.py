@@ -27,6 +27,7 @@ from .errors import (
     EXIT_OK,
     LeaseLost,
     NonRetryable,
+    PipekitError,
     StageFailed,
 )
 from .fingerprint import Evaluator, params_digest, processor_ref
@@ -464,7 +465,10 @@ class Runner:
                 name, "failed", time.perf_counter() - t0, "interrupted", error="interrupted"
             )
         except Exception as exc:  # a bug or an I/O error must fail the stage, not the runner
-            log.exception("stage %s: unexpected error", name)
+            if isinstance(exc, PipekitError):  # said in words (e.g. a backend is unreachable)
+                log.debug("stage %s: %s", name, exc, exc_info=True)
+            else:
+                log.exception("stage %s: unexpected error", name)
             return StageResult(
                 name,
                 "failed",
