@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import os
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import attrs
 from pipekit.errors import ConfigError
@@ -24,22 +24,20 @@ def redact_url(url: str) -> str:
     parameter) replaced by ``***``; never fails."""
     try:
         parts = urlsplit(url)
+        out = url
         netloc = parts.netloc
         if "@" in netloc:
             userinfo, host = netloc.rsplit("@", 1)
-            if ":" in userinfo:
-                user = userinfo.split(":", 1)[0]
-                netloc = f"{user}:***@{host}"
-            elif parts.scheme != "unix" and userinfo:
-                # redis://secret@host: redis-py reads a lone userinfo as the password
-                netloc = f"***@{host}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
+            # redis://secret@host: redis-py takes a lone userinfo as the password
+            user = userinfo.split(":", 1)[0] + ":" if ":" in userinfo else ""
+            hidden = f"{user}***@{host}"
+            out = out.replace("//" + netloc, "//" + hidden, 1)
+        if parts.query:
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
             if any(k.lower() == "password" for k, _ in pairs):
                 pairs = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
-                query = urlencode(pairs, safe="*/")
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+                out = out.replace("?" + parts.query, "?" + urlencode(pairs, safe="*/"), 1)
+        return out
     except Exception:
         return "<a URL that cannot be parsed>"
 
