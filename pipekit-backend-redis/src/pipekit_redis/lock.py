@@ -252,13 +252,15 @@ class _Renewer:
     def add(self, lease: RedisLease) -> None:
         with self._cond:
             self._leases[id(lease)] = lease
-            heapq.heappush(self._due, (time.monotonic() + lease.ttl / 3, id(lease), lease))
+            entry = (time.monotonic() + lease.ttl / 3, id(lease), lease)
+            heapq.heappush(self._due, entry)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="pipekit-redis-renew", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            elif self._due[0] is entry:
+                self._cond.notify()  # due sooner than what the thread waits for
 
     def discard(self, lease: RedisLease) -> None:
         with self._cond:
