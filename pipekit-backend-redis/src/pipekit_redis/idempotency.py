@@ -1,7 +1,10 @@
 """Idempotency records in Redis: one hash per key, ``<prefix>idem:<key>``,
-holding ``record`` (the record as JSON) and ``owner`` (the claim id that
-``replace`` compares). A record's ``expires`` becomes the key's expiry
-(``PEXPIREAT``), so Redis drops expired records by itself.
+holding ``record`` (the record as JSON), ``owner`` (the claim id that
+``replace`` compares) and ``exp`` (``expires`` in ms). A record is live until
+``expires`` by the caller's clock, as with every store; the key's Redis
+expiry (``PEXPIREAT``) is ``expires`` plus :data:`EXPIRED_GRACE_S`, so Redis
+drops expired records by itself while ``sweep`` (and the generation it
+changes) still sees the ones that expired recently.
 
 Every transition is one Lua script: ``create`` (put-if-absent), ``replace``
 (compare-and-swap on the owner), ``put_many`` (the runner's batched commit,
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -26,6 +30,9 @@ __all__ = ["RedisIdempotencyStore"]
 
 log = logging.getLogger("pipekit.redis.idempotency")
 
+EXPIRED_GRACE_S = 3600.0
+"""Seconds an expired record stays in Redis (invisible) before Redis drops it."""
+
 _FIELDS = tuple(a.name for a in attrs.fields(IdemRecord))
 _KNOWN = frozenset(_FIELDS)
 
@@ -34,7 +41,7 @@ def _encode(rec: IdemRecord) -> bytes:
     return _json.dumps({name: getattr(rec, name) for name in _FIELDS})
 
 
-def _decode(raw: Any, key: str) -> IdemRecord | None:
+def _decode(raw: Any, key: str, *, check_expiry: bool = True) -> IdemRecord | None:
     if raw is None:
         return None
     try:
@@ -44,13 +51,24 @@ def _decode(raw: Any, key: str) -> IdemRecord | None:
         return None  # unreadable: treated as absent, the work reruns
     if record.key != key:
         return None
-    if record.expires is not None and record.expires <= time.time():
+    if check_expiry and record.expires is not None and record.expires <= time.time():
         return None
     return record
 
 
-def _pxat(rec: IdemRecord) -> str:
-    return "" if rec.expires is None else str(int(rec.expires * 1000))
+def _exp(rec: IdemRecord) -> list[str]:
+    """The ``exp`` field and the key's PEXPIREAT of a record."""
+    if rec.expires is None:
+        return ["", ""]
+    return [str(int(rec.expires * 1000)), str(int((rec.expires + EXPIRED_GRACE_S) * 1000))]
+
+
+def _now_ms() -> str:
+    return str(int(time.time() * 1000))
+
+
+def _tag() -> str:
+    return uuid.uuid4().hex
 
 
 def _glob_escape(text: str) -> str:
@@ -64,6 +82,7 @@ class RedisIdempotencyStore:
     def __init__(self, conn: RedisConnection) -> None:
         self.conn = conn
         self._base = conn.key("idem", "")
+        self._gen = conn.key("generation", "idem")
 
     def _rkey(self, key: str) -> str:
         return self._base + key
@@ -97,7 +116,7 @@ class RedisIdempotencyStore:
             live = self.conn.script(
                 "create",
                 [rkey],
-                [_encode(record), record.owner or "", _pxat(record)],
+                [_encode(record), record.owner or "", *_exp(record), _now_ms()],
                 f"claiming {record.key!r}",
             )
             if live is None:
@@ -105,9 +124,8 @@ class RedisIdempotencyStore:
             found = _decode(live, record.key)
             if found is not None:
                 return found
-            # Unreadable, or expired by our clock but not yet by the
-            # server's: not a live record. Remove exactly it and try again.
-            self.conn.script("delete_if", [rkey], [live], f"claiming {record.key!r}")
+            # Unreadable: not a live record. Remove exactly it and try again.
+            self._delete_if(rkey, live, f"claiming {record.key!r}")
         raise RuntimeError(f"could not claim {record.key!r}: its record keeps changing")
 
     def replace(self, record: IdemRecord, *, expect_owner: str | None) -> bool:
@@ -117,7 +135,8 @@ class RedisIdempotencyStore:
             [
                 _encode(record),
                 record.owner or "",
-                _pxat(record),
+                *_exp(record),
+                _now_ms(),
                 "1" if expect_owner is not None else "0",
                 expect_owner or "",
             ],
@@ -139,7 +158,7 @@ class RedisIdempotencyStore:
             else:
                 fences.append(rkey)
                 token = ""
-            args += [_encode(rec), rec.owner or "", _pxat(rec), token]
+            args += [_encode(rec), rec.owner or "", *_exp(rec), token]
         refused = self.conn.script(
             "put_many", keys + fences, args, f"writing {len(recs)} record(s)"
         )
@@ -155,35 +174,70 @@ class RedisIdempotencyStore:
             )
 
     def delete(self, key: str) -> None:
-        self.conn.call(lambda c: c.delete(self._rkey(key)), f"deleting the record {key!r}")
+        self.conn.script(
+            "delete", [self._rkey(key), self._gen], [_tag()], f"deleting the record {key!r}"
+        )
 
-    def keys(self) -> Iterator[str]:
+    def _delete_if(self, rkey: str, raw: Any, doing: str) -> int:
+        return int(self.conn.script("delete_if", [rkey, self._gen], [raw, _tag()], doing))
+
+    def generation(self) -> str | None:
+        """A random tag, replaced whenever ``delete`` or ``sweep`` removes a
+        record, and new whenever Redis lost it (a restart without
+        persistence, a flush): the runner trusts its memory of committed
+        stages only while the tag is unchanged. Records Redis expires by
+        itself do not change it (the runner's stage records never expire)."""
+        raw = self.conn.script("generation", [self._gen], [_tag()], "reading the generation")
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def _scan(self) -> list[str]:
         pattern = _glob_escape(self._base) + "*"
-        cut = len(self._base)
         raw_keys = self.conn.call(
             lambda c: list(c.scan_iter(match=pattern, count=1000)), "listing records"
         )
-        for raw in raw_keys:
-            text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
-            yield text[cut:]
+        return [
+            r.decode("utf-8", "surrogateescape") if isinstance(r, bytes) else r for r in raw_keys
+        ]
+
+    def _expiries(self, rkeys: list[str]) -> list[Any]:
+        def build(pipe: Any) -> None:
+            for rkey in rkeys:
+                pipe.hget(rkey, "exp")
+
+        return self.conn.pipeline(build, f"reading {len(rkeys)} expiries") if rkeys else []
+
+    def keys(self) -> Iterator[str]:
+        rkeys = self._scan()
+        now = time.time() * 1000
+        cut = len(self._base)
+        for rkey, exp in zip(rkeys, self._expiries(rkeys)):
+            if exp is None:
+                continue  # gone meanwhile
+            if exp not in (b"", "") and int(exp) <= now:
+                continue
+            yield rkey[cut:]
 
     def sweep(self, now: float | None = None) -> int:
-        """Redis drops expired records by itself; this removes the records
-        whose ``expires`` is at or before ``now`` (default: the present)
-        that Redis still holds (e.g. when ``now`` is ahead of its clock)."""
-        at = time.time() if now is None else now
+        """Remove the records expired at ``now`` (default: the present) and
+        damaged ones; return how many. Redis drops expired records by itself
+        :data:`EXPIRED_GRACE_S` after they expire; ``sweep`` is for sooner."""
+        at = str(int((time.time() if now is None else now) * 1000))
         removed = 0
-        for key in list(self.keys()):
-            rkey = self._rkey(key)
+        rkeys = self._scan()
+        for rkey, exp in zip(rkeys, self._expiries(rkeys)):
+            if exp is None:
+                continue
+            if exp not in (b"", "") and int(exp) <= int(at):
+                removed += int(
+                    self.conn.script("delete_expired", [rkey, self._gen], [at, _tag()], "sweeping")
+                )
+                continue
             raw = self.conn.call(lambda c: c.hget(rkey, "record"), "sweeping")  # noqa: B023
-            if raw is None:
-                continue
-            try:
-                expires = _json.loads(raw).get("expires")
-            except (ValueError, AttributeError):
-                continue
-            if expires is not None and expires <= at:
-                removed += int(self.conn.script("delete_if", [self._rkey(key)], [raw], "sweeping"))
+            if (
+                raw is not None
+                and _decode(raw, rkey[len(self._base) :], check_expiry=False) is None
+            ):
+                removed += self._delete_if(rkey, raw, "sweeping")  # damaged
         return removed
 
     def connect(self) -> None:

@@ -48,41 +48,50 @@ end
 return 0
 """
 
-# Idempotency records are hashes {record = JSON, owner = claim id}.
+# Idempotency records are hashes {record = JSON, owner = claim id, exp =
+# expiry in ms since the epoch ('' for none)}. A record is live until exp
+# (by the caller's clock, passed as now); Redis drops the key a grace period
+# later (PEXPIREAT), so that sweep can still count what expired.
+# An expired record is replaced by create and refused by replace.
 
-# KEYS: record. ARGV: json, owner, pxat ms ('' for none).
+# KEYS: record. ARGV: json, owner, exp ms, pxat ms ('' for none), now ms.
 # -> nil when stored (or already stored by this very call), else the live record's JSON.
 CREATE = """
 local cur = redis.call('HGET', KEYS[1], 'record')
 if cur then
   if cur == ARGV[1] then return false end
-  return cur
+  local e = redis.call('HGET', KEYS[1], 'exp')
+  if not (e and e ~= '' and tonumber(e) <= tonumber(ARGV[5])) then return cur end
+  redis.call('DEL', KEYS[1])
 end
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'owner', ARGV[2])
-if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'owner', ARGV[2], 'exp', ARGV[3])
+if ARGV[4] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[4]) end
 return false
 """
 
-# KEYS: record. ARGV: json, owner, pxat ms ('' none), expect-owner flag ('1'/'0'), expected owner.
+# KEYS: record. ARGV: json, owner, exp ms, pxat ms, now ms, expect-owner flag
+# ('1'/'0'), expected owner.
 # -> 1 replaced (or already holds exactly this), 0 no live record or another owner.
 REPLACE = """
 local cur = redis.call('HGET', KEYS[1], 'record')
 if not cur then return 0 end
 if cur == ARGV[1] then return 1 end
+local e = redis.call('HGET', KEYS[1], 'exp')
+if e and e ~= '' and tonumber(e) <= tonumber(ARGV[5]) then return 0 end
 local owner = redis.call('HGET', KEYS[1], 'owner') or ''
-if ARGV[4] == '1' then
-  if owner ~= ARGV[5] then return 0 end
+if ARGV[6] == '1' then
+  if owner ~= ARGV[7] then return 0 end
 elseif owner ~= '' then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'owner', ARGV[2])
-if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'owner', ARGV[2], 'exp', ARGV[3])
+if ARGV[4] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[4]) end
 return 1
 """
 
 # KEYS: n records, then n fence keys (a record without a token repeats its own key).
-# ARGV: n, then per record: json, owner, pxat ms ('' none), token ('' none).
+# ARGV: n, then per record: json, owner, exp ms, pxat ms ('' none), token ('' none).
 # Refused records (stale token) are checked before anything is written.
 # -> the 1-based indexes of the refused records.
 PUT_MANY = """
@@ -91,7 +100,7 @@ local refused = {}
 local stale = {}
 local high = {}
 for i = 1, n do
-  local token = ARGV[1 + (i - 1) * 4 + 4]
+  local token = ARGV[1 + (i - 1) * 5 + 5]
   if token ~= '' then
     local fk = KEYS[n + i]
     local cur = high[fk]
@@ -107,10 +116,10 @@ for i = 1, n do
 end
 for i = 1, n do
   if not stale[i] then
-    local b = 1 + (i - 1) * 4
+    local b = 1 + (i - 1) * 5
     redis.call('DEL', KEYS[i])
-    redis.call('HSET', KEYS[i], 'record', ARGV[b + 1], 'owner', ARGV[b + 2])
-    if ARGV[b + 3] ~= '' then redis.call('PEXPIREAT', KEYS[i], ARGV[b + 3]) end
+    redis.call('HSET', KEYS[i], 'record', ARGV[b + 1], 'owner', ARGV[b + 2], 'exp', ARGV[b + 3])
+    if ARGV[b + 4] ~= '' then redis.call('PEXPIREAT', KEYS[i], ARGV[b + 4]) end
   end
 end
 for fk, t in pairs(high) do
@@ -120,10 +129,44 @@ end
 return refused
 """
 
-# KEYS: record. ARGV: json. Delete the record only if it is still exactly this one.
+# The generation of the records: a random tag replaced whenever a record is
+# removed (and recreated when missing, e.g. after Redis lost its data).
+
+# KEYS: generation. ARGV: a fresh tag. -> the current tag.
+GENERATION = """
+local g = redis.call('GET', KEYS[1])
+if g then return g end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+
+# KEYS: record, generation. ARGV: a fresh tag. -> 1 removed, 0 absent.
+DELETE = """
+if redis.call('DEL', KEYS[1]) == 1 then
+  redis.call('SET', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# KEYS: record, generation. ARGV: now ms, a fresh tag.
+# Delete the record if it expired at now. -> 1 removed, 0 not.
+DELETE_EXPIRED = """
+local e = redis.call('HGET', KEYS[1], 'exp')
+if e and e ~= '' and tonumber(e) <= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: record, generation. ARGV: json, a fresh tag.
+# Delete the record only if it is still exactly this one (a damaged one).
 DELETE_IF = """
 if redis.call('HGET', KEYS[1], 'record') == ARGV[1] then
   redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], ARGV[2])
   return 1
 end
 return 0
@@ -195,6 +238,9 @@ SCRIPTS: dict[str, str] = {
     "create": CREATE,
     "replace": REPLACE,
     "put_many": PUT_MANY,
+    "generation": GENERATION,
+    "delete": DELETE,
+    "delete_expired": DELETE_EXPIRED,
     "delete_if": DELETE_IF,
     "publish": PUBLISH,
     "fetch": FETCH,
