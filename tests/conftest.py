@@ -141,11 +141,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses a real redis-server (``-m redis_server``
-    selects them, ``-m "not redis_server"`` leaves them out)."""
+    """Mark every test that uses a real redis-server, by a fixture or by a
+    parameter named "redis" (``-m redis_server`` selects them, ``-m "not
+    redis_server"`` leaves them out)."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
-        kit = callspec.params.get("kit") if callspec is not None else None
-        if names & REAL_REDIS_FIXTURES or kit == "redis":
+        params = callspec.params.values() if callspec is not None else ()
+        if names & REAL_REDIS_FIXTURES or "redis" in params:
             item.add_marker(pytest.mark.redis_server)

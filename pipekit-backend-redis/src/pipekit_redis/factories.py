@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NAME", "lock_backend", "idempotency_store", "checkpoint_store", "connection"]
+__all__ = [
+    "NAME",
+    "lock_backend",
+    "idempotency_store",
+    "checkpoint_store",
+    "dead_letter_store",
+    "connection",
+]
 
 NAME = "redis"
 
@@ -38,3 +45,9 @@ def checkpoint_store(options: dict[str, Any], *, state_dir: Path) -> Any:
     from .checkpoint import RedisCheckpointStore
 
     return RedisCheckpointStore(connection(options))
+
+
+def dead_letter_store(options: dict[str, Any], *, state_dir: Path) -> Any:
+    from .dead_letters import RedisDeadLetterStore
+
+    return RedisDeadLetterStore(connection(options))

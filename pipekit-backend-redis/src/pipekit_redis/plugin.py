@@ -9,7 +9,7 @@ from typing import Any
 
 import pipekit
 
-from .factories import NAME, checkpoint_store, idempotency_store, lock_backend
+from .factories import NAME, checkpoint_store, dead_letter_store, idempotency_store, lock_backend
 
 __all__ = ["NAME"]
 
@@ -27,3 +27,10 @@ def register_idempotency_stores(register: Callable[[str, Any], None]) -> None:
 @pipekit.hookimpl
 def register_checkpoint_stores(register: Callable[[str, Any], None]) -> None:
     register(NAME, checkpoint_store)
+
+
+@pipekit.hookimpl(optionalhook=True)
+def register_dead_letter_stores(register: Callable[[str, Any], None]) -> None:
+    """Dead letters of record stages (optional: a pipekit without
+    dead-letter stores does not call it)."""
+    register(NAME, dead_letter_store)

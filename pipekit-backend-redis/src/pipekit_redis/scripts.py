@@ -231,6 +231,89 @@ end
 return 1
 """
 
+# Dead letters (see dead_letters.py for the layout).
+
+# KEYS: seq, ident, stages. ARGV: base ("<prefix>dlq:<len>:<P>:"), identity,
+# member prefix ("<index>:<offset>:"), then field, value pairs.
+# -> the id (an existing one when the identity is there: upsert).
+DLQ_ADD = """
+local base = ARGV[1]
+local id = redis.call('HGET', KEYS[2], ARGV[2])
+local fields = {}
+local stage, first
+for i = 4, #ARGV, 2 do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+  if ARGV[i] == 'stage' then stage = ARGV[i + 1] end
+  if ARGV[i] == 'first_failed' then first = ARGV[i + 1] end
+end
+if id then
+  local lk = base .. 'l:' .. id
+  local old = redis.call('HGET', lk, 'first_failed')
+  redis.call('HSET', lk, unpack(fields))
+  if old and tonumber(old) < tonumber(first) then redis.call('HSET', lk, 'first_failed', old) end
+  return tonumber(id)
+end
+id = redis.call('INCR', KEYS[1])
+local lk = base .. 'l:' .. id
+redis.call('HSET', lk, unpack(fields))
+redis.call('HSET', lk, '_ident', ARGV[2], '_member', ARGV[3] .. id)
+redis.call('HSET', KEYS[2], ARGV[2], id)
+redis.call('ZADD', base .. 's:' .. stage, 0, ARGV[3] .. id)
+redis.call('SADD', KEYS[3], stage)
+return id
+"""
+
+# KEYS: ident, stages. ARGV: base, ids... -> how many were deleted.
+DLQ_DELETE = """
+local base = ARGV[1]
+local n = 0
+for i = 2, #ARGV do
+  local lk = base .. 'l:' .. ARGV[i]
+  local v = redis.call('HMGET', lk, 'stage', '_ident', '_member')
+  if v[1] then
+    local zk = base .. 's:' .. v[1]
+    redis.call('DEL', lk)
+    redis.call('HDEL', KEYS[1], v[2])
+    redis.call('ZREM', zk, v[3])
+    if redis.call('ZCARD', zk) == 0 then redis.call('SREM', KEYS[2], v[1]) end
+    n = n + 1
+  end
+end
+return n
+"""
+
+# KEYS: ident, stages. ARGV: base, stage, fingerprint ('' any), from member ('' all), count-only ('1'/'0').
+# -> how many match (and, unless count-only, were deleted).
+DLQ_PURGE = """
+local base = ARGV[1]
+local zk = base .. 's:' .. ARGV[2]
+local members
+if ARGV[4] ~= '' then
+  members = redis.call('ZRANGEBYLEX', zk, '[' .. ARGV[4], '+')
+else
+  members = redis.call('ZRANGE', zk, 0, -1)
+end
+local n = 0
+for _, m in ipairs(members) do
+  local id = string.match(m, ':(%d+)$')
+  local lk = base .. 'l:' .. id
+  local ok = true
+  if ARGV[3] ~= '' then ok = redis.call('HGET', lk, 'fingerprint') == ARGV[3] end
+  if ok then
+    n = n + 1
+    if ARGV[5] ~= '1' then
+      redis.call('HDEL', KEYS[1], redis.call('HGET', lk, '_ident'))
+      redis.call('DEL', lk)
+      redis.call('ZREM', zk, m)
+    end
+  end
+end
+if ARGV[5] ~= '1' and redis.call('ZCARD', zk) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+return n
+"""
+
+
 SCRIPTS: dict[str, str] = {
     "acquire": ACQUIRE,
     "release": RELEASE,
@@ -245,4 +328,7 @@ SCRIPTS: dict[str, str] = {
     "publish": PUBLISH,
     "fetch": FETCH,
     "drop": DROP,
+    "dlq_add": DLQ_ADD,
+    "dlq_delete": DLQ_DELETE,
+    "dlq_purge": DLQ_PURGE,
 }
