@@ -104,20 +104,44 @@ class RedisConnection:
         try:
             yield
         except redis.exceptions.AuthenticationError as exc:
-            raise BackendUnavailable(
-                f"{self.where()} refused the credentials: {_short(exc)}; put the password in "
-                "the URL: redis://[USER]:PASSWORD@host:port/db"
-            ) from None
+            raise BackendUnavailable(self._auth_message(str(exc))) from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            detail = _short(exc)
+            hint = (
+                "for TLS, name the CA that signed the server's certificate in the URL "
+                "(rediss://...?ssl_ca_certs=/path/ca.pem)"
+                if "SSL" in detail or "CERTIFICATE" in detail
+                else "check that the server is up and the URL is right (backend option 'url' "
+                "or PIPEKIT_REDIS_URL)"
+            )
             raise BackendUnavailable(
-                f"{self.where()} is unreachable while {doing}: {_short(exc)} "
-                f"(after {self.options.retries} retries); check that the server is up and "
-                "the URL is right (backend option 'url' or PIPEKIT_REDIS_URL)"
+                f"{self.where()} is unreachable while {doing}: {detail} "
+                f"(after {self.options.retries} retries); {hint}"
             ) from None
         except redis.exceptions.ResponseError as exc:
             raise RedisCommandError(
                 f"{self.where()} refused a command while {doing}: {exc}"
             ) from exc
+
+    def _has_password(self) -> bool:
+        from urllib.parse import parse_qsl, urlsplit
+
+        parts = urlsplit(self.options.url)
+        if parts.password or (parts.username and parts.scheme != "unix"):
+            return True
+        return any(k.lower() == "password" for k, _ in parse_qsl(parts.query))
+
+    def _auth_message(self, detail: str) -> str:
+        if not self._has_password():
+            return (
+                f"{self.where()} needs a password: put it in the URL, "
+                "redis://[USER]:PASSWORD@host:port/db (best in PIPEKIT_REDIS_URL, not in a "
+                "pipeline file)"
+            )
+        return (
+            f"{self.where()} refused the credentials ({_short(Exception(detail))}); check the "
+            "password (and user) in the URL"
+        )
 
     def connect(self) -> None:
         """Check once per process that the server answers (``PING``)."""
@@ -128,11 +152,8 @@ class RedisConnection:
                 self.client.ping()
             except _redis().exceptions.ResponseError as exc:
                 msg = str(exc)
-                if "NOAUTH" in msg or "WRONGPASS" in msg or "invalid password" in msg.lower():
-                    raise BackendUnavailable(
-                        f"{self.where()} needs a valid password ({msg}); put it in the URL: "
-                        "redis://:PASSWORD@host:port/db"
-                    ) from None
+                if "NOAUTH" in msg or "WRONGPASS" in msg or "authenticated" in msg:
+                    raise BackendUnavailable(self._auth_message(msg)) from None
                 raise
         self._checked = True
 
