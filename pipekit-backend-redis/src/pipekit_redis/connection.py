@@ -4,7 +4,8 @@ backend, the stores and the dead-letter queue of a process.
 - Timeouts on connect and on every reply (``connect_timeout``,
   ``socket_timeout``).
 - Connection errors and timeouts are retried ``retries`` times with
-  exponential backoff and jitter. That is safe because every command
+  exponential backoff and jitter, here rather than by redis-py (whose
+  retries differ between versions). That is safe because every command
   pipekit sends is idempotent: reads, plain writes of the same bytes, and
   Lua scripts written so that a second run after a lost reply changes
   nothing (see ``scripts.py``).
@@ -16,7 +17,9 @@ backend, the stores and the dead-letter queue of a process.
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -75,21 +78,41 @@ class RedisConnection:
 
     def _make_client(self) -> Any:
         redis = _redis()
-        from redis.backoff import EqualJitterBackoff
+        from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         o = self.options
-        retry = Retry(EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE), o.retries)
+        # Retries are ours (see _retrying): redis-py's differ between versions
+        # (5.0 does not retry a refused connection) and would multiply ours.
         return redis.Redis.from_url(
             o.url,
             socket_timeout=o.socket_timeout,
             socket_connect_timeout=o.connect_timeout,
             socket_keepalive=True,
-            retry=retry,
-            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            retry=Retry(NoBackoff(), 0),
             health_check_interval=30,
             client_name="pipekit",
         )
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """``fn()``, repeated after a connection error or timeout up to
+        ``retries`` times with exponential backoff and jitter (0.05 s
+        doubling up to 2 s). Every command pipekit sends is safe to repeat."""
+        redis = _redis()
+        retryable = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        delay = _BACKOFF_BASE
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except redis.exceptions.AuthenticationError:
+                raise
+            except retryable:
+                if attempt >= self.options.retries:
+                    raise
+                attempt += 1
+                time.sleep(delay / 2 + random.uniform(0, delay / 2))
+                delay = min(delay * 2, _BACKOFF_CAP)
 
     # -- errors -----------------------------------------------------------------
 
@@ -149,7 +172,7 @@ class RedisConnection:
             return
         with self.errors("connecting"):
             try:
-                self.client.ping()
+                self._retrying(self.client.ping)
             except _redis().exceptions.ResponseError as exc:
                 msg = str(exc)
                 if "NOAUTH" in msg or "WRONGPASS" in msg or "authenticated" in msg:
@@ -175,18 +198,23 @@ class RedisConnection:
         """Run one script (one round trip; two more after a server restart)."""
         redis = _redis()
         client = self.client
-        with self.errors(doing):
+
+        def run() -> Any:
             try:
                 return client.evalsha(self.sha(name), len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
                 self._load(client)
                 return client.evalsha(self.sha(name), len(keys), *keys, *args)
 
+        with self.errors(doing):
+            return self._retrying(run)
+
     def pipeline(self, build: Callable[[Any], None], doing: str) -> list[Any]:
         """Send the commands ``build(pipe)`` queues in one round trip
         (not a transaction: each command must be safe to repeat)."""
         redis = _redis()
-        with self.errors(doing):
+
+        def run() -> list[Any]:
             for attempt in (1, 2):
                 pipe = self.client.pipeline(transaction=False)
                 build(pipe)
@@ -196,11 +224,14 @@ class RedisConnection:
                     if attempt == 2:
                         raise
                     self._load(self.client)
-        raise AssertionError("unreachable")  # pragma: no cover
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        with self.errors(doing):
+            return self._retrying(run)
 
     def call(self, fn: Callable[[Any], T], doing: str) -> T:
         with self.errors(doing):
-            return fn(self.client)
+            return self._retrying(lambda: fn(self.client))
 
     def wait_durable(self) -> None:
         """Wait until this connection's writes are fsynced to the AOF where
@@ -212,7 +243,9 @@ class RedisConnection:
         timeout_ms = int(self.options.socket_timeout * 1000)
         try:
             with self.errors("waiting for the AOF fsync"):
-                self.client.execute_command("WAITAOF", 1, 0, max(1, timeout_ms - 100))
+                self._retrying(
+                    lambda: self.client.execute_command("WAITAOF", 1, 0, max(1, timeout_ms - 100))
+                )
             self.waitaof = True
         except RedisCommandError as exc:
             cause = exc.__cause__
