@@ -82,11 +82,15 @@ def test_commands_retry_through_a_restart(own_redis_server: RedisServer) -> None
     locks, store, _ = backend(conn)
     store.put_many([IdemRecord("before", "SUCCESS", "fp")])
     own_redis_server.kill()
-    threading.Timer(0.3, own_redis_server.start).start()
-    lease = locks.lock("stage/p/r", 30)
-    assert lease.acquire(timeout=0)  # waits out the restart
-    assert store.get("before") is not None  # AOF kept it
-    lease.release()
+    restart = threading.Timer(0.3, own_redis_server.start)
+    restart.start()
+    try:
+        lease = locks.lock("stage/p/r", 30)
+        assert lease.acquire(timeout=0)  # waits out the restart
+        assert store.get("before") is not None  # AOF kept it
+        lease.release()
+    finally:
+        restart.join()  # so that the fixture stops the server it started
 
 
 def test_no_retries_fail_fast_with_a_clear_error(own_redis_server: RedisServer) -> None:
