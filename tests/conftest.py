@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redisfix import own_redis_server, redis_server, redis_server_session  # noqa: F401
 
 HELPERS = Path(__file__).parent / "helpers"
 
@@ -128,3 +129,24 @@ def _test_plugin_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(HELPERS))
     monkeypatch.setenv("PIPEKIT_PLUGIN_MODULES", "pipekit_testplugin")
     monkeypatch.delenv("PIPEKIT_DISABLE_PLUGINS", raising=False)
+
+
+REAL_REDIS_FIXTURES = {"redis_server", "own_redis_server", "redis_server_session"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "redis_server: uses a real redis-server started by the tests (auto-applied)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a real redis-server, by a fixture or by a
+    parameter named "redis" (``-m redis_server`` selects them, ``-m "not
+    redis_server"`` leaves them out)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        if names & REAL_REDIS_FIXTURES or "redis" in params:
+            item.add_marker(pytest.mark.redis_server)

@@ -19,6 +19,9 @@ import pytest
 from conftest import Project
 
 PREFIX = "pipekit: error: "
+# The backends installed in this environment (file, and redis where
+# pipekit-backend-redis is installed), as unknown-backend errors list them.
+BACKENDS = ", ".join(__import__("pipekit").load_registry().backend_names())
 
 
 def probe_stage(project: Project) -> dict[str, Any]:
@@ -380,12 +383,13 @@ def test_a_cycle_made_only_of_after_edges(proj: Project) -> None:
         ),
         pytest.param(
             {"backend": {"name": "nope"}},
-            "field 'backend.name': unknown backend 'nope'; registered: file",
+            f"field 'backend.name': unknown backend 'nope'; registered: {BACKENDS}",
             id="unknown-backend-in-file",
         ),
         pytest.param(
             {"backend": {"name": "fil"}},
-            "field 'backend.name': unknown backend 'fil' (did you mean 'file'?); registered: file",
+            "field 'backend.name': unknown backend 'fil' (did you mean 'file'?); "
+            f"registered: {BACKENDS}",
             id="backend-typo-in-file",
         ),
     ],
@@ -468,7 +472,9 @@ def test_semantic_problems_are_reported_together(proj: Project) -> None:
     file = proj.file.resolve()
     messages = error_lines(proj.cli("run"))
     assert len(messages) == 7, messages
-    assert messages[0] == f"{file}: field 'backend.name': unknown backend 'nope'; registered: file"
+    assert messages[0] == (
+        f"{file}: field 'backend.name': unknown backend 'nope'; registered: {BACKENDS}"
+    )
     assert messages[1].startswith(
         f"{file}: {stage_label('upper', 1, 'uses')}: "
         "unknown stage processor 'uppr' (did you mean 'upper'?)"
@@ -570,13 +576,13 @@ def test_dash_f_naming_a_folder(proj: Project) -> None:
         pytest.param(
             ["--backend", "nope"],
             {},
-            "--backend: unknown backend 'nope'; registered: file",
+            f"--backend: unknown backend 'nope'; registered: {BACKENDS}",
             id="backend-flag",
         ),
         pytest.param(
             ["--backend", "nope"],
             {"backend": {"name": "file"}},
-            "--backend: unknown backend 'nope'; registered: file",
+            f"--backend: unknown backend 'nope'; registered: {BACKENDS}",
             id="backend-flag-overrides-file",
         ),
         pytest.param(

@@ -251,15 +251,27 @@ def test_unknown_backend_kind_lists_the_registered_ones(kind: str) -> None:
 
     registry = load_registry()
     with pytest.raises(pipekit.PluginError) as info:
-        registry.get(kind, "redis")
-    assert str(info.value) == f"unknown {KIND_LABEL[kind]} 'redis'; registered: file"
+        registry.get(kind, "nope")
+    registered = ", ".join(sorted(getattr(registry, kind)))
+    assert "file" in registered
+    assert str(info.value) == f"unknown {KIND_LABEL[kind]} 'nope'; registered: {registered}"
 
 
 def test_unknown_backend_in_a_run_lists_the_registered_ones(project: Project) -> None:
     upper_pipeline(project)
-    assert error_lines(project.cli("run", "--backend", "redis")) == [
-        "--backend: unknown backend 'redis'; registered: file (is pipekit-backend-redis installed?)"
+    backends = ", ".join(pipekit.load_registry().backend_names())
+    assert error_lines(project.cli("run", "--backend", "nope")) == [
+        f"--backend: unknown backend 'nope'; registered: {backends}"
     ]
+
+
+def test_redis_without_its_package_says_to_install_it() -> None:
+    from pipekit.plugins import load_registry
+
+    registry = load_registry(entry_points=False)  # as if pipekit-backend-redis were absent
+    assert registry.unknown_backend_message("redis") == (
+        "unknown backend 'redis'; registered: file (is pipekit-backend-redis installed?)"
+    )
 
 
 def test_a_backend_registered_for_only_some_kinds_says_what_is_missing(
@@ -271,7 +283,8 @@ def test_a_backend_registered_for_only_some_kinds_says_what_is_missing(
     assert error_lines(project.cli("run", "--backend", "half", env=env)) == [
         "--backend: backend 'half' is incomplete: plugin module 'halfplug' (from "
         "PIPEKIT_PLUGIN_MODULES) registered it as lock backend but no plugin registered its "
-        "idempotency store and checkpoint store; usable backends: file"
+        "idempotency store and checkpoint store; usable backends: "
+        + ", ".join(pipekit.load_registry().backend_names())
     ]
 
 
@@ -499,7 +512,23 @@ def test_plugins_text_form(project: Project) -> None:
     assert BUILTIN_STAGES <= set(stage_line.split(": ")[1].split(", "))
     # one header per plugin, its registrations indented under it
     headers = [line for line in lines if not line.startswith(" ")]
-    assert [h.split()[0] for h in headers] == ["file-backend", "reverse", "stages"]
+    redis = _installed("pipekit-backend-redis")
+    assert [h.split()[0] for h in headers] == ["file-backend", *redis, "reverse", "stages"]
+    if redis:  # an entry-point plugin like any other, registering all four kinds
+        v = dist_version("pipekit-backend-redis")
+        assert f"redis  (pipekit-backend-redis {v}, pipekit_redis.plugin)" in lines
+        assert "    checkpoint_stores: redis" in lines and "    lock_backends: redis" in lines
+
+
+def _installed(dist: str) -> list[str]:
+    """``["redis"]`` when the distribution is installed, else ``[]``."""
+    from importlib.metadata import PackageNotFoundError
+
+    try:
+        dist_version(dist)
+    except PackageNotFoundError:
+        return []
+    return ["redis"]
 
 
 # -- (f) a third-party plugin runs in a pipeline --------------------------------------

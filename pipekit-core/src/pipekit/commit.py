@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import sync_dirs, sync_files
+from .errors import FencedOut, LeaseLost
 from .hashcache import hash_file
 
 __all__ = ["CommitJob", "GroupCommitter"]
@@ -119,6 +120,11 @@ class GroupCommitter:
         for i, job in enumerate(batch):
             if i in errors:
                 continue
+            if getattr(job.lease, "lost", False):
+                # Another runner may hold the stage now: do not put this
+                # holder's outputs over its work.
+                errors[i] = LeaseLost.of(job.lease)
+                continue
             try:
                 for tmp, final in zip(job.tmps, job.finals):
                     os.replace(tmp, final)
@@ -131,6 +137,7 @@ class GroupCommitter:
         except BaseException as exc:
             folder_error = exc
         records = []
+        owners: list[int] = []
         for i, job in enumerate(batch):
             if i in errors:
                 continue
@@ -140,6 +147,7 @@ class GroupCommitter:
             for key, final in zip(job.keys, job.finals):
                 self._remember(key, final, digests[i][key])
             records.append(job.make_record(digests[i]))
+            owners.append(i)
         if records:
             try:
                 # Not fsynced: the outputs are durable and in place before the
@@ -147,6 +155,13 @@ class GroupCommitter:
                 # implies its outputs did; a lost record only makes its stage
                 # run again (and every skip re-checks the outputs' hashes).
                 self._store.put_many(records, durable=False)
+            except FencedOut as exc:
+                # A store that refuses stale fencing tokens names the refused
+                # records; the rest of the batch was stored.
+                refused = set(exc.keys)
+                for i, rec in zip(owners, records):
+                    if not refused or rec.key in refused:
+                        errors.setdefault(i, exc)
             except BaseException as exc:
                 for i in range(len(batch)):
                     errors.setdefault(i, exc)

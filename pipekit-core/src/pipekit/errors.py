@@ -21,6 +21,8 @@ __all__ = [
     "IdempotencyConflict",
     "IdempotencyFailed",
     "IdempotencyClaimLost",
+    "LeaseLost",
+    "BackendUnavailable",
 ]
 
 EXIT_OK = 0
@@ -55,7 +57,22 @@ class LockTimeout(PipekitError):
 class FencedOut(PipekitError):
     """A write carried a fencing token lower than one the store has already
     seen for that lock: this holder's lease expired and another took over,
-    so its write is refused (the attempt fails; nothing is overwritten)."""
+    so its write is refused (the attempt fails; nothing is overwritten).
+
+    ``keys`` names the refused records when a batch was partly refused (the
+    others were stored); empty when the whole write was refused."""
+
+    def __init__(self, message: str, *, keys: tuple[str, ...] | list[str] = ()) -> None:
+        super().__init__(message)
+        self.keys = tuple(keys)
+
+
+class BackendUnavailable(PipekitError):
+    """The backend (e.g. a Redis server) cannot be reached. At the start of a
+    command this ends it with exit code 2; during a run it fails the stage
+    that needed it."""
+
+    exit_code = EXIT_USAGE
 
 
 class StateError(PipekitError):
@@ -106,6 +123,22 @@ class StateLockError(StateError, LockTimeout):
 
 class StageFailed(PipekitError):
     """An attempt of a stage failed (the runner may retry it)."""
+
+
+class LeaseLost(StageFailed):
+    """The stage's lease expired (or was taken over) while it worked: the
+    attempt fails and nothing of it is committed, since another runner may
+    hold the lock now."""
+
+    @classmethod
+    def of(cls, lease: object) -> LeaseLost:
+        key = getattr(lease, "key", "?")
+        return cls(
+            f"lost the stage's lock {key!r} while it worked (its lease expired: the "
+            "process was paused, or the backend unreachable, for longer than the lock's "
+            "TTL); another runner may have taken the stage over, so nothing was committed. "
+            "Run again (and raise the backend's lock_ttl if stages pause this long)"
+        )
 
 
 class StageTimeout(StageFailed):

@@ -88,7 +88,11 @@ def run_in_worker(
         }
         cp = ctx.checkpoint
         if cp is not None:
-            job["checkpoint"] = {"namespace": cp._namespace, "fingerprint": cp._fingerprint}
+            job["checkpoint"] = {
+                "namespace": cp._namespace,
+                "fingerprint": cp._fingerprint,
+                "fence": cp._fence,
+            }
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipekit.worker"],
             stdin=subprocess.PIPE,

@@ -24,8 +24,10 @@ from .errors import (
     EXIT_INTERRUPTED,
     EXIT_LOCK,
     EXIT_OK,
+    LeaseLost,
     NetworkRefused,
     NonRetryable,
+    PipekitError,
     StageFailed,
 )
 from .fingerprint import Evaluator, params_digest, processor_ref
@@ -35,7 +37,15 @@ from .results import Decision, RunInfo, StageResult
 if TYPE_CHECKING:  # pragma: no cover
     from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["RunOptions", "Backends", "Runner", "RunOutcome", "make_backends", "new_run_id"]
+__all__ = [
+    "RunOptions",
+    "Backends",
+    "Runner",
+    "RunOutcome",
+    "make_backends",
+    "build_backends",
+    "new_run_id",
+]
 
 log = logging.getLogger("pipekit.runner")
 HOST = os.uname().nodename
@@ -67,22 +77,38 @@ class Backends:
     checkpoints: Any
 
 
-def make_backends(registry: Any, pipeline: Any) -> Backends:
+def make_backends(registry: Any, pipeline: Any, *, connect: bool = True) -> Backends:
     """Build the pipeline's backends. ``registry`` may be None for a cached
     plan: core's own ``file`` backend then needs no plugin loaded."""
     name = pipeline.backend.name
-    options = dict(pipeline.backend.options)
-    state_dir = pipeline.state_dir
+    if registry is None and name != "file":
+        registry = pipeline.registry.get()
+    return build_backends(
+        registry, name, dict(pipeline.backend.options), pipeline.state_dir, connect=connect
+    )
+
+
+def build_backends(
+    registry: Any, name: str, options: dict[str, Any], state_dir: Path, *, connect: bool = True
+) -> Backends:
+    """Call the three factories of backend ``name``. With ``connect``, each
+    object that has a ``connect()`` method is asked to reach its service
+    now, so that an unreachable one is reported before anything runs
+    (``BackendUnavailable``, exit code 2) rather than as failed stages."""
     if registry is None and name == "file":
         from .backends import file_factories as _file
 
         factories = [_file.lock_backend, _file.idempotency_store, _file.checkpoint_store]
     else:
-        if registry is None:
-            registry = pipeline.registry.get()
         kinds = ("lock_backends", "idempotency_stores", "checkpoint_stores")
         factories = [registry.get(kind, name) for kind in kinds]
-    return Backends(name, *(f(options, state_dir=state_dir) for f in factories))
+    backends = Backends(name, *(f(dict(options), state_dir=state_dir) for f in factories))
+    if connect:
+        for obj in (backends.locks, backends.idempotency, backends.checkpoints):
+            hook = getattr(obj, "connect", None)
+            if hook is not None:
+                hook()
+    return backends
 
 
 @attrs.define
@@ -446,7 +472,10 @@ class Runner:
                 name, "failed", time.perf_counter() - t0, "interrupted", error="interrupted"
             )
         except Exception as exc:  # a bug or an I/O error must fail the stage, not the runner
-            log.exception("stage %s: unexpected error", name)
+            if isinstance(exc, PipekitError):  # said in words (e.g. a backend is unreachable)
+                log.debug("stage %s: %s", name, exc, exc_info=True)
+            else:
+                log.exception("stage %s: unexpected error", name)
             return StageResult(
                 name,
                 "failed",
@@ -468,7 +497,7 @@ class Runner:
         last_info: dict[str, Any] = {}
 
         def retryable(exc: BaseException) -> bool:
-            if isinstance(exc, (NonRetryable, Interrupted)):
+            if isinstance(exc, (NonRetryable, Interrupted, LeaseLost)):
                 return False
             return not isinstance(exc, tuple(st.processor.non_retryable))
 
@@ -508,12 +537,12 @@ class Runner:
         try:
             if retryer is None:
                 attempts = 1
-                tmps, last_info = self._attempt(st, 1, d)
+                tmps, last_info = self._attempt(st, 1, d, lease)
             else:
                 for attempt in retryer:
                     with attempt:
                         attempts = attempt.retry_state.attempt_number
-                        tmps, last_info = self._attempt(st, attempts, d)
+                        tmps, last_info = self._attempt(st, attempts, d, lease)
         except Interrupted:
             raise
         except Exception as exc:
@@ -562,6 +591,7 @@ class Runner:
                 },
                 created=time.time(),
                 token=getattr(lease, "token", None),
+                fence=getattr(lease, "key", None),
             )
 
         def done(digests: dict[str, str] | None, err: BaseException | None) -> StageResult:
@@ -606,13 +636,17 @@ class Runner:
         job = CommitJob(list(st.outputs), tmps, list(st.output_paths), lease, make_record, done)
         return self.committer.submit(job)
 
-    def checkpoint_for(self, st: Any, d: Decision) -> Any:
+    def checkpoint_for(self, st: Any, d: Decision, lease: Any = None) -> Any:
         from .stage import Checkpoint, stage_namespace
 
         namespace = stage_namespace(self.pipeline.name, st.name)
-        return Checkpoint(self.backends.checkpoints, namespace, d.fingerprint or "")
+        token = getattr(lease, "token", None)
+        fence = (lease.key, token) if token is not None else None
+        return Checkpoint(self.backends.checkpoints, namespace, d.fingerprint or "", fence=fence)
 
-    def _attempt(self, st: Any, attempt: int, d: Decision) -> tuple[list[Path], dict[str, Any]]:
+    def _attempt(
+        self, st: Any, attempt: int, d: Decision, lease: Any = None
+    ) -> tuple[list[Path], dict[str, Any]]:
         from .execute import needs_worker, run_in_process, run_in_worker
         from .stage import StageContext
 
@@ -627,7 +661,7 @@ class Runner:
             outputs=tmps,
             params=st.params,
             log=logging.getLogger(f"pipekit.stage.{st.name}"),
-            checkpoint=self.checkpoint_for(st, d),
+            checkpoint=self.checkpoint_for(st, d, lease),
             final_outputs=list(st.output_paths),
             attempt=attempt,
             workdir=self.pipeline.root,
@@ -652,6 +686,8 @@ class Runner:
             for key, tmp in zip(st.outputs, tmps):
                 if not tmp.exists():
                     raise StageFailed(f"the processor did not write output {key!r}")
+            if getattr(lease, "lost", False):
+                raise LeaseLost.of(lease)
         except BaseException as exc:
             if not hasattr(exc, "info"):
                 try:

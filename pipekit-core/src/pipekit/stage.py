@@ -39,10 +39,20 @@ class Checkpoint:
     """Where pipekit 0.1 stored ``{"fingerprint", "data"}`` as plain JSON;
     still read, and removed by ``clear()``."""
 
-    def __init__(self, store: Any, namespace: str, fingerprint: str) -> None:
+    def __init__(
+        self,
+        store: Any,
+        namespace: str,
+        fingerprint: str,
+        *,
+        fence: tuple[str, int] | None = None,
+    ) -> None:
         self._store = store
         self._namespace = namespace
         self._fingerprint = fingerprint
+        self._fence = fence
+        """(lock key, fencing token) of the stage's lease: a store that
+        tracks fencing refuses a save from a holder whose lease was taken over."""
         self._mgr: Any = None
 
     @property
@@ -51,7 +61,9 @@ class Checkpoint:
         if self._mgr is None:
             from .checkpoints import CheckpointManager
 
-            self._mgr = CheckpointManager(self._store, self._namespace, retention={"keep_last": 1})
+            self._mgr = CheckpointManager(
+                self._store, self._namespace, retention={"keep_last": 1}, fence=self._fence
+            )
         return self._mgr
 
     def save(self, data: Any) -> None:

@@ -35,7 +35,10 @@ def main() -> int:
 
             store = make_backends(registry, pipeline).checkpoints
             cp = job["checkpoint"]
-            checkpoint = Checkpoint(store, cp["namespace"], cp["fingerprint"])
+            fence = cp.get("fence")
+            checkpoint = Checkpoint(
+                store, cp["namespace"], cp["fingerprint"], fence=tuple(fence) if fence else None
+            )
         ctx = StageContext(
             stage_name=st.name,
             run_id=job["run_id"],

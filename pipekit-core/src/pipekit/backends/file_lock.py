@@ -107,3 +107,40 @@ class FileLockBackend:
         if len(safe) > 120:
             safe = safe[:80] + "-" + hashlib.sha256(key.encode()).hexdigest()[:16]
         return FileLease(self.root / f"{safe}.lock", key)
+
+    def doctor(self) -> list[Any]:
+        return _doctor(self.root)
+
+
+def _doctor(root: Path) -> list[Any]:
+    """The file backend's ``pipekit doctor`` checks: the state folder can be
+    written and OS locks work there. Creates nothing that stays."""
+    import tempfile
+
+    from ..doctor import FAIL, OK, Check
+
+    state = root.parent
+    existing = state
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [Check("state folder", FAIL, f"{existing} is not writable (state folder {state})")]
+    try:
+        with tempfile.TemporaryDirectory(dir=existing, prefix=".pipekit-doctor-") as tmp:
+            probe = Path(tmp) / "probe"
+            with open(probe, "wb") as f:
+                f.write(b"ok")
+                f.flush()
+                os.fsync(f.fileno())
+            lease = FileLockBackend(Path(tmp)).lock("doctor")
+            other = FileLockBackend(Path(tmp)).lock("doctor")
+            if not lease.acquire(timeout=0) or other.acquire(timeout=0):
+                return [Check("locks", FAIL, f"OS locks do not exclude each other in {existing}")]
+            lease.release()
+    except OSError as exc:
+        return [Check("state folder", FAIL, f"cannot write in {existing}: {exc}")]
+    where = state if state.exists() else f"{state} (created on the first run)"
+    return [
+        Check("state folder", OK, f"{where} is writable (files are fsynced)"),
+        Check("locks", OK, "OS locks work there; the OS frees them when a process dies"),
+    ]

@@ -16,4 +16,5 @@ COMMANDS: tuple[str, ...] = (
     "checkpoints",
     "idem",
     "plugins",
+    "doctor",
 )
