@@ -8,7 +8,6 @@ import heapq
 import logging
 import os
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +36,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["RunOptions", "Backends", "Runner", "RunOutcome", "make_backends", "new_run_id"]
 
+RECORD_COUNTERS = (
+    "records_in",
+    "records_out",
+    "records_failed",
+    "records_retried",
+    "records_dead_lettered",
+)
+
 log = logging.getLogger("pipekit.runner")
 HOST = os.uname().nodename
 
@@ -62,24 +69,57 @@ class Backends:
     locks: Any
     idempotency: Any
     checkpoints: Any
+    dead_letter_factory: Callable[[], Any] | None = None
+    _dead_letters: Any = attrs.field(default=None, init=False)
+    _dl_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+
+    @property
+    def dead_letters(self) -> Any:
+        """The dead-letter store, built on first use (a run that dead-letters
+        nothing never opens it)."""
+        with self._dl_lock:
+            if self._dead_letters is None:
+                if self.dead_letter_factory is None:
+                    raise RuntimeError("these backends have no dead-letter store")
+                self._dead_letters = self.dead_letter_factory()
+            return self._dead_letters
 
 
 def make_backends(registry: Any, pipeline: Any) -> Backends:
     """Build the pipeline's backends. ``registry`` may be None for a cached
-    plan: core's own ``file`` backend then needs no plugin loaded."""
+    plan: core's own ``file`` backend then needs no plugin loaded.
+
+    The dead-letter store is the one registered under the backend's name;
+    a backend that registers none keeps dead letters in the ``file`` store."""
+    from .backends import file_factories as _file
+
     name = pipeline.backend.name
     options = dict(pipeline.backend.options)
     state_dir = pipeline.state_dir
+    dead_letters: Any = None
     if registry is None and name == "file":
-        from .backends import file_factories as _file
-
         factories = [_file.lock_backend, _file.idempotency_store, _file.checkpoint_store]
+        dead_letters = _file.dead_letter_store
     else:
         if registry is None:
             registry = pipeline.registry.get()
         kinds = ("lock_backends", "idempotency_stores", "checkpoint_stores")
         factories = [registry.get(kind, name) for kind in kinds]
-    return Backends(name, *(f(options, state_dir=state_dir) for f in factories))
+        reg = registry.dead_letter_stores.get(name)
+        dead_letters = reg.obj if reg is not None else None
+    if dead_letters is None:
+        dl_options: dict[str, Any] = {}
+        dl_factory = _file.dead_letter_store
+    else:
+        dl_options, dl_factory = options, dead_letters
+    locks, idempotency, checkpoints = (f(options, state_dir=state_dir) for f in factories)
+    return Backends(
+        name,
+        locks,
+        idempotency,
+        checkpoints,
+        dead_letter_factory=lambda: dl_factory(dl_options, state_dir=state_dir),
+    )
 
 
 @attrs.define
@@ -122,6 +162,7 @@ class Runner:
         backends: Backends | None = None,
         run_id: str | None = None,
         on_result: Callable[[StageResult], None] | None = None,
+        progress: Any = None,
     ) -> None:
         from .observers import Observers
         from .state import RunnerState
@@ -142,6 +183,8 @@ class Runner:
             self.observers = Observers(None)  # no plugin observes: none is loaded
         self.cancel = threading.Event()
         self.on_result = on_result
+        self.progress = progress
+        """A :class:`pipekit.progress.ProgressDisplay` (bars on a terminal), or None."""
         from .inflight import InflightLog
 
         self.inflight = InflightLog(pipeline.state_dir)
@@ -434,9 +477,16 @@ class Runner:
             finally:
                 if not handed_off:
                     lease.release()
-        except Interrupted:
+        except Interrupted as exc:
+            info = dict(getattr(exc, "info", None) or {})
+            reason = "interrupted"
+            if "checkpoint_record" in info:
+                reason += (
+                    f"; checkpointed at record {info['checkpoint_record']:,} (input "
+                    f"{info.get('checkpoint_fraction', 0.0):.0%} read): run again to resume"
+                )
             return StageResult(
-                name, "failed", time.perf_counter() - t0, "interrupted", error="interrupted"
+                name, "failed", time.perf_counter() - t0, reason, error="interrupted", info=info
             )
         except Exception as exc:  # a bug or an I/O error must fail the stage, not the runner
             log.exception("stage %s: unexpected error", name)
@@ -501,13 +551,15 @@ class Runner:
         try:
             if retryer is None:
                 attempts = 1
-                tmps, last_info = self._attempt(st, 1, d)
+                tmps, last_info = self._attempt(st, 1, d, lease)
             else:
                 for attempt in retryer:
                     with attempt:
                         attempts = attempt.retry_state.attempt_number
-                        tmps, last_info = self._attempt(st, attempts, d)
-        except Interrupted:
+                        tmps, last_info = self._attempt(st, attempts, d, lease)
+        except Interrupted as exc:
+            if not exc.info and last_info:
+                exc.info = dict(last_info)
             raise
         except Exception as exc:
             duration = time.perf_counter() - t0
@@ -571,8 +623,9 @@ class Runner:
                 )
             else:
                 self.state.update(name, self._state_entry(st, d, digests, "ok", duration, attempts))
-                try:
-                    self.checkpoint_for(st, d).clear()  # the work it resumed is committed
+                try:  # the work they resumed is committed
+                    self.checkpoint_for(st, d).clear()
+                    self.record_checkpoint_for(st, d).clear()
                 except Exception as exc:
                     log.warning("stage %s: could not clear its checkpoint: %s", name, exc)
                 result = StageResult(
@@ -591,20 +644,77 @@ class Runner:
         job = CommitJob(list(st.outputs), tmps, list(st.output_paths), lease, make_record, done)
         return self.committer.submit(job)
 
-    def checkpoint_for(self, st: Any, d: Decision) -> Any:
+    @staticmethod
+    def _fence(lease: Any) -> tuple[str, int] | None:
+        token = getattr(lease, "token", None) if lease is not None else None
+        return (lease.key, token) if token is not None else None
+
+    def checkpoint_for(self, st: Any, d: Decision, lease: Any = None) -> Any:
+        from .record_checkpoint import namespace_for
         from .stage import Checkpoint
 
-        namespace = re.sub(r"[^A-Za-z0-9_.:-]", "_", f"{self.pipeline.name}.{st.name}")
-        return Checkpoint(self.backends.checkpoints, namespace, d.fingerprint or "")
+        namespace = namespace_for(self.pipeline.name, st.name)
+        return Checkpoint(
+            self.backends.checkpoints, namespace, d.fingerprint or "", fence=self._fence(lease)
+        )
 
-    def _attempt(self, st: Any, attempt: int, d: Decision) -> tuple[list[Path], dict[str, Any]]:
+    def record_checkpoint_for(self, st: Any, d: Decision, lease: Any = None) -> Any:
+        from .record_checkpoint import RecordCheckpoint, namespace_for
+
+        return RecordCheckpoint(
+            self.backends.checkpoints,
+            namespace_for(self.pipeline.name, st.name),
+            d.fingerprint or "",
+            fence=self._fence(lease),
+            label=f"stage {st.name}",
+        )
+
+    def _record_run(self, st: Any, d: Decision, lease: Any) -> Any:
+        from .config import failure_limit
+        from .records import RecordRun
+
+        cfg = st.config
+        progress = None
+        if self.progress is not None:
+            display, name = self.progress, st.name
+
+            def progress(total: int, done: int, records: int) -> Any:
+                return display.stage(name, total, done, records)
+
+        return RecordRun(
+            pipeline=self.pipeline.name,
+            stage=st.name,
+            fingerprint=d.fingerprint or "",
+            input_keys=list(st.inputs),
+            checkpoint=self.record_checkpoint_for(st, d, lease),
+            dead_letters=lambda: self.backends.dead_letters,
+            every_records=cfg.checkpoint.every_records,
+            every_seconds=cfg.checkpoint.every_seconds,
+            retry=cfg.record_retry,
+            max_failures=failure_limit(cfg.max_failures),
+            on_failed=self._record_failed(st) if self.observers.active else None,
+            progress=progress,
+            on_checkpoint=self.hashcache.save,
+        )
+
+    def _attempt(
+        self, st: Any, attempt: int, d: Decision, lease: Any = None
+    ) -> tuple[list[Path], dict[str, Any]]:
         from .execute import needs_worker, run_in_process, run_in_worker
-        from .stage import StageContext
+        from .stage import RecordStage, StageContext
 
+        is_record = isinstance(st.processor, RecordStage)
         tmps = []
         for final in st.output_paths:
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmps.append(temp_path_for(final))
+            if is_record:
+                from .records import partial_path_for, remove_stale_partials
+
+                partial = partial_path_for(final, d.fingerprint or "")
+                remove_stale_partials(final, partial)
+                tmps.append(partial)
+            else:
+                tmps.append(temp_path_for(final))
         ctx = StageContext(
             stage_name=st.name,
             run_id=self.run_id,
@@ -612,38 +722,54 @@ class Runner:
             outputs=tmps,
             params=st.params,
             log=logging.getLogger(f"pipekit.stage.{st.name}"),
-            checkpoint=self.checkpoint_for(st, d),
+            checkpoint=self.checkpoint_for(st, d, lease),
             final_outputs=list(st.output_paths),
             attempt=attempt,
             workdir=self.pipeline.root,
             timeout=st.config.timeout,
             cancelled=self.cancel,
         )
+        record_run = self._record_run(st, d, lease) if is_record else None
         try:
             if needs_worker(st):
+                records = None
+                progress = None
+                if record_run is not None:
+                    self.hashcache.save()  # a resumed run must not hash the inputs again
+                    records = {
+                        "pipeline": self.pipeline.name,
+                        "fingerprint": record_run.fingerprint,
+                        "namespace": record_run.checkpoint.namespace,
+                        "fence": record_run.checkpoint.fence,
+                        "run": attrs.asdict(self.info),
+                    }
+                    progress = record_run.progress
                 info = run_in_worker(
                     st,
                     ctx,
                     pipeline_file=self.pipeline.file,
                     backend=self.backends.name,
                     timeout=st.config.timeout,
+                    records=records,
+                    progress=progress,
                 )
             else:
-                info = run_in_process(st, ctx, on_record_failed=self._record_failed(st))
+                info = run_in_process(st, ctx, record_run=record_run)
             for key, tmp in zip(st.outputs, tmps):
                 if not tmp.exists():
                     raise StageFailed(f"the processor did not write output {key!r}")
         except BaseException as exc:
-            if not hasattr(exc, "info"):
+            if not hasattr(exc, "info") or not exc.info:
                 try:
                     exc.info = dict(ctx.info)  # type: ignore[attr-defined]
                 except Exception:
                     pass
-            for tmp in tmps:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
+            if not is_record:  # a record stage's partial output stays for its resume
+                for tmp in tmps:
+                    try:
+                        os.unlink(tmp)
+                    except FileNotFoundError:
+                        pass
             raise
         return tmps, dict(info)
 
@@ -685,18 +811,21 @@ class Runner:
 
     def _metrics(self, results: list[StageResult], duration: float) -> dict[str, Any]:
         counts = {"ok": 0, "skipped": 0, "failed": 0}
-        records_in = records_out = 0
+        sums = dict.fromkeys(RECORD_COUNTERS, 0)
+        resumed = 0
         for r in results:
             counts[r.status] = counts.get(r.status, 0) + 1
-            records_in += int(r.info.get("records_in", 0))
-            records_out += int(r.info.get("records_out", 0))
+            for key in RECORD_COUNTERS:
+                sums[key] += int(r.info.get(key) or 0)
+            if r.info.get("resumed_from"):
+                resumed += 1
         return {
             "stages_ok": counts["ok"],
             "stages_skipped": counts["skipped"],
             "stages_failed": counts["failed"],
-            "records_in": records_in,
-            "records_out": records_out,
-            "records_per_s": round(records_in / duration, 1) if duration > 0 else 0.0,
+            **sums,
+            "stages_resumed": resumed,
+            "records_per_s": round(sums["records_in"] / duration, 1) if duration > 0 else 0.0,
             "hashed_files": self.hashcache.reads,
         }
 

@@ -16,36 +16,37 @@ __all__ = ["Stage", "RecordStage", "StageContext", "Checkpoint"]
 class Checkpoint:
     """Resumable state of a whole-stage processor, kept in the checkpoint store.
 
-    ``save(data)`` stores JSON-shaped data (or bytes) for this stage's current
+    ``save(data)`` stores JSON-shaped data for this stage's current
     fingerprint; ``load()`` returns what was last saved, or ``None``. A
-    checkpoint saved under another fingerprint (inputs or params changed) is
-    never returned. The runner clears it when the stage commits.
+    checkpoint saved under another fingerprint (inputs, params or processor
+    version changed) is never returned. The runner clears it when the stage
+    commits, so a stage that succeeded starts its next execution afresh.
     """
 
-    def __init__(self, store: Any, namespace: str, fingerprint: str) -> None:
-        self._store = store
+    def __init__(
+        self,
+        store: Any,
+        namespace: str,
+        fingerprint: str,
+        *,
+        fence: tuple[str, int] | None = None,
+    ) -> None:
+        from .record_checkpoint import STAGE_ID, RecordCheckpoint
+
+        self._cp = RecordCheckpoint(store, namespace, fingerprint, fence=fence, id=STAGE_ID)
         self._namespace = namespace
         self._fingerprint = fingerprint
+        self._fence = fence
 
     def save(self, data: Any) -> None:
-        from . import _json
-
-        payload = {"fingerprint": self._fingerprint, "data": data}
-        self._store.put(self._namespace, "stage", _json.dumps(payload))
+        self._cp.save({"data": data})
 
     def load(self) -> Any:
-        from . import _json
-
-        raw = self._store.get(self._namespace, "stage")
-        if raw is None:
-            return None
-        payload = _json.loads(raw)
-        if payload.get("fingerprint") != self._fingerprint:
-            return None
-        return payload.get("data")
+        state = self._cp.load()
+        return None if state is None else state.get("data")
 
     def clear(self) -> None:
-        self._store.delete(self._namespace, "stage")
+        self._cp.clear()
 
 
 @attrs.define(eq=False)
@@ -107,6 +108,20 @@ class RecordStage(_ProcessorBase):
     """
 
     format: ClassVar[str] = "lines"
+
+    def checkpoint_state(self) -> Any:
+        """Optional: the processor's state to keep in each checkpoint, as a
+        JSON-shaped value, when its output depends on records seen before
+        (a running total, a set of keys seen). Called between records."""
+        return None
+
+    def restore_state(self, state: Any) -> None:
+        """Optional: take back the state that :meth:`checkpoint_state`
+        returned, or ``None`` when the stage starts from its first record.
+
+        A processor that overrides it runs on a private shallow copy of the
+        registered instance for each stage execution, so state kept on
+        ``self`` (set here, not in ``__init__``) is the execution's own."""
 
     def process(self, record: Any, params: Any) -> Iterable[Any]:  # pragma: no cover
         raise NotImplementedError(f"{type(self).__name__}.process() is not implemented")

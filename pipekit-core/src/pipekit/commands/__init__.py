@@ -8,4 +8,4 @@ imports inside the handler, so that building the parser stays cheap.
 
 from __future__ import annotations
 
-COMMANDS: tuple[str, ...] = ("run", "status", "plugins")
+COMMANDS: tuple[str, ...] = ("run", "status", "dlq", "plugins")

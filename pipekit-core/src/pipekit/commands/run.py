@@ -73,6 +73,7 @@ def forced(args: argparse.Namespace, pipeline: Any) -> tuple[frozenset[str], boo
 def main(args: argparse.Namespace) -> int:
     from ..runner import Runner, RunOptions
 
+    install_signal_handlers()
     pipeline, registry = load_for_run(args)
     force, force_all = forced(args, pipeline)
     if args.jobs < 1:
@@ -90,20 +91,31 @@ def main(args: argparse.Namespace) -> int:
         keep_going=args.keep_going,
         lock_timeout=args.lock_timeout,
     )
+    from ..progress import ProgressDisplay, wanted
     from ..report import Reporter
 
-    reporter = Reporter(sys.stdout, enabled=not args.json and not args.quiet)
-    runner = Runner(pipeline, registry, options, on_result=reporter.stage)
+    reporter = Reporter(None, enabled=not args.json and not args.quiet)
+    display = ProgressDisplay() if wanted(quiet=args.quiet, json=args.json) else None
+    runner = Runner(pipeline, registry, options, on_result=reporter.stage, progress=display)
     reporter.start(pipeline, runner)
-    install_signal_handlers()
-    outcome = runner.run()
+    try:
+        outcome = runner.run()
+    finally:
+        if display is not None:
+            display.close()
     if args.json:
         print_json(outcome.summary(pipeline.name))
     else:
         reporter.end(outcome)
     if outcome.status == "interrupted":
+        resumable = [
+            f"stage {r.name!r} resumes from record {r.info['checkpoint_record']:,}"
+            for r in outcome.results
+            if r.info.get("checkpoint_record") is not None
+        ]
         print(
-            "pipekit: interrupted; run the same command again to go on where it stopped",
+            "pipekit: interrupted; run the same command again to go on where it stopped"
+            + (f" ({'; '.join(resumable)})" if resumable else ""),
             file=sys.stderr,
         )
     elif outcome.status == "failed" and not args.quiet:
