@@ -245,7 +245,7 @@ class Poison(pipekit.RecordStage):
 
     def process(self, record: str, params: PoisonParams) -> Iterator[str]:
         if params.calls:
-            with open(params.calls, "a") as f:
+            with open(params.calls, "a", errors="surrogateescape") as f:
                 f.write(record + "\n")
         if "transient" in record:
             n = self._tries[record] = self._tries.get(record, 0) + 1
@@ -274,7 +274,7 @@ class Numbered(pipekit.RecordStage):
 
     def process(self, record: str, params: None) -> Iterator[str]:
         self.count += 1
-        if self.count % 100 == 0:
+        if self.count % 20 == 0:
             time.sleep(0.001)
         yield f"{self.count} {record}"
 
