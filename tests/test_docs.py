@@ -26,7 +26,16 @@ from pipekit_stages.plugin import BUILTINS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-DOC_PAGES = ("index", "user-guide", "stages", "plugins", "backends", "dependencies", "development")
+DOC_PAGES = (
+    "index",
+    "user-guide",
+    "records",
+    "stages",
+    "plugins",
+    "backends",
+    "dependencies",
+    "development",
+)
 
 HEADING_RE = re.compile(r"^(#{1,6})\s+(.*?)\s*$", re.M)
 FENCE_RE = re.compile(r"^```([\w-]*)\n(.*?)^```\s*$", re.M | re.S)
@@ -271,6 +280,7 @@ CONFIG_CLASSES = (
     config.PipelineConfig,
     config.StageConfig,
     config.RetryPolicy,
+    config.RecordRetryPolicy,
     config.CheckpointPolicy,
     config.BackendConfig,
 )

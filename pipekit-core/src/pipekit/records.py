@@ -654,6 +654,7 @@ class _RecordLoop:
         n = b.n
         lines_mode = self.fmt == "lines"
         process = self.process
+        size = len
         params = self.params
         loads = _json.loads
         dumps = _json.dumps
@@ -667,7 +668,7 @@ class _RecordLoop:
                 if lines_mode:
                     ext = outs.extend
                     for k, rec in enumerate(recs[i:j], i):
-                        m = len(outs)
+                        m = size(outs)
                         try:
                             ext(process(rec, params))
                         except Exception as exc:

@@ -395,10 +395,10 @@ class Runner:
                 try:
                     if kind == "commit":
                         committing.discard(name)
-                        results[name] = fut.result()
-                        continue
-                    running.discard(name)
-                    outcome = fut.result()
+                        outcome = fut.result()
+                    else:
+                        running.discard(name)
+                        outcome = fut.result()
                 except BaseException:
                     continue
                 if isinstance(outcome, Future):
@@ -406,6 +406,11 @@ class Runner:
                     outcome.add_done_callback(notify("commit", name))
                 elif isinstance(outcome, StageResult):
                     results[name] = outcome
+                    if self.on_result is not None:
+                        try:
+                            self.on_result(outcome)
+                        except BaseException:
+                            pass
             raise
         finally:
             if executor is not None:
