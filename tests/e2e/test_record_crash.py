@@ -271,3 +271,21 @@ def test_changed_input_or_params_discard_the_checkpoint(project: Project) -> Non
     assert proc.returncode == 0, proc.stderr
     assert "discarding its checkpoint" in proc.stderr
     assert (project.root / "out/up.txt").read_bytes() == interrupt_from
+
+
+def test_a_second_sigint_stops_at_once_and_the_last_checkpoint_stands(project: Project) -> None:
+    record_inputs(project)
+    pipeline(project, sleep_every=50, backend="file")
+    marker = project.root / "started"
+    proc = project.popen("run")
+    assert wait_for(marker, proc)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    summary = project.run_json()
+    assert summary["stages"][0]["records"]["resumed_from"], "a periodic checkpoint stood"
+    expected = (project.root / "in/a.txt").read_bytes() + (project.root / "in/b.txt").read_bytes()
+    assert (project.root / "out/up.txt").read_bytes() == _upper_lines(expected)
