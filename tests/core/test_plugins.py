@@ -436,6 +436,7 @@ def test_plugins_json_lists_distribution_version_hooks_and_registrations(
             "lock_backends": ["file"],
             "idempotency_stores": ["file"],
             "checkpoint_stores": ["file"],
+            "dead_letter_stores": ["file"],
         },
     }
     stages = plugins["stages"]

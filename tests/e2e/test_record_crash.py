@@ -172,8 +172,8 @@ def test_sigterm_at_random_instants_checkpoints_exits_130_and_resumes(
             out, err = proc.communicate()
             assert "Traceback" not in err, err
             summary = json.loads(out)
-            if proc.returncode == -signal.SIGTERM:
-                # it came as the interpreter was exiting, after the run had ended
+            if proc.returncode in (0, -signal.SIGTERM):
+                # it came after the run had ended (and was recorded)
                 assert summary["status"] == "ok", (out, err)
                 continue
             assert proc.returncode == 130, (proc.returncode, err)

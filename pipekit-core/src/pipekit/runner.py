@@ -226,6 +226,25 @@ class Runner:
         except KeyboardInterrupt:
             interrupted = True
             results = self._results_so_far
+        while True:
+            # An interrupt while the run is being recorded marks it interrupted
+            # and records it again (every write here is atomic).
+            try:
+                outcome = self._outcome(results, interrupted, time.perf_counter() - t0)
+                self._finish(outcome, started)
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                self.cancel.set()
+        try:
+            self.observers.call("on_run_end", run=info, summary=outcome.summary(pl.name))
+        except KeyboardInterrupt:
+            pass  # the run is recorded; its outcome stands
+        return outcome
+
+    def _outcome(
+        self, results: dict[str, StageResult], interrupted: bool, duration: float
+    ) -> RunOutcome:
         status = "ok"
         exit_code = EXIT_OK
         if interrupted or self.cancel.is_set():
@@ -233,13 +252,9 @@ class Runner:
         elif any(r.status == "failed" for r in results.values()):
             status = "failed"
             exit_code = EXIT_LOCK if self._lock_timed_out else EXIT_FAILED
-        ordered = [results.get(n) or self._not_run(n, interrupted) for n in pl.order]
-        duration = time.perf_counter() - t0
+        ordered = [results.get(n) or self._not_run(n, interrupted) for n in self.pipeline.order]
         metrics = self._metrics(ordered, duration)
-        outcome = RunOutcome(self.run_id, status, ordered, exit_code, duration, metrics)
-        self._finish(outcome, started)
-        self.observers.call("on_run_end", run=info, summary=outcome.summary(pl.name))
-        return outcome
+        return RunOutcome(self.run_id, status, ordered, exit_code, duration, metrics)
 
     # -- scheduling -----------------------------------------------------------
 

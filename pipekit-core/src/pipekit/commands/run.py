@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -103,6 +104,9 @@ def main(args: argparse.Namespace) -> int:
     finally:
         if display is not None:
             display.close()
+    # The run is over and recorded: a signal now must not cost its summary.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.json:
         print_json(outcome.summary(pipeline.name))
     else:
