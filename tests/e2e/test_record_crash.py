@@ -194,6 +194,7 @@ def test_sigterm_at_random_instants_checkpoints_exits_130_and_resumes(
     summary = project.run_json(env=env)
     assert (project.root / "out/up.txt").read_bytes() == want
     assert summary["status"] == "ok"
+    assert_recorded_hash_is_right(project, "up", "out/up.txt")
 
 
 def test_a_resumed_run_does_not_reread_what_it_had_done(project: Project) -> None:
@@ -225,6 +226,17 @@ def test_a_resumed_run_does_not_reread_what_it_had_done(project: Project) -> Non
     assert records["records_in"] == N_A + N_B
     expected = (project.root / "in/a.txt").read_bytes() + (project.root / "in/b.txt").read_bytes()
     assert (project.root / "out/up.txt").read_bytes() == _upper_lines(expected)
+    assert_recorded_hash_is_right(project, "up", "out/up.txt")
+
+
+def assert_recorded_hash_is_right(project: Project, stage: str, output: str) -> None:
+    """The output hash the commit recorded (hashed while it was written, the
+    resumed prefix read back) is the hash of the file."""
+    import hashlib
+
+    state = json.loads((project.root / ".pipekit/state.json").read_text())
+    want = hashlib.sha256((project.root / output).read_bytes()).hexdigest()
+    assert state["stages"][stage]["outputs"][output] == want
 
 
 def _upper_lines(data: bytes) -> bytes:

@@ -26,9 +26,11 @@ of the stage waits for the one in hand.
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import logging
 import os
+import queue
 import random
 import threading
 import time
@@ -138,6 +140,10 @@ class RecordRun:
     ``update(records, done_bytes)`` and ``close()``."""
     on_checkpoint: Callable[[], None] | None = None
     """Called once, after this execution's first checkpoint is saved."""
+    output_digest: str | None = None
+    """Set by the loop when the stage completes: the SHA-256 of the whole
+    partial output, hashed while it was written (the commit need not read
+    the output again)."""
 
 
 class _Checkpointer:
@@ -227,6 +233,53 @@ class _Checkpointer:
             self._thread.join()
 
 
+class _Hasher:
+    """SHA-256 of the output, computed in a thread of its own from the very
+    bytes written (hashlib releases the GIL on large updates, so hashing
+    overlaps the loop). A resumed execution first hashes the partial output's
+    kept prefix from disk."""
+
+    def __init__(self, prefix: Path | None, prefix_len: int) -> None:
+        self._h = hashlib.sha256()
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=16)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="pipekit-hash", daemon=True)
+        if prefix is not None and prefix_len:
+            self._q.put((prefix, prefix_len))
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue
+            try:
+                if isinstance(item, tuple):
+                    path, n = item
+                    with open(path, "rb") as f:
+                        while n > 0:
+                            chunk = f.read(min(n, 1 << 20))
+                            if not chunk:
+                                raise OSError(f"{path} is shorter than expected")
+                            self._h.update(chunk)
+                            n -= len(chunk)
+                else:
+                    self._h.update(item)
+            except BaseException as exc:
+                self._error = exc
+
+    def feed(self, data: bytes) -> None:
+        self._q.put(data)
+
+    def finish(self) -> str | None:
+        """The digest, or None when hashing failed (the commit then hashes)."""
+        self._q.put(None)
+        self._thread.join()
+        return None if self._error is not None else self._h.hexdigest()
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -292,6 +345,7 @@ class _RecordLoop:
         self.t_batch = 0.0
         self.checkpointer: _Checkpointer | None = None
         self.bar: Any = None
+        self.hasher: _Hasher | None = None
         self.process: Callable[[Any, Any], Any] = processor.iter_process
 
     # -- producing one record's outputs ----------------------------------------
@@ -530,6 +584,7 @@ class _RecordLoop:
         self.checkpointer = (
             _Checkpointer(run.checkpoint, fd, run.on_checkpoint) if run.checkpoint else None
         )
+        self.hasher = _Hasher(out_path, self.length)
         self.bar = None
         if run.progress is not None:
             self.bar = run.progress(self.total, sum(sizes[:index]) + offset, self.c["records_in"])
@@ -550,6 +605,9 @@ class _RecordLoop:
                         self.checkpointer.close()
             finally:
                 os.close(fd)
+                digest = self.hasher.finish()
+                if ok:
+                    run.output_digest = digest
                 if self.bar is not None:
                     self.bar.close()
                 if not ok and not self._has_checkpoint:
@@ -605,6 +663,8 @@ class _RecordLoop:
             data = b"".join(pending) if len(pending) > 1 else pending[0]
             _write_all(self.fd, data)
             self.length += len(data)
+            if self.hasher is not None:
+                self.hasher.feed(data)
             pending.clear()
             self.pending_len = 0
 

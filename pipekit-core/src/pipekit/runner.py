@@ -571,12 +571,12 @@ class Runner:
         try:
             if retryer is None:
                 attempts = 1
-                tmps, last_info = self._attempt(st, 1, d, lease)
+                tmps, last_info, known = self._attempt(st, 1, d, lease)
             else:
                 for attempt in retryer:
                     with attempt:
                         attempts = attempt.retry_state.attempt_number
-                        tmps, last_info = self._attempt(st, attempts, d, lease)
+                        tmps, last_info, known = self._attempt(st, attempts, d, lease)
         except Interrupted as exc:
             if not exc.info and last_info:
                 exc.info = dict(last_info)
@@ -661,7 +661,9 @@ class Runner:
             self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
             return result
 
-        job = CommitJob(list(st.outputs), tmps, list(st.output_paths), lease, make_record, done)
+        job = CommitJob(
+            list(st.outputs), tmps, list(st.output_paths), lease, make_record, done, known
+        )
         return self.committer.submit(job)
 
     @staticmethod
@@ -719,7 +721,8 @@ class Runner:
 
     def _attempt(
         self, st: Any, attempt: int, d: Decision, lease: Any = None
-    ) -> tuple[list[Path], dict[str, Any]]:
+    ) -> tuple[list[Path], dict[str, Any], dict[str, str]]:
+        """Run one attempt: (temp outputs, info, output hashes already known)."""
         from .execute import needs_worker, run_in_process, run_in_worker
         from .stage import RecordStage, StageContext
 
@@ -791,7 +794,10 @@ class Runner:
                     except FileNotFoundError:
                         pass
             raise
-        return tmps, dict(info)
+        known = {}
+        if record_run is not None and record_run.output_digest:
+            known[st.outputs[0]] = record_run.output_digest
+        return tmps, dict(info), known
 
     def _record_failed(self, st: Any) -> Callable[[Any, BaseException], None]:
         def call(record: Any, error: BaseException) -> None:
