@@ -138,7 +138,7 @@ STAGE_CASES = [
             (
                 "colour",
                 "unknown field; known fields: name, uses, inputs, outputs, params, "
-                "after, retry, timeout, checkpoint, allow_network, network",
+                "after, retry, timeout, checkpoint, allow_network, network, record_retry, max_failures",
             )
         ],
         id="unknown-stage-key",
@@ -157,6 +157,57 @@ STAGE_CASES = [
         {"checkpoint": {"every_records": 0}},
         [("checkpoint.every_records", "must be greater than 0, got 0")],
         id="checkpoint-zero",
+    ),
+    pytest.param(
+        {"record_retry": {"attempts": 0, "jitter": -1}},
+        [
+            ("record_retry.attempts", "must be greater than 0, got 0"),
+            ("record_retry.jitter", "must be 0 or more, got -1"),
+        ],
+        id="record-retry-range",
+    ),
+    pytest.param(
+        {"record_retry": {"attempt": 2}},
+        [("record_retry.attempt", "unknown field (did you mean 'attempts'?)")],
+        id="unknown-record-retry-key",
+    ),
+    pytest.param(
+        {"max_failures": 1.5},
+        [
+            (
+                "max_failures",
+                "a fraction must be at least 0 and below 1, got 1.5 (write a count as an "
+                'integer, e.g. 5, or a percentage as "5%")',
+            )
+        ],
+        id="max-failures-fraction-too-big",
+    ),
+    pytest.param(
+        {"max_failures": -2},
+        [("max_failures", "a count must be 0 or more, got -2")],
+        id="max-failures-negative",
+    ),
+    pytest.param(
+        {"max_failures": "five"},
+        [
+            (
+                "max_failures",
+                'expected a count (e.g. 10), a fraction (e.g. 0.01) or a percentage (e.g. "1%"), '
+                "got 'five'",
+            )
+        ],
+        id="max-failures-bad-string",
+    ),
+    pytest.param(
+        {"max_failures": True},
+        [
+            (
+                "max_failures",
+                "expected a count (integer), a fraction (number below 1) or a percentage "
+                '(string such as "5%"), got a boolean True',
+            )
+        ],
+        id="max-failures-bool",
     ),
     pytest.param(
         {"uses": None},

@@ -26,6 +26,7 @@ PREFIX = "pipekit: error: "
 BUILTIN_STAGES = {"copy", "concat", "upper", "lower", "filter", "replace", "shell"}
 BACKEND_HOOKS = [
     "register_checkpoint_stores",
+    "register_dead_letter_stores",
     "register_idempotency_stores",
     "register_lock_backends",
 ]
@@ -167,6 +168,7 @@ def test_following_the_hint_resolves_the_clash(project: Project, site: Site, dis
         ("register_lock_backends", "lock backend"),
         ("register_idempotency_stores", "idempotency store"),
         ("register_checkpoint_stores", "checkpoint store"),
+        ("register_dead_letter_stores", "dead-letter store"),
     ],
 )
 def test_backend_registered_twice_names_both_distributions(
@@ -302,8 +304,8 @@ BAD_HOOKS = {
         """,
         "implements 'register_stage', which is not a pipekit hook (did you mean "
         "'register_stages'?); hooks: on_record_failed, on_run_end, on_run_start, on_stage_end, "
-        "on_stage_start, register_checkpoint_stores, register_idempotency_stores, "
-        "register_lock_backends, register_stages",
+        "on_stage_start, register_checkpoint_stores, register_dead_letter_stores, "
+        "register_idempotency_stores, register_lock_backends, register_stages",
     ),
     "observer_typo": (
         """
@@ -447,6 +449,7 @@ def test_plugins_json_lists_distribution_version_hooks_and_registrations(
             "lock_backends": ["file"],
             "idempotency_stores": ["file"],
             "checkpoint_stores": ["file"],
+            "dead_letter_stores": ["file"],
         },
     }
     stages = plugins["stages"]

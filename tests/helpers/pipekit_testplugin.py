@@ -196,10 +196,117 @@ class Resumable(pipekit.Stage):
         ctx.outputs[0].write_text(f"loaded={loaded}\n")
 
 
+@attrs.define
+class SlowUpperParams:
+    sleep_every: int = 100
+    """Sleep after every N records (0: never)."""
+    sleep_s: float = 0.001
+    marker: str = ""
+    """Written when the first record is processed: the stage is under way."""
+
+
+class SlowUpper(pipekit.RecordStage):
+    """Upper-case each line, sleeping now and then (to be killed mid-run)."""
+
+    name = "slow-upper"
+    version = "1"
+    Params = SlowUpperParams
+
+    def __init__(self) -> None:
+        self._n = 0
+
+    def process(self, record: str, params: SlowUpperParams) -> Iterator[str]:
+        self._n += 1
+        if params.marker and self._n == 1:
+            Path(params.marker).write_text(str(os.getpid()))
+        if params.sleep_every and self._n % params.sleep_every == 0:
+            time.sleep(params.sleep_s)
+        yield record.upper()
+
+
+@attrs.define
+class PoisonParams:
+    calls: str = ""
+    """Each call of process() appends the record here."""
+    fail_times: int = 1000
+    """How many tries of a poison record fail before one succeeds."""
+
+
+class Poison(pipekit.RecordStage):
+    """Fails on records containing 'poison' (unless PIPEKIT_TEST_FIXED=1);
+    a record with 'transient' fails its first try only."""
+
+    name = "poison"
+    version = "1"
+    Params = PoisonParams
+
+    def __init__(self) -> None:
+        self._tries: dict[str, int] = {}
+
+    def process(self, record: str, params: PoisonParams) -> Iterator[str]:
+        if params.calls:
+            with open(params.calls, "a", errors="surrogateescape") as f:
+                f.write(record + "\n")
+        if "transient" in record:
+            n = self._tries[record] = self._tries.get(record, 0) + 1
+            if n == 1:
+                raise ConnectionError(f"transient failure on {record!r}")
+        if "poison" in record and os.environ.get("PIPEKIT_TEST_FIXED") != "1":
+            raise ValueError(f"cannot digest {record!r}")
+        if "fatal" in record and os.environ.get("PIPEKIT_TEST_FIXED") != "1":
+            raise PermissionError(f"never worth retrying: {record!r}")
+        yield f"ok {record}"
+
+    non_retryable = (PermissionError,)
+
+
+class Numbered(pipekit.RecordStage):
+    """Prefixes each line with a running count: state kept through checkpoints."""
+
+    name = "numbered"
+    version = "1"
+
+    def restore_state(self, state: Any) -> None:
+        self.count = 0 if state is None else int(state["count"])
+
+    def checkpoint_state(self) -> Any:
+        return {"count": self.count}
+
+    def process(self, record: str, params: None) -> Iterator[str]:
+        self.count += 1
+        if self.count % 20 == 0:
+            time.sleep(0.001)
+        yield f"{self.count} {record}"
+
+
+class JsonTag(pipekit.RecordStage):
+    """jsonl: adds {"tagged": true}; fails on objects with "bad"."""
+
+    name = "json-tag"
+    version = "1"
+    format = "jsonl"
+
+    def process(self, record: Any, params: None) -> Iterator[Any]:
+        if isinstance(record, dict) and record.get("bad"):
+            raise ValueError("bad record")
+        yield {"value": record, "tagged": True}
+
+
+class ReturnsList(pipekit.RecordStage):
+    """process returns a list (not a generator): two lines per record."""
+
+    name = "returns-list"
+    version = "1"
+
+    def process(self, record: str, params: None) -> Any:
+        return [record, record.upper()]
+
+
 @pipekit.hookimpl
 def register_stages(register: Callable[[Any], None]) -> None:
     for proc in (
         Sleep(), Flaky(), SideEffect(), SlowWrite(), Versioned(), RecordBoom(),
-        RecordFatal(), Tagged(), Resumable(),
+        RecordFatal(), Tagged(), Resumable(), SlowUpper(), Poison(), Numbered(),
+        JsonTag(), ReturnsList(),
     ):
         register(proc)

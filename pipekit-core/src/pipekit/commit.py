@@ -26,7 +26,7 @@ __all__ = ["CommitJob", "GroupCommitter"]
 
 
 class CommitJob:
-    __slots__ = ("done", "finals", "future", "keys", "lease", "make_record", "tmps")
+    __slots__ = ("done", "finals", "future", "keys", "known", "lease", "make_record", "tmps")
 
     def __init__(
         self,
@@ -36,7 +36,10 @@ class CommitJob:
         lease: Any,
         make_record: Callable[[dict[str, str]], Any],
         done: Callable[[dict[str, str] | None, BaseException | None], Any],
+        known: dict[str, str] | None = None,
     ) -> None:
+        self.known = known or {}
+        """Output key -> content hash already computed while writing it."""
         self.keys = keys
         self.tmps = tmps
         self.finals = finals
@@ -108,7 +111,10 @@ class GroupCommitter:
         errors: dict[int, BaseException] = {}
         for i, job in enumerate(batch):
             try:
-                digests[i] = {key: hash_file(tmp) for key, tmp in zip(job.keys, job.tmps)}
+                digests[i] = {
+                    key: job.known.get(key) or hash_file(tmp)
+                    for key, tmp in zip(job.keys, job.tmps)
+                }
             except BaseException as exc:
                 errors[i] = exc
         try:

@@ -23,7 +23,10 @@ from .errors import ConfigError
 __all__ = [
     "DEFAULT_FILES",
     "RetryPolicy",
+    "RecordRetryPolicy",
     "CheckpointPolicy",
+    "FailureLimit",
+    "failure_limit",
     "BackendConfig",
     "NetworkConfig",
     "StageNetworkConfig",
@@ -77,6 +80,77 @@ class RetryPolicy:
     backoff: float = attrs.field(default=0.5, validator=_not_negative)
     max_backoff: float = attrs.field(default=30.0, validator=_not_negative)
     jitter: float = attrs.field(default=0.1, validator=_not_negative)
+
+
+@attrs.frozen
+class RecordRetryPolicy:
+    """How often a record stage tries one record before dead-lettering it.
+
+    The same shape as :class:`RetryPolicy`, with defaults sized for records
+    (a few quick tries) rather than for whole attempts: the wait before try
+    ``n+1`` is ``min(max_backoff, backoff * 2**(n-1))`` plus ``0..jitter`` s.
+    """
+
+    attempts: int = attrs.field(default=3, validator=_positive)
+    backoff: float = attrs.field(default=0.1, validator=_not_negative)
+    max_backoff: float = attrs.field(default=2.0, validator=_not_negative)
+    jitter: float = attrs.field(default=0.05, validator=_not_negative)
+
+
+_PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
+
+
+@attrs.frozen
+class FailureLimit:
+    """``max_failures`` as a rule: at most ``count`` dead letters, or at most
+    ``fraction`` of the records read (``count`` None)."""
+
+    count: int | None
+    fraction: float | None
+
+    def exceeded(self, dead: int, records: int) -> bool:
+        if self.count is not None:
+            return dead > self.count
+        assert self.fraction is not None
+        return dead > 0 and dead > self.fraction * records
+
+    def describe(self) -> str:
+        if self.count is not None:
+            return f"max_failures = {self.count}"
+        assert self.fraction is not None
+        return f"max_failures = {self.fraction * 100:g}% of the records read"
+
+
+def failure_limit(value: int | float | str) -> FailureLimit:
+    """Parse ``max_failures``: an integer count, a fraction below 1, or a
+    string percentage such as ``"5%"``; ValueError when it is none of them."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a count, a fraction or a percentage, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a count must be 0 or more, got {value}")
+        return FailureLimit(value, None)
+    if isinstance(value, float):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(
+                f"a fraction must be at least 0 and below 1, got {_num(value)} "
+                '(write a count as an integer, e.g. 5, or a percentage as "5%")'
+            )
+        return FailureLimit(None, value)
+    m = _PERCENT_RE.match(value)
+    if not m:
+        raise ValueError(
+            f"expected a count (e.g. 10), a fraction (e.g. 0.01) or a percentage "
+            f'(e.g. "1%"), got {value!r}'
+        )
+    pct = float(m.group(1))
+    if pct > 100:
+        raise ValueError(f"a percentage must be 100% or less, got {value!r}")
+    return FailureLimit(None, pct / 100.0)
+
+
+def _max_failures(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    failure_limit(value)
 
 
 @attrs.frozen
@@ -143,6 +217,8 @@ class StageConfig:
     checkpoint: CheckpointPolicy = attrs.field(factory=CheckpointPolicy)
     allow_network: bool = False
     network: StageNetworkConfig = attrs.field(factory=StageNetworkConfig)
+    record_retry: RecordRetryPolicy = attrs.field(factory=RecordRetryPolicy)
+    max_failures: int | float | str = attrs.field(default=0, validator=_max_failures)
 
 
 @attrs.frozen
@@ -209,6 +285,16 @@ def _make_converter() -> Any:
     conv.register_structure_hook(int, _int)
     conv.register_structure_hook(str, _str)
     conv.register_structure_hook(bool, _bool)
+
+    def _limit(value: Any, _t: Any) -> int | float | str:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise _Bad(
+                "expected a count (integer), a fraction (number below 1) or a "
+                f'percentage (string such as "5%"), got {_describe(value)}'
+            )
+        return value
+
+    conv.register_structure_hook(int | float | str, _limit)
 
     def _items(t: Any, triples: Iterable[tuple[Any, Any, Any]]) -> list[tuple[Any, Any]]:
         """Structure each (key, value, type); gather errors with their index/key."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import _json
 from .errors import NetworkRefused, NonRetryable, StageFailed, StageTimeout
-from .records import Interrupted, run_record_stage
+from .records import Interrupted, TooManyFailures, run_record_stage
 from .stage import RecordStage, StageContext
 
 __all__ = ["run_in_process", "run_in_worker", "needs_worker"]
@@ -26,19 +26,19 @@ def needs_worker(st: Any) -> bool:
 
 
 def run_in_process(
-    st: Any, ctx: StageContext, *, on_record_failed: Any = None, policy: Any = None
+    st: Any, ctx: StageContext, *, record_run: Any = None, policy: Any = None
 ) -> dict[str, Any]:
     """Run the processor in this thread; under the network guard of
     ``policy`` (a :class:`pipekit.netguard.Policy`) when one is given. The
     network mode the stage ran in goes to ``ctx.info["network"]``."""
     if policy is None:
-        _run_processor(st, ctx, on_record_failed)
+        _run_processor(st, ctx, record_run)
         return ctx.info
     from . import netguard
 
     with netguard.guarded(policy) as g:
         try:
-            _run_processor(st, ctx, on_record_failed)
+            _run_processor(st, ctx, record_run)
         except Exception as exc:
             ctx.info["network"] = g.mode
             if g.violations and not isinstance(exc, (Interrupted, NetworkRefused)):
@@ -54,13 +54,16 @@ def run_in_process(
     return ctx.info
 
 
-def _run_processor(st: Any, ctx: StageContext, on_record_failed: Any) -> None:
+def _run_processor(st: Any, ctx: StageContext, record_run: Any) -> None:
     proc = st.processor
     if isinstance(proc, RecordStage):
-        counters = run_record_stage(proc, ctx, cancel=ctx.cancelled, on_failed=on_record_failed)
-        ctx.info.update(counters)
+        run_record_stage(proc, ctx, record_run)
     else:
         proc.run(ctx)
+
+
+GRACE_S = 5.0
+"""How long an interrupted worker may take to checkpoint and exit before it is killed."""
 
 
 def run_in_worker(
@@ -70,13 +73,22 @@ def run_in_worker(
     pipeline_file: Path,
     backend: str,
     timeout: float | None,
+    records: dict[str, Any] | None = None,
+    progress: Any = None,
     policy: Any = None,
 ) -> dict[str, Any]:
-    """Run the attempt in ``python -m pipekit.worker``; kill its whole process
-    group when ``timeout`` passes or the run is interrupted."""
+    """Run the attempt in ``python -m pipekit.worker``. When ``timeout``
+    passes, kill its whole process group; when the run is interrupted, ask
+    it to stop (SIGTERM: a record stage checkpoints first), and kill it if it
+    has not stopped within :data:`GRACE_S`.
+
+    ``records`` is what a record stage needs to checkpoint and dead-letter
+    in the worker; ``progress(total, done, records)`` starts a progress
+    handle that the worker's progress reports are forwarded to."""
     with tempfile.TemporaryDirectory(prefix="pipekit-worker-") as tmp:
         result_path = Path(tmp) / "result.json"
-        job = {
+        progress_path = Path(tmp) / "progress"
+        job: dict[str, Any] = {
             "file": str(pipeline_file),
             "backend": backend,
             "stage": st.name,
@@ -93,6 +105,8 @@ def run_in_worker(
                 "fingerprint": cp._fingerprint,
                 "fence": cp._fence,
             }
+        if records is not None:
+            job["records"] = dict(records, progress=str(progress_path) if progress else None)
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipekit.worker"],
             stdin=subprocess.PIPE,
@@ -102,40 +116,90 @@ def run_in_worker(
         proc.stdin.write(_json.dumps(job))
         proc.stdin.close()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                proc.wait(timeout=0.05)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if ctx.cancelled.is_set():
-                _kill_group(proc)
-                raise Interrupted()
-            if deadline is not None and time.monotonic() >= deadline:
-                _kill_group(proc)
-                raise StageTimeout(
-                    f"attempt {ctx.attempt} ran past the stage's timeout of {timeout:g}s "
-                    "and was stopped"
-                )
+        bar = None
+        interrupted = False
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.05)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if progress is not None:
+                    bar = _forward_progress(progress_path, progress, bar)
+                if ctx.cancelled.is_set() and not interrupted:
+                    interrupted = True
+                    if records is not None:
+                        _stop_group(proc)  # a record stage checkpoints first
+                    else:
+                        _kill_group(proc)
+                        raise Interrupted()
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    _kill_group(proc)
+                    raise StageTimeout(
+                        f"attempt {ctx.attempt} ran past the stage's timeout of {timeout:g}s "
+                        "and was stopped"
+                    )
+        finally:
+            if bar is not None:
+                bar.close()
         try:
             result = _json.loads(result_path.read_bytes())
         except (FileNotFoundError, ValueError):
+            if interrupted:
+                raise Interrupted() from None
             raise StageFailed(
                 f"the worker process died (exit code {proc.returncode}) without a result"
             ) from None
+    ctx.info.update(result.get("info") or {})
     if result.get("network"):
         ctx.info["network"] = result["network"]
+    if result.get("interrupted"):
+        raise Interrupted("interrupted", result.get("interrupt_info") or {})
     if not result.get("ok"):
-        exc: Exception
-        if result.get("network_refused"):
-            exc = NetworkRefused(str(result.get("message")))
-        else:
-            message = f"{result.get('error_type')}: {result.get('message')}"
-            exc = (NonRetryable if result.get("non_retryable") else StageFailed)(message)
-        exc.remote_traceback = result.get("traceback")  # type: ignore[union-attr]
+        etype = result.get("error_type")
+        message = f"{etype}: {result.get('message')}"
+        exc_cls: type[Exception] = NonRetryable if result.get("non_retryable") else StageFailed
+        if etype == TooManyFailures.__name__:
+            exc_cls, message = TooManyFailures, str(result.get("message"))
+        elif result.get("network_refused"):
+            exc_cls, message = NetworkRefused, str(result.get("message"))
+        exc = exc_cls(message)
+        exc.remote_traceback = result.get("traceback")  # type: ignore[attr-defined]
+        exc.info = dict(ctx.info)  # type: ignore[attr-defined]
         raise exc
-    ctx.info.update(result.get("info") or {})
+    if interrupted:
+        raise Interrupted()
     return ctx.info
+
+
+def _forward_progress(path: Path, progress: Any, bar: Any) -> Any:
+    """Read the worker's last progress report (``total done records``) and
+    pass it on; return the progress handle (started on the first report)."""
+    try:
+        with open(path, "rb") as f:
+            parts = f.read(128).split()
+        total, done, records = (int(x) for x in parts[:3])
+    except (OSError, ValueError):
+        return bar
+    if bar is None:
+        bar = progress(total, done, records)
+    bar.update(records, done)
+    return bar
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the worker's process group, then SIGKILL it if it is still
+    there after the grace period."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=GRACE_S)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

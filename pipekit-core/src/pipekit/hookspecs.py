@@ -20,6 +20,7 @@ __all__ = [
     "register_lock_backends",
     "register_idempotency_stores",
     "register_checkpoint_stores",
+    "register_dead_letter_stores",
     "on_run_start",
     "on_stage_start",
     "on_stage_end",
@@ -72,6 +73,18 @@ def register_checkpoint_stores(register: Callable[[str, Callable[..., Any]], Non
     """
 
 
+@hookspec
+def register_dead_letter_stores(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register dead-letter stores: ``register(name, factory)``.
+
+    ``factory(options: dict, *, state_dir: pathlib.Path)`` returns a
+    ``DeadLetterStore`` (see ``pipekit.backends.protocols``). A backend uses
+    the dead-letter store registered under its own name; a backend that
+    registers none keeps its dead letters in the ``file`` store (SQLite in
+    the state dir).
+    """
+
+
 # -- observer hooks -----------------------------------------------------------
 
 
@@ -96,7 +109,8 @@ def on_stage_end(run: Any, stage: Any, result: Any) -> None:
 
 @hookspec
 def on_record_failed(run: Any, stage: Any, record: Any, error: BaseException) -> None:
-    """A record stage's ``process`` raised for ``record`` (before any retry)."""
+    """A record stage's ``process`` raised for ``record``: called for every
+    failed try, before the record is retried or dead-lettered."""
 
 
 @hookspec

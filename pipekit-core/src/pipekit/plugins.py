@@ -50,12 +50,14 @@ KINDS = {
     "lock_backends": "register_lock_backends",
     "idempotency_stores": "register_idempotency_stores",
     "checkpoint_stores": "register_checkpoint_stores",
+    "dead_letter_stores": "register_dead_letter_stores",
 }
 KIND_LABEL = {
     "stages": "stage processor",
     "lock_backends": "lock backend",
     "idempotency_stores": "idempotency store",
     "checkpoint_stores": "checkpoint store",
+    "dead_letter_stores": "dead-letter store",
 }
 
 
@@ -101,6 +103,7 @@ class Registry:
     lock_backends: dict[str, Registration] = attrs.field(factory=dict)
     idempotency_stores: dict[str, Registration] = attrs.field(factory=dict)
     checkpoint_stores: dict[str, Registration] = attrs.field(factory=dict)
+    dead_letter_stores: dict[str, Registration] = attrs.field(factory=dict)
     disabled: list[str] = attrs.field(factory=list)
     """Names of the plugins that ``PIPEKIT_DISABLE_PLUGINS`` kept out."""
     disabled_plugins: list[PluginInfo] = attrs.field(factory=list)

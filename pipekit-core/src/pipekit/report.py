@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any, TextIO
 
@@ -11,12 +12,19 @@ __all__ = ["Reporter"]
 
 
 class Reporter:
-    def __init__(self, stream: TextIO, *, enabled: bool = True) -> None:
-        self.stream = stream
+    """``stream`` None: write to whatever ``sys.stdout`` is at the time (so
+    that lines go above the progress bars while they are shown)."""
+
+    def __init__(self, stream: TextIO | None, *, enabled: bool = True) -> None:
+        self._stream = stream
         self.enabled = enabled
         self._lock = threading.Lock()
         self._width = 10
         self._quiet_skips = 0
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream if self._stream is not None else sys.stdout
 
     def start(self, pipeline: Any, runner: Any) -> None:
         self._width = max((len(n) for n in pipeline.order), default=10)
@@ -37,6 +45,9 @@ class Reporter:
         detail = result.reason
         if result.status == "ok":
             detail = f"{result.duration_s:.2f}s  ({result.reason})"
+        dead = result.info.get("records_dead_lettered")
+        if dead:
+            detail += f"  [{dead} record(s) dead-lettered: pipekit dlq list --stage {result.name}]"
         with self._lock:
             self.stream.write(f"  {result.status:<8} {result.name:<{self._width}}  {detail}\n")
 

@@ -6,7 +6,20 @@ from typing import Any
 
 import attrs
 
-__all__ = ["StageResult", "RunInfo", "Decision"]
+__all__ = ["StageResult", "RunInfo", "Decision", "RECORD_SUMMARY"]
+
+RECORD_SUMMARY = (
+    "records_in",
+    "records_out",
+    "records_failed",
+    "records_retried",
+    "records_dead_lettered",
+    "resumed_from",
+    "records_per_s",
+    "input_bytes_read",
+    "checkpoints",
+)
+"""The counters of a record stage that ``pipekit run --json`` shows."""
 
 
 @attrs.define
@@ -40,9 +53,10 @@ class StageResult:
     ``unguarded`` or ``allowed`` (None: it did not run)."""
 
     def summary(self) -> dict[str, Any]:
-        """The stage's entry in ``pipekit run --json`` (**contract** keys
-        ``name``, ``status``, ``duration_s``, ``reason``; ``network`` is extra)."""
-        out = {
+        """The stage's entry in ``pipekit run --json``: the **contract** keys
+        ``name``, ``status``, ``duration_s``, ``reason``; a record stage that
+        ran adds ``records`` (its counters) as an extra, and ``network`` is extra."""
+        out: dict[str, Any] = {
             "name": self.name,
             "status": self.status,
             "duration_s": round(self.duration_s, 6),
@@ -50,6 +64,8 @@ class StageResult:
         }
         if self.network is not None:
             out["network"] = self.network
+        if "records_in" in self.info:
+            out["records"] = {k: self.info.get(k) for k in RECORD_SUMMARY if k in self.info}
         return out
 
 

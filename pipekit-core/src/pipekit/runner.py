@@ -47,6 +47,14 @@ __all__ = [
     "new_run_id",
 ]
 
+RECORD_COUNTERS = (
+    "records_in",
+    "records_out",
+    "records_failed",
+    "records_retried",
+    "records_dead_lettered",
+)
+
 log = logging.getLogger("pipekit.runner")
 HOST = os.uname().nodename
 
@@ -75,11 +83,29 @@ class Backends:
     locks: Any
     idempotency: Any
     checkpoints: Any
+    dead_letter_factory: Callable[[], Any] | None = None
+    _dead_letters: Any = attrs.field(default=None, init=False)
+    _dl_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+
+    @property
+    def dead_letters(self) -> Any:
+        """The dead-letter store, built on first use (a run that dead-letters
+        nothing never opens it)."""
+        with self._dl_lock:
+            if self._dead_letters is None:
+                if self.dead_letter_factory is None:
+                    raise RuntimeError("these backends have no dead-letter store")
+                self._dead_letters = self.dead_letter_factory()
+            return self._dead_letters
 
 
 def make_backends(registry: Any, pipeline: Any, *, connect: bool = True) -> Backends:
     """Build the pipeline's backends. ``registry`` may be None for a cached
-    plan: core's own ``file`` backend then needs no plugin loaded."""
+    plan: core's own ``file`` backend then needs no plugin loaded.
+
+    The dead-letter store is the one registered under the backend's name;
+    a backend that registers none keeps dead letters in the ``file`` store."""
+
     name = pipeline.backend.name
     if registry is None and name != "file":
         registry = pipeline.registry.get()
@@ -95,14 +121,30 @@ def build_backends(
     object that has a ``connect()`` method is asked to reach its service
     now, so that an unreachable one is reported before anything runs
     (``BackendUnavailable``, exit code 2) rather than as failed stages."""
-    if registry is None and name == "file":
-        from .backends import file_factories as _file
+    from .backends import file_factories as _file
 
+    dead_letters: Any = None
+    if registry is None and name == "file":
         factories = [_file.lock_backend, _file.idempotency_store, _file.checkpoint_store]
+        dead_letters = _file.dead_letter_store
     else:
         kinds = ("lock_backends", "idempotency_stores", "checkpoint_stores")
         factories = [registry.get(kind, name) for kind in kinds]
-    backends = Backends(name, *(f(dict(options), state_dir=state_dir) for f in factories))
+        reg = registry.dead_letter_stores.get(name)
+        dead_letters = reg.obj if reg is not None else None
+    if dead_letters is None:
+        dl_options: dict[str, Any] = {}
+        dl_factory = _file.dead_letter_store
+    else:
+        dl_options, dl_factory = options, dead_letters
+    locks, idempotency, checkpoints = (f(dict(options), state_dir=state_dir) for f in factories)
+    backends = Backends(
+        name,
+        locks,
+        idempotency,
+        checkpoints,
+        dead_letter_factory=lambda: dl_factory(dict(dl_options), state_dir=state_dir),
+    )
     if connect:
         for obj in (backends.locks, backends.idempotency, backends.checkpoints):
             hook = getattr(obj, "connect", None)
@@ -151,6 +193,7 @@ class Runner:
         backends: Backends | None = None,
         run_id: str | None = None,
         on_result: Callable[[StageResult], None] | None = None,
+        progress: Any = None,
     ) -> None:
         from .observers import Observers
         from .state import RunnerState
@@ -171,6 +214,8 @@ class Runner:
             self.observers = Observers(None)  # no plugin observes: none is loaded
         self.cancel = threading.Event()
         self.on_result = on_result
+        self.progress = progress
+        """A :class:`pipekit.progress.ProgressDisplay` (bars on a terminal), or None."""
         from .inflight import InflightLog
 
         self.inflight = InflightLog(pipeline.state_dir)
@@ -213,6 +258,25 @@ class Runner:
         except KeyboardInterrupt:
             interrupted = True
             results = self._results_so_far
+        while True:
+            # An interrupt while the run is being recorded marks it interrupted
+            # and records it again (every write here is atomic).
+            try:
+                outcome = self._outcome(results, interrupted, time.perf_counter() - t0)
+                self._finish(outcome, started)
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                self.cancel.set()
+        try:
+            self.observers.call("on_run_end", run=info, summary=outcome.summary(pl.name))
+        except KeyboardInterrupt:
+            pass  # the run is recorded; its outcome stands
+        return outcome
+
+    def _outcome(
+        self, results: dict[str, StageResult], interrupted: bool, duration: float
+    ) -> RunOutcome:
         status = "ok"
         exit_code = EXIT_OK
         if interrupted or self.cancel.is_set():
@@ -220,13 +284,9 @@ class Runner:
         elif any(r.status == "failed" for r in results.values()):
             status = "failed"
             exit_code = EXIT_LOCK if self._lock_timed_out else EXIT_FAILED
-        ordered = [results.get(n) or self._not_run(n, interrupted) for n in pl.order]
-        duration = time.perf_counter() - t0
+        ordered = [results.get(n) or self._not_run(n, interrupted) for n in self.pipeline.order]
         metrics = self._metrics(ordered, duration)
-        outcome = RunOutcome(self.run_id, status, ordered, exit_code, duration, metrics)
-        self._finish(outcome, started)
-        self.observers.call("on_run_end", run=info, summary=outcome.summary(pl.name))
-        return outcome
+        return RunOutcome(self.run_id, status, ordered, exit_code, duration, metrics)
 
     # -- scheduling -----------------------------------------------------------
 
@@ -382,10 +442,10 @@ class Runner:
                 try:
                     if kind == "commit":
                         committing.discard(name)
-                        results[name] = fut.result()
-                        continue
-                    running.discard(name)
-                    outcome = fut.result()
+                        outcome = fut.result()
+                    else:
+                        running.discard(name)
+                        outcome = fut.result()
                 except BaseException:
                     continue
                 if isinstance(outcome, Future):
@@ -393,6 +453,11 @@ class Runner:
                     outcome.add_done_callback(notify("commit", name))
                 elif isinstance(outcome, StageResult):
                     results[name] = outcome
+                    if self.on_result is not None:
+                        try:
+                            self.on_result(outcome)
+                        except BaseException:
+                            pass
             raise
         finally:
             if executor is not None:
@@ -467,9 +532,16 @@ class Runner:
             finally:
                 if not handed_off:
                     lease.release()
-        except Interrupted:
+        except Interrupted as exc:
+            info = dict(getattr(exc, "info", None) or {})
+            reason = "interrupted"
+            if "checkpoint_record" in info:
+                reason += (
+                    f"; checkpointed at record {info['checkpoint_record']:,} (input "
+                    f"{info.get('checkpoint_fraction', 0.0):.0%} read): run again to resume"
+                )
             return StageResult(
-                name, "failed", time.perf_counter() - t0, "interrupted", error="interrupted"
+                name, "failed", time.perf_counter() - t0, reason, error="interrupted", info=info
             )
         except Exception as exc:  # a bug or an I/O error must fail the stage, not the runner
             if isinstance(exc, PipekitError):  # said in words (e.g. a backend is unreachable)
@@ -537,13 +609,15 @@ class Runner:
         try:
             if retryer is None:
                 attempts = 1
-                tmps, last_info = self._attempt(st, 1, d, lease)
+                tmps, last_info, known = self._attempt(st, 1, d, lease)
             else:
                 for attempt in retryer:
                     with attempt:
                         attempts = attempt.retry_state.attempt_number
-                        tmps, last_info = self._attempt(st, attempts, d, lease)
-        except Interrupted:
+                        tmps, last_info, known = self._attempt(st, attempts, d, lease)
+        except Interrupted as exc:
+            if not exc.info and last_info:
+                exc.info = dict(last_info)
             raise
         except Exception as exc:
             duration = time.perf_counter() - t0
@@ -615,8 +689,9 @@ class Runner:
                 )
             else:
                 self.state.update(name, self._state_entry(st, d, digests, "ok", duration, attempts))
-                try:
-                    self.checkpoint_for(st, d).clear()  # the work it resumed is committed
+                try:  # the work they resumed is committed
+                    self.checkpoint_for(st, d).clear()
+                    self.record_checkpoint_for(st, d).clear()
                 except Exception as exc:
                     log.warning("stage %s: could not clear its checkpoint: %s", name, exc)
                 result = StageResult(
@@ -633,27 +708,83 @@ class Runner:
             self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
             return result
 
-        job = CommitJob(list(st.outputs), tmps, list(st.output_paths), lease, make_record, done)
+        job = CommitJob(
+            list(st.outputs), tmps, list(st.output_paths), lease, make_record, done, known
+        )
         return self.committer.submit(job)
+
+    @staticmethod
+    def _fence(lease: Any) -> tuple[str, int] | None:
+        token = getattr(lease, "token", None) if lease is not None else None
+        return (lease.key, token) if token is not None else None
 
     def checkpoint_for(self, st: Any, d: Decision, lease: Any = None) -> Any:
         from .stage import Checkpoint, stage_namespace
 
         namespace = stage_namespace(self.pipeline.name, st.name)
-        token = getattr(lease, "token", None)
-        fence = (lease.key, token) if token is not None else None
-        return Checkpoint(self.backends.checkpoints, namespace, d.fingerprint or "", fence=fence)
+        return Checkpoint(
+            self.backends.checkpoints, namespace, d.fingerprint or "", fence=self._fence(lease)
+        )
+
+    def record_checkpoint_for(self, st: Any, d: Decision, lease: Any = None) -> Any:
+        from .record_checkpoint import RecordCheckpoint
+        from .stage import stage_namespace
+
+        return RecordCheckpoint(
+            self.backends.checkpoints,
+            stage_namespace(self.pipeline.name, st.name),
+            d.fingerprint or "",
+            fence=self._fence(lease),
+            label=f"stage {st.name}",
+        )
+
+    def _record_run(self, st: Any, d: Decision, lease: Any) -> Any:
+        from .config import failure_limit
+        from .records import RecordRun
+
+        cfg = st.config
+        progress = None
+        if self.progress is not None:
+            display, name = self.progress, st.name
+
+            def progress(total: int, done: int, records: int) -> Any:
+                return display.stage(name, total, done, records)
+
+        return RecordRun(
+            pipeline=self.pipeline.name,
+            stage=st.name,
+            fingerprint=d.fingerprint or "",
+            input_keys=list(st.inputs),
+            checkpoint=self.record_checkpoint_for(st, d, lease),
+            dead_letters=lambda: self.backends.dead_letters,
+            every_records=cfg.checkpoint.every_records,
+            every_seconds=cfg.checkpoint.every_seconds,
+            retry=cfg.record_retry,
+            max_failures=failure_limit(cfg.max_failures),
+            on_failed=self._record_failed(st) if self.observers.active else None,
+            progress=progress,
+            on_checkpoint=self.hashcache.save,
+        )
 
     def _attempt(
         self, st: Any, attempt: int, d: Decision, lease: Any = None
-    ) -> tuple[list[Path], dict[str, Any]]:
+    ) -> tuple[list[Path], dict[str, Any], dict[str, str]]:
+        """Run one attempt: (temp outputs, info, output hashes already known)."""
         from .execute import needs_worker, run_in_process, run_in_worker
-        from .stage import StageContext
+        from .stage import RecordStage, StageContext
 
+        is_record = isinstance(st.processor, RecordStage)
         tmps = []
         for final in st.output_paths:
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmps.append(temp_path_for(final))
+            if is_record:
+                from .records import partial_path_for, remove_stale_partials
+
+                partial = partial_path_for(final, d.fingerprint or "")
+                remove_stale_partials(final, partial)
+                tmps.append(partial)
+            else:
+                tmps.append(temp_path_for(final))
         ctx = StageContext(
             stage_name=st.name,
             run_id=self.run_id,
@@ -669,38 +800,55 @@ class Runner:
             cancelled=self.cancel,
         )
         policy = self.network_policy(st)
+        record_run = self._record_run(st, d, lease) if is_record else None
         try:
             if needs_worker(st):
+                records = None
+                progress = None
+                if record_run is not None:
+                    self.hashcache.save()  # a resumed run must not hash the inputs again
+                    records = {
+                        "pipeline": self.pipeline.name,
+                        "fingerprint": record_run.fingerprint,
+                        "namespace": record_run.checkpoint.namespace,
+                        "fence": record_run.checkpoint.fence,
+                        "run": attrs.asdict(self.info),
+                    }
+                    progress = record_run.progress
                 info = run_in_worker(
                     st,
                     ctx,
                     pipeline_file=self.pipeline.file,
                     backend=self.backends.name,
                     timeout=st.config.timeout,
+                    records=records,
+                    progress=progress,
                     policy=policy,
                 )
             else:
-                info = run_in_process(
-                    st, ctx, on_record_failed=self._record_failed(st), policy=policy
-                )
+                info = run_in_process(st, ctx, record_run=record_run, policy=policy)
             for key, tmp in zip(st.outputs, tmps):
                 if not tmp.exists():
                     raise StageFailed(f"the processor did not write output {key!r}")
             if getattr(lease, "lost", False):
                 raise LeaseLost.of(lease)
         except BaseException as exc:
-            if not hasattr(exc, "info"):
+            if not hasattr(exc, "info") or not exc.info:
                 try:
                     exc.info = dict(ctx.info)  # type: ignore[attr-defined]
                 except Exception:
                     pass
-            for tmp in tmps:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
+            if not is_record:  # a record stage's partial output stays for its resume
+                for tmp in tmps:
+                    try:
+                        os.unlink(tmp)
+                    except FileNotFoundError:
+                        pass
             raise
-        return tmps, dict(info)
+        known = {}
+        if record_run is not None and record_run.output_digest:
+            known[st.outputs[0]] = record_run.output_digest
+        return tmps, dict(info), known
 
     def network_policy(self, st: Any) -> Any:
         """The network guard's policy for stage ``st`` (DESIGN §8): the
@@ -770,18 +918,21 @@ class Runner:
 
     def _metrics(self, results: list[StageResult], duration: float) -> dict[str, Any]:
         counts = {"ok": 0, "skipped": 0, "failed": 0}
-        records_in = records_out = 0
+        sums = dict.fromkeys(RECORD_COUNTERS, 0)
+        resumed = 0
         for r in results:
             counts[r.status] = counts.get(r.status, 0) + 1
-            records_in += int(r.info.get("records_in", 0))
-            records_out += int(r.info.get("records_out", 0))
+            for key in RECORD_COUNTERS:
+                sums[key] += int(r.info.get(key) or 0)
+            if r.info.get("resumed_from"):
+                resumed += 1
         return {
             "stages_ok": counts["ok"],
             "stages_skipped": counts["skipped"],
             "stages_failed": counts["failed"],
-            "records_in": records_in,
-            "records_out": records_out,
-            "records_per_s": round(records_in / duration, 1) if duration > 0 else 0.0,
+            **sums,
+            "stages_resumed": resumed,
+            "records_per_s": round(sums["records_in"] / duration, 1) if duration > 0 else 0.0,
             "hashed_files": self.hashcache.reads,
         }
 

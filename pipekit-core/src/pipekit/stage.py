@@ -23,7 +23,7 @@ def stage_namespace(pipeline: str, stage: str) -> str:
 class Checkpoint:
     """Resumable state of a whole-stage processor, kept in the checkpoint store.
 
-    ``save(data)`` stores JSON-shaped data (or bytes) for this stage's current
+    ``save(data)`` stores JSON-shaped data for this stage's current
     fingerprint; ``load()`` returns what was last saved, or ``None``. A
     checkpoint saved under another fingerprint (inputs or params changed) is
     never returned. The runner clears it when the stage commits.
@@ -90,6 +90,21 @@ class Checkpoint:
         if loaded.info.metadata.get("fingerprint") != self._fingerprint:
             return None
         return loaded.state
+
+    def exists(self) -> bool:
+        """Whether a checkpoint for this fingerprint is stored (read only:
+        nothing is deleted, nothing is logged)."""
+        from .checkpoints import CheckpointError
+        from .netguard import trusted
+
+        try:
+            with trusted():
+                if not self._store.list(self._namespace):
+                    return False
+                info = self.manager.load_info().info
+        except CheckpointError:
+            return False
+        return bool(info.metadata.get("fingerprint") == self._fingerprint)
 
     def _load_legacy(self) -> Any:
         from . import _json
@@ -179,6 +194,20 @@ class RecordStage(_ProcessorBase):
     """
 
     format: ClassVar[str] = "lines"
+
+    def checkpoint_state(self) -> Any:
+        """Optional: the processor's state to keep in each checkpoint, as a
+        JSON-shaped value, when its output depends on records seen before
+        (a running total, a set of keys seen). Called between records."""
+        return None
+
+    def restore_state(self, state: Any) -> None:
+        """Optional: take back the state that :meth:`checkpoint_state`
+        returned, or ``None`` when the stage starts from its first record.
+
+        A processor that overrides it runs on a private shallow copy of the
+        registered instance for each stage execution, so state kept on
+        ``self`` (set here, not in ``__init__``) is the execution's own."""
 
     def process(self, record: Any, params: Any) -> Iterable[Any]:  # pragma: no cover
         raise NotImplementedError(f"{type(self).__name__}.process() is not implemented")

@@ -1,13 +1,85 @@
 """``python -m pipekit.worker``: run one attempt of one stage, in a process
 of its own, for stages whose timeout the runner must be able to enforce by
-killing. Reads a JSON job on stdin, writes a JSON result file."""
+killing. Reads a JSON job on stdin, writes a JSON result file.
+
+A record stage checkpoints and dead-letters here as it would in the runner
+(the runner holds the stage's lock meanwhile), calls ``on_record_failed``
+observers in this process, writes its progress to the file the job names,
+and on SIGTERM stops after the record in hand with a checkpoint."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
+
+
+def _record_run(job: dict[str, Any], st: Any, registry: Any, backends: Any) -> Any:
+    from .config import failure_limit
+    from .observers import Observers
+    from .record_checkpoint import RecordCheckpoint
+    from .records import RecordRun
+    from .results import RunInfo
+
+    rj = job["records"]
+    fence = tuple(rj["fence"]) if rj.get("fence") else None
+    observers = Observers(registry.plugin_manager)
+    info = RunInfo(**rj["run"])
+
+    def on_failed(record: Any, error: BaseException) -> None:
+        observers.call("on_record_failed", run=info, stage=st.config, record=record, error=error)
+
+    progress = None
+    if rj.get("progress"):
+        progress = _progress_writer(rj["progress"])
+    cfg = st.config
+    return RecordRun(
+        pipeline=rj["pipeline"],
+        stage=st.name,
+        fingerprint=rj["fingerprint"],
+        input_keys=list(st.inputs),
+        checkpoint=RecordCheckpoint(
+            backends.checkpoints,
+            rj["namespace"],
+            rj["fingerprint"],
+            fence=fence,  # type: ignore[arg-type]
+            label=f"stage {st.name}",
+        ),
+        dead_letters=lambda: backends.dead_letters,
+        every_records=cfg.checkpoint.every_records,
+        every_seconds=cfg.checkpoint.every_seconds,
+        retry=cfg.record_retry,
+        max_failures=failure_limit(cfg.max_failures),
+        on_failed=on_failed if observers.active else None,
+        progress=progress,
+    )
+
+
+class _ProgressFile:
+    """Progress reports for the runner: ``total done records`` at offset 0."""
+
+    def __init__(self, path: str, total: int) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        self.total = total
+
+    def update(self, records: int, done: int) -> None:
+        os.pwrite(self.fd, f"{self.total} {done} {records}\n".ljust(64).encode(), 0)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _progress_writer(path: str) -> Any:
+    def start(total: int, done: int, records: int) -> _ProgressFile:
+        handle = _ProgressFile(path, total)
+        handle.update(records, done)
+        return handle
+
+    return start
 
 
 def main() -> int:
@@ -16,11 +88,13 @@ def main() -> int:
     from .execute import run_in_process
     from .pipeline import load_pipeline
     from .plugins import load_registry
+    from .records import Interrupted
     from .stage import StageContext
 
     job = _json.loads(sys.stdin.buffer.read())
     result_path = Path(job["result"])
     sys.stdout = sys.stderr  # a processor's prints must not reach the protocol
+    ctx: Any = None
     network = None
     try:
         registry = load_registry()
@@ -29,15 +103,21 @@ def main() -> int:
         )
         st = pipeline.stages[job["stage"]]
         checkpoint = None
-        if job.get("checkpoint"):
+        backends: Any = None
+        if job.get("checkpoint") or job.get("records"):
             from .runner import make_backends
+
+            backends = make_backends(registry, pipeline)
+        if job.get("checkpoint"):
             from .stage import Checkpoint
 
-            store = make_backends(registry, pipeline).checkpoints
             cp = job["checkpoint"]
-            fence = cp.get("fence")
+            fence = tuple(cp["fence"]) if cp.get("fence") else None
             checkpoint = Checkpoint(
-                store, cp["namespace"], cp["fingerprint"], fence=tuple(fence) if fence else None
+                backends.checkpoints,
+                cp["namespace"],
+                cp["fingerprint"],
+                fence=fence,  # type: ignore[arg-type]
             )
         ctx = StageContext(
             stage_name=st.name,
@@ -51,16 +131,26 @@ def main() -> int:
             workdir=pipeline.root,
             checkpoint=checkpoint,
         )
+        signal.signal(signal.SIGTERM, lambda _s, _f: ctx.cancelled.set())
+        record_run = _record_run(job, st, registry, backends) if job.get("records") else None
         policy = None
         if job.get("network"):
             from .netguard import Policy
 
             policy = Policy.from_json(job["network"])
         try:
-            info = run_in_process(st, ctx, policy=policy)
+            info = run_in_process(st, ctx, record_run=record_run, policy=policy)
         finally:
             network = ctx.info.pop("network", None)
-        out = {"ok": True, "info": info, "network": network}
+        out: dict[str, Any] = {"ok": True, "info": info, "network": network}
+    except Interrupted as exc:
+        out = {
+            "ok": False,
+            "interrupted": True,
+            "interrupt_info": exc.info,
+            "info": dict(ctx.info) if ctx is not None else {},
+            "network": network,
+        }
     except BaseException as exc:  # reported to the parent, which decides
         from .errors import NetworkRefused
 
@@ -77,6 +167,7 @@ def main() -> int:
             "non_retryable": non_retryable,
             "network_refused": isinstance(exc, NetworkRefused),
             "network": network,
+            "info": dict(ctx.info) if ctx is not None else {},
         }
     result_path.write_bytes(_json.dumps(out))
     return 0

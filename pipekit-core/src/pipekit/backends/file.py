@@ -1,5 +1,6 @@
-"""Core's own backend, registered as ``file`` for all three kinds. Everything
-lives under the pipeline's state dir; nothing leaves the machine."""
+"""Core's own backend, registered as ``file`` for all three kinds and as the
+``file`` dead-letter store. Everything lives under the pipeline's state dir;
+nothing leaves the machine."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ..hookspecs import hookimpl
-from .file_factories import NAME, checkpoint_store, idempotency_store, lock_backend
+from .file_factories import (
+    NAME,
+    checkpoint_store,
+    dead_letter_store,
+    idempotency_store,
+    lock_backend,
+)
 
-__all__ = ["NAME", "checkpoint_store", "idempotency_store", "lock_backend"]
+__all__ = ["NAME", "checkpoint_store", "dead_letter_store", "idempotency_store", "lock_backend"]
 
 
 @hookimpl
@@ -25,3 +32,8 @@ def register_idempotency_stores(register: Callable[[str, Any], None]) -> None:
 @hookimpl
 def register_checkpoint_stores(register: Callable[[str, Any], None]) -> None:
     register(NAME, checkpoint_store)
+
+
+@hookimpl
+def register_dead_letter_stores(register: Callable[[str, Any], None]) -> None:
+    register(NAME, dead_letter_store)

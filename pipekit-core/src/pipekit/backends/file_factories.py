@@ -35,3 +35,10 @@ def checkpoint_store(options: dict[str, Any], *, state_dir: Path) -> Any:
 
     _no_options("checkpoint store", options)
     return FileCheckpointStore(state_dir / "checkpoints")
+
+
+def dead_letter_store(options: dict[str, Any], *, state_dir: Path) -> Any:
+    from .file_dead_letters import DB_NAME, FileDeadLetterStore
+
+    _no_options("dead-letter store", options)
+    return FileDeadLetterStore(state_dir / DB_NAME)

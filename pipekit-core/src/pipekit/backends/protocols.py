@@ -8,7 +8,15 @@ from typing import Any, Protocol
 
 import attrs
 
-__all__ = ["Lease", "LockBackend", "IdemRecord", "IdempotencyStore", "CheckpointStore"]
+__all__ = [
+    "Lease",
+    "LockBackend",
+    "IdemRecord",
+    "IdempotencyStore",
+    "CheckpointStore",
+    "DeadLetter",
+    "DeadLetterStore",
+]
 
 
 class Lease(Protocol):
@@ -158,3 +166,82 @@ class CheckpointStore(Protocol):
     def list(self, namespace: str) -> list[str]: ...
 
     def delete(self, namespace: str, id: str) -> None: ...
+
+
+@attrs.define
+class DeadLetter:
+    """A record that a record stage could not process after its retries.
+
+    A dead letter is identified by ``(pipeline, stage, fingerprint,
+    input_index, offset)``: the stage execution it belongs to and where its
+    record starts (``offset`` is a byte offset into input ``input_index``,
+    whose pipeline-relative path is ``input``; ``line`` is 1-based). ``record``
+    holds the record's raw bytes exactly as read (without the newline);
+    ``format`` is the processor's (``lines`` or ``jsonl``). ``id`` is given by
+    the store. Times are Unix times.
+    """
+
+    pipeline: str
+    stage: str
+    fingerprint: str
+    run_id: str
+    input: str
+    input_index: int
+    offset: int
+    line: int
+    format: str
+    record: bytes
+    error_type: str
+    message: str
+    traceback: str
+    attempts: int
+    first_failed: float
+    last_failed: float
+    id: int | None = None
+
+
+class DeadLetterStore(Protocol):
+    """Dead letters (see :class:`DeadLetter`).
+
+    ``add`` is an upsert on the identity ``(pipeline, stage, fingerprint,
+    input_index, offset)``: adding a dead letter that is already there
+    replaces its error, attempts, run and last failure time (keeping the
+    first failure time and the id), so a record processed again after a
+    resume is never queued twice. It must be durable when it returns: the
+    runner saves a checkpoint past the record only after ``add`` returned.
+    ``purge`` deletes by pipeline and, when given, stage, fingerprint, and
+    position: ``from_position=(input_index, offset)`` deletes only dead
+    letters at or after that position (what a resumed stage will process
+    again). ``list`` returns them ordered by stage, input_index, offset.
+    """
+
+    def add(self, letter: DeadLetter) -> int:
+        """Store ``letter``; return its id."""
+
+    def list(
+        self,
+        pipeline: str,
+        *,
+        stage: str | None = None,
+        fingerprint: str | None = None,
+        limit: int | None = None,
+    ) -> list[DeadLetter]: ...
+
+    def get(self, pipeline: str, id: int) -> DeadLetter | None: ...
+
+    def delete(self, pipeline: str, ids: Iterable[int]) -> int:
+        """Delete the given ids; return how many were there."""
+
+    def purge(
+        self,
+        pipeline: str,
+        *,
+        stage: str | None = None,
+        fingerprint: str | None = None,
+        from_position: tuple[int, int] | None = None,
+    ) -> int:
+        """Delete the matching dead letters; return how many."""
+
+    def count(
+        self, pipeline: str, *, stage: str | None = None, fingerprint: str | None = None
+    ) -> int: ...

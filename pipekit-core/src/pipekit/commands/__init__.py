@@ -15,6 +15,7 @@ COMMANDS: tuple[str, ...] = (
     "state",
     "checkpoints",
     "idem",
+    "dlq",
     "plugins",
     "doctor",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -86,6 +87,7 @@ def forced(args: argparse.Namespace, pipeline: Any) -> tuple[frozenset[str], boo
 def main(args: argparse.Namespace) -> int:
     from ..runner import Runner, RunOptions
 
+    install_signal_handlers()
     pipeline, registry = load_for_run(args)
     force, force_all = forced(args, pipeline)
     allow_network, allow_network_all = stage_names("--allow-network", args.allow_network, pipeline)
@@ -106,20 +108,34 @@ def main(args: argparse.Namespace) -> int:
         allow_network=allow_network,
         allow_network_all=allow_network_all,
     )
+    from ..progress import ProgressDisplay, wanted
     from ..report import Reporter
 
-    reporter = Reporter(sys.stdout, enabled=not args.json and not args.quiet)
-    runner = Runner(pipeline, registry, options, on_result=reporter.stage)
+    reporter = Reporter(None, enabled=not args.json and not args.quiet)
+    display = ProgressDisplay() if wanted(quiet=args.quiet, json=args.json) else None
+    runner = Runner(pipeline, registry, options, on_result=reporter.stage, progress=display)
     reporter.start(pipeline, runner)
-    install_signal_handlers()
-    outcome = runner.run()
+    try:
+        outcome = runner.run()
+    finally:
+        if display is not None:
+            display.close()
+    # The run is over and recorded: a signal now must not cost its summary.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.json:
         print_json(outcome.summary(pipeline.name))
     else:
         reporter.end(outcome)
     if outcome.status == "interrupted":
+        resumable = [
+            f"stage {r.name!r} resumes from record {r.info['checkpoint_record']:,}"
+            for r in outcome.results
+            if r.info.get("checkpoint_record") is not None
+        ]
         print(
-            "pipekit: interrupted; run the same command again to go on where it stopped",
+            "pipekit: interrupted; run the same command again to go on where it stopped"
+            + (f" ({'; '.join(resumable)})" if resumable else ""),
             file=sys.stderr,
         )
     elif outcome.status == "failed" and not args.quiet:

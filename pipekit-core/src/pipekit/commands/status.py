@@ -40,7 +40,12 @@ def print_plan(
     state = RunnerState(pipeline.state_dir)
     cache = HashCache(pipeline.state_dir / "hashcache.json")
     evaluator = Evaluator(pipeline, cache, backends.idempotency, state)
-    statuses = plan(pipeline, evaluator, forced=lambda n: force_all or n in force)
+    statuses = plan(
+        pipeline,
+        evaluator,
+        forced=lambda n: force_all or n in force,
+        checkpoints=backends.checkpoints,
+    )
     if args.json:
         print_json(
             {

@@ -1,0 +1,251 @@
+"""The ``file`` backend's dead-letter store: one SQLite database in WAL mode,
+``<state_dir>/deadletters.sqlite``.
+
+Each commit is synced (``synchronous=FULL``), so a dead letter is durable
+before the runner saves a checkpoint past its record. The database is opened
+on first use; reading from a state dir without one creates nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .protocols import DeadLetter
+
+__all__ = ["FileDeadLetterStore", "DB_NAME"]
+
+DB_NAME = "deadletters.sqlite"
+
+_COLUMNS = (
+    "pipeline",
+    "stage",
+    "fingerprint",
+    "run_id",
+    "input",
+    "input_index",
+    "offset",
+    "line",
+    "format",
+    "record",
+    "error_type",
+    "message",
+    "traceback",
+    "attempts",
+    "first_failed",
+    "last_failed",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pipeline TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    input TEXT NOT NULL,
+    input_index INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    record BLOB NOT NULL,
+    error_type TEXT NOT NULL,
+    message TEXT NOT NULL,
+    traceback TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    first_failed REAL NOT NULL,
+    last_failed REAL NOT NULL,
+    UNIQUE (pipeline, stage, fingerprint, input_index, offset)
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_stage ON dead_letters (pipeline, stage);
+"""
+
+_UPSERT = f"""
+INSERT INTO dead_letters ({", ".join(_COLUMNS)})
+VALUES ({", ".join("?" for _ in _COLUMNS)})
+ON CONFLICT (pipeline, stage, fingerprint, input_index, offset) DO UPDATE SET
+    run_id = excluded.run_id,
+    input = excluded.input,
+    line = excluded.line,
+    format = excluded.format,
+    record = excluded.record,
+    error_type = excluded.error_type,
+    message = excluded.message,
+    traceback = excluded.traceback,
+    attempts = excluded.attempts,
+    first_failed = MIN(first_failed, excluded.first_failed),
+    last_failed = excluded.last_failed
+"""
+_ID_OF = (
+    "SELECT id FROM dead_letters WHERE pipeline = ? AND stage = ? AND fingerprint = ? "
+    "AND input_index = ? AND offset = ?"
+)
+
+
+class FileDeadLetterStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    # -- connection -------------------------------------------------------------
+
+    def _connect(self, create: bool) -> Any:
+        """The connection, or None when the database does not exist and
+        ``create`` is false (a read needs no new file)."""
+        if self._conn is not None:
+            return self._conn
+        if not create and not self.path.exists():
+            return None
+        import sqlite3
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @staticmethod
+    def _where(
+        pipeline: str,
+        stage: str | None,
+        fingerprint: str | None,
+        from_position: tuple[int, int] | None = None,
+    ) -> tuple[str, list[Any]]:
+        clauses = ["pipeline = ?"]
+        args: list[Any] = [pipeline]
+        if stage is not None:
+            clauses.append("stage = ?")
+            args.append(stage)
+        if fingerprint is not None:
+            clauses.append("fingerprint = ?")
+            args.append(fingerprint)
+        if from_position is not None:
+            index, offset = from_position
+            clauses.append("(input_index > ? OR (input_index = ? AND offset >= ?))")
+            args += [index, index, offset]
+        return " AND ".join(clauses), args
+
+    @staticmethod
+    def _letter(row: Any) -> DeadLetter:
+        values = dict(zip(("id", *_COLUMNS), row))
+        values["record"] = bytes(values["record"])
+        return DeadLetter(**values)
+
+    # -- the protocol -------------------------------------------------------------
+
+    def add(self, letter: DeadLetter) -> int:
+        with self._lock:
+            conn = self._connect(True)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(_UPSERT, [getattr(letter, c) for c in _COLUMNS])
+                row = conn.execute(
+                    _ID_OF,
+                    (
+                        letter.pipeline,
+                        letter.stage,
+                        letter.fingerprint,
+                        letter.input_index,
+                        letter.offset,
+                    ),
+                ).fetchone()
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return int(row[0])
+
+    def list(
+        self,
+        pipeline: str,
+        *,
+        stage: str | None = None,
+        fingerprint: str | None = None,
+        limit: int | None = None,
+    ) -> list[DeadLetter]:
+        where, args = self._where(pipeline, stage, fingerprint)
+        sql = (
+            f"SELECT id, {', '.join(_COLUMNS)} FROM dead_letters WHERE {where} "
+            "ORDER BY stage, input_index, offset"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            conn = self._connect(False)
+            if conn is None:
+                return []
+            return [self._letter(r) for r in conn.execute(sql, args).fetchall()]
+
+    def get(self, pipeline: str, id: int) -> DeadLetter | None:
+        with self._lock:
+            conn = self._connect(False)
+            if conn is None:
+                return None
+            row = conn.execute(
+                f"SELECT id, {', '.join(_COLUMNS)} FROM dead_letters WHERE pipeline = ? AND id = ?",
+                (pipeline, id),
+            ).fetchone()
+        return None if row is None else self._letter(row)
+
+    def delete(self, pipeline: str, ids: Iterable[int]) -> int:
+        ids = list(ids)
+        if not ids:
+            return 0
+        with self._lock:
+            conn = self._connect(False)
+            if conn is None:
+                return 0
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = 0
+                for i in ids:
+                    n += conn.execute(
+                        "DELETE FROM dead_letters WHERE pipeline = ? AND id = ?", (pipeline, i)
+                    ).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return n
+
+    def purge(
+        self,
+        pipeline: str,
+        *,
+        stage: str | None = None,
+        fingerprint: str | None = None,
+        from_position: tuple[int, int] | None = None,
+    ) -> int:
+        where, args = self._where(pipeline, stage, fingerprint, from_position)
+        with self._lock:
+            conn = self._connect(False)
+            if conn is None:
+                return 0
+            return int(conn.execute(f"DELETE FROM dead_letters WHERE {where}", args).rowcount)
+
+    def count(
+        self, pipeline: str, *, stage: str | None = None, fingerprint: str | None = None
+    ) -> int:
+        where, args = self._where(pipeline, stage, fingerprint)
+        with self._lock:
+            conn = self._connect(False)
+            if conn is None:
+                return 0
+            return int(
+                conn.execute(f"SELECT COUNT(*) FROM dead_letters WHERE {where}", args).fetchone()[0]
+            )
