@@ -163,7 +163,9 @@ def resume_after_kill(project: Path, fraction: float) -> dict[str, Any]:
     resume it and measure what the resumed process read."""
     import shutil
 
-    from pipekit.record_checkpoint import decode, namespace_for
+    from pipekit.backends.file_checkpoint import FileCheckpointStore
+    from pipekit.checkpoints import CheckpointError, CheckpointManager
+    from pipekit.record_checkpoint import namespace_for
 
     shutil.rmtree(project / ".pipekit", ignore_errors=True)
     for p in project.glob(".out.txt.*"):
@@ -174,21 +176,19 @@ def resume_after_kill(project: Path, fraction: float) -> dict[str, Any]:
     # earlier runs would; then the output goes, so the stage must run again
     subprocess.run([sys.executable, "-m", "pipekit", "run", "-q"], cwd=project, env=env, check=True)
     (project / "out.txt").unlink()
-    cp_path = (
-        project / ".pipekit" / "checkpoints" / namespace_for(project.name, "up") / "records"
-    )
+    store = FileCheckpointStore(project / ".pipekit" / "checkpoints")
+    namespace = namespace_for(project.name, "up")
     killed_at = None
     for _ in range(10):  # a run may end before a checkpoint past the point is seen
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipekit", "run", "-q"], cwd=project, env=env
         )
         while proc.poll() is None:
-            try:
-                state = decode(cp_path.read_bytes())
-            except OSError:
-                state = None
-            if state is not None:
-                st = state["state"]
+            try:  # the record stage's checkpoint, read as the runner reads it
+                st = CheckpointManager(store, namespace, compression=None).load()
+            except (OSError, CheckpointError):
+                st = None
+            if st is not None:
                 done = st["done_bytes"] / st["total_bytes"]
                 if done >= fraction:
                     proc.send_signal(signal.SIGKILL)
