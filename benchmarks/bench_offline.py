@@ -5,8 +5,11 @@ one script run: the same pipelines with the guard (default) and without it
 Scenarios (medians of --repeat runs, the two variants alternated):
 
 - first run of N independent ``shell`` stages (``tr a-z A-Z < in > out``):
-  guarded = each command in the runner thread's network namespace (one
-  ``nsenter`` exec per command), allowed = plain ``/bin/sh -c``;
+  guarded = each command in the runner thread's network namespace, entered
+  the default way (``setns`` around the fork as root, else ``nsenter``);
+  guarded-nsenter = the same through ``nsenter`` (``PIPEKIT_NETNS=nsenter``;
+  only measured as root, where it is not the default); allowed = plain
+  ``/bin/sh -c``;
 - one record stage (``upper``) over --lines lines: the audit hook's cost on
   a Python processor;
 - no-op rerun of the N shell stages (nothing runs: the guard is not even
@@ -100,16 +103,23 @@ def main() -> int:
     shells, records = work / "shell", work / "record"
     shell_project(shells, args.n)
     record_project(records, args.lines)
-    variants = {"guarded": [], "allowed": ["--allow-network", "all"]}
+    variants: dict[str, tuple[list[str], dict[str, str]]] = {
+        "guarded": ([], {}),
+        "allowed": (["--allow-network", "all"], {}),
+    }
+    if os.geteuid() == 0:  # the default is setns: measure nsenter beside it
+        variants["guarded-nsenter"] = ([], {"PIPEKIT_NETNS": "nsenter"})
     results: dict[str, Any] = {"n": args.n, "lines": args.lines, "jobs": args.jobs}
     try:
         for scenario, root in (("first_run_shell", shells), ("record_stage", records)):
-            samples: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+            names = list(variants) if scenario == "first_run_shell" else ["guarded", "allowed"]
+            samples: dict[str, list[tuple[float, float]]] = {v: [] for v in names}
             for r in range(args.repeat):
-                order = list(variants) if r % 2 == 0 else list(reversed(variants))
+                order = names if r % 2 == 0 else list(reversed(names))
                 for v in order:
                     reset(root)
-                    wall, cpu, code = timed([*pk, *variants[v]], root, env)
+                    extra_args, extra_env = variants[v]
+                    wall, cpu, code = timed([*pk, *extra_args], root, {**env, **extra_env})
                     assert code == 0, f"{scenario} {v}: exit {code}"
                     samples[v].append((wall, cpu))
             results[scenario] = {

@@ -278,7 +278,14 @@ def shell_stage(name: str, code: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def test_shell_command_runs_without_network_inside_a_namespace(project: Project) -> None:
+# How commands enter their namespace: setns (root only) and nsenter (any user).
+METHODS = ["setns", "nsenter"] if os.geteuid() == 0 else ["nsenter"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_shell_command_runs_without_network_inside_a_namespace(
+    project: Project, method: str
+) -> None:
     connect = f"import socket; socket.create_connection(('{TEST_NET}', 9), timeout=2)"
     swallow = f"import socket; print(socket.socket().connect_ex(('{TEST_NET}', 9)))"
     project.pipeline(
@@ -288,7 +295,7 @@ def test_shell_command_runs_without_network_inside_a_namespace(project: Project)
             shell_stage("local", "print(1)"),
         ]
     )
-    code, summary, _ = run(project, "-k", in_netns=True)
+    code, summary, _ = run(project, "-k", in_netns=True, PIPEKIT_NETNS=method)
     assert code == 1
     st = by_name(summary)
     assert (st["local"]["status"], st["local"]["network"]) == ("ok", "isolated")
@@ -300,7 +307,10 @@ def test_shell_command_runs_without_network_inside_a_namespace(project: Project)
         assert f"--allow-network {name}" in reason, reason
 
 
-def test_shell_command_cannot_reach_host_loopback(project: Project, listener2: Listener) -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_shell_command_cannot_reach_host_loopback(
+    project: Project, listener2: Listener, method: str
+) -> None:
     connect = f"import socket; socket.create_connection(('127.0.0.2', {listener2.port})).sendall(b'hello from shell')"
     project.pipeline(
         [
@@ -309,7 +319,7 @@ def test_shell_command_cannot_reach_host_loopback(project: Project, listener2: L
             shell_stage("off", connect, network={"isolation": "off"}),
         ]
     )
-    code, summary, _ = run(project, "-k")
+    code, summary, _ = run(project, "-k", PIPEKIT_NETNS=method)
     assert code == 1
     st = by_name(summary)
     assert (st["open"]["status"], st["open"]["network"]) == ("ok", "allowed")
@@ -324,17 +334,21 @@ def test_shell_command_cannot_reach_host_loopback(project: Project, listener2: L
     assert listener2.received() == ["hello from shell"]
 
 
-def test_programs_need_isolate_command(project: Project) -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_programs_need_isolate_command(project: Project, method: str) -> None:
+    ifaces = "import socket; print(socket.if_nameindex())"
     project.pipeline(
         [
             {"name": "raw", "uses": "net-program", "outputs": ["raw.txt"]},
             {"name": "isolated", "uses": "net-program", "outputs": ["iso.txt"],
-             "params": {"isolated": True, "code": "import socket; print(socket.if_nameindex())"}},
+             "params": {"isolated": True, "code": ifaces}},
+            {"name": "popen", "uses": "net-program", "outputs": ["popen.txt"],
+             "params": {"isolated": True, "popen": True, "code": ifaces}},
             {"name": "allowed", "uses": "net-program", "outputs": ["ok.txt"],
              "allow_network": True},
         ]
     )
-    code, summary, _ = run(project, "-k")
+    code, summary, _ = run(project, "-k", PIPEKIT_NETNS=method)
     assert code == 1
     st = by_name(summary)
     reason = st["raw"]["reason"]
@@ -342,14 +356,17 @@ def test_programs_need_isolate_command(project: Project) -> None:
     assert "pipekit.isolate_command" in reason and "--allow-network raw" in reason
     assert (st["isolated"]["status"], st["isolated"]["network"]) == ("ok", "isolated")
     assert project.read("iso.txt").strip() == "[(1, 'lo')]"  # a namespace with only loopback
+    assert (st["popen"]["status"], st["popen"]["network"]) == ("ok", "isolated")
+    assert project.read("popen.txt").strip() == "[(1, 'lo')]"
     assert (st["allowed"]["status"], st["allowed"]["network"]) == ("ok", "allowed")
 
 
 def test_without_namespaces_commands_run_unguarded_or_fail_when_required(
     project: Project, tmp_path: Path
 ) -> None:
-    """No unshare/nsenter on PATH: 'auto' runs the command with the host's
-    network and says so; 'required' fails the stage."""
+    """No unshare/nsenter on PATH (and the nsenter method, which needs
+    them): 'auto' runs the command with the host's network and says so;
+    'required' fails the stage."""
     bare = tmp_path / "bin"
     bare.mkdir()
     project.pipeline(
@@ -360,7 +377,7 @@ def test_without_namespaces_commands_run_unguarded_or_fail_when_required(
              "params": {"cmd": "echo b > {output}"}, "network": {"isolation": "required"}},
         ]
     )
-    code, summary, err = run(project, "-k", PATH=str(bare))
+    code, summary, err = run(project, "-k", PATH=str(bare), PIPEKIT_NETNS="nsenter")
     assert code == 1
     st = by_name(summary)
     assert (st["auto"]["status"], st["auto"]["network"]) == ("ok", "unguarded")

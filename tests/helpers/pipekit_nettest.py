@@ -80,6 +80,8 @@ class ProgramParams:
     code: str = "print('hi')"
     isolated: bool = False
     """Start it through pipekit.isolate_command."""
+    popen: bool = False
+    """With IsolatedCommand.popen() rather than subprocess on its argv."""
 
 
 class Program(pipekit.Stage):
@@ -92,12 +94,18 @@ class Program(pipekit.Stage):
     def run(self, ctx: pipekit.StageContext) -> None:
         argv = [sys.executable, "-c", ctx.params.code]
         cmd = pipekit.isolate_command(argv) if ctx.params.isolated else None
-        out = subprocess.run(cmd.argv if cmd else argv, capture_output=True, text=True)
+        if cmd is not None and ctx.params.popen:
+            proc = cmd.popen(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout, stderr = proc.communicate()
+            returncode = proc.returncode
+        else:
+            out = subprocess.run(cmd.argv if cmd else argv, capture_output=True, text=True)
+            stdout, stderr, returncode = out.stdout, out.stderr, out.returncode
         if cmd is not None:
             cmd.check()
-        if out.returncode != 0:
-            raise RuntimeError(f"program failed: {out.stderr.strip().splitlines()[-1:]}")
-        ctx.outputs[0].write_text(out.stdout)
+        if returncode != 0:
+            raise RuntimeError(f"program failed: {stderr.strip().splitlines()[-1:]}")
+        ctx.outputs[0].write_text(stdout)
 
 
 # -- a checkpoint store on a real Redis server, over a minimal RESP client ------

@@ -190,8 +190,7 @@ class Shell(pipekit.Stage):
             env.update(params.env)
         ctx.info["command"] = command
         isolated = pipekit.isolate_command(["/bin/sh", "-c", command])
-        proc = subprocess.Popen(
-            isolated.argv,
+        proc = isolated.popen(
             cwd=ctx.workdir,
             env=env,
             stdin=subprocess.DEVNULL,

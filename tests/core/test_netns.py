@@ -1,0 +1,140 @@
+"""The setns way of isolating commands (as root): a thread makes a network
+namespace, goes back to the host's, and enters the new one only around the
+fork of a command. These tests run the runner's code in this process; the
+namespaces they make hold only loopback, so nothing can leave the machine
+even if a test fails."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import pytest
+from pipekit import netns
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0,
+    reason="the setns method needs Linux and root (other users get the nsenter method)",
+)
+
+
+def _ns(pid: int | str = "self") -> str:
+    return os.readlink(f"/proc/{pid}/ns/net")
+
+
+def _thread_ns() -> str:
+    return os.readlink("/proc/thread-self/ns/net")
+
+
+def test_child_is_born_in_the_namespace_and_the_thread_returns() -> None:
+    host = _thread_ns()
+    tn = netns._ThreadNet()
+    try:
+        assert _thread_ns() == host  # back in the host's namespace at once
+        with tn.entered():
+            assert _thread_ns() != host
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "import os, socket; print(os.readlink('/proc/self/ns/net'));"
+                 "print(socket.if_nameindex())"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        assert _thread_ns() == host
+        out, _ = proc.communicate()
+        child_ns, ifaces = out.splitlines()
+        assert child_ns not in (host, _ns()) and child_ns.startswith("net:[")
+        assert ifaces == "[(1, 'lo')]"  # only loopback, and it is up (below)
+    finally:
+        tn.close()
+
+
+def test_the_namespace_has_its_own_loopback_not_the_hosts() -> None:
+    """A listener on the host's 127.0.0.1 is out of reach from inside; a
+    listener made inside is reachable (loopback is up)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    code = (
+        "import socket, sys\n"
+        f"r = socket.socket().connect_ex(('127.0.0.1', {port}))\n"
+        "s = socket.create_server(('127.0.0.1', 0))\n"
+        "c = socket.create_connection(s.getsockname(), timeout=2)\n"
+        "print(r != 0, 'inside-ok')\n"
+    )
+    tn = netns._ThreadNet()
+    try:
+        with tn.entered():
+            proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        out, _ = proc.communicate(timeout=30)
+        assert out.split() == ["True", "inside-ok"]
+        counters = tn.counters()
+        assert counters["loopback"] >= 1  # the refused connection is counted
+    finally:
+        tn.close()
+        srv.close()
+
+
+def test_other_threads_keep_the_hosts_network() -> None:
+    host = _ns()
+    seen: list[str] = []
+    inside = threading.Event()
+    release = threading.Event()
+    tn = netns._ThreadNet()
+
+    def holder() -> None:
+        with tn.entered():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert inside.wait(10)
+        seen.append(_thread_ns())  # this thread, while the other is inside
+        seen.append(_ns())  # the process's main thread
+    finally:
+        release.set()
+        t.join()
+        tn.close()
+    assert seen == [host, host]
+
+
+def test_argv_enters_by_the_namespace_descriptor() -> None:
+    tn = netns._ThreadNet()
+    try:
+        argv = tn.wrap([sys.executable, "-c", "import socket; print(socket.if_nameindex())"])
+        assert argv[1] == f"--net=/proc/{os.getpid()}/fd/{tn.ns_fd}"
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "[(1, 'lo')]"
+    finally:
+        tn.close()
+
+
+def test_each_thread_gets_its_own_namespace(monkeypatch: Any) -> None:
+    monkeypatch.setenv("PIPEKIT_NETNS", "setns")
+    names: list[str] = []
+
+    def one() -> None:
+        h = netns._holder()
+        assert h.method == "setns"
+        with h.entered():  # type: ignore[union-attr]
+            names.append(_thread_ns())
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(names)) == 3 and _ns() not in names
+
+
+def test_method_choice(monkeypatch: Any) -> None:
+    monkeypatch.setenv("PIPEKIT_NETNS", "nsenter")
+    assert netns._method() == "nsenter"
+    monkeypatch.setenv("PIPEKIT_NETNS", "auto")
+    assert netns._method() == "setns"  # root, Linux
+    monkeypatch.setenv("PIPEKIT_NETNS", "bogus")
+    assert netns._method() == "setns"
