@@ -13,9 +13,14 @@ _CANON = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 def _default(obj: Any) -> Any:
-    """Canonical forms orjson lacks: sets become sorted lists."""
+    """Canonical forms orjson lacks: sets become sorted lists, attrs
+    instances dicts of their fields."""
     if isinstance(obj, (set, frozenset)):
         return sorted(obj, key=lambda v: orjson.dumps(v, default=_default, option=_CANON))
+    if hasattr(type(obj), "__attrs_attrs__"):
+        import attrs
+
+        return attrs.asdict(obj, recurse=False)
     raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
 
 

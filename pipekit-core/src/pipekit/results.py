@@ -52,6 +52,22 @@ class StageResult:
     """How the stage's processor met the network: ``guarded``, ``isolated``,
     ``unguarded`` or ``allowed`` (None: it did not run)."""
 
+    def record(self) -> dict[str, Any]:
+        """The stage's entry in the run record: every field (``info`` as
+        it is, not copied: it is serialized at once)."""
+        return {
+            "name": self.name,
+            "status": self.status,
+            "duration_s": self.duration_s,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "key": self.key,
+            "fingerprint": self.fingerprint,
+            "error": self.error,
+            "info": self.info,
+            "network": self.network,
+        }
+
     def summary(self) -> dict[str, Any]:
         """The stage's entry in ``pipekit run --json``: the **contract** keys
         ``name``, ``status``, ``duration_s``, ``reason``; a record stage that

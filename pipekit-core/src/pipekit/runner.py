@@ -961,6 +961,6 @@ class Runner:
                 "metrics": outcome.metrics,
                 "plugin_errors": self.observers.errors,
                 "network_allowed": [r.name for r in outcome.results if r.network == "allowed"],
-                "stages": [attrs.asdict(r) for r in outcome.results],
+                "stages": [r.record() for r in outcome.results],
             },
         )
