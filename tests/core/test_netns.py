@@ -50,6 +50,7 @@ def test_child_is_born_in_the_namespace_and_the_thread_returns() -> None:
         assert ifaces == "[(1, 'lo')]"  # only loopback, and it is up (below)
     finally:
         tn.close()
+    assert not tn.alive()  # closed: the next command of this thread makes a new one
 
 
 def test_the_namespace_has_its_own_loopback_not_the_hosts() -> None:

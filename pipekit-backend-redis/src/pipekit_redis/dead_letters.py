@@ -27,28 +27,13 @@ import builtins
 from collections.abc import Iterable
 from typing import Any
 
+from pipekit.backends.protocols import DEAD_LETTER_FIELDS, DeadLetter
+
 from .connection import RedisConnection
 
 __all__ = ["RedisDeadLetterStore"]
 
-FIELDS = (
-    "pipeline",
-    "stage",
-    "fingerprint",
-    "run_id",
-    "input",
-    "input_index",
-    "offset",
-    "line",
-    "format",
-    "record",
-    "error_type",
-    "message",
-    "traceback",
-    "attempts",
-    "first_failed",
-    "last_failed",
-)
+FIELDS = DEAD_LETTER_FIELDS
 _INTS = {"input_index", "offset", "line", "attempts"}
 _FLOATS = {"first_failed", "last_failed"}
 _TEXT = set(FIELDS) - _INTS - _FLOATS - {"record"}
@@ -74,8 +59,6 @@ class RedisDeadLetterStore:
         return f"{letter.stage}\0{letter.fingerprint}\0{letter.input_index}\0{letter.offset}"
 
     def _letter(self, raw: dict[Any, Any], id: int) -> Any:
-        from pipekit.backends.protocols import DeadLetter  # type: ignore[attr-defined]
-
         data = {_text(k): v for k, v in raw.items()}
         values: dict[str, Any] = {}
         for name in FIELDS:

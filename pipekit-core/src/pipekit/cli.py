@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from . import __version__
 from .commands import COMMANDS
@@ -120,7 +119,9 @@ def entry() -> None:
 
     gc.set_threshold(50_000, 20, 20)
     code = main()
-    if any(t.is_alive() and not t.daemon for t in _other_threads()):
+    import threading
+
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)  # let the interpreter join them, as usual
     import atexit
 
@@ -133,9 +134,3 @@ def entry() -> None:
             except (OSError, ValueError):  # a closed pipe: nothing more to say
                 pass
         os._exit(code)
-
-
-def _other_threads() -> list[Any]:
-    import threading
-
-    return [t for t in threading.enumerate() if t is not threading.main_thread()]

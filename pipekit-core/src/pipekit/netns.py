@@ -149,17 +149,16 @@ class _ThreadNet:
     can_enter = True
 
     def __init__(self) -> None:
-        libc = _setns_calls()
         flags = os.O_RDONLY | os.O_CLOEXEC
+        fds: list[int] = []  # closed when this is closed or collected
+        self._finalizer = weakref.finalize(self, _close_fds, fds)
         self.host_fd = os.open("/proc/thread-self/ns/net", flags)
-        self.ns_fd = -1
-        self._finalizer = weakref.finalize(self, _close_fds, [self.host_fd])
-        if libc.unshare(_CLONE_NEWNET) != 0:
+        fds.append(self.host_fd)
+        if _setns_calls().unshare(_CLONE_NEWNET) != 0:
             raise _os_error("unshare(CLONE_NEWNET)")
         try:
             self.ns_fd = os.open("/proc/thread-self/ns/net", flags)
-            self._finalizer.detach()
-            self._finalizer = weakref.finalize(self, _close_fds, [self.host_fd, self.ns_fd])
+            fds.append(self.ns_fd)
             _loopback_up()
         finally:
             self._leave()
@@ -181,7 +180,7 @@ class _ThreadNet:
             self._leave()
 
     def alive(self) -> bool:
-        return self.ns_fd >= 0
+        return self._finalizer.alive
 
     def wrap(self, argv: Sequence[Any]) -> list[Any]:
         if not self.nsenter:

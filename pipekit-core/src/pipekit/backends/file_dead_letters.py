@@ -13,30 +13,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .protocols import DeadLetter
+from .protocols import DEAD_LETTER_FIELDS, DeadLetter
 
 __all__ = ["FileDeadLetterStore", "DB_NAME"]
 
 DB_NAME = "deadletters.sqlite"
 
-_COLUMNS = (
-    "pipeline",
-    "stage",
-    "fingerprint",
-    "run_id",
-    "input",
-    "input_index",
-    "offset",
-    "line",
-    "format",
-    "record",
-    "error_type",
-    "message",
-    "traceback",
-    "attempts",
-    "first_failed",
-    "last_failed",
-)
+_COLUMNS = DEAD_LETTER_FIELDS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dead_letters (

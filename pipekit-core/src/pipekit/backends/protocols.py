@@ -15,6 +15,7 @@ __all__ = [
     "IdempotencyStore",
     "CheckpointStore",
     "DeadLetter",
+    "DEAD_LETTER_FIELDS",
     "DeadLetterStore",
 ]
 
@@ -198,6 +199,10 @@ class DeadLetter:
     first_failed: float
     last_failed: float
     id: int | None = None
+
+
+DEAD_LETTER_FIELDS = tuple(a.name for a in attrs.fields(DeadLetter) if a.name != "id")
+"""What a store keeps of a :class:`DeadLetter` besides the ``id`` it gives."""
 
 
 class DeadLetterStore(Protocol):
