@@ -222,36 +222,83 @@ def _loopback_up() -> None:
 
 
 def _read_counters(netdir: str) -> dict[str, int]:
+    """The namespace's counters of :data:`_COUNTERS`. Read twice per
+    command, so kept cheap: two raw reads and a search for the few fields
+    (about 60 µs; splitting every line cost 160 µs)."""
     out = {"beyond": 0, "loopback": 0}
-    texts: dict[str, str] = {}
-    for name in ("snmp", "snmp6"):
-        try:
-            with open(f"{netdir}/{name}") as f:
-                texts[name] = f.read()
-        except OSError:
-            texts[name] = ""
+    texts = {name: _read_proc(f"{netdir}/{name}") for name in ("snmp", "snmp6")}
     for fname, prefix, column, kind in _COUNTERS:
         out[kind] += _counter(texts[fname], prefix, column)
     return out
 
 
-def _counter(text: str, prefix: str | None, column: str) -> int:
-    lines = text.splitlines()
-    if prefix is None:  # snmp6: "Name value" lines
-        for line in lines:
-            parts = line.split()
-            if len(parts) == 2 and parts[0] == column:
-                return int(parts[1])
-        return 0
-    rows = [line.split() for line in lines if line.startswith(prefix)]
-    for head, values in zip(rows[::2], rows[1::2]):
-        if column in head:
-            i = head.index(column)
+def _read_proc(path: str) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _counter(text: bytes, prefix: str | None, column: str) -> int:
+    """A counter from ``snmp`` (``Ip: a b c`` then ``Ip: 1 2 3``, under
+    ``prefix``) or ``snmp6`` (``Name value`` lines, ``prefix`` None); 0 when
+    it is not there."""
+    if prefix is None:
+        key = b"\n" + column.encode() + b" "
+        i = text.find(key)
+        if i < 0:
+            if not text.startswith(key[1:]):
+                return 0
+            i = -1
+        end = text.find(b"\n", i + 1)
+        parts = text[i + 1 : end if end >= 0 else len(text)].split()
+        try:
+            return int(parts[1]) if len(parts) == 2 else 0
+        except ValueError:
+            return 0
+    tag = prefix.encode()
+    want = column.encode()
+    pos = 0
+    while True:  # header and value lines alternate under one prefix
+        head = _line_at(text, tag, pos)
+        if head is None:
+            return 0
+        head_line, pos = head
+        values = _line_at(text, tag, pos)
+        if values is None:
+            return 0
+        value_line, pos = values
+        names = head_line.split()
+        if want in names:
             try:
-                return int(values[i])
+                return int(value_line.split()[names.index(want)])
             except (IndexError, ValueError):
                 return 0
-    return 0
+
+
+def _line_at(text: bytes, tag: bytes, pos: int) -> tuple[bytes, int] | None:
+    """The next line from ``pos`` that starts with ``tag``, and where the
+    search goes on."""
+    while True:
+        if text.startswith(tag, pos):
+            start = pos
+        else:
+            i = text.find(b"\n" + tag, pos)
+            if i < 0:
+                return None
+            start = i + 1
+        end = text.find(b"\n", start)
+        end = len(text) if end < 0 else end
+        return text[start:end], end + 1
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -408,6 +455,13 @@ class IsolatedCommand:
             self._argv = self._holder.wrap(self.command)
             self._guard.approve(self._argv)
         return self._argv
+
+    @property
+    def wrapped(self) -> bool:
+        """True when the command starts through ``nsenter`` (so a program
+        that cannot be executed is reported by ``nsenter``, not by
+        :meth:`popen` raising ``OSError``)."""
+        return self._holder is not None and not self._holder.can_enter
 
     def popen(self, **kwargs: Any) -> subprocess.Popen[Any]:
         """Start the command: ``subprocess.Popen(argv, **kwargs)``, except

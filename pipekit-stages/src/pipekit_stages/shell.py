@@ -1,6 +1,8 @@
 """``shell``: run a command template over the stage's inputs and outputs.
 
-The command runs with ``/bin/sh -c`` in the pipeline's folder. Placeholders:
+The command runs with ``/bin/sh -c`` in the pipeline's folder; a simple
+command (words and ``<``, ``>``, ``>>`` redirections only) is started
+without the shell, to the same effect (see :mod:`.simple_command`). Placeholders:
 ``{inputs}`` and ``{outputs}`` (all paths, quoted, space-separated),
 ``{inputs[0]}``, ``{outputs[1]}`` (one path, quoted), ``{input}`` and
 ``{output}`` (the first one), ``{stage}`` and ``{run_id}``. Outputs are the
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import string
 import subprocess
@@ -32,6 +35,8 @@ from typing import Any
 
 import attrs
 import pipekit
+
+from . import simple_command
 
 STDERR_KEEP = 4000
 
@@ -160,6 +165,41 @@ class _Watchdog:
 WATCHDOG = _Watchdog()
 
 
+def _findable(program: str, env: dict[str, str] | None) -> bool:
+    """Whether ``program`` names an executable as the shell would look it up."""
+    if "/" in program:
+        return True  # nsenter reports it, with exit code 126 or 127 as the shell
+    path = (env if env is not None else os.environ).get("PATH", os.defpath)
+    return shutil.which(program, path=path) is not None
+
+
+def _start_direct(
+    simple: simple_command.SimpleCommand, workdir: str, std: dict[str, Any]
+) -> tuple[Any, Any]:
+    """Start a simple command without the shell: ``(process, isolated)``, or
+    ``(None, None)`` when it cannot be started so (a redirection cannot be
+    opened, the program is not found or is a script without ``#!``): the
+    shell then runs it and reports any error in its own words."""
+    env = std["env"] if std["env"] is not None else os.environ
+    if env.get("PWD") != workdir:  # the shell exports its folder as PWD
+        std = {**std, "env": {**env, "PWD": workdir}}
+    try:
+        fds = simple_command.open_redirects(simple.redirects, workdir)
+    except OSError:
+        return None, None
+    try:
+        isolated = pipekit.isolate_command(simple.words)
+        if isolated.wrapped and not _findable(simple.words[0], std["env"]):
+            return None, None
+        proc = isolated.popen(stdin=fds.get(0, subprocess.DEVNULL), stdout=fds.get(1, 2), **std)
+    except OSError:
+        return None, None
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return proc, isolated
+
+
 class Shell(pipekit.Stage):
     """Run a shell command template over the inputs and outputs."""
 
@@ -189,15 +229,20 @@ class Shell(pipekit.Stage):
             env = dict(os.environ)
             env.update(params.env)
         ctx.info["command"] = command
-        isolated = pipekit.isolate_command(["/bin/sh", "-c", command])
-        proc = isolated.popen(
-            cwd=ctx.workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=2,  # to our stderr: never mixed into `pipekit run --json` output
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        try:
+            mode = simple_command.shell_mode()
+        except ValueError as exc:
+            raise pipekit.NonRetryable(str(exc)) from None
+        workdir = str(ctx.workdir)
+        std = {"cwd": workdir, "env": env, "stderr": subprocess.PIPE, "start_new_session": True}
+        simple = simple_command.parse(command) if mode == "auto" else None
+        proc, isolated = _start_direct(simple, workdir, std) if simple else (None, None)
+        if proc is None or isolated is None:
+            isolated = pipekit.isolate_command(["/bin/sh", "-c", command])
+            # stdout to our stderr: never mixed into `pipekit run --json` output
+            proc = isolated.popen(stdin=subprocess.DEVNULL, stdout=2, **std)
+        else:
+            ctx.info["shell"] = False  # started without /bin/sh
         deadline = None if ctx.timeout is None else time.monotonic() + ctx.timeout
         watch = WATCHDOG.watch(proc, deadline, ctx.cancelled)
         try:
