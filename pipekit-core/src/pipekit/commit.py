@@ -62,7 +62,7 @@ class GroupCommitter:
         self._busy = busy
         self._store = store
         self._remember = remember
-        self._queue: queue.Queue[CommitJob | None] = queue.Queue()
+        self._queue: queue.SimpleQueue[CommitJob | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="pipekit-commit", daemon=True)
         self._started = False
         self._lock = threading.Lock()
@@ -86,18 +86,19 @@ class GroupCommitter:
     def _loop(self) -> None:
         stop = False
         while not stop:
-            batch: list[CommitJob] = []
             item = self._queue.get()
             if item is None:
                 break
-            batch.append(item)
+            batch: list[CommitJob] = [item]
             # While other stages are still working, linger a moment so that
-            # their commits share this batch's syncs; when nothing else runs
-            # this commit is on the critical path and goes at once.
-            deadline = time.monotonic() + (self.LINGER_S if self._busy() else 0.0)
+            # their commits share this batch's syncs (asleep: one wake-up per
+            # batch, not one per stage); when nothing else runs this commit
+            # is on the critical path and goes at once.
+            if self._busy():
+                time.sleep(self.LINGER_S)
             while len(batch) < self.MAX_BATCH:
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:

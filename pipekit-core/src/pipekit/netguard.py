@@ -34,6 +34,7 @@ network namespace (see :mod:`pipekit.netns`).
 from __future__ import annotations
 
 import contextvars
+import functools
 import socket as _socket
 import sys
 import threading
@@ -182,6 +183,13 @@ def parse_rule(entry: str) -> list[Rule]:
     return [Rule(text, name=name, suffix=suffix, port=port)]
 
 
+@functools.lru_cache(maxsize=512)
+def _rules(entry: str) -> tuple[Rule, ...]:
+    """:func:`parse_rule`, once per entry (every stage's policy has
+    ``loopback``: parsing its networks each time cost 0.2 ms per stage)."""
+    return tuple(parse_rule(entry))
+
+
 def check_allow_list(entries: Sequence[str]) -> list[str]:
     """The problems of an allow list, one message per bad entry."""
     problems = []
@@ -212,7 +220,7 @@ class Policy:
         self.stage = stage
         self.processor = processor
         self.entries = list(dict.fromkeys(entries))
-        self.rules = [r for e in self.entries for r in parse_rule(e)]
+        self.rules = [r for e in self.entries for r in _rules(e)]
         self.allow_all = allow_all
         self.isolation = isolation
 

@@ -59,6 +59,11 @@ log = logging.getLogger("pipekit.runner")
 HOST = os.uname().nodename
 
 
+COMMITS_IN_FLIGHT = 32
+"""How many finished stages may wait for their commit while the scheduler
+keeps the workers fed (a commit batch lingers a few milliseconds)."""
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
 
@@ -221,10 +226,12 @@ class Runner:
         self.inflight = InflightLog(pipeline.state_dir)
         from .commit import GroupCommitter
 
-        self._running_now = 0
+        self._working = 0  # stages at work or queued in the pool (not committing)
+        self._working_lock = threading.Lock()
         self.committer = GroupCommitter(
-            self.backends.idempotency, self.hashcache.remember, busy=lambda: self._running_now > 0
+            self.backends.idempotency, self.hashcache.remember, busy=lambda: self._working > 0
         )
+        self._halt = threading.Event()  # a failure stops the run: queued stages do not start
         self._lock_timed_out: list[str] = []
         self._tries: dict[str, int] = {}
         self._results_so_far: dict[str, StageResult] = {}
@@ -311,11 +318,19 @@ class Runner:
         ]
         heapq.heapify(ready)
         running: set[str] = set()
-        committing: set[str] = set()  # work done, commit in flight
         deferred: list[tuple[float, int, str, float]] = []  # (next_try, index, name, deadline)
         not_cheap: set[str] = set()
         stop = False
         jobs = max(1, self.options.jobs)
+        # `running` holds the stages handed to the pool until their commit
+        # is done. Besides the `jobs` at work, up to `jobs` more wait in the
+        # pool's queue, so that a worker that finishes a stage starts the
+        # next at once instead of waiting for this thread to wake and hand
+        # it one, and the committer's batch may hold some more; the pool's
+        # `jobs` threads still bound what runs at once. A queued stage that
+        # a failure or an interrupt overtook returns "not run" unstarted.
+        in_flight = 2 * jobs + COMMITS_IN_FLIGHT
+        self._halt.clear()
         executor: ThreadPoolExecutor | None = None
         # Completions arrive on one queue: O(1) per event, however many
         # stages are running or committing.
@@ -329,6 +344,7 @@ class Runner:
             if result.status == "failed":
                 if not self.options.keep_going:
                     stop = True
+                    self._halt.set()
                 for child in sorted(pl.downstream_of([name]) - {name}):
                     if child not in results:
                         results[child] = StageResult(
@@ -350,27 +366,36 @@ class Runner:
 
             return callback
 
+        def on_worked(name: str) -> Callable[[Future[Any]], None]:
+            """In the worker: a stage handed to the committer wakes this
+            thread only once committed (one wake-up per commit batch)."""
+
+            def callback(fut: Future[Any]) -> None:
+                outcome = None if fut.cancelled() or fut.exception() else fut.result()
+                if isinstance(outcome, Future):
+                    outcome.add_done_callback(notify("commit", name))
+                else:
+                    events.put(("run", name, fut))
+
+            return callback
+
         def submit(name: str, deadline: float | None = None) -> None:
             nonlocal executor
             if executor is None:
                 executor = ThreadPoolExecutor(jobs, thread_name_prefix="pipekit-stage")
             running.add(name)
-            self._running_now = len(running)
-            fut = executor.submit(self._execute, name, deadline)
-            fut.add_done_callback(notify("run", name))
+            with self._working_lock:
+                self._working += 1
+            fut = executor.submit(self._work, name, deadline)
+            fut.add_done_callback(on_worked(name))
 
         def handle(kind: str, name: str, fut: Future[Any]) -> None:
+            running.discard(name)
             if kind == "commit":
-                committing.discard(name)
                 finish(name, fut.result())
                 return
-            running.discard(name)
-            self._running_now = len(running)
             outcome = fut.result()
-            if isinstance(outcome, Future):
-                committing.add(name)
-                outcome.add_done_callback(notify("commit", name))
-            elif isinstance(outcome, tuple):  # (_Deferred, deadline, tries)
+            if isinstance(outcome, tuple):  # (_Deferred, deadline, tries)
                 marker, deadline, tries = outcome
                 if time.monotonic() >= deadline:
                     self._lock_timed_out.append(name)
@@ -404,15 +429,15 @@ class Runner:
                             finish(name, self._skipped(stages[name], d, spent))
                             continue
                         not_cheap.add(name)
-                    if len(running) >= jobs:
+                    if len(running) >= in_flight:
                         break
                     heapq.heappop(ready)
                     submit(name)
                 now = time.monotonic()
-                while deferred and deferred[0][0] <= now and len(running) < jobs and not stop:
+                while deferred and deferred[0][0] <= now and len(running) < in_flight and not stop:
                     _, _, name, deadline = heapq.heappop(deferred)
                     submit(name, deadline)
-                if not running and not committing:
+                if not running:
                     if deferred and not stop and not self.cancel.is_set():
                         time.sleep(max(0.0, deferred[0][0] - time.monotonic()))
                         continue
@@ -434,24 +459,17 @@ class Runner:
         except KeyboardInterrupt:
             self.cancel.set()
             log.warning("interrupted: stopping the stages in hand")
-            while running or committing:
+            while running:
                 try:
                     kind, name, fut = events.get(timeout=0.5)
                 except queue.Empty:
                     continue
+                running.discard(name)
                 try:
-                    if kind == "commit":
-                        committing.discard(name)
-                        outcome = fut.result()
-                    else:
-                        running.discard(name)
-                        outcome = fut.result()
+                    outcome = fut.result()
                 except BaseException:
                     continue
-                if isinstance(outcome, Future):
-                    committing.add(name)
-                    outcome.add_done_callback(notify("commit", name))
-                elif isinstance(outcome, StageResult):
+                if isinstance(outcome, StageResult):
                     results[name] = outcome
                     if self.on_result is not None:
                         try:
@@ -497,6 +515,22 @@ class Runner:
         self._observe_end(st.name, result)
         return result
 
+    def _work(self, name: str, deadline: float | None = None) -> Any:
+        try:
+            outcome = self._execute(name, deadline)
+            if isinstance(outcome, StageResult):
+                self._halt_on(outcome)
+            return outcome
+        finally:
+            with self._working_lock:
+                self._working -= 1
+
+    def _halt_on(self, result: StageResult) -> None:
+        """A failure stops the run (without --keep-going): said here, in the
+        thread that saw it, so that no stage queued behind it starts."""
+        if result.status == "failed" and not self.options.keep_going:
+            self._halt.set()
+
     def _execute(self, name: str, deadline: float | None = None) -> Any:
         """Worker thread: lock, decide, run, hand over to the committer.
 
@@ -505,6 +539,8 @@ class Runner:
         so that a stage another runner just committed is seen as done."""
         from .records import Interrupted
 
+        if self._halt.is_set() or self.cancel.is_set():
+            return self._not_run(name, self.cancel.is_set())  # queued, then overtaken
         st = self.pipeline.stages[name]
         t0 = time.perf_counter()
         forced = self.forced(name)
@@ -705,6 +741,7 @@ class Runner:
                     info=last_info,
                     network=network,
                 )
+            self._halt_on(result)
             self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
             return result
 
