@@ -228,6 +228,7 @@ class Runner:
 
         self._working = 0  # stages at work or queued in the pool (not committing)
         self._working_lock = threading.Lock()
+        self._handed = threading.local()  # whether this worker's stage went to the committer
         self.committer = GroupCommitter(
             self.backends.idempotency, self.hashcache.remember, busy=lambda: self._working > 0
         )
@@ -516,14 +517,19 @@ class Runner:
         return result
 
     def _work(self, name: str, deadline: float | None = None) -> Any:
+        self._handed.done = False
         try:
             outcome = self._execute(name, deadline)
             if isinstance(outcome, StageResult):
                 self._halt_on(outcome)
             return outcome
         finally:
-            with self._working_lock:
-                self._working -= 1
+            if not self._handed.done:
+                self._stop_working()
+
+    def _stop_working(self) -> None:
+        with self._working_lock:
+            self._working -= 1
 
     def _halt_on(self, result: StageResult) -> None:
         """A failure stops the run (without --keep-going): said here, in the
@@ -748,6 +754,10 @@ class Runner:
         job = CommitJob(
             list(st.outputs), tmps, list(st.output_paths), lease, make_record, done, known
         )
+        # No longer working: the committer lingers for other stages' commits
+        # only when some are still at work, not for this one's.
+        self._handed.done = True
+        self._stop_working()
         return self.committer.submit(job)
 
     @staticmethod
