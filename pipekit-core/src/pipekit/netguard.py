@@ -197,7 +197,7 @@ def check_allow_list(entries: Sequence[str]) -> list[str]:
         if entry == LOOPBACK:
             continue  # the default: no need to import ipaddress to know it
         try:
-            parse_rule(entry)
+            _rules(entry)  # the policies built from it then parse nothing again
         except ValueError as exc:
             problems.append(str(exc))
     return problems

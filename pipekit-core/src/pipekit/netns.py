@@ -253,12 +253,10 @@ def _counter(text: bytes, prefix: str | None, column: str) -> int:
     ``prefix``) or ``snmp6`` (``Name value`` lines, ``prefix`` None); 0 when
     it is not there."""
     if prefix is None:
-        key = b"\n" + column.encode() + b" "
-        i = text.find(key)
+        text = b"\n" + text  # so that the first line is found like the others
+        i = text.find(b"\n" + column.encode() + b" ")
         if i < 0:
-            if not text.startswith(key[1:]):
-                return 0
-            i = -1
+            return 0
         end = text.find(b"\n", i + 1)
         parts = text[i + 1 : end if end >= 0 else len(text)].split()
         try:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import signal
 import string
 import subprocess
@@ -169,6 +168,8 @@ def _findable(program: str, env: dict[str, str] | None) -> bool:
     """Whether ``program`` names an executable as the shell would look it up."""
     if "/" in program:
         return True  # nsenter reports it, with exit code 126 or 127 as the shell
+    import shutil  # only where commands go through nsenter
+
     path = (env if env is not None else os.environ).get("PATH", os.defpath)
     return shutil.which(program, path=path) is not None
 
