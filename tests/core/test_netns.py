@@ -38,8 +38,12 @@ def test_child_is_born_in_the_namespace_and_the_thread_returns() -> None:
         with tn.entered():
             assert _thread_ns() != host
             proc = subprocess.Popen(
-                [sys.executable, "-c", "import os, socket; print(os.readlink('/proc/self/ns/net'));"
-                 "print(socket.if_nameindex())"],
+                [
+                    sys.executable,
+                    "-c",
+                    "import os, socket; print(os.readlink('/proc/self/ns/net'));"
+                    "print(socket.if_nameindex())",
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -139,3 +143,26 @@ def test_method_choice(monkeypatch: Any) -> None:
     assert netns._method() == "setns"  # root, Linux
     monkeypatch.setenv("PIPEKIT_NETNS", "bogus")
     assert netns._method() == "setns"
+
+
+def _refused_udp(times: int) -> None:
+    """Datagrams to a closed port of 127.0.0.1: each counts as Udp NoPorts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(times):
+            s.sendto(b"x", ("127.0.0.1", 9))
+
+
+def test_counters_are_the_namespaces_not_the_hosts() -> None:
+    """The counters are read without entering the namespace again (their
+    files stay open): what the host's loopback refuses must not count, what
+    the namespace's refuses must."""
+    tn = netns._ThreadNet()
+    try:
+        before = tn.counters()
+        _refused_udp(5)  # this thread is in the host's namespace
+        assert tn.counters() == before
+        with tn.entered():
+            _refused_udp(3)
+        assert tn.counters()["loopback"] == before["loopback"] + 3
+    finally:
+        tn.close()

@@ -98,7 +98,9 @@ class _Holder:
         self.pid = proc.pid
         self.userns = userns
         self.nsenter = nsenter
-        self._finalizer = weakref.finalize(self, _stop, proc)
+        self._fds: list[int] = []  # the counters' files, closed with the holder
+        self._counters: _Counters | None = None
+        self._finalizer = weakref.finalize(self, _stop, proc, self._fds)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -110,7 +112,9 @@ class _Holder:
         return [*enter, "--", *argv]
 
     def counters(self) -> dict[str, int]:
-        return _read_counters(f"/proc/{self.pid}/net")
+        if self._counters is None:
+            self._counters = _Counters(f"/proc/{self.pid}/net", self._fds)
+        return self._counters.read()
 
     def close(self) -> None:
         self._finalizer()
@@ -160,6 +164,9 @@ class _ThreadNet:
             self.ns_fd = os.open("/proc/thread-self/ns/net", flags)
             fds.append(self.ns_fd)
             _loopback_up()
+            # Opened in the namespace, its counter files keep showing that
+            # namespace's counters: read without entering it again.
+            self._counters = _Counters("/proc/thread-self/net", fds)
         finally:
             self._leave()
         self.nsenter = shutil.which("nsenter")
@@ -191,8 +198,7 @@ class _ThreadNet:
         return [self.nsenter, f"--net=/proc/{os.getpid()}/fd/{self.ns_fd}", "--", *argv]
 
     def counters(self) -> dict[str, int]:
-        with self.entered():
-            return _read_counters("/proc/thread-self/net")
+        return self._counters.read()
 
     def close(self) -> None:
         self._finalizer()
@@ -221,31 +227,56 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))
 
 
+class _Counters:
+    """The counters of :data:`_COUNTERS` of one network namespace, from its
+    ``snmp`` and ``snmp6`` files. A ``/proc/.../net`` file shows the
+    namespace it was opened in for as long as it stays open, so both are
+    opened once and read again from offset 0 (about 30 µs for the pair;
+    opening them anew cost 50 µs, plus two ``setns`` to enter the thread's
+    namespace for it). Read twice per command."""
+
+    def __init__(self, netdir: str, keep: list[int] | None = None) -> None:
+        self.fds: list[int | None] = []
+        for name in ("snmp", "snmp6"):
+            try:
+                fd: int | None = os.open(f"{netdir}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                fd = None  # read as no counters
+            self.fds.append(fd)
+            if fd is not None and keep is not None:
+                keep.append(fd)  # closed by the owner
+
+    def read(self) -> dict[str, int]:
+        texts = {"snmp": _pread_all(self.fds[0]), "snmp6": _pread_all(self.fds[1])}
+        out = {"beyond": 0, "loopback": 0}
+        for fname, prefix, column, kind in _COUNTERS:
+            out[kind] += _counter(texts[fname], prefix, column)
+        return out
+
+    def close(self) -> None:
+        _close_fds([fd for fd in self.fds if fd is not None])
+        self.fds = [None, None]
+
+
 def _read_counters(netdir: str) -> dict[str, int]:
-    """The namespace's counters of :data:`_COUNTERS`. Read twice per
-    command, so kept cheap: two raw reads and a search for the few fields
-    (about 60 µs; splitting every line cost 160 µs)."""
-    out = {"beyond": 0, "loopback": 0}
-    texts = {name: _read_proc(f"{netdir}/{name}") for name in ("snmp", "snmp6")}
-    for fname, prefix, column, kind in _COUNTERS:
-        out[kind] += _counter(texts[fname], prefix, column)
-    return out
-
-
-def _read_proc(path: str) -> bytes:
+    """The counters of the namespace ``netdir`` shows, read once."""
+    counters = _Counters(netdir)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return b""
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return b""
+        return counters.read()
     finally:
-        os.close(fd)
+        counters.close()
+
+
+def _pread_all(fd: int | None) -> bytes:
+    if fd is None:
+        return b""
+    chunks = []
+    try:
+        while chunk := os.pread(fd, 65536, sum(map(len, chunks))):
+            chunks.append(chunk)
+    except OSError:
+        return b""
+    return b"".join(chunks)
 
 
 def _counter(text: bytes, prefix: str | None, column: str) -> int:
@@ -299,7 +330,8 @@ def _line_at(text: bytes, tag: bytes, pos: int) -> tuple[bytes, int] | None:
         return text[start:end], end + 1
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[bytes], fds: list[int] | None = None) -> None:
+    _close_fds(fds or [])
     try:
         if proc.stdin is not None:
             proc.stdin.close()
