@@ -270,10 +270,12 @@ def _read_counters(netdir: str) -> dict[str, int]:
 def _pread_all(fd: int | None) -> bytes:
     if fd is None:
         return b""
-    chunks = []
+    chunks: list[bytes] = []
+    offset = 0
     try:
-        while chunk := os.pread(fd, 65536, sum(map(len, chunks))):
+        while chunk := os.pread(fd, 65536, offset):
             chunks.append(chunk)
+            offset += len(chunk)
     except OSError:
         return b""
     return b"".join(chunks)
