@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -225,3 +227,48 @@ def test_a_bad_pipekit_shell_value_fails_the_stage_in_words(project: Project) ->
                        "params": {"cmd": "cat {input} > {output}"}}])
     summary = project.run_json(expect=1, env=project.env(PIPEKIT_SHELL="sometimes"))
     assert "PIPEKIT_SHELL must be 'auto' or 'always'" in summary["stages"][0]["reason"]
+
+
+def test_a_command_started_without_the_shell_gets_what_popen_gave_it(
+    project: Project, tmp_path: Path
+) -> None:
+    """posix_spawn starts it: as subprocess.Popen did, in a session of its
+    own, with /dev/null on stdin and SIGPIPE and SIGXFSZ at their defaults
+    (Python ignores both, and an ignored signal stays ignored across exec);
+    its stdout goes to pipekit's stderr. From another folder (``-f``), where
+    posix_spawn cannot change folder, the same."""
+    project.write("in.txt", "x\n")
+    stages = [
+        {"name": "stat", "uses": "shell", "inputs": ["in.txt"], "outputs": ["stat.txt"],
+         "params": {"cmd": "cat /proc/self/stat > {output}"}},
+        {"name": "status", "uses": "shell", "inputs": ["in.txt"], "outputs": ["status.txt"],
+         "params": {"cmd": "grep -E '^Sig(Ign|Blk)' /proc/self/status > {output}"}},
+        {"name": "stdin", "uses": "shell", "inputs": ["in.txt"], "outputs": ["stdin.txt"],
+         "params": {"cmd": "readlink /proc/self/fd/0 > {output}"}},
+        {"name": "stdout", "uses": "shell", "inputs": ["in.txt"], "outputs": ["o.txt"],
+         "params": {"cmd": "cp -v {input} {output}"}},
+    ]
+    project.pipeline(stages)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for cwd in (project.root, elsewhere):
+        for f in ("stat.txt", "status.txt", "stdin.txt", "o.txt"):
+            (project.root / f).unlink(missing_ok=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipekit", "run", "--json", "--force", "all",
+             "-f", str(project.root / "pipekit.toml")],
+            cwd=cwd, env=project.env(PIPEKIT_SHELL="auto"), capture_output=True, text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        summary = json.loads(proc.stdout)
+        assert {s["status"] for s in summary["stages"]} == {"ok"}
+        assert all(s["info"].get("shell") is False for s in run_record(project, summary).values())
+        fields = (project.root / "stat.txt").read_text().rsplit(")", 1)[1].split()
+        pid, session = int((project.root / "stat.txt").read_text().split()[0]), int(fields[3])
+        assert session == pid, "a session of its own"
+        masks = dict(line.split(":") for line in (project.root / "status.txt").read_text().splitlines())
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            assert not int(masks["SigIgn"], 16) & (1 << (sig - 1)), (sig, masks)
+        assert (project.root / "stdin.txt").read_text().strip() == "/dev/null"
+        assert "->" in proc.stderr and "->" not in proc.stdout  # cp -v's line
