@@ -282,7 +282,7 @@ def _start_direct(
         return None, None
     try:
         isolated = pipekit.isolate_command(simple.words)
-        proc = _spawn(isolated, simple.words, workdir, env, fds)
+        proc: Any = _spawn(isolated, simple.words, workdir, env, fds)
         if proc is None:
             if isolated.wrapped and not _findable(simple.words[0], std["env"]):
                 return None, None
