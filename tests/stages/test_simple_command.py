@@ -272,3 +272,23 @@ def test_a_command_started_without_the_shell_gets_what_popen_gave_it(
             assert not int(masks["SigIgn"], 16) & (1 << (sig - 1)), (sig, masks)
         assert (project.root / "stdin.txt").read_text().strip() == "/dev/null"
         assert "->" in proc.stderr and "->" not in proc.stdout  # cp -v's line
+
+
+def test_the_spawn_environment_follows_changes_to_os_environ(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The encoded environment is cached, but never outlives a change."""
+    from pipekit_stages.shell import _spawn_env
+
+    monkeypatch.setenv("PIPEKIT_TEST_ENV", "one")
+    path, env = _spawn_env(str(tmp_path), {"EXTRA": "x"})
+    assert env[b"PIPEKIT_TEST_ENV"] == b"one" and env[b"EXTRA"] == b"x"
+    assert env[b"PWD"] == os.fsencode(tmp_path) and path == os.environ["PATH"]
+    assert _spawn_env(str(tmp_path), {"EXTRA": "x"})[1] is env  # cached
+    monkeypatch.setenv("PIPEKIT_TEST_ENV", "two")
+    assert _spawn_env(str(tmp_path), {"EXTRA": "x"})[1][b"PIPEKIT_TEST_ENV"] == b"two"
+    monkeypatch.delenv("PIPEKIT_TEST_ENV")
+    assert b"PIPEKIT_TEST_ENV" not in _spawn_env(str(tmp_path), {"EXTRA": "x"})[1]
+    assert _spawn_env(str(tmp_path), {"EXTRA": "y"})[1][b"EXTRA"] == b"y"
+    monkeypatch.setenv("PATH", "/nowhere")
+    assert _spawn_env(str(tmp_path), {})[0] == "/nowhere"
