@@ -165,3 +165,18 @@ def test_processes_racing_on_keys_have_one_winner_each(tmp_path: Path, link: boo
             assert len(winners) == 1, (kind, i, winners)
             prefix = "c" if kind == "create" else "r"
             assert store.get(f"op:{prefix}{i}").owner == f"p{winners[0]}"
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_put_many_remakes_a_shard_removed_behind_its_back(tmp_path: Path, durable: bool) -> None:
+    """put_many remembers which shard folders it made (one mkdir per shard,
+    not per record); a shard removed since is made again, and no temp file
+    is left behind."""
+    store = FileIdempotencyStore(tmp_path / "idem")
+    store.put_many([rec("k1")], durable=durable)
+    shard = store.path_for("k1").parent
+    shutil.rmtree(shard)
+    store.put_many([rec("k1", result={"n": 2})], durable=durable)
+    got = store.get("k1")
+    assert got is not None and got.result == {"n": 2}
+    assert [p.name for p in shard.iterdir()] == [store.path_for("k1").name]

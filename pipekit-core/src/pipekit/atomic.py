@@ -27,6 +27,7 @@ __all__ = [
     "sweep_temp_files",
     "sync_files",
     "sync_dirs",
+    "temp_name_for",
 ]
 
 TEMP_MARK = ".pipekit-tmp-"
@@ -36,8 +37,13 @@ _HOST = re.sub(r"[^A-Za-z0-9_.]", "_", os.uname().nodename if hasattr(os, "uname
 
 def temp_path_for(final: Path, tag: str = "") -> Path:
     """A unique temp path beside ``final`` (same folder, same file system)."""
+    return final.with_name(temp_name_for(final.name, tag))
+
+
+def temp_name_for(name: str, tag: str = "") -> str:
+    """The unique temp file name of :func:`temp_path_for`, for file ``name``."""
     extra = f"{tag}-" if tag else ""
-    return final.with_name(f".{final.name}{TEMP_MARK}{extra}{_HOST}-{os.getpid()}-{next(_counter)}")
+    return f".{name}{TEMP_MARK}{extra}{_HOST}-{os.getpid()}-{next(_counter)}"
 
 
 def fsync_dir(path: Path | str) -> None:

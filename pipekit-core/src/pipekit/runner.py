@@ -823,7 +823,8 @@ class Runner:
         is_record = isinstance(st.processor, RecordStage)
         tmps = []
         for final in st.output_paths:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            if not os.path.isdir(final.parent):  # a stat, not a failing mkdir per stage
+                final.parent.mkdir(parents=True, exist_ok=True)
             if is_record:
                 from .records import partial_path_for, remove_stale_partials
 

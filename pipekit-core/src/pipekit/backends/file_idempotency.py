@@ -37,7 +37,14 @@ from pathlib import Path
 import attrs
 
 from .. import _json
-from ..atomic import atomic_write_bytes, commit_files, fsync_dir, sweep_temp_files, temp_path_for
+from ..atomic import (
+    atomic_write_bytes,
+    commit_files,
+    fsync_dir,
+    sweep_temp_files,
+    temp_name_for,
+    temp_path_for,
+)
 from .protocols import IdemRecord
 
 __all__ = ["FileIdempotencyStore"]
@@ -80,6 +87,7 @@ class FileIdempotencyStore:
         self._root = os.fspath(root)
         self.durable = durable
         self._can_link = True
+        self._shards: set[str] = set()  # shard folders known to exist
 
     def __repr__(self) -> str:
         return f"FileIdempotencyStore({self._root!r})"
@@ -250,17 +258,30 @@ class FileIdempotencyStore:
                 pass
 
     def put_many(self, records: Iterable[IdemRecord], *, durable: bool = True) -> None:
-        pairs = []
+        pairs: list[tuple[str, str]] = []
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             for rec in records:
-                final = self.path_for(rec.key)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = temp_path_for(final)
-                with open(tmp, "wb") as f:
-                    f.write(_json.dumps(_as_dict(rec)))
+                final = self._path_str(rec.key)
+                shard, name = final.rsplit("/", 1)
+                if shard not in self._shards:  # one mkdir per shard and store, not per record
+                    os.makedirs(shard, exist_ok=True)
+                    self._shards.add(shard)
+                tmp = f"{shard}/{temp_name_for(name)}"
+                try:
+                    fd = os.open(tmp, flags, 0o644)
+                except FileNotFoundError:  # the shard was removed since
+                    os.makedirs(shard, exist_ok=True)
+                    fd = os.open(tmp, flags, 0o644)
                 pairs.append((tmp, final))
+                try:
+                    data = memoryview(_json.dumps(_as_dict(rec)))
+                    while data:
+                        data = data[os.write(fd, data) :]
+                finally:
+                    os.close(fd)
             if durable:
-                commit_files(pairs)
+                commit_files([(Path(tmp), Path(final)) for tmp, final in pairs])
             else:
                 for tmp, final in pairs:
                     os.replace(tmp, final)
