@@ -49,3 +49,21 @@ def test_every_counter_pipekit_watches_is_in_this_kernel() -> None:
         assert _counter(text, prefix, column) >= 0
     assert set(_read_counters("/proc/self/net")) == {"beyond", "loopback"}
     assert _read_counters("/nonexistent") == {"beyond": 0, "loopback": 0}
+
+
+def test_counter_files_are_read_whole_in_as_few_reads_as_they_need(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from pipekit.netns import _READ_SIZE, _pread_all
+
+    for size in (0, 100, _READ_SIZE, 2 * _READ_SIZE + 7):
+        path = tmp_path / f"f{size}"
+        data = os.urandom(size)
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert _pread_all(fd) == data
+            assert _pread_all(fd) == data  # again from the start
+        finally:
+            os.close(fd)
+    assert _pread_all(None) == b""
