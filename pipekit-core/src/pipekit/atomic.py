@@ -28,6 +28,7 @@ __all__ = [
     "sync_files",
     "sync_dirs",
     "temp_name_for",
+    "unlink_quietly",
 ]
 
 TEMP_MARK = ".pipekit-tmp-"
@@ -77,13 +78,13 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True, mode: i
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     os.close(fd)
     try:
         os.replace(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     if durable:
         fsync_dir(path.parent)
@@ -153,7 +154,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path | str) -> None:
+    """Remove ``path`` if it is there."""
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -36,7 +36,7 @@ from typing import Any
 import attrs
 import orjson
 
-from .atomic import TEMP_MARK, sync_files
+from .atomic import TEMP_MARK, sync_files, unlink_quietly
 from .errors import StateError, StateReadError, StateValidationError
 from .state_lock import HOST, StateLock
 from .state_log import StateLogEntry, append_entry, last_content_checksum, read_log
@@ -489,7 +489,7 @@ class PipelineState:
             new_st = self._replace(new_raw)
         except BaseException as exc:
             if backup is not None:
-                _unlink_quietly(backup)
+                unlink_quietly(backup)
             self._log_failure(operation, exc, restored_from=restored_from)
             if isinstance(exc, OSError):
                 raise StateError(
@@ -540,7 +540,7 @@ class PipelineState:
         """temp file + fsync + rename (the folder fsync is the caller's);
         returns the new file's stat."""
         tmp = self._tmp
-        _unlink_quietly(tmp)  # left by a writer killed mid-commit
+        unlink_quietly(tmp)  # left by a writer killed mid-commit
         try:
             mode: int | None = stat.S_IMODE(os.stat(self.path).st_mode)
         except OSError:
@@ -560,13 +560,13 @@ class PipelineState:
             st = os.fstat(fd)
         except BaseException:
             os.close(fd)
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
         os.close(fd)
         try:
             os.replace(tmp, self.path)
         except BaseException:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
         return st
 
@@ -607,7 +607,7 @@ class PipelineState:
     def _copy(self, dest: Path, old_raw: bytes) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{TEMP_MARK}backup")
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, old_raw)
@@ -805,10 +805,3 @@ def _stamp_us(name: str) -> int:
     d = m.group(1)
     fields = (int(d[0:4]), int(d[4:6]), int(d[6:8]), int(d[9:11]), int(d[11:13]), int(d[13:15]))
     return calendar.timegm((*fields, 0, 0, 0)) * 1_000_000 + int(m.group(2))
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -43,7 +43,7 @@ from ..atomic import (
     fsync_dir,
     sweep_temp_files,
     temp_name_for,
-    temp_path_for,
+    unlink_quietly,
 )
 from .protocols import IdemRecord
 
@@ -87,7 +87,6 @@ class FileIdempotencyStore:
         self._root = os.fspath(root)
         self.durable = durable
         self._can_link = True
-        self._shards: set[str] = set()  # shard folders known to exist
 
     def __repr__(self) -> str:
         return f"FileIdempotencyStore({self._root!r})"
@@ -126,18 +125,27 @@ class FileIdempotencyStore:
         return rec if _live(rec, now) else None
 
     def _write_temp(self, path: str, rec: IdemRecord, *, sync: bool) -> str:
-        tmp = os.fspath(temp_path_for(Path(path)))
+        """``rec`` in a new temp file beside ``path`` (its shard made if
+        missing); the temp file's path."""
+        shard, name = path.rsplit("/", 1)
+        tmp = f"{shard}/{temp_name_for(name)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, flags, 0o644)
         except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.makedirs(shard, exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
         try:
-            os.write(fd, _json.dumps(_as_dict(rec)))
+            data = memoryview(_json.dumps(_as_dict(rec)))
+            while data:
+                data = data[os.write(fd, data) :]
             if sync:
                 os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            unlink_quietly(tmp)
+            raise
+        os.close(fd)
         return tmp
 
     def _must_sync(self, rec: IdemRecord) -> bool:
@@ -233,10 +241,7 @@ class FileIdempotencyStore:
                     fsync_dir(os.path.dirname(path))
                 return None
         finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            unlink_quietly(tmp)
 
     def replace(self, record: IdemRecord, *, expect_owner: str | None) -> bool:
         path = self._path_str(record.key)
@@ -252,34 +257,14 @@ class FileIdempotencyStore:
                 fsync_dir(os.path.dirname(path))
             return True
         finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            unlink_quietly(tmp)
 
     def put_many(self, records: Iterable[IdemRecord], *, durable: bool = True) -> None:
         pairs: list[tuple[str, str]] = []
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             for rec in records:
                 final = self._path_str(rec.key)
-                shard, name = final.rsplit("/", 1)
-                if shard not in self._shards:  # one mkdir per shard and store, not per record
-                    os.makedirs(shard, exist_ok=True)
-                    self._shards.add(shard)
-                tmp = f"{shard}/{temp_name_for(name)}"
-                try:
-                    fd = os.open(tmp, flags, 0o644)
-                except FileNotFoundError:  # the shard was removed since
-                    os.makedirs(shard, exist_ok=True)
-                    fd = os.open(tmp, flags, 0o644)
-                pairs.append((tmp, final))
-                try:
-                    data = memoryview(_json.dumps(_as_dict(rec)))
-                    while data:
-                        data = data[os.write(fd, data) :]
-                finally:
-                    os.close(fd)
+                pairs.append((self._write_temp(final, rec, sync=False), final))
             if durable:
                 commit_files([(Path(tmp), Path(final)) for tmp, final in pairs])
             else:
@@ -287,10 +272,7 @@ class FileIdempotencyStore:
                     os.replace(tmp, final)
         except BaseException:
             for tmp, _ in pairs:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
+                unlink_quietly(tmp)
             raise
 
     def delete(self, key: str) -> None:
