@@ -3,7 +3,7 @@ network are read from /proc text; the reader finds them in any order."""
 
 from __future__ import annotations
 
-from pipekit.netns import _COUNTERS, _counter, _read_counters
+from pipekit.netns import _COUNTERS, _close_fds, _counter, _Counters
 
 SNMP = b"""Ip: Forwarding DefaultTTL InReceives OutNoRoutes ReasmTimeout
 Ip: 1 64 7 3 0
@@ -47,8 +47,13 @@ def test_every_counter_pipekit_watches_is_in_this_kernel() -> None:
         text = snmp if fname == "snmp" else snmp6
         assert column.encode() in text, column
         assert _counter(text, prefix, column) >= 0
-    assert set(_read_counters("/proc/self/net")) == {"beyond", "loopback"}
-    assert _read_counters("/nonexistent") == {"beyond": 0, "loopback": 0}
+    fds: list[int] = []
+    try:
+        assert set(_Counters("/proc/self/net", fds).read()) == {"beyond", "loopback"}
+        assert len(fds) == 2
+        assert _Counters("/nonexistent", fds).read() == {"beyond": 0, "loopback": 0}
+    finally:
+        _close_fds(fds)
 
 
 def test_counter_files_are_read_whole_in_as_few_reads_as_they_need(tmp_path) -> None:  # type: ignore[no-untyped-def]
