@@ -165,14 +165,21 @@ class _Watchdog:
 WATCHDOG = _Watchdog()
 
 
-def _findable(program: str, env: dict[str, str] | None) -> bool:
-    """Whether ``program`` names an executable as the shell would look it up."""
-    if "/" in program:
-        return True  # nsenter reports it, with exit code 126 or 127 as the shell
-    import shutil  # only where commands go through nsenter
-
-    path = (env if env is not None else os.environ).get("PATH", os.defpath)
-    return shutil.which(program, path=path) is not None
+def _nsenter_can_exec(program: str, env: dict[str, str] | None, workdir: str) -> bool:
+    """Whether ``nsenter`` would execute ``program`` itself: found as the
+    shell would look it up, and a binary or a ``#!`` script. Anything else
+    goes to the shell, which reports it in its own words, or runs a script
+    without ``#!`` as the shell it is (nsenter's ``execvp`` would do that
+    too, behind the record's back)."""
+    found = _which(program, (env if env is not None else os.environ).get("PATH", os.defpath))
+    if found is None:
+        return False
+    try:
+        with open(os.path.join(workdir, found), "rb") as f:  # a relative one is in workdir
+            magic = f.read(4)
+    except OSError:
+        return False
+    return magic.startswith(b"#!") or magic == b"\x7fELF"
 
 
 class _Child:
@@ -311,7 +318,7 @@ def _start_direct(
             env = std["env"] if std["env"] is not None else os.environ
             if env.get("PWD") != workdir:  # the shell exports its folder as PWD
                 std = {**std, "env": {**env, "PWD": workdir}}
-            if isolated.wrapped and not _findable(simple.words[0], std["env"]):
+            if isolated.wrapped and not _nsenter_can_exec(simple.words[0], std["env"], workdir):
                 return None, None
             proc = isolated.popen(stdin=fds.get(0, subprocess.DEVNULL), stdout=fds.get(1, 2), **std)
     except OSError:
