@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from .atomic import sync_dirs, sync_files
+from .atomic import sync_dirs, sync_files, unlink_quietly
 from .errors import FencedOut, LeaseLost
 from .hashcache import hash_file
 
@@ -176,10 +176,7 @@ class GroupCommitter:
             err = errors.get(i)
             if err is not None:
                 for tmp in job.tmps:
-                    try:
-                        os.unlink(tmp)
-                    except FileNotFoundError:
-                        pass
+                    unlink_quietly(tmp)
             try:
                 job.lease.release()
             except Exception:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .atomic import temp_path_for
+from .atomic import temp_path_for, unlink_quietly
 from .backends.protocols import IdemRecord
 from .errors import (
     EXIT_FAILED,
@@ -888,10 +888,7 @@ class Runner:
                     pass
             if not is_record:  # a record stage's partial output stays for its resume
                 for tmp in tmps:
-                    try:
-                        os.unlink(tmp)
-                    except FileNotFoundError:
-                        pass
+                    unlink_quietly(tmp)
             raise
         known = {}
         if record_run is not None and record_run.output_digest:
