@@ -19,6 +19,7 @@ __all__ = [
     "Stage",
     "RecordStage",
     "StageContext",
+    "Started",
     "Checkpoint",
     "StageConfig",
     "PipelineConfig",
@@ -68,6 +69,7 @@ _LAZY = {
     "Stage": "pipekit.stage",
     "RecordStage": "pipekit.stage",
     "StageContext": "pipekit.stage",
+    "Started": "pipekit.stage",
     "Checkpoint": "pipekit.stage",
     "StageConfig": "pipekit.config",
     "PipelineConfig": "pipekit.config",
@@ -165,4 +167,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pipeline_state import PipelineState
     from .plugins import load_registry
     from .results import RunInfo, StageResult
-    from .stage import Checkpoint, RecordStage, Stage, StageContext
+    from .stage import Checkpoint, RecordStage, Stage, StageContext, Started

@@ -331,6 +331,18 @@ def guarded(policy: Policy) -> Iterator[Guard]:
 
 
 @contextmanager
+def entered(g: Guard) -> Iterator[Guard]:
+    """Put the guard ``g`` (from :func:`guarded`) in force again for the
+    body: a stage started in one call and finished in another (see
+    :meth:`pipekit.Stage.start`) keeps one guard across both."""
+    token = _current.set(g)
+    try:
+        yield g
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
 def trusted() -> Iterator[None]:
     """Lift the guard for the runner's own work in a processor's thread
     (e.g. a checkpoint store that talks to a server)."""

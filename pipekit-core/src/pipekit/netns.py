@@ -3,8 +3,9 @@ processor starts (the ``shell`` stage's commands, and any processor's that
 uses :func:`pipekit.isolate_command`).
 
 Each thread that runs commands gets, on first use, a network namespace of
-its own with nothing but its own loopback, brought up; every command of that
-thread starts in it, so the kernel gives the command no route beyond
+its own with nothing but its own loopback, brought up (one per
+:func:`slot`, for a thread that runs several commands at once); every
+command of that thread starts in it, so the kernel gives the command no route beyond
 loopback, and the host's loopback services are out of its reach too. Two
 ways to make and enter one:
 
@@ -410,12 +411,32 @@ def _method() -> str:
     return chosen
 
 
+@contextlib.contextmanager
+def slot(number: int) -> Iterator[None]:
+    """Commands isolated in the body get this thread's namespace number
+    ``number`` (0 outside any ``slot``). A thread that has several commands
+    running at once (the runner's, for stages started with
+    :meth:`pipekit.Stage.start`) gives each running command a slot of its
+    own, so that each namespace's counters tell what its one command tried."""
+    before = getattr(_local, "slot", 0)
+    _local.slot = number
+    try:
+        yield
+    finally:
+        _local.slot = before
+
+
 def _holder() -> _Holder | _ThreadNet:
-    """This thread's namespace (made on first use, remade if its holder died)."""
+    """This thread's namespace for its current :func:`slot` (made on first
+    use, remade if its holder died)."""
     global _unavailable
     if _unavailable is not None:
         raise Unavailable(_unavailable)
-    h: _Holder | _ThreadNet | None = getattr(_local, "holder", None)
+    holders: dict[int, _Holder | _ThreadNet] | None = getattr(_local, "holders", None)
+    if holders is None:
+        holders = _local.holders = {}
+    number = getattr(_local, "slot", 0)
+    h = holders.get(number)
     if h is not None and h.alive():
         return h
     method = _method()
@@ -439,7 +460,7 @@ def _holder() -> _Holder | _ThreadNet:
         with _lock:
             _unavailable = f"cannot start unshare: {exc}"
         raise Unavailable(_unavailable) from None
-    _local.holder = h
+    holders[number] = h
     return h
 
 

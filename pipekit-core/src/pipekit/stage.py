@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 
-__all__ = ["Stage", "RecordStage", "StageContext", "Checkpoint", "stage_namespace"]
+__all__ = ["Stage", "RecordStage", "StageContext", "Started", "Checkpoint", "stage_namespace"]
 
 
 def stage_namespace(pipeline: str, stage: str) -> str:
@@ -181,6 +183,85 @@ class Stage(_ProcessorBase):
 
     def run(self, ctx: StageContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__}.run() is not implemented")
+
+    def start(self, ctx: StageContext) -> Started | None:
+        """Optional: start the stage's work without waiting for it, and
+        return a :class:`Started` that the runner watches, or ``None`` to
+        have :meth:`run` called instead (the default).
+
+        A processor whose work is a program it starts (``shell``)
+        implements this, so that the runner starts and reaps thousands of
+        such stages from one thread, as make does, instead of giving each
+        a thread that waits. The processor must still implement
+        :meth:`run`: it is used where the runner does not call ``start``
+        (a stage with retries, for one). Called in the runner's scheduling
+        thread: it must not block."""
+        return None
+
+
+class Started:
+    """Work that :meth:`Stage.start` started: the runner waits on
+    :meth:`fileno` with the other stages' and calls :meth:`poll` whenever
+    it is readable, until ``poll`` returns True; then :meth:`finish`.
+
+    Subclasses implement :meth:`fileno`, :meth:`poll`, :meth:`kill` and
+    :meth:`finish`; :meth:`wait` (for a processor's :meth:`Stage.run`) is
+    built on them."""
+
+    def fileno(self) -> int:  # pragma: no cover - abstract
+        """A descriptor that becomes readable when :meth:`poll` has
+        something to do (it may change after each ``poll``)."""
+        raise NotImplementedError
+
+    def poll(self) -> bool:  # pragma: no cover - abstract
+        """Do what is ready without blocking (read output, reap a child);
+        True once the work has ended."""
+        raise NotImplementedError
+
+    def kill(self, reason: str) -> None:  # pragma: no cover - abstract
+        """Stop the work now; ``reason`` is ``"timeout"`` or
+        ``"cancelled"`` (the run was interrupted). :meth:`poll` then
+        reports its end as usual, and :meth:`finish` raises."""
+        raise NotImplementedError
+
+    def finish(self) -> None:  # pragma: no cover - abstract
+        """After :meth:`poll` returned True: raise if the attempt failed,
+        as :meth:`Stage.run` would (e.g. :class:`pipekit.StageFailed`),
+        and put what the stage record should keep in ``ctx.info``."""
+        raise NotImplementedError
+
+    TICK = 0.2
+    """How often :meth:`wait` looks at ``cancelled`` while nothing happens."""
+
+    def wait(self, deadline: float | None = None, cancelled: threading.Event | None = None) -> None:
+        """Block until the work has ended, killing it at ``deadline`` (a
+        ``time.monotonic()`` value) or when ``cancelled`` is set; then
+        :meth:`finish`."""
+        fired = ""
+        poller = select.poll()
+        fd = -1
+        while True:
+            timeout = self.TICK if cancelled is not None else None
+            if deadline is not None and not fired:
+                left = max(0.0, deadline - time.monotonic())
+                timeout = left if timeout is None else min(timeout, left)
+            if self.fileno() != fd:
+                if fd >= 0:
+                    poller.unregister(fd)
+                fd = self.fileno()
+                poller.register(fd, select.POLLIN)
+            ready = poller.poll(None if timeout is None else timeout * 1000)
+            if ready and self.poll():
+                break
+            if fired:
+                continue
+            if cancelled is not None and cancelled.is_set():
+                fired = "cancelled"
+            elif deadline is not None and time.monotonic() >= deadline:
+                fired = "timeout"
+            if fired:
+                self.kill(fired)
+        self.finish()
 
 
 class RecordStage(_ProcessorBase):

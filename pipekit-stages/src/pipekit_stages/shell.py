@@ -29,7 +29,6 @@ import shlex
 import signal
 import string
 import subprocess
-import threading
 import time
 from typing import Any
 
@@ -91,80 +90,6 @@ def render(template: str, inputs: list[str], outputs: list[str], stage: str, run
     )
 
 
-class _Watch:
-    __slots__ = ("cancelled", "deadline", "fired", "proc")
-
-    def __init__(self, proc: Any, deadline: float | None, cancelled: threading.Event) -> None:
-        self.proc = proc
-        self.deadline = deadline
-        self.cancelled = cancelled
-        self.fired = ""
-
-
-class _Watchdog:
-    """One thread for every running command: kills a command's whole process
-    group when its deadline passes or its run is interrupted. The stage's own
-    thread then waits for the command without polling (a polling wait costs a
-    GIL hand-off per wake-up, which adds up over thousands of stages)."""
-
-    TICK = 0.2  # how soon an interrupt is noticed
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._watches: set[_Watch] = set()
-        self._thread: threading.Thread | None = None
-        self._wakes_at: float | None = None  # None: sleeping until notified
-
-    def watch(self, proc: Any, deadline: float | None, cancelled: threading.Event) -> _Watch:
-        w = _Watch(proc, deadline, cancelled)
-        with self._cv:
-            self._watches.add(w)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="pipekit-shell-watchdog", daemon=True
-                )
-                self._thread.start()
-            # Wake the thread only when it must look sooner than it will:
-            # a wake-up per command would cost a GIL hand-off per stage.
-            soonest = time.monotonic() + self.TICK if deadline is None else deadline
-            if self._wakes_at is None or soonest < self._wakes_at - self.TICK:
-                self._cv.notify()
-        return w
-
-    def unwatch(self, w: _Watch) -> None:
-        with self._cv:
-            self._watches.discard(w)
-
-    def _loop(self) -> None:
-        with self._cv:
-            while True:
-                now = time.monotonic()
-                wake = None
-                for w in list(self._watches):
-                    if w.cancelled.is_set():
-                        w.fired = "cancelled"
-                    elif w.deadline is not None and now >= w.deadline:
-                        w.fired = "timeout"
-                    else:
-                        if w.deadline is not None:
-                            left = w.deadline - now
-                            wake = left if wake is None else min(wake, left)
-                        continue
-                    self._watches.discard(w)
-                    if w.proc.returncode is None:
-                        try:
-                            os.killpg(w.proc.pid, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-                if self._watches:
-                    wake = self.TICK if wake is None else min(wake, self.TICK)
-                self._wakes_at = None if wake is None else time.monotonic() + wake
-                self._cv.wait(timeout=wake)
-
-
-WATCHDOG = _Watchdog()
-
-
 def _nsenter_can_exec(program: str, env: dict[str, str] | None, workdir: str) -> bool:
     """Whether ``nsenter`` would execute ``program`` itself: found as the
     shell would look it up, and a binary or a ``#!`` script. Anything else
@@ -183,35 +108,65 @@ def _nsenter_can_exec(program: str, env: dict[str, str] | None, workdir: str) ->
 
 
 class _Child:
-    """A command started with ``posix_spawn``, with the part of
-    :class:`subprocess.Popen` that :meth:`Shell.run` and the watchdog use."""
+    """A running command: its pid, the read end of its stderr pipe, and
+    how to reap it (``os.waitpid`` for one started with ``posix_spawn``;
+    the :class:`subprocess.Popen`'s own methods for one started by it)."""
 
-    __slots__ = ("_stderr", "pid", "returncode")
+    __slots__ = ("_close_err", "_popen", "err", "pid", "returncode")
 
-    def __init__(self, pid: int, stderr: int) -> None:
+    def __init__(self, pid: int, err: int, popen: subprocess.Popen[bytes] | None = None) -> None:
         self.pid = pid
+        self.err = err
         self.returncode: int | None = None
-        self._stderr = stderr
+        self._popen = popen
 
-    def communicate(self) -> tuple[None, bytes]:
-        """Read stderr to its end, then reap the command (blocking, no polling)."""
-        chunks = []
-        try:
-            while chunk := os.read(self._stderr, 65536):
-                chunks.append(chunk)
-        finally:
-            os.close(self._stderr)
+    @classmethod
+    def of(cls, proc: subprocess.Popen[bytes]) -> _Child:
+        assert proc.stderr is not None
+        child = cls(proc.pid, proc.stderr.fileno(), proc)
+        return child
+
+    def close_err(self) -> None:
+        if self.err < 0:
+            return
+        if self._popen is not None and self._popen.stderr is not None:
+            self._popen.stderr.close()  # its file object owns the descriptor
+        else:
+            os.close(self.err)
+        self.err = -1
+
+    def reap(self, block: bool) -> bool:
+        """Whether the command has ended (and is reaped): waits for it when
+        ``block``."""
+        if self._popen is not None:
+            rc = self._popen.wait() if block else self._popen.poll()
+            if rc is None:
+                return False
+            self.returncode = rc
+            return True
         while True:
             try:
-                _, status = os.waitpid(self.pid, 0)
-                break
+                pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
             except ChildProcessError:
                 status = 255 << 8  # reaped elsewhere: as Popen reports it
                 break
             except InterruptedError:  # pragma: no cover (PEP 475 retries)
                 continue
+            if pid == 0:
+                return False
+            break
         self.returncode = os.waitstatus_to_exitcode(status)
-        return None, b"".join(chunks)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL to the command's whole process group (it leads its own
+        session), so that what it started goes too."""
+        if self.returncode is not None:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 # What subprocess.Popen resets in the child by default (restore_signals):
@@ -301,7 +256,7 @@ def _start_direct(
     workdir: str,
     std: dict[str, Any],
     extra: dict[str, str],
-) -> tuple[Any, Any]:
+) -> tuple[_Child | None, Any]:
     """Start a simple command without the shell: ``(process, isolated)``, or
     ``(None, None)`` when it cannot be started so (a redirection cannot be
     opened, the program is not found or is a script without ``#!``): the
@@ -320,13 +275,90 @@ def _start_direct(
                 std = {**std, "env": {**env, "PWD": workdir}}
             if isolated.wrapped and not _nsenter_can_exec(simple.words[0], std["env"], workdir):
                 return None, None
-            proc = isolated.popen(stdin=fds.get(0, subprocess.DEVNULL), stdout=fds.get(1, 2), **std)
+            proc = _Child.of(
+                isolated.popen(stdin=fds.get(0, subprocess.DEVNULL), stdout=fds.get(1, 2), **std)
+            )
     except OSError:
         return None, None
     finally:
         for fd in fds.values():
             os.close(fd)
     return proc, isolated
+
+
+class _Running(pipekit.Started):
+    """A started command: its stderr is read as it comes (a command that
+    fills the pipe must not stall), then the command is reaped when its
+    pidfd says it has ended."""
+
+    KEEP_BYTES = 1 << 16  # more than STDERR_KEEP characters of any encoding
+
+    def __init__(self, ctx: pipekit.StageContext, child: _Child, isolated: Any) -> None:
+        self.ctx = ctx
+        self.child = child
+        self.isolated = isolated
+        self.fired = ""
+        self._stderr = bytearray()
+        self._pidfd = -1
+
+    def fileno(self) -> int:
+        return self.child.err if self.child.err >= 0 else self._pidfd
+
+    def poll(self) -> bool:
+        child = self.child
+        if child.err >= 0:
+            chunk = os.read(child.err, 65536)
+            if chunk:
+                self._stderr += chunk
+                if len(self._stderr) > 2 * self.KEEP_BYTES:
+                    del self._stderr[: -self.KEEP_BYTES]
+                return False
+            child.close_err()  # stderr closed: the command has ended, or nearly
+            if child.reap(block=False):
+                return True
+            try:
+                self._pidfd = os.pidfd_open(child.pid)
+            except (AttributeError, OSError):  # no pidfd (Linux < 5.3): wait here
+                return child.reap(block=True)
+            return False
+        if child.reap(block=False):
+            self._close_pidfd()
+            return True
+        return False
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def kill(self, reason: str) -> None:
+        self.fired = self.fired or reason
+        self.child.kill()
+
+    def finish(self) -> None:
+        ctx, proc, isolated = self.ctx, self.child, self.isolated
+        self._close_pidfd()
+        ctx.info["stderr"] = bytes(self._stderr[-STDERR_KEEP:]).decode("utf-8", "replace")
+        if self.fired == "cancelled":
+            raise pipekit.StageFailed("interrupted; the command was killed")
+        if self.fired:
+            isolated.check()
+            raise pipekit.StageTimeout(
+                f"command ran past the stage's timeout of {ctx.timeout:g}s and was killed"
+            )
+        assert proc.returncode is not None
+        ctx.info["exit_code"] = proc.returncode
+        isolated.check()  # it tried to reach the network: the guard's message
+        if proc.returncode != 0:
+            tail = ctx.info["stderr"].strip().splitlines()[-1:] or [""]
+            how = (
+                f"killed by signal {-proc.returncode}"
+                if proc.returncode < 0
+                else f"exit code {proc.returncode}"
+            )
+            message = f"command failed ({how}): {tail[0]}".rstrip(": ")
+            why = isolated.explain()
+            raise pipekit.StageFailed(f"{message}; {why}" if why else message)
 
 
 class Shell(pipekit.Stage):
@@ -339,6 +371,10 @@ class Shell(pipekit.Stage):
     command_params = ("cmd",)
 
     def run(self, ctx: pipekit.StageContext) -> None:
+        deadline = None if ctx.timeout is None else time.monotonic() + ctx.timeout
+        self.start(ctx).wait(deadline, ctx.cancelled)
+
+    def start(self, ctx: pipekit.StageContext) -> _Running:
         params: ShellParams = ctx.params
         try:
             command = render(
@@ -369,33 +405,7 @@ class Shell(pipekit.Stage):
         if proc is None or isolated is None:
             isolated = pipekit.isolate_command(["/bin/sh", "-c", command])
             # stdout to our stderr: never mixed into `pipekit run --json` output
-            proc = isolated.popen(stdin=subprocess.DEVNULL, stdout=2, **std)
+            proc = _Child.of(isolated.popen(stdin=subprocess.DEVNULL, stdout=2, **std))
         else:
             ctx.info["shell"] = False  # started without /bin/sh
-        deadline = None if ctx.timeout is None else time.monotonic() + ctx.timeout
-        watch = WATCHDOG.watch(proc, deadline, ctx.cancelled)
-        try:
-            _, stderr = proc.communicate()  # blocks without polling; the watchdog kills
-        finally:
-            WATCHDOG.unwatch(watch)
-        if watch.fired:
-            ctx.info["stderr"] = stderr[-STDERR_KEEP:].decode("utf-8", "replace")
-            if watch.fired == "cancelled":
-                raise pipekit.StageFailed("interrupted; the command was killed")
-            isolated.check()
-            raise pipekit.StageTimeout(
-                f"command ran past the stage's timeout of {ctx.timeout:g}s and was killed"
-            )
-        ctx.info["stderr"] = stderr[-STDERR_KEEP:].decode("utf-8", "replace")
-        ctx.info["exit_code"] = proc.returncode
-        isolated.check()  # it tried to reach the network: the guard's message
-        if proc.returncode != 0:
-            tail = ctx.info["stderr"].strip().splitlines()[-1:] or [""]
-            how = (
-                f"killed by signal {-proc.returncode}"
-                if proc.returncode < 0
-                else f"exit code {proc.returncode}"
-            )
-            message = f"command failed ({how}): {tail[0]}".rstrip(": ")
-            why = isolated.explain()
-            raise pipekit.StageFailed(f"{message}; {why}" if why else message)
+        return _Running(ctx, proc, isolated)
