@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from .errors import NetworkRefused, NonRetryable, StageFailed, StageTimeout
 from .records import Interrupted, TooManyFailures, run_record_stage
 from .stage import RecordStage, StageContext
 
-__all__ = ["run_in_process", "run_in_worker", "needs_worker"]
+__all__ = ["run_in_process", "run_in_worker", "needs_worker", "start_in_process", "finish_started"]
 
 
 def needs_worker(st: Any) -> bool:
@@ -36,22 +38,60 @@ def run_in_process(
         return ctx.info
     from . import netguard
 
-    with netguard.guarded(policy) as g:
-        try:
-            _run_processor(st, ctx, record_run)
-        except Exception as exc:
-            ctx.info["network"] = g.mode
-            if g.violations and not isinstance(exc, (Interrupted, NetworkRefused)):
-                # the processor caught the refusal and failed otherwise
-                raise NetworkRefused(g.violations[0]) from exc
-            raise
-        except BaseException:
-            ctx.info["network"] = g.mode
-            raise
+    with netguard.guarded(policy) as g, _judged(g, ctx):
+        _run_processor(st, ctx, record_run)
+    return ctx.info
+
+
+@contextmanager
+def _judged(g: Any, ctx: StageContext, ended: bool = True) -> Iterator[None]:
+    """Around a processor's work under the guard ``g``: the network mode
+    goes to ``ctx.info["network"]``, and a refusal the processor caught
+    still fails the attempt. ``ended`` False: the work goes on after the
+    body (a start), so a body that returns is not judged yet."""
+    try:
+        yield
+    except Exception as exc:
+        ctx.info["network"] = g.mode
+        if g.violations and not isinstance(exc, (Interrupted, NetworkRefused)):
+            # the processor caught the refusal and failed otherwise
+            raise NetworkRefused(g.violations[0]) from exc
+        raise
+    except BaseException:
+        ctx.info["network"] = g.mode
+        raise
+    if not ended:
+        return
     ctx.info["network"] = g.mode
     if g.violations:  # the processor caught the refusal and carried on
         raise NetworkRefused(g.violations[0])
-    return ctx.info
+
+
+def start_in_process(st: Any, a: Any, policy: Any) -> Any:
+    """Call ``start`` of the processor of a :class:`pipekit.started.Attempt`
+    under a new guard for ``policy`` (kept in ``a.guard`` for the rest of
+    the attempt): the :class:`pipekit.Started` it returned, or None."""
+    if policy is None:
+        with a.guarded():
+            return st.processor.start(a.ctx)
+    from . import netguard
+
+    netguard.install()
+    a.guard = netguard.Guard(policy)
+    with a.guarded(), _judged(a.guard, a.ctx, ended=False):
+        return st.processor.start(a.ctx)
+
+
+def finish_started(a: Any) -> dict[str, Any]:
+    """After the started work of attempt ``a`` ended: its ``finish()``,
+    judged as :func:`run_in_process` judges ``run()``; ``ctx.info``."""
+    if a.guard is None:
+        with a.guarded():
+            a.handle.finish()
+        return a.ctx.info  # type: ignore[no-any-return]
+    with a.guarded(), _judged(a.guard, a.ctx):
+        a.handle.finish()
+    return a.ctx.info  # type: ignore[no-any-return]
 
 
 def _run_processor(st: Any, ctx: StageContext, record_run: Any) -> None:

@@ -237,6 +237,8 @@ class Runner:
         self._tries: dict[str, int] = {}
         self._results_so_far: dict[str, StageResult] = {}
         self._policies: dict[str, Any] = {}
+        self._startables: dict[str, bool] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- public ---------------------------------------------------------------
 
@@ -303,7 +305,7 @@ class Runner:
         return StageResult(name, "skipped", reason=reason)
 
     def _schedule(self) -> dict[str, StageResult]:
-        from concurrent.futures import ThreadPoolExecutor
+        from .started import Watcher
 
         pl = self.pipeline
         stages = pl.stages
@@ -332,10 +334,11 @@ class Runner:
         # a failure or an interrupt overtook returns "not run" unstarted.
         in_flight = 2 * jobs + COMMITS_IN_FLIGHT
         self._halt.clear()
-        executor: ThreadPoolExecutor | None = None
         # Completions arrive on one queue: O(1) per event, however many
-        # stages are running or committing.
+        # stages are running or committing; the watcher's wake-up pipe says
+        # one arrived. Stages started in this thread are watched directly.
         events: queue.SimpleQueue[tuple[str, str, Future[Any]]] = queue.SimpleQueue()
+        watcher = Watcher(jobs)
 
         def finish(name: str, result: StageResult) -> None:
             nonlocal stop
@@ -364,6 +367,7 @@ class Runner:
         def notify(kind: str, name: str) -> Callable[[Future[Any]], None]:
             def callback(fut: Future[Any]) -> None:
                 events.put((kind, name, fut))
+                watcher.wake()
 
             return callback
 
@@ -377,25 +381,61 @@ class Runner:
                     outcome.add_done_callback(notify("commit", name))
                 else:
                     events.put(("run", name, fut))
+                    watcher.wake()
 
             return callback
 
+        def can_start(name: str) -> bool:
+            """Room for one more stage of this kind: a started one needs a
+            free slot and fewer than ``jobs`` stages at work; a worker
+            thread's, room in flight."""
+            if self._startable(stages[name]):
+                return watcher.free_slot() is not None and self._working < jobs
+            return len(running) < in_flight
+
         def submit(name: str, deadline: float | None = None) -> None:
-            nonlocal executor
-            if executor is None:
-                executor = ThreadPoolExecutor(jobs, thread_name_prefix="pipekit-stage")
             running.add(name)
             with self._working_lock:
                 self._working += 1
-            fut = executor.submit(self._work, name, deadline)
+            if self._startable(stages[name]):
+                slot = watcher.free_slot()
+                assert slot is not None
+                outcome = self._start_stage(name, deadline, slot)
+                if isinstance(outcome, Future):  # declined: a worker thread runs it
+                    outcome.add_done_callback(on_worked(name))
+                    return
+                if hasattr(outcome, "handle"):
+                    watcher.add(outcome)
+                    return
+                self._stop_working()
+                if isinstance(outcome, StageResult):
+                    self._halt_on(outcome)
+                settle(name, outcome)
+                return
+            fut = self._executor().submit(self._work, name, deadline)
             fut.add_done_callback(on_worked(name))
 
+        def step(a: Any) -> None:
+            """A started stage's descriptor is ready."""
+            outcome = self._step_started(a)
+            if outcome is None:
+                watcher.update(a)
+                return
+            watcher.remove(a)
+            if isinstance(outcome, Future):
+                outcome.add_done_callback(notify("commit", a.st.name))
+            else:
+                settle(a.st.name, outcome)
+
         def handle(kind: str, name: str, fut: Future[Any]) -> None:
-            running.discard(name)
             if kind == "commit":
+                running.discard(name)
                 finish(name, fut.result())
                 return
-            outcome = fut.result()
+            settle(name, fut.result())
+
+        def settle(name: str, outcome: Any) -> None:
+            running.discard(name)
             if isinstance(outcome, tuple):  # (_Deferred, deadline, tries)
                 marker, deadline, tries = outcome
                 if time.monotonic() >= deadline:
@@ -430,12 +470,12 @@ class Runner:
                             finish(name, self._skipped(stages[name], d, spent))
                             continue
                         not_cheap.add(name)
-                    if len(running) >= in_flight:
+                    if not can_start(name):
                         break
                     heapq.heappop(ready)
                     submit(name)
                 now = time.monotonic()
-                while deferred and deferred[0][0] <= now and len(running) < in_flight and not stop:
+                while deferred and deferred[0][0] <= now and can_start(deferred[0][2]) and not stop:
                     _, _, name, deadline = heapq.heappop(deferred)
                     submit(name, deadline)
                 if not running:
@@ -444,14 +484,16 @@ class Runner:
                         continue
                     break
                 timeout = 0.5
+                soonest = watcher.next_deadline()
                 if deferred:
-                    timeout = min(timeout, max(0.0, deferred[0][0] - time.monotonic()))
-                try:
-                    event = events.get(timeout=timeout)
-                except queue.Empty:
-                    continue
-                handle(*event)
-                while True:  # drain what else has arrived
+                    soonest = min(deferred[0][0], soonest or deferred[0][0])
+                if soonest is not None:
+                    timeout = min(timeout, max(0.0, soonest - time.monotonic()))
+                for a in watcher.wait(timeout):
+                    step(a)
+                for a in watcher.expired(time.monotonic()):
+                    self._kill_started(a, "timeout")  # poll() then sees it end
+                while True:  # what the other threads said meanwhile
                     try:
                         event = events.get_nowait()
                     except queue.Empty:
@@ -460,16 +502,11 @@ class Runner:
         except KeyboardInterrupt:
             self.cancel.set()
             log.warning("interrupted: stopping the stages in hand")
-            while running:
-                try:
-                    kind, name, fut = events.get(timeout=0.5)
-                except queue.Empty:
-                    continue
+            for a in list(watcher.attempts.values()):
+                self._kill_started(a, "cancelled")
+
+            def note(name: str, outcome: Any) -> None:
                 running.discard(name)
-                try:
-                    outcome = fut.result()
-                except BaseException:
-                    continue
                 if isinstance(outcome, StageResult):
                     results[name] = outcome
                     if self.on_result is not None:
@@ -477,11 +514,39 @@ class Runner:
                             self.on_result(outcome)
                         except BaseException:
                             pass
+
+            while running:
+                for a in watcher.wait(0.5):
+                    outcome = self._step_started(a)
+                    if outcome is None:
+                        watcher.update(a)
+                        continue
+                    watcher.remove(a)
+                    if isinstance(outcome, Future):  # it ended well before it was killed
+                        outcome.add_done_callback(notify("commit", a.st.name))
+                    else:
+                        note(a.st.name, outcome)
+                while True:
+                    try:
+                        kind, name, fut = events.get_nowait()
+                    except queue.Empty:
+                        break
+                    try:
+                        outcome = fut.result()
+                    except BaseException:
+                        running.discard(name)
+                        continue
+                    if isinstance(outcome, Future):
+                        outcome.add_done_callback(notify("commit", name))
+                        continue
+                    note(name, outcome)
             raise
         finally:
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
             self.committer.close()
+            watcher.close()
         return results
 
     def _lock_failure(self, name: str, holder: str | None) -> StageResult:
@@ -586,27 +651,186 @@ class Runner:
                 name, "failed", time.perf_counter() - t0, reason, error="interrupted", info=info
             )
         except Exception as exc:  # a bug or an I/O error must fail the stage, not the runner
-            if isinstance(exc, PipekitError):  # said in words (e.g. a backend is unreachable)
-                log.debug("stage %s: %s", name, exc, exc_info=True)
-            else:
-                log.exception("stage %s: unexpected error", name)
-            return StageResult(
-                name,
-                "failed",
-                time.perf_counter() - t0,
-                f"{type(exc).__name__}: {exc}",
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            return self._unexpected(name, t0, exc)
 
-    def _run_locked(self, st: Any, d: Decision, lease: Any, t0: float) -> Any:
+    # -- started stages (Stage.start): no thread of their own ----------------
+
+    def _startable(self, st: Any) -> bool:
+        """Whether the scheduling thread starts this stage itself: its
+        processor implements :meth:`pipekit.Stage.start`, and the stage has
+        one attempt and no worker process (retries and killable workers go
+        through :meth:`_run_locked` in a worker thread)."""
+        known = self._startables.get(st.name)
+        if known is None:
+            from .execute import needs_worker
+            from .stage import Stage
+
+            proc = st.processor
+            known = (
+                isinstance(proc, Stage)
+                and type(proc).start is not Stage.start
+                and st.config.retry.attempts == 1
+                and not needs_worker(st)
+            )
+            self._startables[st.name] = known
+        return known
+
+    def _start_stage(self, name: str, deadline: float | None, slot: int) -> Any:
+        """Scheduling thread: lock, decide and start stage ``name``. An
+        :class:`~pipekit.started.Attempt` to watch, a :class:`StageResult`
+        (skipped, failed, not run), a deferral (its lock is held
+        elsewhere), or the future of a worker thread that runs it (its
+        ``start`` returned None)."""
+        from .execute import start_in_process
+        from .started import Attempt
+
+        if self._halt.is_set() or self.cancel.is_set():
+            return self._not_run(name, self.cancel.is_set())
+        st = self.pipeline.stages[name]
+        t0 = time.perf_counter()
+        try:
+            lease = self.backends.locks.lock(
+                f"stage/{self.pipeline.name}/{name}", self.options.lock_ttl
+            )
+            if not lease.acquire(timeout=0):
+                if deadline is None:
+                    lt = self.options.lock_timeout
+                    deadline = time.monotonic() + (lt if lt is not None else 10**9)
+                return (_Deferred(lease.holder()), deadline, self._tries.get(name, 0) + 1)
+            kept = False
+            try:
+                d = self.evaluator.decide(st, forced=self.forced(name))
+                if not d.run:
+                    return self._skipped(st, d, time.perf_counter() - t0)
+                if d.fingerprint is None:
+                    return StageResult(
+                        name, "failed", time.perf_counter() - t0, d.reason, error=d.reason
+                    )
+                self.observers.call("on_stage_start", run=self.info, stage=st.config)
+                self.inflight.note({p.parent for p in st.output_paths})
+                tmps, ctx = self._context(st, 1, d, lease, False)
+                a = Attempt(st, d, lease, t0, tmps, ctx, slot)
+                try:
+                    a.handle = start_in_process(st, a, self.network_policy(st))
+                except Exception as exc:
+                    for tmp in tmps:
+                        unlink_quietly(tmp)
+                    return self._attempts_failed(st, d, t0, 1, exc, dict(ctx.info))
+                kept = True
+                if a.handle is None:  # the processor declined: run() in a worker thread
+                    return self._executor().submit(self._run_declined, st, d, lease, t0)
+                if ctx.timeout is not None:
+                    a.deadline = time.monotonic() + ctx.timeout
+                return a
+            finally:
+                if not kept:
+                    lease.release()
+        except Exception as exc:
+            return self._unexpected(name, t0, exc)
+
+    def _run_declined(self, st: Any, d: Decision, lease: Any, t0: float) -> Any:
+        """Worker thread: a stage whose ``start`` returned None, run with
+        the lease its start took."""
+        self._handed.done = False
+        handed_off = False
+        try:
+            outcome = self._run_locked(st, d, lease, t0, announced=True)
+            handed_off = isinstance(outcome, Future)
+            if isinstance(outcome, StageResult):
+                self._halt_on(outcome)
+            return outcome
+        except Exception as exc:
+            return self._unexpected(st.name, t0, exc)
+        finally:
+            if not handed_off:
+                lease.release()
+            if not self._handed.done:
+                self._stop_working()
+
+    def _step_started(self, a: Any) -> Any:
+        """Scheduling thread: ``poll`` a started attempt whose descriptor
+        is ready; None while it runs, else its outcome (a failed
+        :class:`StageResult`, or the future of its commit)."""
+        try:
+            with a.guarded():
+                if not a.handle.poll():
+                    return None
+        except Exception as exc:
+            self._kill_started(a, "")
+            return self._end_started(a, exc)
+        return self._end_started(a, None)
+
+    def _kill_started(self, a: Any, reason: str) -> None:
+        try:
+            with a.guarded():
+                a.handle.kill(reason or "cancelled")
+        except Exception as exc:
+            log.warning("stage %s: could not stop its work: %s", a.st.name, exc)
+
+    def _end_started(self, a: Any, error: BaseException | None) -> Any:
+        from .execute import finish_started
+
+        self._stop_working()
+        st, ctx = a.st, a.ctx
+        try:
+            if error is not None:
+                raise error
+            finish_started(a)
+            for key, tmp in zip(st.outputs, a.tmps):
+                if not tmp.exists():
+                    raise StageFailed(f"the processor did not write output {key!r}")
+            if getattr(a.lease, "lost", False):
+                raise LeaseLost.of(a.lease)
+        except Exception as exc:
+            if not getattr(exc, "info", None):
+                try:
+                    exc.info = dict(ctx.info)  # type: ignore[attr-defined]
+                except Exception:
+                    pass
+            for tmp in a.tmps:
+                unlink_quietly(tmp)
+            try:
+                return self._attempts_failed(st, a.d, a.t0, 1, exc, dict(ctx.info))
+            finally:
+                a.lease.release()
+        return self._to_committer(st, a.d, a.lease, a.t0, 1, a.tmps, dict(ctx.info), {})
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(
+                max(1, self.options.jobs), thread_name_prefix="pipekit-stage"
+            )
+        return self._pool
+
+    def _unexpected(self, name: str, t0: float, exc: Exception) -> StageResult:
+        """A stage failed by an error outside its processor's work."""
+        if isinstance(exc, PipekitError):  # said in words (e.g. a backend is unreachable)
+            log.debug("stage %s: %s", name, exc, exc_info=True)
+        else:
+            log.exception("stage %s: unexpected error", name)
+        return StageResult(
+            name,
+            "failed",
+            time.perf_counter() - t0,
+            f"{type(exc).__name__}: {exc}",
+            error=f"{type(exc).__name__}: {exc}",
+        )
+
+    def _run_locked(
+        self, st: Any, d: Decision, lease: Any, t0: float, announced: bool = False
+    ) -> Any:
         """Run the attempts; on success hand the commit to the group
-        committer and return its future, else return the failed result."""
+        committer and return its future, else return the failed result.
+        ``announced``: the observers and the in-flight log know already."""
         from .records import Interrupted
 
         name = st.name
         policy = st.config.retry
-        self.observers.call("on_stage_start", run=self.info, stage=st.config)
-        self.inflight.note({p.parent for p in st.output_paths})
+        if not announced:
+            self.observers.call("on_stage_start", run=self.info, stage=st.config)
+            self.inflight.note({p.parent for p in st.output_paths})
         attempts = 0
         last_info: dict[str, Any] = {}
 
@@ -662,36 +886,69 @@ class Runner:
                 exc.info = dict(last_info)
             raise
         except Exception as exc:
-            duration = time.perf_counter() - t0
-            message = (
-                str(exc)
-                if isinstance(exc, (StageFailed, NetworkRefused))
-                else f"{type(exc).__name__}: {exc}"
-            )
-            info = dict(getattr(exc, "info", None) or last_info)
-            network = info.pop("network", None)
-            tb = getattr(exc, "remote_traceback", None)
-            if tb:
-                info["traceback"] = tb
-            result = StageResult(
-                name,
-                "failed",
-                duration,
-                f"failed after {attempts} attempt(s): {message}",
-                attempts=attempts,
-                key=d.key,
-                fingerprint=d.fingerprint,
-                error=message,
-                info=info,
-                network=network,
-            )
-            self.state.update(
-                name, self._state_entry(st, d, {}, "failed", duration, attempts, message)
-            )
-            self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
-            return result
+            return self._attempts_failed(st, d, t0, attempts, exc, last_info)
+        # No longer working: the committer lingers for other stages' commits
+        # only when some are still at work, not for this one's.
+        self._handed.done = True
+        self._stop_working()
+        return self._to_committer(st, d, lease, t0, attempts, tmps, last_info, known)
+
+    def _attempts_failed(
+        self,
+        st: Any,
+        d: Decision,
+        t0: float,
+        attempts: int,
+        exc: BaseException,
+        last_info: dict[str, Any],
+    ) -> StageResult:
+        """The result, state entry and observer call of a stage whose last
+        attempt raised ``exc``."""
+        duration = time.perf_counter() - t0
+        message = (
+            str(exc)
+            if isinstance(exc, (StageFailed, NetworkRefused))
+            else f"{type(exc).__name__}: {exc}"
+        )
+        info = dict(getattr(exc, "info", None) or last_info)
+        network = info.pop("network", None)
+        tb = getattr(exc, "remote_traceback", None)
+        if tb:
+            info["traceback"] = tb
+        result = StageResult(
+            st.name,
+            "failed",
+            duration,
+            f"failed after {attempts} attempt(s): {message}",
+            attempts=attempts,
+            key=d.key,
+            fingerprint=d.fingerprint,
+            error=message,
+            info=info,
+            network=network,
+        )
+        self.state.update(
+            st.name, self._state_entry(st, d, {}, "failed", duration, attempts, message)
+        )
+        self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
+        return result
+
+    def _to_committer(
+        self,
+        st: Any,
+        d: Decision,
+        lease: Any,
+        t0: float,
+        attempts: int,
+        tmps: list[Path],
+        last_info: dict[str, Any],
+        known: dict[str, str],
+    ) -> Future[Any]:
+        """Hand a stage whose attempt succeeded to the group committer: the
+        future of its result. The committer releases ``lease``."""
         from .commit import CommitJob
 
+        name = st.name
         network = last_info.pop("network", None)
 
         def make_record(digests: dict[str, str]) -> IdemRecord:
@@ -754,10 +1011,6 @@ class Runner:
         job = CommitJob(
             list(st.outputs), tmps, list(st.output_paths), lease, make_record, done, known
         )
-        # No longer working: the committer lingers for other stages' commits
-        # only when some are still at work, not for this one's.
-        self._handed.done = True
-        self._stop_working()
         return self.committer.submit(job)
 
     @staticmethod
@@ -813,14 +1066,13 @@ class Runner:
             on_checkpoint=self.hashcache.save,
         )
 
-    def _attempt(
-        self, st: Any, attempt: int, d: Decision, lease: Any = None
-    ) -> tuple[list[Path], dict[str, Any], dict[str, str]]:
-        """Run one attempt: (temp outputs, info, output hashes already known)."""
-        from .execute import needs_worker, run_in_process, run_in_worker
-        from .stage import RecordStage, StageContext
+    def _context(
+        self, st: Any, attempt: int, d: Decision, lease: Any, is_record: bool
+    ) -> tuple[list[Path], Any]:
+        """The temporary outputs of one attempt (output folders made), and
+        the :class:`pipekit.StageContext` it runs with."""
+        from .stage import StageContext
 
-        is_record = isinstance(st.processor, RecordStage)
         tmps = []
         for final in st.output_paths:
             if not os.path.isdir(final.parent):  # a stat, not a failing mkdir per stage
@@ -847,6 +1099,17 @@ class Runner:
             timeout=st.config.timeout,
             cancelled=self.cancel,
         )
+        return tmps, ctx
+
+    def _attempt(
+        self, st: Any, attempt: int, d: Decision, lease: Any = None
+    ) -> tuple[list[Path], dict[str, Any], dict[str, str]]:
+        """Run one attempt: (temp outputs, info, output hashes already known)."""
+        from .execute import needs_worker, run_in_process, run_in_worker
+        from .stage import RecordStage
+
+        is_record = isinstance(st.processor, RecordStage)
+        tmps, ctx = self._context(st, attempt, d, lease, is_record)
         policy = self.network_policy(st)
         record_run = self._record_run(st, d, lease) if is_record else None
         try:

@@ -210,7 +210,8 @@ class Started:
 
     def fileno(self) -> int:  # pragma: no cover - abstract
         """A descriptor that becomes readable when :meth:`poll` has
-        something to do (it may change after each ``poll``)."""
+        something to do. It may change after a ``poll``: open the new one
+        before closing the old, so that their numbers differ."""
         raise NotImplementedError
 
     def poll(self) -> bool:  # pragma: no cover - abstract

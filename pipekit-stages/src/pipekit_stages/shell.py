@@ -313,13 +313,18 @@ class _Running(pipekit.Started):
                 if len(self._stderr) > 2 * self.KEEP_BYTES:
                     del self._stderr[: -self.KEEP_BYTES]
                 return False
-            child.close_err()  # stderr closed: the command has ended, or nearly
+            # stderr closed: the command has ended, or nearly
             if child.reap(block=False):
+                child.close_err()
                 return True
             try:
+                # opened before stderr is closed, so that its number differs
+                # (an epoll set forgets a closed descriptor by itself)
                 self._pidfd = os.pidfd_open(child.pid)
             except (AttributeError, OSError):  # no pidfd (Linux < 5.3): wait here
+                child.close_err()
                 return child.reap(block=True)
+            child.close_err()
             return False
         if child.reap(block=False):
             self._close_pidfd()
