@@ -101,6 +101,8 @@ class _Holder:
         self.nsenter = nsenter
         self._fds: list[int] = []  # the counters' files, closed with the holder
         self._counters: _Counters | None = None
+        self.last: dict[str, int] | None = None  # see IsolatedCommand._delta
+        self.live = 0  # commands started in it and not yet checked
         self._finalizer = weakref.finalize(self, _stop, proc, self._fds)
 
     def alive(self) -> bool:
@@ -168,6 +170,8 @@ class _ThreadNet:
             # Opened in the namespace, its counter files keep showing that
             # namespace's counters: read without entering it again.
             self._counters = _Counters("/proc/thread-self/net", fds)
+            self.last: dict[str, int] | None = None  # see IsolatedCommand._delta
+            self.live = 0  # commands started in it and not yet checked
         finally:
             self._leave()
         self.nsenter = shutil.which("nsenter")
@@ -494,7 +498,17 @@ class IsolatedCommand:
         self._holder = holder
         self._guard = guard
         self._argv: list[Any] | None = None if holder is not None else argv
-        self._before = holder.counters() if holder is not None else None
+        self._before: dict[str, int] | None = None
+        self._after: dict[str, int] | None = None
+        self._group: int | None = None  # the command's process group, when it leads one
+        self._live = False  # counted in its holder's live commands
+        if holder is not None:
+            # The namespace's last command ended leaving no process behind:
+            # its closing reading is this one's opening (one reading per
+            # command instead of two; nothing ran in the namespace since).
+            self._before, holder.last = holder.last, None
+            if self._before is None:
+                self._before = holder.counters()
 
     @property
     def argv(self) -> list[Any]:
@@ -520,7 +534,9 @@ class IsolatedCommand:
         if holder is None or not holder.can_enter:
             return subprocess.Popen(self.argv, **kwargs)
         with self._starting():
-            return subprocess.Popen(self.command, **kwargs)
+            proc = subprocess.Popen(self.command, **kwargs)
+        self._started(proc.pid, bool(kwargs.get("start_new_session")))
+        return proc
 
     def spawn(self, path: str, env: Any, **kwargs: Any) -> int:
         """Start the command with ``os.posix_spawn(path, command, env,
@@ -531,7 +547,15 @@ class IsolatedCommand:
         if self.wrapped:
             raise ValueError("this command starts through nsenter: use popen() or argv")
         with self._starting():
-            return os.posix_spawn(path, self.command, env, **kwargs)
+            pid = os.posix_spawn(path, self.command, env, **kwargs)
+        self._started(pid, bool(kwargs.get("setsid")))
+        return pid
+
+    def _started(self, pid: int, leads_group: bool) -> None:
+        if self._holder is not None and not self._live:
+            self._holder.live += 1
+            self._live = True
+        self._group = pid if leads_group else None
 
     @contextlib.contextmanager
     def _starting(self) -> Iterator[None]:
@@ -556,8 +580,28 @@ class IsolatedCommand:
     def _delta(self) -> dict[str, int]:
         if self._holder is None or self._before is None:
             return {"beyond": 0, "loopback": 0}
-        after = self._holder.counters()
-        return {k: after[k] - self._before[k] for k in after}
+        if self._after is None:
+            self._after = after = self._holder.counters()
+            holder = self._holder
+            if self._live:  # started by popen() or spawn()
+                holder.live -= 1
+                self._live = False
+                if holder.live == 0 and self._left_nothing():
+                    holder.last = after
+        return {k: self._after[k] - self._before[k] for k in self._after}
+
+    def _left_nothing(self) -> bool:
+        """Whether the command led its own process group and no process of
+        that group is left (it ended, and so did all it started)."""
+        if self._group is None:
+            return False
+        try:
+            os.killpg(self._group, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
 
     def _where(self) -> str:
         p = self._guard.policy

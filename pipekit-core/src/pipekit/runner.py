@@ -989,8 +989,7 @@ class Runner:
             else:
                 self.state.update(name, self._state_entry(st, d, digests, "ok", duration, attempts))
                 try:  # the work they resumed is committed
-                    self.checkpoint_for(st, d).clear()
-                    self.record_checkpoint_for(st, d).clear()
+                    self._clear_checkpoints(st, d)
                 except Exception as exc:
                     log.warning("stage %s: could not clear its checkpoint: %s", name, exc)
                 result = StageResult(
@@ -1025,6 +1024,19 @@ class Runner:
         return Checkpoint(
             self.backends.checkpoints, namespace, d.fingerprint or "", fence=self._fence(lease)
         )
+
+    def _clear_checkpoints(self, st: Any, d: Decision) -> None:
+        """Remove a committed stage's checkpoints: both kinds share its
+        namespace, so one listing tells whether there is any (the usual
+        case is none: one listing per stage, not two)."""
+        from .netguard import trusted
+        from .stage import stage_namespace
+
+        with trusted():
+            if not self.backends.checkpoints.list(stage_namespace(self.pipeline.name, st.name)):
+                return
+        self.checkpoint_for(st, d).clear()
+        self.record_checkpoint_for(st, d).clear()
 
     def record_checkpoint_for(self, st: Any, d: Decision, lease: Any = None) -> Any:
         from .record_checkpoint import RecordCheckpoint
