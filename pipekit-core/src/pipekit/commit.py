@@ -5,6 +5,11 @@ For each batch: every output temp file is hashed and fsynced, renamed into
 place, each touched folder fsynced once, then the idempotency records are
 written, then the leases released and the waiting futures resolved. A stage
 is done, and its dependents may start, only when its future resolves.
+
+Stages started by the runner's own thread (:meth:`pipekit.Stage.start`)
+are committed by that thread, in batches, with :meth:`GroupCommitter.commit`:
+a second thread that wants the GIL back after each of its system calls
+would cost the first one a hand-off each time.
 """
 
 from __future__ import annotations
@@ -105,9 +110,11 @@ class GroupCommitter:
                     stop = True
                     break
                 batch.append(item)
-            self._commit(batch)
+            self.commit(batch)
 
-    def _commit(self, batch: list[CommitJob]) -> None:
+    def commit(self, batch: list[CommitJob]) -> None:
+        """Commit ``batch`` in the calling thread (the committer's own
+        thread does this for what is submitted to it)."""
         digests: dict[int, dict[str, str]] = {}
         errors: dict[int, BaseException] = {}
         for i, job in enumerate(batch):

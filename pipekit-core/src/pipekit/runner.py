@@ -339,6 +339,16 @@ class Runner:
         # one arrived. Stages started in this thread are watched directly.
         events: queue.SimpleQueue[tuple[str, str, Future[Any]]] = queue.SimpleQueue()
         watcher = Watcher(jobs)
+        # Commits of started stages, made by this thread in batches: when
+        # nothing else runs, when the batch is full, or once its first
+        # job has waited LINGER_S (the committer thread's own rules).
+        batch: list[Any] = []
+        batch_since = 0.0
+
+        def commit_batch() -> None:
+            nonlocal batch
+            jobs_, batch = batch, []
+            self.committer.commit(jobs_)
 
         def finish(name: str, result: StageResult) -> None:
             nonlocal stop
@@ -417,7 +427,10 @@ class Runner:
 
         def step(a: Any) -> None:
             """A started stage's descriptor is ready."""
-            outcome = self._step_started(a)
+            nonlocal batch_since
+            if not batch:
+                batch_since = time.monotonic()
+            outcome = self._step_started(a, batch)
             if outcome is None:
                 watcher.update(a)
                 return
@@ -483,8 +496,17 @@ class Runner:
                         time.sleep(max(0.0, deferred[0][0] - time.monotonic()))
                         continue
                     break
+                if batch and (
+                    not watcher.attempts
+                    or len(batch) >= self.committer.MAX_BATCH
+                    or time.monotonic() - batch_since >= self.committer.LINGER_S
+                ):
+                    commit_batch()
+                    continue  # the commits' events are queued: handle them first
                 timeout = 0.5
                 soonest = watcher.next_deadline()
+                if batch:
+                    soonest = min(batch_since + self.committer.LINGER_S, soonest or 1e300)
                 if deferred:
                     soonest = min(deferred[0][0], soonest or deferred[0][0])
                 if soonest is not None:
@@ -504,6 +526,8 @@ class Runner:
             log.warning("interrupted: stopping the stages in hand")
             for a in list(watcher.attempts.values()):
                 self._kill_started(a, "cancelled")
+            if batch:  # their work is done: commit it
+                commit_batch()
 
             def note(name: str, outcome: Any) -> None:
                 running.discard(name)
@@ -517,13 +541,14 @@ class Runner:
 
             while running:
                 for a in watcher.wait(0.5):
-                    outcome = self._step_started(a)
+                    outcome = self._step_started(a, batch)
                     if outcome is None:
                         watcher.update(a)
                         continue
                     watcher.remove(a)
                     if isinstance(outcome, Future):  # it ended well before it was killed
                         outcome.add_done_callback(notify("commit", a.st.name))
+                        commit_batch()
                     else:
                         note(a.st.name, outcome)
                 while True:
@@ -747,18 +772,19 @@ class Runner:
             if not self._handed.done:
                 self._stop_working()
 
-    def _step_started(self, a: Any) -> Any:
+    def _step_started(self, a: Any, batch: list[Any]) -> Any:
         """Scheduling thread: ``poll`` a started attempt whose descriptor
         is ready; None while it runs, else its outcome (a failed
-        :class:`StageResult`, or the future of its commit)."""
+        :class:`StageResult`, or the future of its commit, whose job went
+        to ``batch``)."""
         try:
             with a.guarded():
                 if not a.handle.poll():
                     return None
         except Exception as exc:
             self._kill_started(a, "")
-            return self._end_started(a, exc)
-        return self._end_started(a, None)
+            return self._end_started(a, exc, batch)
+        return self._end_started(a, None, batch)
 
     def _kill_started(self, a: Any, reason: str) -> None:
         try:
@@ -767,7 +793,7 @@ class Runner:
         except Exception as exc:
             log.warning("stage %s: could not stop its work: %s", a.st.name, exc)
 
-    def _end_started(self, a: Any, error: BaseException | None) -> Any:
+    def _end_started(self, a: Any, error: BaseException | None, batch: list[Any]) -> Any:
         from .execute import finish_started
 
         self._stop_working()
@@ -793,7 +819,7 @@ class Runner:
                 return self._attempts_failed(st, a.d, a.t0, 1, exc, dict(ctx.info))
             finally:
                 a.lease.release()
-        return self._to_committer(st, a.d, a.lease, a.t0, 1, a.tmps, dict(ctx.info), {})
+        return self._to_committer(st, a.d, a.lease, a.t0, 1, a.tmps, dict(ctx.info), {}, batch)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -943,9 +969,11 @@ class Runner:
         tmps: list[Path],
         last_info: dict[str, Any],
         known: dict[str, str],
+        batch: list[Any] | None = None,
     ) -> Future[Any]:
-        """Hand a stage whose attempt succeeded to the group committer: the
-        future of its result. The committer releases ``lease``."""
+        """Hand a stage whose attempt succeeded to the group committer (or
+        to ``batch``, which the calling thread commits itself): the future
+        of its result. The commit releases ``lease``."""
         from .commit import CommitJob
 
         name = st.name
@@ -1010,6 +1038,9 @@ class Runner:
         job = CommitJob(
             list(st.outputs), tmps, list(st.output_paths), lease, make_record, done, known
         )
+        if batch is not None:
+            batch.append(job)
+            return job.future
         return self.committer.submit(job)
 
     @staticmethod
