@@ -15,6 +15,11 @@ def _log(**entry: Any) -> None:
 
 
 @pipekit.hookimpl
+def on_stage_start(run: Any, stage: Any) -> None:
+    _log(hook="on_stage_start", stage=stage.name)
+
+
+@pipekit.hookimpl
 def on_stage_end(run: Any, stage: Any, result: Any) -> None:
     _log(hook="on_stage_end", stage=stage.name, status=result.status)
 

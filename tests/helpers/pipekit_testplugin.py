@@ -302,11 +302,79 @@ class ReturnsList(pipekit.RecordStage):
         return [record, record.upper()]
 
 
+@attrs.define
+class StartedCopyParams:
+    decline: bool = False
+    """start() returns None: the runner calls run() instead."""
+    fail_start: bool = False
+    """start() raises."""
+    fail_finish: bool = False
+    """finish() raises."""
+
+
+class _PipeDone(pipekit.Started):
+    """Work that is done at once: a pipe holding one byte, then its end."""
+
+    def __init__(self, ctx: pipekit.StageContext, fd: int, fail: bool) -> None:
+        self.ctx, self.fd, self.fail, self.polls = ctx, fd, fail, 0
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def poll(self) -> bool:
+        self.polls += 1
+        if os.read(self.fd, 16):
+            return False
+        os.close(self.fd)
+        return True
+
+    def kill(self, reason: str) -> None:
+        self.ctx.info["killed"] = reason
+
+    def finish(self) -> None:
+        import threading
+
+        self.ctx.info["finished_in"] = threading.current_thread().name
+        self.ctx.info["polls"] = self.polls
+        if self.fail:
+            raise pipekit.StageFailed("finish said no")
+
+
+class StartedCopy(pipekit.Stage):
+    """Copy input 0 to output 0 from start() (Stage.start); say in ctx.info
+    which threads started, ran and finished it."""
+
+    name = "started-copy"
+    version = "1"
+    Params = StartedCopyParams
+
+    def run(self, ctx: pipekit.StageContext) -> None:
+        import threading
+
+        ctx.info["ran_in"] = threading.current_thread().name
+        ctx.outputs[0].write_bytes(ctx.inputs[0].read_bytes())
+
+    def start(self, ctx: pipekit.StageContext) -> pipekit.Started | None:
+        import threading
+
+        p = ctx.params
+        if p.fail_start:
+            raise pipekit.StageFailed("start said no")
+        if p.decline:
+            return None
+        ctx.info["started_in"] = threading.current_thread().name
+        ctx.outputs[0].write_bytes(ctx.inputs[0].read_bytes())
+        r, w = os.pipe()
+        os.write(w, b"x")
+        os.close(w)
+        return _PipeDone(ctx, r, p.fail_finish)
+
+
 @pipekit.hookimpl
 def register_stages(register: Callable[[Any], None]) -> None:
     for proc in (
         Sleep(), Flaky(), SideEffect(), SlowWrite(), Versioned(), RecordBoom(),
         RecordFatal(), Tagged(), Resumable(), SlowUpper(), Poison(), Numbered(),
-        JsonTag(), ReturnsList(),
+        JsonTag(), ReturnsList(), StartedCopy(),
     ):
         register(proc)

@@ -398,11 +398,14 @@ class Runner:
             return callback
 
         def can_start(name: str) -> bool:
-            """Room for one more stage of this kind: a started one needs a
-            free slot and fewer than ``jobs`` stages at work; a worker
-            thread's, room in flight."""
+            """Room for one more stage: a started one needs a free slot and
+            fewer than ``jobs`` stages at work (queued for a worker thread
+            included); a worker thread's needs room in flight, or, while
+            started ones run, fewer than ``jobs`` at work too."""
             if self._startable(stages[name]):
                 return watcher.free_slot() is not None and self._working < jobs
+            if watcher.attempts:
+                return self._working < jobs
             return len(running) < in_flight
 
         def submit(name: str, deadline: float | None = None) -> None:
