@@ -5,7 +5,6 @@ in a worker thread stays the way for the others."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any

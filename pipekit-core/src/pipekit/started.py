@@ -26,7 +26,19 @@ __all__ = ["Attempt", "Watcher"]
 class Attempt:
     """One started attempt of a stage: what the runner needs to finish it."""
 
-    __slots__ = ("ctx", "d", "deadline", "fd", "guard", "handle", "lease", "slot", "st", "t0", "tmps")
+    __slots__ = (
+        "ctx",
+        "d",
+        "deadline",
+        "fd",
+        "guard",
+        "handle",
+        "lease",
+        "slot",
+        "st",
+        "t0",
+        "tmps",
+    )
 
     def __init__(
         self,
