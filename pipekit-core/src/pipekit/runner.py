@@ -644,25 +644,12 @@ class Runner:
             return self._not_run(name, self.cancel.is_set())  # queued, then overtaken
         st = self.pipeline.stages[name]
         t0 = time.perf_counter()
-        forced = self.forced(name)
         try:
-            lease = self.backends.locks.lock(
-                f"stage/{self.pipeline.name}/{name}", self.options.lock_ttl
-            )
-            if not lease.acquire(timeout=0):
-                if deadline is None:
-                    lt = self.options.lock_timeout
-                    deadline = time.monotonic() + (lt if lt is not None else 10**9)
-                return (_Deferred(lease.holder()), deadline, self._tries.get(name, 0) + 1)
+            lease, d, outcome = self._locked_decision(st, deadline, t0)
+            if lease is None:
+                return outcome
             handed_off = False
             try:
-                d = self.evaluator.decide(st, forced=forced)
-                if not d.run:
-                    return self._skipped(st, d, time.perf_counter() - t0)
-                if d.fingerprint is None:
-                    return StageResult(
-                        name, "failed", time.perf_counter() - t0, d.reason, error=d.reason
-                    )
                 outcome = self._run_locked(st, d, lease, t0)
                 handed_off = isinstance(outcome, Future)  # the committer releases the lease
                 return outcome
@@ -719,23 +706,11 @@ class Runner:
         st = self.pipeline.stages[name]
         t0 = time.perf_counter()
         try:
-            lease = self.backends.locks.lock(
-                f"stage/{self.pipeline.name}/{name}", self.options.lock_ttl
-            )
-            if not lease.acquire(timeout=0):
-                if deadline is None:
-                    lt = self.options.lock_timeout
-                    deadline = time.monotonic() + (lt if lt is not None else 10**9)
-                return (_Deferred(lease.holder()), deadline, self._tries.get(name, 0) + 1)
+            lease, d, outcome = self._locked_decision(st, deadline, t0)
+            if lease is None:
+                return outcome
             kept = False
             try:
-                d = self.evaluator.decide(st, forced=self.forced(name))
-                if not d.run:
-                    return self._skipped(st, d, time.perf_counter() - t0)
-                if d.fingerprint is None:
-                    return StageResult(
-                        name, "failed", time.perf_counter() - t0, d.reason, error=d.reason
-                    )
                 self.observers.call("on_stage_start", run=self.info, stage=st.config)
                 self.inflight.note({p.parent for p in st.output_paths})
                 tmps, ctx = self._context(st, 1, d, lease, False)
@@ -757,6 +732,36 @@ class Runner:
                     lease.release()
         except Exception as exc:
             return self._unexpected(name, t0, exc)
+
+    def _locked_decision(self, st: Any, deadline: float | None, t0: float) -> tuple[Any, Any, Any]:
+        """Take stage ``st``'s lock and decide under it: ``(lease, decision,
+        None)`` when it must run, the lease held; else ``(None, None,
+        outcome)``: a deferral (its lock is held elsewhere: try again until
+        ``deadline``) or the result of a stage that need not or cannot run."""
+        name = st.name
+        lease = self.backends.locks.lock(
+            f"stage/{self.pipeline.name}/{name}", self.options.lock_ttl
+        )
+        if not lease.acquire(timeout=0):
+            if deadline is None:
+                lt = self.options.lock_timeout
+                deadline = time.monotonic() + (lt if lt is not None else 10**9)
+            return None, None, (_Deferred(lease.holder()), deadline, self._tries.get(name, 0) + 1)
+        try:
+            d = self.evaluator.decide(st, forced=self.forced(name))
+        except BaseException:
+            lease.release()
+            raise
+        if d.run and d.fingerprint is not None:
+            return lease, d, None
+        lease.release()
+        if not d.run:
+            return None, None, self._skipped(st, d, time.perf_counter() - t0)
+        return (
+            None,
+            None,
+            StageResult(name, "failed", time.perf_counter() - t0, d.reason, error=d.reason),
+        )
 
     def _run_declined(self, st: Any, d: Decision, lease: Any, t0: float) -> Any:
         """Worker thread: a stage whose ``start`` returned None, run with
