@@ -5,6 +5,7 @@ in a worker thread stays the way for the others."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,49 @@ def test_jobs_bounds_started_and_threaded_stages_together(project: Project) -> N
     summary = project.run_json("--jobs", "1")
     assert set(project.statuses(summary).values()) == {"ok"}
     assert time.monotonic() - t0 >= 1.2
+
+
+@pytest.fixture
+def tmpfs_project(tmp_path: Path) -> Any:
+    """A project on /dev/shm (a tmpfs: quick fsyncs), or a skip."""
+    import shutil
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        pytest.skip("no writable /dev/shm")
+    root = Path(tempfile.mkdtemp(prefix="pipekit-test-", dir=shm))
+    try:
+        (root / "p").mkdir()
+        yield Project(root / "p")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def commit_threads(project: Project, slow: bool) -> list[str]:
+    copies(project, 80)
+    log = project.root / "observed.jsonl"
+    env = project.env(PIPEKIT_OBSERVER_LOG=str(log))
+    env["PIPEKIT_PLUGIN_MODULES"] += ",pipekit_observer,pipekit_slowbackend"
+    if slow:
+        env.update(PIPEKIT_TEST_SLOW_LIST="1", PIPEKIT_TEST_SLOW_S="0.003")
+    summary = project.run_json("--jobs", "2", "--backend", "slowfile", env=env)
+    assert set(project.statuses(summary).values()) == {"ok"}
+    ends = [json.loads(line) for line in log.read_text().splitlines()]
+    return [e["thread"] for e in ends if e["hook"] == "on_stage_end"]
+
+
+def test_quick_commits_are_made_by_the_scheduling_thread(tmpfs_project: Project) -> None:
+    """On a tmpfs a commit costs about 0.1 ms: the scheduling thread makes
+    them (no GIL hand-off after each system call of a committer thread)."""
+    assert set(commit_threads(tmpfs_project, slow=False)) == {"MainThread"}
+
+
+def test_slow_commits_go_to_the_committer_thread(tmpfs_project: Project) -> None:
+    """Slow commits (here a checkpoint store that takes 3 ms per listing, as
+    a disk slow to make files would): after the first batches show it, the
+    committer thread makes them, so that commands keep starting meanwhile."""
+    threads = commit_threads(tmpfs_project, slow=True)
+    assert len(threads) == 80
+    assert threads[0] == "MainThread"  # the first batches tell how slow they are
+    assert threads.count("pipekit-commit") > 40

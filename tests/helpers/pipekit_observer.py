@@ -21,7 +21,14 @@ def on_stage_start(run: Any, stage: Any) -> None:
 
 @pipekit.hookimpl
 def on_stage_end(run: Any, stage: Any, result: Any) -> None:
-    _log(hook="on_stage_end", stage=stage.name, status=result.status)
+    import threading
+
+    _log(
+        hook="on_stage_end",
+        stage=stage.name,
+        status=result.status,
+        thread=threading.current_thread().name,
+    )
 
 
 @pipekit.hookimpl

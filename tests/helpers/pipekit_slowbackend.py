@@ -2,7 +2,8 @@
 loop's output syncs slow, so that kills land inside them. It is core's
 ``file`` backend with a delay ($PIPEKIT_TEST_SLOW_S, default 2 ms) in every
 checkpoint put and, with $PIPEKIT_TEST_SLOW_SYNC=1, in every sync of a
-partial output; each logs "begin X"/"end X" lines to $PIPEKIT_TEST_SLOW_LOG,
+partial output, and with $PIPEKIT_TEST_SLOW_LIST=1 in every listing (so
+in every commit); each logs "begin X"/"end X" lines to $PIPEKIT_TEST_SLOW_LOG,
 so a test can tell where a kill landed. It registers no dead-letter store
 (dead letters then go to the file store)."""
 
@@ -46,6 +47,8 @@ class SlowCheckpointStore:
         return self.inner.get(namespace, id)
 
     def list(self, namespace: str) -> list[str]:
+        if os.environ.get("PIPEKIT_TEST_SLOW_LIST"):
+            time.sleep(float(os.environ.get("PIPEKIT_TEST_SLOW_S", "0.002")))
         return self.inner.list(namespace)
 
     def delete(self, namespace: str, id: str) -> None:

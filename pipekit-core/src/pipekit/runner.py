@@ -181,6 +181,12 @@ class RunOutcome:
         }
 
 
+SLOW_COMMIT_S = 0.0005
+"""A commit per stage slower than this goes to the committer thread (see
+``Runner._schedule``): on a tmpfs one costs about 0.1 ms, on a disk that
+makes new files slowly several."""
+
+
 class _Deferred:
     """A stage whose lock another runner holds: try again later."""
 
@@ -343,14 +349,29 @@ class Runner:
         watcher = Watcher(jobs)
         # Commits of started stages, made by this thread in batches: when
         # nothing else runs, when the batch is full, or once its first
-        # job has waited LINGER_S (the committer thread's own rules).
+        # job has waited LINGER_S (the committer thread's own rules). Where
+        # commits are slow (a disk that takes its time to create files),
+        # they go to the committer thread instead, so that this one keeps
+        # starting commands meanwhile; where they are quick, that thread
+        # would only cost a GIL hand-off after each of its system calls.
         batch: list[Any] = []
         batch_since = 0.0
+        commit_cost = 0.0  # seconds per job of this thread's commits (a moving average)
+        batches = 0
 
         def commit_batch() -> None:
-            nonlocal batch
+            nonlocal batch, commit_cost, batches
             jobs_, batch = batch, []
+            batches += 1
+            if commit_cost > SLOW_COMMIT_S and batches % 32:  # and look again now and then
+                for job in jobs_:
+                    self.committer.submit(job)
+                return
+            t = time.perf_counter()
             self.committer.commit(jobs_)
+            cost = (time.perf_counter() - t) / len(jobs_)
+            if batches > 1:  # the first one makes the state's files: not a measure
+                commit_cost = cost if batches == 2 else 0.7 * commit_cost + 0.3 * cost
 
         def finish(name: str, result: StageResult) -> None:
             nonlocal stop
