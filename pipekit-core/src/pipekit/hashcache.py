@@ -81,6 +81,8 @@ class HashCache:
     def peek(self, key: str, path: Path | str) -> str | None:
         """Like :meth:`digest` but never reads the file: returns
         :attr:`MISS` when answering would take a read."""
+        if key not in self._entries:  # never hashed: a read, whatever the stat says
+            return self.MISS
         st, cached = self._cached(key, path)
         if st is None:
             return None

@@ -108,12 +108,16 @@ class FileLease:
 class FileLockBackend:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._paths: dict[str, Path] = {}  # key -> its lock file (a retried key: no new path)
 
     def lock(self, key: str, ttl: float | None = None) -> FileLease:
-        safe = _SAFE.sub("_", key)
-        if len(safe) > 120:
-            safe = safe[:80] + "-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-        return FileLease(self.root / f"{safe}.lock", key)
+        path = self._paths.get(key)
+        if path is None:
+            safe = _SAFE.sub("_", key)
+            if len(safe) > 120:
+                safe = safe[:80] + "-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+            path = self._paths[key] = self.root / f"{safe}.lock"
+        return FileLease(path, key)
 
     def doctor(self) -> list[Any]:
         return _doctor(self.root)
