@@ -222,3 +222,42 @@ def test_slow_commits_go_to_the_committer_thread(tmpfs_project: Project) -> None
     assert len(threads) == 80
     assert threads[0] == "MainThread"  # the first batches tell how slow they are
     assert threads.count("pipekit-commit") > 40
+
+
+@pytest.mark.parametrize("where", ["list", "put_many"])
+def test_a_signal_during_a_commit_of_the_scheduling_thread_ends_the_run(
+    tmpfs_project: Project, tmp_path: Path, where: str
+) -> None:
+    """SIGTERM while the scheduling thread commits a started stage (here
+    while it writes the idempotency records, or lists the checkpoints, in
+    a store that takes 3 s for it): the run ends with 130, it does not wait
+    for a commit that will never finish, and the next run completes."""
+    import signal
+    import subprocess
+
+    project = tmpfs_project
+    copies(project, 1)
+    log = tmp_path / "slow.log"
+    slow = "PIPEKIT_TEST_SLOW_LIST" if where == "list" else "PIPEKIT_TEST_SLOW_PUT"
+    env = project.env(PIPEKIT_TEST_SLOW_S="3", PIPEKIT_TEST_SLOW_LOG=str(log))
+    env[slow] = "1"
+    env["PIPEKIT_PLUGIN_MODULES"] += ",pipekit_slowbackend"
+    proc = project.popen("run", "--json", "--backend", "slowfile", env=env)
+    deadline = time.monotonic() + 30
+    while f"begin {where}" not in (log.read_text() if log.exists() else ""):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("the run hung after SIGTERM during a commit") from None
+    assert proc.returncode == 130, err
+    assert json.loads(out)["status"] == "interrupted"
+    assert "Traceback" not in err
+    env.pop(slow)
+    summary = project.run_json("--backend", "slowfile", env=env)
+    assert summary["status"] == "ok"
+    assert project.read("out/0.txt") == "line 0\n"

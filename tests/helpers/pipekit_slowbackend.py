@@ -2,8 +2,9 @@
 loop's output syncs slow, so that kills land inside them. It is core's
 ``file`` backend with a delay ($PIPEKIT_TEST_SLOW_S, default 2 ms) in every
 checkpoint put and, with $PIPEKIT_TEST_SLOW_SYNC=1, in every sync of a
-partial output, and with $PIPEKIT_TEST_SLOW_LIST=1 in every listing (so
-in every commit); each logs "begin X"/"end X" lines to $PIPEKIT_TEST_SLOW_LOG,
+partial output, with $PIPEKIT_TEST_SLOW_LIST=1 in every listing (so in
+every commit) and with $PIPEKIT_TEST_SLOW_PUT=1 in every idempotency
+``put_many`` (a commit's record writes); each logs "begin X"/"end X" lines to $PIPEKIT_TEST_SLOW_LOG,
 so a test can tell where a kill landed. It registers no dead-letter store
 (dead letters then go to the file store)."""
 
@@ -47,9 +48,13 @@ class SlowCheckpointStore:
         return self.inner.get(namespace, id)
 
     def list(self, namespace: str) -> list[str]:
-        if os.environ.get("PIPEKIT_TEST_SLOW_LIST"):
-            time.sleep(float(os.environ.get("PIPEKIT_TEST_SLOW_S", "0.002")))
-        return self.inner.list(namespace)
+        if not os.environ.get("PIPEKIT_TEST_SLOW_LIST"):
+            return self.inner.list(namespace)
+        _slow("list")
+        try:
+            return self.inner.list(namespace)
+        finally:
+            _slow_end("list")
 
     def delete(self, namespace: str, id: str) -> None:
         self.inner.delete(namespace, id)
@@ -84,11 +89,35 @@ def register_lock_backends(register: Callable[[str, Any], None]) -> None:
     register("slowfile", file_factories.lock_backend)
 
 
-@pipekit.hookimpl
-def register_idempotency_stores(register: Callable[[str, Any], None]) -> None:
+class SlowIdempotencyStore:
+    """The file store, with the delay in every ``put_many`` (a commit's
+    record writes) when $PIPEKIT_TEST_SLOW_PUT=1."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def put_many(self, records: Any, *, durable: bool = True) -> None:
+        if os.environ.get("PIPEKIT_TEST_SLOW_PUT") != "1":
+            return self.inner.put_many(records, durable=durable)
+        _slow("put_many")
+        try:
+            return self.inner.put_many(records, durable=durable)
+        finally:
+            _slow_end("put_many")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _slow_idempotency(options: dict[str, Any], *, state_dir: Path) -> Any:
     from pipekit.backends import file_factories
 
-    register("slowfile", file_factories.idempotency_store)
+    return SlowIdempotencyStore(file_factories.idempotency_store(options, state_dir=state_dir))
+
+
+@pipekit.hookimpl
+def register_idempotency_stores(register: Callable[[str, Any], None]) -> None:
+    register("slowfile", _slow_idempotency)
 
 
 @pipekit.hookimpl

@@ -313,7 +313,7 @@ class Runner:
         return StageResult(name, "skipped", reason=reason)
 
     def _schedule(self) -> dict[str, StageResult]:
-        from .started import Watcher
+        from .started import Watcher, signals_held
 
         pl = self.pipeline
         stages = pl.stages
@@ -368,7 +368,8 @@ class Runner:
                     self.committer.submit(job)
                 return
             t = time.perf_counter()
-            self.committer.commit(jobs_)
+            with signals_held():
+                self.committer.commit(jobs_)
             cost = (time.perf_counter() - t) / len(jobs_)
             if batches > 1:  # the first one makes the state's files: not a measure
                 commit_cost = cost if batches == 2 else 0.7 * commit_cost + 0.3 * cost

@@ -20,7 +20,44 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Attempt", "Watcher"]
+__all__ = ["Attempt", "Watcher", "signals_held"]
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive during the body take effect after it.
+
+    The scheduling thread commits started stages itself; a commit cut by
+    the ``KeyboardInterrupt`` those signals raise would leave its stages'
+    futures unresolved, or be taken for a failed commit. Held, the signal
+    is raised again right after the commit, and the run stops as usual.
+    Only the main thread can change handlers: elsewhere the body runs as
+    it is."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in wanted}
+    if any(h is None for h in before.values()):  # set outside Python: leave them be
+        yield
+        return
+    got: list[int] = []
+
+    def hold(signum: int, _frame: Any) -> None:
+        got.append(signum)
+
+    for s in wanted:
+        signal.signal(s, hold)
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+        for signum in got:
+            signal.raise_signal(signum)
 
 
 class Attempt:
