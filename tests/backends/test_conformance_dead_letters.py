@@ -130,18 +130,25 @@ def test_purge_by_stage_fingerprint_and_position(make_dlq: Any) -> None:
 
 def test_concurrent_adds_of_one_identity_make_one_letter(make_dlq: Any) -> None:
     ids: list[int] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
 
     def add() -> None:
         store = make_dlq()
-        for _ in range(20):
-            ids.append(store.add(letter(offset=42)))
+        start.wait()  # every store makes its first connection at once
+        try:
+            for _ in range(20):
+                ids.append(store.add(letter(offset=42)))
+        except BaseException as exc:  # a lost dead letter: the test must see it
+            errors.append(exc)
 
     threads = [threading.Thread(target=add) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(set(ids)) == 1
+    assert errors == []
+    assert len(ids) == 80 and len(set(ids)) == 1
     assert make_dlq().count("p") == 1
 
 

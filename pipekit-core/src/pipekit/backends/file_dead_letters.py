@@ -88,7 +88,7 @@ class FileDeadLetterStore:
         conn = sqlite3.connect(
             str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(_SCHEMA)
@@ -232,3 +232,26 @@ class FileDeadLetterStore:
             return int(
                 conn.execute(f"SELECT COUNT(*) FROM dead_letters WHERE {where}", args).fetchone()[0]
             )
+
+
+def _switch_to_wal(conn: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, tried again while another connection
+    holds the lock it needs: SQLite answers "database is locked" at once
+    there, without waiting out the busy timeout, when several processes or
+    threads open a new database together (an ``add`` then failed, and its
+    dead letter was lost). tenacity: the retry library core uses already."""
+    import sqlite3
+
+    import tenacity
+
+    def locked(exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+    for attempt in tenacity.Retrying(
+        retry=tenacity.retry_if_exception(locked),
+        wait=tenacity.wait_exponential(multiplier=0.002, max=0.1) + tenacity.wait_random(0, 0.005),
+        stop=tenacity.stop_after_delay(30),
+        reraise=True,
+    ):
+        with attempt:
+            conn.execute("PRAGMA journal_mode=WAL")
