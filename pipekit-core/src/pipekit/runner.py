@@ -243,8 +243,10 @@ class Runner:
         self._tries: dict[str, int] = {}
         self._results_so_far: dict[str, StageResult] = {}
         self._policies: dict[str, Any] = {}
-        self._startables: dict[str, bool] = {}
         self._namespaces: set[str] | None = None  # checkpoint namespaces seen at the start
+        from .started import StartedStages
+
+        self.started = StartedStages(self)
         self._namespaces_listed = False
         self._pool: ThreadPoolExecutor | None = None
 
@@ -424,7 +426,7 @@ class Runner:
             fewer than ``jobs`` stages at work (queued for a worker thread
             included); a worker thread's needs room in flight, or, while
             started ones run, fewer than ``jobs`` at work too."""
-            if self._startable(stages[name]):
+            if self.started.startable(stages[name]):
                 return watcher.free_slot() is not None and self._working < jobs
             if watcher.attempts:
                 return self._working < jobs
@@ -434,10 +436,10 @@ class Runner:
             running.add(name)
             with self._working_lock:
                 self._working += 1
-            if self._startable(stages[name]):
+            if self.started.startable(stages[name]):
                 slot = watcher.free_slot()
                 assert slot is not None
-                outcome = self._start_stage(name, deadline, slot)
+                outcome = self.started.start(name, deadline, slot)
                 if isinstance(outcome, Future):  # declined: a worker thread runs it
                     outcome.add_done_callback(on_worked(name))
                     return
@@ -457,7 +459,7 @@ class Runner:
             nonlocal batch_since
             if not batch:
                 batch_since = time.monotonic()
-            outcome = self._step_started(a, batch)
+            outcome = self.started.step(a, batch)
             if outcome is None:
                 watcher.update(a)
                 return
@@ -541,7 +543,7 @@ class Runner:
                 for a in watcher.wait(timeout):
                     step(a)
                 for a in watcher.expired(time.monotonic()):
-                    self._kill_started(a, "timeout")  # poll() then sees it end
+                    self.started.kill(a, "timeout")  # poll() then sees it end
                 while True:  # what the other threads said meanwhile
                     try:
                         event = events.get_nowait()
@@ -552,7 +554,7 @@ class Runner:
             self.cancel.set()
             log.warning("interrupted: stopping the stages in hand")
             for a in list(watcher.attempts.values()):
-                self._kill_started(a, "cancelled")
+                self.started.kill(a, "cancelled")
             if batch:  # their work is done: commit it
                 commit_batch()
 
@@ -568,7 +570,7 @@ class Runner:
 
             while running:
                 for a in watcher.wait(0.5):
-                    outcome = self._step_started(a, batch)
+                    outcome = self.started.step(a, batch)
                     if outcome is None:
                         watcher.update(a)
                         continue
@@ -692,69 +694,6 @@ class Runner:
         except Exception as exc:  # a bug or an I/O error must fail the stage, not the runner
             return self._unexpected(name, t0, exc)
 
-    # -- started stages (Stage.start): no thread of their own ----------------
-
-    def _startable(self, st: Any) -> bool:
-        """Whether the scheduling thread starts this stage itself: its
-        processor implements :meth:`pipekit.Stage.start`, and the stage has
-        one attempt and no worker process (retries and killable workers go
-        through :meth:`_run_locked` in a worker thread)."""
-        known = self._startables.get(st.name)
-        if known is None:
-            from .execute import needs_worker
-            from .stage import Stage
-
-            proc = st.processor
-            known = (
-                isinstance(proc, Stage)
-                and type(proc).start is not Stage.start
-                and st.config.retry.attempts == 1
-                and not needs_worker(st)
-            )
-            self._startables[st.name] = known
-        return known
-
-    def _start_stage(self, name: str, deadline: float | None, slot: int) -> Any:
-        """Scheduling thread: lock, decide and start stage ``name``. An
-        :class:`~pipekit.started.Attempt` to watch, a :class:`StageResult`
-        (skipped, failed, not run), a deferral (its lock is held
-        elsewhere), or the future of a worker thread that runs it (its
-        ``start`` returned None)."""
-        from .execute import start_in_process
-        from .started import Attempt
-
-        if self._halt.is_set() or self.cancel.is_set():
-            return self._not_run(name, self.cancel.is_set())
-        st = self.pipeline.stages[name]
-        t0 = time.perf_counter()
-        try:
-            lease, d, outcome = self._locked_decision(st, deadline, t0)
-            if lease is None:
-                return outcome
-            kept = False
-            try:
-                self.observers.call("on_stage_start", run=self.info, stage=st.config)
-                self.inflight.note({p.parent for p in st.output_paths})
-                tmps, ctx = self._context(st, 1, d, lease, False)
-                a = Attempt(st, d, lease, t0, tmps, ctx, slot)
-                try:
-                    a.handle = start_in_process(st, a, self.network_policy(st))
-                except Exception as exc:
-                    for tmp in tmps:
-                        unlink_quietly(tmp)
-                    return self._attempts_failed(st, d, t0, 1, exc, dict(ctx.info))
-                kept = True
-                if a.handle is None:  # the processor declined: run() in a worker thread
-                    return self._executor().submit(self._run_declined, st, d, lease, t0)
-                if ctx.timeout is not None:
-                    a.deadline = time.monotonic() + ctx.timeout
-                return a
-            finally:
-                if not kept:
-                    lease.release()
-        except Exception as exc:
-            return self._unexpected(name, t0, exc)
-
     def _locked_decision(self, st: Any, deadline: float | None, t0: float) -> tuple[Any, Any, Any]:
         """Take stage ``st``'s lock and decide under it: ``(lease, decision,
         None)`` when it must run, the lease held; else ``(None, None,
@@ -783,77 +722,6 @@ class Runner:
             None,
             None,
             StageResult(name, "failed", time.perf_counter() - t0, d.reason, error=d.reason),
-        )
-
-    def _run_declined(self, st: Any, d: Decision, lease: Any, t0: float) -> Any:
-        """Worker thread: a stage whose ``start`` returned None, run with
-        the lease its start took."""
-        self._handed.done = False
-        handed_off = False
-        try:
-            outcome = self._run_locked(st, d, lease, t0, announced=True)
-            handed_off = isinstance(outcome, Future)
-            if isinstance(outcome, StageResult):
-                self._halt_on(outcome)
-            return outcome
-        except Exception as exc:
-            return self._unexpected(st.name, t0, exc)
-        finally:
-            if not handed_off:
-                lease.release()
-            if not self._handed.done:
-                self._stop_working()
-
-    def _step_started(self, a: Any, batch: list[Any]) -> Any:
-        """Scheduling thread: ``poll`` a started attempt whose descriptor
-        is ready; None while it runs, else its outcome (a failed
-        :class:`StageResult`, or the future of its commit, whose job went
-        to ``batch``)."""
-        try:
-            with a.guarded():
-                if not a.handle.poll():
-                    return None
-        except Exception as exc:
-            self._kill_started(a, "")
-            return self._end_started(a, exc, batch)
-        return self._end_started(a, None, batch)
-
-    def _kill_started(self, a: Any, reason: str) -> None:
-        try:
-            with a.guarded():
-                a.handle.kill(reason or "cancelled")
-        except Exception as exc:
-            log.warning("stage %s: could not stop its work: %s", a.st.name, exc)
-
-    def _end_started(self, a: Any, error: BaseException | None, batch: list[Any]) -> Any:
-        from .execute import finish_started
-
-        self._stop_working()
-        st, ctx = a.st, a.ctx
-        try:
-            if error is not None:
-                raise error
-            finish_started(a)
-            for key, tmp in zip(st.outputs, a.tmps):
-                if not tmp.exists():
-                    raise StageFailed(f"the processor did not write output {key!r}")
-            if getattr(a.lease, "lost", False):
-                raise LeaseLost.of(a.lease)
-        except Exception as exc:
-            if not getattr(exc, "info", None):
-                try:
-                    exc.info = dict(ctx.info)  # type: ignore[attr-defined]
-                except Exception:
-                    pass
-            for tmp in a.tmps:
-                unlink_quietly(tmp)
-            try:
-                return self._attempts_failed(st, a.d, a.t0, 1, exc, dict(ctx.info))
-            finally:
-                a.lease.release()
-        used = ctx.checkpoint is None or ctx.checkpoint.used
-        return self._to_committer(
-            st, a.d, a.lease, a.t0, 1, a.tmps, dict(ctx.info), {}, batch, checkpointed=used
         )
 
     def _executor(self) -> ThreadPoolExecutor:

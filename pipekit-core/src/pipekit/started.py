@@ -14,13 +14,25 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import logging
 import os
 import selectors
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Attempt", "Watcher", "signals_held"]
+from .atomic import unlink_quietly
+from .errors import LeaseLost, StageFailed
+from .results import Decision, StageResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runner import Runner
+
+log = logging.getLogger("pipekit.runner")
+
+__all__ = ["Attempt", "StartedStages", "Watcher", "signals_held"]
 
 
 @contextlib.contextmanager
@@ -197,3 +209,145 @@ class Watcher:
                 os.close(fd)
             except OSError:
                 pass
+
+
+class StartedStages:
+    """The runner's side of one run's started stages: which stages are
+    started, and how one is started, polled, killed and ended. The
+    scheduling loop (``Runner._schedule``) calls these; they use the
+    runner's lock, decision, commit and result methods."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self._known: dict[str, bool] = {}
+
+    def startable(self, st: Any) -> bool:
+        """Whether the scheduling thread starts this stage itself: its
+        processor implements :meth:`pipekit.Stage.start`, and the stage has
+        one attempt and no worker process (retries and killable workers go
+        through :meth:`_run_locked` in a worker thread)."""
+        known = self._known.get(st.name)
+        if known is None:
+            from .execute import needs_worker
+            from .stage import Stage
+
+            proc = st.processor
+            known = (
+                isinstance(proc, Stage)
+                and type(proc).start is not Stage.start
+                and st.config.retry.attempts == 1
+                and not needs_worker(st)
+            )
+            self._known[st.name] = known
+        return known
+
+    def start(self, name: str, deadline: float | None, slot: int) -> Any:
+        """Scheduling thread: lock, decide and start stage ``name``. An
+        :class:`~pipekit.started.Attempt` to watch, a :class:`StageResult`
+        (skipped, failed, not run), a deferral (its lock is held
+        elsewhere), or the future of a worker thread that runs it (its
+        ``start`` returned None)."""
+        from .execute import start_in_process
+
+        if self.runner._halt.is_set() or self.runner.cancel.is_set():
+            return self.runner._not_run(name, self.runner.cancel.is_set())
+        st = self.runner.pipeline.stages[name]
+        t0 = time.perf_counter()
+        try:
+            lease, d, outcome = self.runner._locked_decision(st, deadline, t0)
+            if lease is None:
+                return outcome
+            kept = False
+            try:
+                self.runner.observers.call("on_stage_start", run=self.runner.info, stage=st.config)
+                self.runner.inflight.note({p.parent for p in st.output_paths})
+                tmps, ctx = self.runner._context(st, 1, d, lease, False)
+                a = Attempt(st, d, lease, t0, tmps, ctx, slot)
+                try:
+                    a.handle = start_in_process(st, a, self.runner.network_policy(st))
+                except Exception as exc:
+                    for tmp in tmps:
+                        unlink_quietly(tmp)
+                    return self.runner._attempts_failed(st, d, t0, 1, exc, dict(ctx.info))
+                kept = True
+                if a.handle is None:  # the processor declined: run() in a worker thread
+                    return self.runner._executor().submit(self.run_declined, st, d, lease, t0)
+                if ctx.timeout is not None:
+                    a.deadline = time.monotonic() + ctx.timeout
+                return a
+            finally:
+                if not kept:
+                    lease.release()
+        except Exception as exc:
+            return self.runner._unexpected(name, t0, exc)
+
+    def run_declined(self, st: Any, d: Decision, lease: Any, t0: float) -> Any:
+        """Worker thread: a stage whose ``start`` returned None, run with
+        the lease its start took."""
+        self.runner._handed.done = False
+        handed_off = False
+        try:
+            outcome = self.runner._run_locked(st, d, lease, t0, announced=True)
+            handed_off = isinstance(outcome, Future)
+            if isinstance(outcome, StageResult):
+                self.runner._halt_on(outcome)
+            return outcome
+        except Exception as exc:
+            return self.runner._unexpected(st.name, t0, exc)
+        finally:
+            if not handed_off:
+                lease.release()
+            if not self.runner._handed.done:
+                self.runner._stop_working()
+
+    def step(self, a: Any, batch: list[Any]) -> Any:
+        """Scheduling thread: ``poll`` a started attempt whose descriptor
+        is ready; None while it runs, else its outcome (a failed
+        :class:`StageResult`, or the future of its commit, whose job went
+        to ``batch``)."""
+        try:
+            with a.guarded():
+                if not a.handle.poll():
+                    return None
+        except Exception as exc:
+            self.kill(a, "")
+            return self.end(a, exc, batch)
+        return self.end(a, None, batch)
+
+    def kill(self, a: Any, reason: str) -> None:
+        try:
+            with a.guarded():
+                a.handle.kill(reason or "cancelled")
+        except Exception as exc:
+            log.warning("stage %s: could not stop its work: %s", a.st.name, exc)
+
+    def end(self, a: Any, error: BaseException | None, batch: list[Any]) -> Any:
+        from .execute import finish_started
+
+        self.runner._stop_working()
+        st, ctx = a.st, a.ctx
+        try:
+            if error is not None:
+                raise error
+            finish_started(a)
+            for key, tmp in zip(st.outputs, a.tmps):
+                if not tmp.exists():
+                    raise StageFailed(f"the processor did not write output {key!r}")
+            if getattr(a.lease, "lost", False):
+                raise LeaseLost.of(a.lease)
+        except Exception as exc:
+            if not getattr(exc, "info", None):
+                try:
+                    exc.info = dict(ctx.info)  # type: ignore[attr-defined]
+                except Exception:
+                    pass
+            for tmp in a.tmps:
+                unlink_quietly(tmp)
+            try:
+                return self.runner._attempts_failed(st, a.d, a.t0, 1, exc, dict(ctx.info))
+            finally:
+                a.lease.release()
+        used = ctx.checkpoint is None or ctx.checkpoint.used
+        return self.runner._to_committer(
+            st, a.d, a.lease, a.t0, 1, a.tmps, dict(ctx.info), {}, batch, checkpointed=used
+        )
