@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -71,27 +71,22 @@ def start_in_process(st: Any, a: Any, policy: Any) -> Any:
     """Call ``start`` of the processor of a :class:`pipekit.started.Attempt`
     under a new guard for ``policy`` (kept in ``a.guard`` for the rest of
     the attempt): the :class:`pipekit.Started` it returned, or None."""
-    if policy is None:
-        with a.guarded():
-            return st.processor.start(a.ctx)
-    from . import netguard
+    if policy is not None:
+        from . import netguard
 
-    netguard.install()
-    a.guard = netguard.Guard(policy)
-    with a.guarded(), _judged(a.guard, a.ctx, ended=False):
+        netguard.install()
+        a.guard = netguard.Guard(policy)
+    judged = nullcontext() if a.guard is None else _judged(a.guard, a.ctx, ended=False)
+    with a.guarded(), judged:
         return st.processor.start(a.ctx)
 
 
-def finish_started(a: Any) -> dict[str, Any]:
+def finish_started(a: Any) -> None:
     """After the started work of attempt ``a`` ended: its ``finish()``,
-    judged as :func:`run_in_process` judges ``run()``; ``ctx.info``."""
-    if a.guard is None:
-        with a.guarded():
-            a.handle.finish()
-        return a.ctx.info  # type: ignore[no-any-return]
-    with a.guarded(), _judged(a.guard, a.ctx):
+    judged as :func:`run_in_process` judges ``run()``."""
+    judged = nullcontext() if a.guard is None else _judged(a.guard, a.ctx)
+    with a.guarded(), judged:
         a.handle.finish()
-    return a.ctx.info  # type: ignore[no-any-return]
 
 
 def _run_processor(st: Any, ctx: StageContext, record_run: Any) -> None:

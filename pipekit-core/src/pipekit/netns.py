@@ -88,7 +88,17 @@ class Unavailable(Exception):
     """No network namespace can be made here; the message says why."""
 
 
-class _Holder:
+class _Namespace:
+    """What both kinds of namespace keep for :class:`IsolatedCommand`."""
+
+    last: dict[str, int] | None = None
+    """The closing counter reading of the last command, when nothing of
+    it is left: the next command's opening one (see ``IsolatedCommand``)."""
+    live = 0
+    """Commands started in it and not yet checked."""
+
+
+class _Holder(_Namespace):
     """A process holding a network namespace with only loopback, up."""
 
     method = "nsenter"
@@ -101,8 +111,6 @@ class _Holder:
         self.nsenter = nsenter
         self._fds: list[int] = []  # the counters' files, closed with the holder
         self._counters: _Counters | None = None
-        self.last: dict[str, int] | None = None  # see IsolatedCommand._delta
-        self.live = 0  # commands started in it and not yet checked
         self._finalizer = weakref.finalize(self, _stop, proc, self._fds)
 
     def alive(self) -> bool:
@@ -147,7 +155,7 @@ def _os_error(call: str) -> OSError:
     return OSError(err, f"{call}: {os.strerror(err)}")
 
 
-class _ThreadNet:
+class _ThreadNet(_Namespace):
     """A network namespace with only loopback, up, made by this thread with
     ``unshare(CLONE_NEWNET)``; the thread is back in the host's namespace
     when this returns, and enters the new one only around a ``fork``."""
@@ -170,8 +178,6 @@ class _ThreadNet:
             # Opened in the namespace, its counter files keep showing that
             # namespace's counters: read without entering it again.
             self._counters = _Counters("/proc/thread-self/net", fds)
-            self.last: dict[str, int] | None = None  # see IsolatedCommand._delta
-            self.live = 0  # commands started in it and not yet checked
         finally:
             self._leave()
         self.nsenter = shutil.which("nsenter")
@@ -238,8 +244,9 @@ class _Counters:
     namespace it was opened in for as long as it stays open, so both are
     opened once and read again from offset 0: about 40 µs for the pair,
     against 80 µs when each reading entered the namespace (two ``setns``)
-    and opened them anew. Read twice per command. Their descriptors go to
-    ``keep``, which the namespace's owner closes."""
+    and opened them anew. Read once per command (twice when the command
+    before left a process behind). Their descriptors go to ``keep``, which
+    the namespace's owner closes."""
 
     def __init__(self, netdir: str, keep: list[int]) -> None:
         self.fds: list[int | None] = []

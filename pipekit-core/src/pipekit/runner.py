@@ -4,6 +4,7 @@ crash-safely (outputs durable and in place before the idempotency record)."""
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import os
@@ -243,12 +244,10 @@ class Runner:
         self._tries: dict[str, int] = {}
         self._results_so_far: dict[str, StageResult] = {}
         self._policies: dict[str, Any] = {}
-        self._namespaces: set[str] | None = None  # checkpoint namespaces seen at the start
+        self._pool: ThreadPoolExecutor | None = None
         from .started import StartedStages
 
         self.started = StartedStages(self)
-        self._namespaces_listed = False
-        self._pool: ThreadPoolExecutor | None = None
 
     # -- public ---------------------------------------------------------------
 
@@ -315,7 +314,7 @@ class Runner:
         return StageResult(name, "skipped", reason=reason)
 
     def _schedule(self) -> dict[str, StageResult]:
-        from .started import Watcher, signals_held
+        from .started import Attempt, Watcher, signals_held
 
         pl = self.pipeline
         stages = pl.stages
@@ -443,7 +442,7 @@ class Runner:
                 if isinstance(outcome, Future):  # declined: a worker thread runs it
                     outcome.add_done_callback(on_worked(name))
                     return
-                if hasattr(outcome, "handle"):
+                if isinstance(outcome, Attempt):
                     watcher.add(outcome)
                     return
                 self._stop_working()
@@ -454,20 +453,22 @@ class Runner:
             fut = self._executor().submit(self._work, name, deadline)
             fut.add_done_callback(on_worked(name))
 
-        def step(a: Any) -> None:
-            """A started stage's descriptor is ready."""
+        def step(a: Any) -> Any:
+            """A started stage's descriptor is ready: None while it runs or
+            once its commit is in the batch (its end then comes as an
+            event), else its result."""
             nonlocal batch_since
             if not batch:
                 batch_since = time.monotonic()
             outcome = self.started.step(a, batch)
             if outcome is None:
                 watcher.update(a)
-                return
+                return None
             watcher.remove(a)
             if isinstance(outcome, Future):
                 outcome.add_done_callback(notify("commit", a.st.name))
-            else:
-                settle(a.st.name, outcome)
+                return None
+            return outcome
 
         def handle(kind: str, name: str, fut: Future[Any]) -> None:
             if kind == "commit":
@@ -541,7 +542,8 @@ class Runner:
                 if soonest is not None:
                     timeout = min(timeout, max(0.0, soonest - time.monotonic()))
                 for a in watcher.wait(timeout):
-                    step(a)
+                    if (outcome := step(a)) is not None:
+                        settle(a.st.name, outcome)
                 for a in watcher.expired(time.monotonic()):
                     self.started.kill(a, "timeout")  # poll() then sees it end
                 while True:  # what the other threads said meanwhile
@@ -570,16 +572,10 @@ class Runner:
 
             while running:
                 for a in watcher.wait(0.5):
-                    outcome = self.started.step(a, batch)
-                    if outcome is None:
-                        watcher.update(a)
-                        continue
-                    watcher.remove(a)
-                    if isinstance(outcome, Future):  # it ended well before it was killed
-                        outcome.add_done_callback(notify("commit", a.st.name))
-                        commit_batch()
-                    else:
+                    if (outcome := step(a)) is not None:
                         note(a.st.name, outcome)
+                if batch:  # one that ended well before it was killed
+                    commit_batch()
                 while True:
                     try:
                         kind, name, fut = events.get_nowait()
@@ -844,23 +840,38 @@ class Runner:
         tb = getattr(exc, "remote_traceback", None)
         if tb:
             info["traceback"] = tb
-        result = StageResult(
+        reason = f"failed after {attempts} attempt(s): {message}"
+        result = self._failure(st, d, duration, attempts, reason, message, info, network)
+        self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
+        return result
+
+    def _failure(
+        self,
+        st: Any,
+        d: Decision,
+        duration: float,
+        attempts: int,
+        reason: str,
+        error: str,
+        info: dict[str, Any],
+        network: Any,
+    ) -> StageResult:
+        """A failed stage's result, and its state entry."""
+        self.state.update(
+            st.name, self._state_entry(st, d, {}, "failed", duration, attempts, error)
+        )
+        return StageResult(
             st.name,
             "failed",
             duration,
-            f"failed after {attempts} attempt(s): {message}",
+            reason,
             attempts=attempts,
             key=d.key,
             fingerprint=d.fingerprint,
-            error=message,
+            error=error,
             info=info,
             network=network,
         )
-        self.state.update(
-            st.name, self._state_entry(st, d, {}, "failed", duration, attempts, message)
-        )
-        self.observers.call("on_stage_end", run=self.info, stage=st.config, result=result)
-        return result
 
     def _to_committer(
         self,
@@ -903,20 +914,8 @@ class Runner:
             duration = time.perf_counter() - t0
             if err is not None or digests is None:
                 message = f"commit failed: {type(err).__name__}: {err}"
-                self.state.update(
-                    name, self._state_entry(st, d, {}, "failed", duration, attempts, message)
-                )
-                result = StageResult(
-                    name,
-                    "failed",
-                    duration,
-                    message,
-                    attempts=attempts,
-                    key=d.key,
-                    fingerprint=d.fingerprint,
-                    error=message,
-                    info=last_info,
-                    network=network,
+                result = self._failure(
+                    st, d, duration, attempts, message, message, last_info, network
                 )
             else:
                 self.state.update(name, self._state_entry(st, d, digests, "ok", duration, attempts))
@@ -960,6 +959,18 @@ class Runner:
             self.backends.checkpoints, namespace, d.fingerprint or "", fence=self._fence(lease)
         )
 
+    @functools.cached_property
+    def _checkpoint_namespaces(self) -> set[str] | None:
+        """The checkpoint store's namespaces when first asked (None: the
+        store cannot list them)."""
+        from .netguard import trusted
+
+        lister = getattr(self.backends.checkpoints, "namespaces", None)
+        if lister is None:
+            return None
+        with trusted():
+            return set(lister())
+
     def _clear_checkpoints(self, st: Any, d: Decision, touched: bool = True) -> None:
         """Remove a committed stage's checkpoints: both kinds share its
         namespace, so one listing tells whether there is any (the usual
@@ -973,13 +984,9 @@ class Runner:
         namespace = stage_namespace(self.pipeline.name, st.name)
         store = self.backends.checkpoints
         with trusted():
-            if not touched:
-                if not self._namespaces_listed:
-                    lister = getattr(store, "namespaces", None)
-                    self._namespaces = set(lister()) if lister is not None else None
-                    self._namespaces_listed = True
-                if self._namespaces is not None and namespace not in self._namespaces:
-                    return
+            seen = None if touched else self._checkpoint_namespaces
+            if seen is not None and namespace not in seen:
+                return
             if not store.list(namespace):
                 return
         self.checkpoint_for(st, d).clear()
@@ -1097,25 +1104,37 @@ class Runner:
                 )
             else:
                 info = run_in_process(st, ctx, record_run=record_run, policy=policy)
-            for key, tmp in zip(st.outputs, tmps):
-                if not tmp.exists():
-                    raise StageFailed(f"the processor did not write output {key!r}")
-            if getattr(lease, "lost", False):
-                raise LeaseLost.of(lease)
+            self._check_attempt(st, tmps, lease)
         except BaseException as exc:
-            if not hasattr(exc, "info") or not exc.info:
-                try:
-                    exc.info = dict(ctx.info)  # type: ignore[attr-defined]
-                except Exception:
-                    pass
-            if not is_record:  # a record stage's partial output stays for its resume
-                for tmp in tmps:
-                    unlink_quietly(tmp)
+            # a record stage's partial output stays for its resume
+            self._discard_attempt(exc, ctx, [] if is_record else tmps)
             raise
         known = {}
         if record_run is not None and record_run.output_digest:
             known[st.outputs[0]] = record_run.output_digest
         return tmps, dict(info), known
+
+    @staticmethod
+    def _check_attempt(st: Any, tmps: list[Path], lease: Any) -> None:
+        """After an attempt's work: raise unless it wrote every output and
+        its lease is still held."""
+        for key, tmp in zip(st.outputs, tmps):
+            if not tmp.exists():
+                raise StageFailed(f"the processor did not write output {key!r}")
+        if getattr(lease, "lost", False):
+            raise LeaseLost.of(lease)
+
+    @staticmethod
+    def _discard_attempt(exc: BaseException, ctx: Any, tmps: list[Path]) -> None:
+        """A failed attempt: ``exc`` keeps what ``ctx.info`` held (unless it
+        has facts of its own), and its temporary outputs ``tmps`` go."""
+        if not getattr(exc, "info", None):
+            try:
+                exc.info = dict(ctx.info)  # type: ignore[attr-defined]
+            except Exception:
+                pass
+        for tmp in tmps:
+            unlink_quietly(tmp)
 
     def network_policy(self, st: Any) -> Any:
         """The network guard's policy for stage ``st`` (DESIGN §8): the

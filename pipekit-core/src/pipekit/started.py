@@ -16,15 +16,12 @@ import contextlib
 import heapq
 import logging
 import os
-import selectors
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import unlink_quietly
-from .errors import LeaseLost, StageFailed
 from .results import Decision, StageResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -131,12 +128,26 @@ class Watcher:
     deadlines, their slots, and the wake-up pipe of the scheduling thread."""
 
     def __init__(self, slots: int) -> None:
-        self._sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = os.pipe()  # not inherited by children (PEP 446)
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector: Any = None
+        self._read: int  # selectors.EVENT_READ, set with the selector
         self.attempts: dict[str, Attempt] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._free = list(range(slots - 1, -1, -1))
+
+    @property
+    def _sel(self) -> Any:
+        """The selector, made when first needed: a run that starts nothing
+        and waits for nothing (a no-op run) does not import ``selectors``."""
+        if self._selector is None:
+            import selectors
+
+            self._read = selectors.EVENT_READ
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(self._wake_r, self._read, None)
+        return self._selector
 
     def wake(self) -> None:
         """From any thread: make :meth:`wait` return (an event is queued)."""
@@ -152,7 +163,7 @@ class Watcher:
         self._free.remove(a.slot)
         self.attempts[a.st.name] = a
         a.fd = a.handle.fileno()
-        self._sel.register(a.fd, selectors.EVENT_READ, a)
+        self._sel.register(a.fd, self._read, a)
         if a.deadline is not None:
             heapq.heappush(self._deadlines, (a.deadline, a.st.name))
 
@@ -162,7 +173,7 @@ class Watcher:
         if fd != a.fd:
             self._sel.unregister(a.fd)
             a.fd = fd
-            self._sel.register(fd, selectors.EVENT_READ, a)
+            self._sel.register(fd, self._read, a)
 
     def remove(self, a: Attempt) -> None:
         if self.attempts.pop(a.st.name, None) is None:
@@ -203,7 +214,8 @@ class Watcher:
         return out
 
     def close(self) -> None:
-        self._sel.close()
+        if self._selector is not None:
+            self._selector.close()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -266,8 +278,7 @@ class StartedStages:
                 try:
                     a.handle = start_in_process(st, a, self.runner.network_policy(st))
                 except Exception as exc:
-                    for tmp in tmps:
-                        unlink_quietly(tmp)
+                    self.runner._discard_attempt(exc, ctx, tmps)
                     return self.runner._attempts_failed(st, d, t0, 1, exc, dict(ctx.info))
                 kept = True
                 if a.handle is None:  # the processor declined: run() in a worker thread
@@ -309,15 +320,15 @@ class StartedStages:
             with a.guarded():
                 if not a.handle.poll():
                     return None
-        except Exception as exc:
-            self.kill(a, "")
+        except Exception as exc:  # its end is this error: stop what may still run
+            self.kill(a, "cancelled")
             return self.end(a, exc, batch)
         return self.end(a, None, batch)
 
     def kill(self, a: Any, reason: str) -> None:
         try:
             with a.guarded():
-                a.handle.kill(reason or "cancelled")
+                a.handle.kill(reason)
         except Exception as exc:
             log.warning("stage %s: could not stop its work: %s", a.st.name, exc)
 
@@ -330,19 +341,9 @@ class StartedStages:
             if error is not None:
                 raise error
             finish_started(a)
-            for key, tmp in zip(st.outputs, a.tmps):
-                if not tmp.exists():
-                    raise StageFailed(f"the processor did not write output {key!r}")
-            if getattr(a.lease, "lost", False):
-                raise LeaseLost.of(a.lease)
+            self.runner._check_attempt(st, a.tmps, a.lease)
         except Exception as exc:
-            if not getattr(exc, "info", None):
-                try:
-                    exc.info = dict(ctx.info)  # type: ignore[attr-defined]
-                except Exception:
-                    pass
-            for tmp in a.tmps:
-                unlink_quietly(tmp)
+            self.runner._discard_attempt(exc, ctx, a.tmps)
             try:
                 return self.runner._attempts_failed(st, a.d, a.t0, 1, exc, dict(ctx.info))
             finally:

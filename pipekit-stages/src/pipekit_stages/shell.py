@@ -112,7 +112,7 @@ class _Child:
     how to reap it (``os.waitpid`` for one started with ``posix_spawn``;
     the :class:`subprocess.Popen`'s own methods for one started by it)."""
 
-    __slots__ = ("_close_err", "_popen", "err", "pid", "returncode")
+    __slots__ = ("_popen", "err", "pid", "returncode")
 
     def __init__(self, pid: int, err: int, popen: subprocess.Popen[bytes] | None = None) -> None:
         self.pid = pid
@@ -123,8 +123,7 @@ class _Child:
     @classmethod
     def of(cls, proc: subprocess.Popen[bytes]) -> _Child:
         assert proc.stderr is not None
-        child = cls(proc.pid, proc.stderr.fileno(), proc)
-        return child
+        return cls(proc.pid, proc.stderr.fileno(), proc)
 
     def close_err(self) -> None:
         if self.err < 0:
@@ -313,19 +312,16 @@ class _Running(pipekit.Started):
                 if len(self._stderr) > 2 * self.KEEP_BYTES:
                     del self._stderr[: -self.KEEP_BYTES]
                 return False
-            # stderr closed: the command has ended, or nearly
-            if child.reap(block=False):
-                child.close_err()
-                return True
-            try:
-                # opened before stderr is closed, so that its number differs
-                # (an epoll set forgets a closed descriptor by itself)
-                self._pidfd = os.pidfd_open(child.pid)
-            except (AttributeError, OSError):  # no pidfd (Linux < 5.3): wait here
-                child.close_err()
-                return child.reap(block=True)
+            # stderr closed: the command has ended, or nearly. A pidfd says
+            # when; it is opened before stderr is closed, so that its number
+            # differs (an epoll set forgets a closed descriptor by itself).
+            if not child.reap(block=False):
+                try:
+                    self._pidfd = os.pidfd_open(child.pid)
+                except (AttributeError, OSError):  # no pidfd (Linux < 5.3): wait here
+                    child.reap(block=True)
             child.close_err()
-            return False
+            return child.returncode is not None
         if child.reap(block=False):
             self._close_pidfd()
             return True
