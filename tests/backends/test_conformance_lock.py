@@ -53,6 +53,20 @@ def test_acquire_waits_for_a_release(kit) -> None:
     b.release()
 
 
+def test_waiting_for_a_held_lock_sleeps(kit) -> None:
+    """A waiter polls with back-off: half a second of waiting costs its
+    thread a few milliseconds of CPU, not half a second of spinning."""
+    a = kit.a.locks.lock("stage/p/sleepy", 30)
+    assert a.acquire(timeout=0)
+    b = kit.b.locks.lock("stage/p/sleepy", 30)
+    cpu0, t0 = time.thread_time(), time.monotonic()
+    assert not b.acquire(timeout=0.5)
+    waited, cpu = time.monotonic() - t0, time.thread_time() - cpu0
+    a.release()
+    assert waited >= 0.45
+    assert cpu < 0.15, f"{cpu:.3f} s of CPU while waiting {waited:.2f} s for a held lock"
+
+
 def test_context_manager_and_harmless_release(kit) -> None:
     lease = kit.a.locks.lock("stage/p/ctx", 30)
     lease.release()  # not held: nothing happens

@@ -58,11 +58,13 @@ class FileLease:
             except BaseException:
                 os.close(fd)
                 raise
-                sleep = (
-                    delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
-                )
+            sleep = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            try:
                 time.sleep(sleep)
-                delay = min(delay * 2, 0.1)
+            except BaseException:
+                os.close(fd)
+                raise
+            delay = min(delay * 2, 0.1)
         previous = os.pread(fd, 64, 0).split(b" ", 1)[0]
         try:
             token = int(previous) + 1
