@@ -160,9 +160,10 @@ class Project:
         return self.pool[off : off + INPUT_SIZE]
 
     def create(self) -> None:
-        """A fresh project: inputs, an empty out/, the tool's file; no state."""
+        """A fresh project: inputs, an empty out/, the tool's file; no state.
+        A project already there is moved aside (see :func:`discard`)."""
         if self.root.exists():
-            shutil.rmtree(self.root)
+            discard(self.root)
         (self.root / "in").mkdir(parents=True)
         (self.root / "out").mkdir()
         for i in range(self.n):
@@ -240,6 +241,24 @@ rule upper:
             return self.output(i).read_bytes() == source.upper()
         except FileNotFoundError:
             return False
+
+
+# Folders to delete once everything is measured. On ext4 without a journal
+# (this machine's disk), creating a file scans past every inode freed in the
+# last minute or so (the kernel's ``recently_deleted`` check): right after
+# the harness deleted the previous fresh project (4,000 and more files),
+# each file creation cost up to 10x more, and a tool's first run paid for
+# the harness's deletions in proportion to the files it creates. Projects
+# are therefore moved aside (a rename frees no inode) and deleted at the end.
+TRASH: Path | None = None
+
+
+def discard(folder: Path) -> None:
+    if TRASH is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    TRASH.mkdir(parents=True, exist_ok=True)
+    folder.rename(TRASH / f"{folder.name}-{time.time_ns()}")
 
 
 # -- measuring ---------------------------------------------------------------------
@@ -645,7 +664,7 @@ class Bench:
         subprocess.run(
             [sys.executable, "-c", STAT_SRC, str(proj.root), "4", str(proj.width)], check=True
         )
-        shutil.rmtree(self.args.work / "prime", ignore_errors=True)
+        discard(self.args.work / "prime")
 
     def profile_pipekit(self, proj: Project) -> None:
         """One no-op pipekit run under -X importtime, one under cProfile."""
@@ -895,8 +914,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global TRASH
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    TRASH = args.work / "trash"
+    if TRASH.exists():  # left by an interrupted run of this script
+        log(f"deleting {TRASH}; measurements in the next minute may pay for it (see TRASH)")
+        shutil.rmtree(TRASH)
     peers = None
     if {"doit", "snakemake"} & set(args.tools):
         ensure_peers(args.peers_venv, args.peer_packages.split())
@@ -922,7 +946,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.tool_at(tool, n)
         bench.floors_at(n)
         if not args.keep:
-            shutil.rmtree(args.work / f"n{n}", ignore_errors=True)
+            discard(args.work / f"n{n}")
+    shutil.rmtree(TRASH, ignore_errors=True)
 
     commands = {
         t: " ".join(tool_command(t, Project(t, 1, Path("."), b""), args.jobs, peers))
