@@ -558,6 +558,38 @@ class IsolatedCommand:
         self._started(pid, bool(kwargs.get("setsid")))
         return pid
 
+    @property
+    def namespace(self) -> Any:
+        """What identifies where the command runs: the network namespace's
+        holder, or None for the host's network. Commands with equal values
+        may be started by one process living there (:meth:`popen_starter`)."""
+        return self._holder
+
+    def popen_starter(self, **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start this command, a long-lived process that starts other
+        commands of this :attr:`namespace` on request (the shell stage's
+        command starter), in the namespace: not counted among its live
+        commands, since its own work never reaches the network. Report
+        each command handed to it with :meth:`handed_to_starter`."""
+        proc = self.popen(**kwargs)
+        if self._live:
+            self._holder.live -= 1
+            self._live = False
+        return proc
+
+    def handed_to_starter(self) -> None:
+        """This command was handed to a starter process of its namespace
+        (it counts as live from now); once its pid is known, set
+        :meth:`ran_as`."""
+        if self._holder is not None and not self._live:
+            self._holder.live += 1
+            self._live = True
+
+    def ran_as(self, pid: int) -> None:
+        """The command ran as ``pid``, leading a session of its own; call
+        before :meth:`check`."""
+        self._group = pid
+
     def _started(self, pid: int, leads_group: bool) -> None:
         if self._holder is not None and not self._live:
             self._holder.live += 1

@@ -433,12 +433,23 @@ class Runner:
 
         def submit(name: str, deadline: float | None = None) -> None:
             running.add(name)
+            if self.started.startable(stages[name]):
+                launched(name, self.started.prepare(name, deadline))
+                return
             with self._working_lock:
                 self._working += 1
-            if self.started.startable(stages[name]):
+            fut = self._executor().submit(self._work, name, deadline)
+            fut.add_done_callback(on_worked(name))
+
+        def launched(name: str, outcome: Any) -> None:
+            """Start a prepared attempt (``outcome``) in a free slot, or
+            settle a stage that is not to start."""
+            if isinstance(outcome, Attempt):
                 slot = watcher.free_slot()
                 assert slot is not None
-                outcome = self.started.start(name, deadline, slot)
+                with self._working_lock:
+                    self._working += 1
+                outcome = self.started.launch(outcome, slot)
                 if isinstance(outcome, Future):  # declined: a worker thread runs it
                     outcome.add_done_callback(on_worked(name))
                     return
@@ -446,25 +457,79 @@ class Runner:
                     watcher.add(outcome)
                     return
                 self._stop_working()
-                if isinstance(outcome, StageResult):
-                    self._halt_on(outcome)
-                settle(name, outcome)
-                return
-            fut = self._executor().submit(self._work, name, deadline)
-            fut.add_done_callback(on_worked(name))
+            if isinstance(outcome, StageResult):
+                self._halt_on(outcome)
+            settle(name, outcome)
+
+        # A started stage that waits for a slot is locked, decided and has
+        # its context made meanwhile (prepared), so that when a command ends
+        # the next one starts at once.
+        prepared: list[Any] = []
+
+        def fill() -> None:
+            """Start what may start: prepared attempts first, then ready
+            stages (a cheap decision inline for one that is up to date);
+            prepare the next started stage when no slot is free."""
+            if prepared and (stop or self.cancel.is_set()):
+                for a in prepared:
+                    self.started.drop(a)
+                    running.discard(a.st.name)
+                prepared.clear()
+            while prepared and can_start(prepared[0].st.name):
+                a = prepared.pop(0)
+                launched(a.st.name, a)
+            while ready and not stop and not self.cancel.is_set():
+                _, name = ready[0]
+                if name in results:
+                    heapq.heappop(ready)
+                    continue
+                if not self.forced(name) and name not in not_cheap:
+                    t_decide = time.perf_counter()
+                    d = self.evaluator.decide_cheaply(stages[name])
+                    if d is not None and not d.run:
+                        heapq.heappop(ready)
+                        spent = time.perf_counter() - t_decide
+                        finish(name, self._skipped(stages[name], d, spent))
+                        continue
+                    not_cheap.add(name)
+                if not can_start(name):
+                    if not prepared and self.started.startable(stages[name]):
+                        heapq.heappop(ready)
+                        running.add(name)
+                        try:
+                            outcome = self.started.prepare(name, None)
+                        except BaseException:
+                            running.discard(name)
+                            raise
+                        if isinstance(outcome, Attempt):
+                            prepared.append(outcome)
+                        else:
+                            settle(name, outcome)
+                            continue
+                    break
+                heapq.heappop(ready)
+                submit(name)
 
         def step(a: Any) -> Any:
             """A started stage's descriptor is ready: None while it runs or
             once its commit is in the batch (its end then comes as an
-            event), else its result."""
+            event), else its result. Once it has ended and its processor
+            has said it succeeded, the next stage starts in its slot before
+            its outputs are checked and its commit queued."""
             nonlocal batch_since
-            if not batch:
-                batch_since = time.monotonic()
-            outcome = self.started.step(a, batch)
-            if outcome is None:
+            ended, error = self.started.poll(a)
+            if not ended:
                 watcher.update(a)
                 return None
             watcher.remove(a)
+            self._stop_working()
+            if error is None:
+                error = self.started.finish(a)
+            if error is None:  # a failure must stop the run before anything starts
+                fill()
+            if not batch:
+                batch_since = time.monotonic()
+            outcome = self.started.end(a, error, batch)
             if isinstance(outcome, Future):
                 outcome.add_done_callback(notify("commit", a.st.name))
                 return None
@@ -499,24 +564,7 @@ class Runner:
             while True:
                 # Cheap decisions inline: a stage whose hashes are all cached
                 # and that is up to date never reaches a worker thread.
-                while ready and not stop and not self.cancel.is_set():
-                    _, name = ready[0]
-                    if name in results:
-                        heapq.heappop(ready)
-                        continue
-                    if not self.forced(name) and name not in not_cheap:
-                        t_decide = time.perf_counter()
-                        d = self.evaluator.decide_cheaply(stages[name])
-                        if d is not None and not d.run:
-                            heapq.heappop(ready)
-                            spent = time.perf_counter() - t_decide
-                            finish(name, self._skipped(stages[name], d, spent))
-                            continue
-                        not_cheap.add(name)
-                    if not can_start(name):
-                        break
-                    heapq.heappop(ready)
-                    submit(name)
+                fill()
                 now = time.monotonic()
                 while deferred and deferred[0][0] <= now and can_start(deferred[0][2]) and not stop:
                     _, _, name, deadline = heapq.heappop(deferred)
@@ -554,6 +602,7 @@ class Runner:
                     handle(*event)
         except KeyboardInterrupt:
             self.cancel.set()
+            fill()  # prepared stages let go of their locks
             log.warning("interrupted: stopping the stages in hand")
             for a in list(watcher.attempts.values()):
                 self.started.kill(a, "cancelled")

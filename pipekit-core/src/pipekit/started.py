@@ -259,8 +259,15 @@ class StartedStages:
         (skipped, failed, not run), a deferral (its lock is held
         elsewhere), or the future of a worker thread that runs it (its
         ``start`` returned None)."""
-        from .execute import start_in_process
+        outcome = self.prepare(name, deadline)
+        return self.launch(outcome, slot) if isinstance(outcome, Attempt) else outcome
 
+    def prepare(self, name: str, deadline: float | None) -> Any:
+        """Scheduling thread: lock and decide stage ``name`` and make its
+        context, so that :meth:`launch` only has to start it once a slot
+        is free: an :class:`Attempt` holding the stage's lock (released by
+        :meth:`launch` or :meth:`drop`), or what :meth:`start` returns for
+        a stage that is not to start."""
         if self.runner._halt.is_set() or self.runner.cancel.is_set():
             return self.runner._not_run(name, self.runner.cancel.is_set())
         st = self.runner.pipeline.stages[name]
@@ -269,28 +276,49 @@ class StartedStages:
             lease, d, outcome = self.runner._locked_decision(st, deadline, t0)
             if lease is None:
                 return outcome
-            kept = False
             try:
-                self.runner.observers.call("on_stage_start", run=self.runner.info, stage=st.config)
                 self.runner.inflight.note({p.parent for p in st.output_paths})
                 tmps, ctx = self.runner._context(st, 1, d, lease, False)
-                a = Attempt(st, d, lease, t0, tmps, ctx, slot)
-                try:
-                    a.handle = start_in_process(st, a, self.runner.network_policy(st))
-                except Exception as exc:
-                    self.runner._discard_attempt(exc, ctx, tmps)
-                    return self.runner._attempts_failed(st, d, t0, 1, exc, dict(ctx.info))
-                kept = True
-                if a.handle is None:  # the processor declined: run() in a worker thread
-                    return self.runner._executor().submit(self.run_declined, st, d, lease, t0)
-                if ctx.timeout is not None:
-                    a.deadline = time.monotonic() + ctx.timeout
-                return a
-            finally:
-                if not kept:
-                    lease.release()
+            except BaseException:
+                lease.release()
+                raise
+            return Attempt(st, d, lease, t0, tmps, ctx, -1)
         except Exception as exc:
             return self.runner._unexpected(name, t0, exc)
+
+    def drop(self, a: Attempt) -> None:
+        """A prepared attempt that will not start (the run stops)."""
+        a.lease.release()
+
+    def launch(self, a: Attempt, slot: int) -> Any:
+        """Scheduling thread: start a prepared attempt in ``slot``; what
+        :meth:`start` returns."""
+        from .execute import start_in_process
+
+        st, d, lease, t0, tmps, ctx = a.st, a.d, a.lease, a.t0, a.tmps, a.ctx
+        if self.runner._halt.is_set() or self.runner.cancel.is_set():
+            lease.release()
+            return self.runner._not_run(st.name, self.runner.cancel.is_set())
+        kept = False
+        try:
+            self.runner.observers.call("on_stage_start", run=self.runner.info, stage=st.config)
+            a.slot = slot
+            try:
+                a.handle = start_in_process(st, a, self.runner.network_policy(st))
+            except Exception as exc:
+                self.runner._discard_attempt(exc, ctx, tmps)
+                return self.runner._attempts_failed(st, d, t0, 1, exc, dict(ctx.info))
+            kept = True
+            if a.handle is None:  # the processor declined: run() in a worker thread
+                return self.runner._executor().submit(self.run_declined, st, d, lease, t0)
+            if ctx.timeout is not None:
+                a.deadline = time.monotonic() + ctx.timeout
+            return a
+        except Exception as exc:
+            return self.runner._unexpected(st.name, t0, exc)
+        finally:
+            if not kept:
+                lease.release()
 
     def run_declined(self, st: Any, d: Decision, lease: Any, t0: float) -> Any:
         """Worker thread: a stage whose ``start`` returned None, run with
@@ -311,19 +339,16 @@ class StartedStages:
             if not self.runner._handed.done:
                 self.runner._stop_working()
 
-    def step(self, a: Any, batch: list[Any]) -> Any:
+    def poll(self, a: Any) -> tuple[bool, BaseException | None]:
         """Scheduling thread: ``poll`` a started attempt whose descriptor
-        is ready; None while it runs, else its outcome (a failed
-        :class:`StageResult`, or the future of its commit, whose job went
-        to ``batch``)."""
+        is ready: ``(ended, error)``; then :meth:`finish` and :meth:`end`
+        one that ended."""
         try:
             with a.guarded():
-                if not a.handle.poll():
-                    return None
+                return a.handle.poll(), None
         except Exception as exc:  # its end is this error: stop what may still run
             self.kill(a, "cancelled")
-            return self.end(a, exc, batch)
-        return self.end(a, None, batch)
+            return True, exc
 
     def kill(self, a: Any, reason: str) -> None:
         try:
@@ -332,15 +357,27 @@ class StartedStages:
         except Exception as exc:
             log.warning("stage %s: could not stop its work: %s", a.st.name, exc)
 
-    def end(self, a: Any, error: BaseException | None, batch: list[Any]) -> Any:
+    def finish(self, a: Any) -> BaseException | None:
+        """Scheduling thread: the processor's ``finish()`` of an attempt
+        that ended: how it failed, or None."""
         from .execute import finish_started
 
-        self.runner._stop_working()
+        try:
+            finish_started(a)
+        except Exception as exc:
+            return exc
+        return None
+
+    def end(self, a: Any, error: BaseException | None, batch: list[Any]) -> Any:
+        """Scheduling thread: end an attempt that ended and was finished
+        (``error``: how it or its ``finish()`` failed; its slot and its
+        place among the stages at work are given back already): a failed
+        :class:`StageResult`, or the future of its commit, whose job went
+        to ``batch``."""
         st, ctx = a.st, a.ctx
         try:
             if error is not None:
                 raise error
-            finish_started(a)
             self.runner._check_attempt(st, a.tmps, a.lease)
         except Exception as exc:
             self.runner._discard_attempt(exc, ctx, a.tmps)

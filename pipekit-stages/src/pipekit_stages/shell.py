@@ -35,7 +35,7 @@ from typing import Any
 import attrs
 import pipekit
 
-from . import simple_command
+from . import simple_command, starters
 
 STDERR_KEEP = 4000
 
@@ -337,29 +337,134 @@ class _Running(pipekit.Started):
         self.child.kill()
 
     def finish(self) -> None:
-        ctx, proc, isolated = self.ctx, self.child, self.isolated
         self._close_pidfd()
-        ctx.info["stderr"] = bytes(self._stderr[-STDERR_KEEP:]).decode("utf-8", "replace")
-        if self.fired == "cancelled":
-            raise pipekit.StageFailed("interrupted; the command was killed")
-        if self.fired:
-            isolated.check()
-            raise pipekit.StageTimeout(
-                f"command ran past the stage's timeout of {ctx.timeout:g}s and was killed"
-            )
-        assert proc.returncode is not None
-        ctx.info["exit_code"] = proc.returncode
-        isolated.check()  # it tried to reach the network: the guard's message
-        if proc.returncode != 0:
-            tail = ctx.info["stderr"].strip().splitlines()[-1:] or [""]
-            how = (
-                f"killed by signal {-proc.returncode}"
-                if proc.returncode < 0
-                else f"exit code {proc.returncode}"
-            )
-            message = f"command failed ({how}): {tail[0]}".rstrip(": ")
-            why = isolated.explain()
-            raise pipekit.StageFailed(f"{message}; {why}" if why else message)
+        _conclude(self.ctx, self.isolated, self.fired, bytes(self._stderr), self.child.returncode)
+
+
+def _conclude(
+    ctx: pipekit.StageContext,
+    isolated: Any,
+    fired: str,
+    stderr: bytes,
+    returncode: int | None,
+    not_started: str | None = None,
+) -> None:
+    """A command's end in the stage record; raises as ``run()`` does for
+    one killed (``fired``: ``cancelled`` or ``timeout``), one that tried
+    to reach the network, one that failed, or one that could not be
+    started (``not_started`` says why)."""
+    ctx.info["stderr"] = stderr[-STDERR_KEEP:].decode("utf-8", "replace")
+    if fired == "cancelled":
+        raise pipekit.StageFailed("interrupted; the command was killed")
+    if fired:
+        isolated.check()
+        raise pipekit.StageTimeout(
+            f"command ran past the stage's timeout of {ctx.timeout:g}s and was killed"
+        )
+    if not_started is not None:
+        isolated.check()
+        raise pipekit.StageFailed(f"cannot start the command: {not_started}")
+    assert returncode is not None
+    ctx.info["exit_code"] = returncode
+    isolated.check()  # it tried to reach the network: the guard's message
+    if returncode != 0:
+        tail = ctx.info["stderr"].strip().splitlines()[-1:] or [""]
+        how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        message = f"command failed ({how}): {tail[0]}".rstrip(": ")
+        why = isolated.explain()
+        raise pipekit.StageFailed(f"{message}; {why}" if why else message)
+
+
+_OPEN_FLAGS = {
+    "<": os.O_RDONLY,
+    ">": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+    ">>": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+}
+
+
+def _start_by_starter(
+    ctx: pipekit.StageContext,
+    simple: simple_command.SimpleCommand | None,
+    command: str,
+    workdir: str,
+    extra: dict[str, str],
+) -> _ByStarter | None:
+    """Hand the command to a command starter (see :mod:`.starters`), or
+    None where none can be had. A simple command is started without the
+    shell, its redirections opened by the child itself, left to right as
+    the shell does; if it cannot be started so (a redirection cannot be
+    opened, the program is missing or is a script without ``#!``), the
+    starter starts ``/bin/sh -c`` instead, which runs it or reports the
+    error in its own words."""
+    isolated = pipekit.isolate_command(simple.words if simple else ["/bin/sh", "-c", command])
+    starter = starters.take(isolated)
+    if starter is None:
+        return None
+    path, env = _spawn_env(workdir, extra)
+    devnull = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
+    tries: list[Any] = []
+    program = _which(simple.words[0], path) if simple is not None else None
+    if simple is not None and program is not None:
+        if program[0] != "/":
+            program = os.path.join(workdir, program)
+        actions: list[Any] = []
+        if all(op != "<" for op, _ in simple.redirects):
+            actions.append(devnull)
+        for op, target in simple.redirects:
+            where = target if os.path.isabs(target) else os.path.join(workdir, target)
+            fd = 0 if op == "<" else 1
+            actions.append((os.POSIX_SPAWN_OPEN, fd, where, _OPEN_FLAGS[op], 0o666))
+        # stdout to our stderr unless redirected: never into --json output
+        to_stderr = all(op == "<" for op, _ in simple.redirects)
+        tries.append((program, simple.words, actions, to_stderr))
+    tries.append(("/bin/sh", ["/bin/sh", "-c", command], [devnull], True))
+    isolated.handed_to_starter()
+    try:
+        starter.run(workdir, env, tries)
+    except OSError:
+        starter.broken = True
+        return None
+    return _ByStarter(ctx, starter, isolated, direct=len(tries) - 1)
+
+
+class _ByStarter(pipekit.Started):
+    """A command a starter runs: its one reply says how it ended, with the
+    end of its stderr."""
+
+    def __init__(
+        self, ctx: pipekit.StageContext, starter: starters.Starter, isolated: Any, direct: int
+    ) -> None:
+        self.ctx = ctx
+        self.starter = starter
+        self.isolated = isolated
+        self.direct = direct
+        self.fired = ""
+        self.result: tuple[Any, ...] | None = None
+
+    def fileno(self) -> int:
+        return self.starter.r
+
+    def poll(self) -> bool:
+        reply = self.starter.reply()
+        if reply is None:
+            return False
+        self.result = reply
+        starters.give_back(self.starter)
+        return True
+
+    def kill(self, reason: str) -> None:
+        self.fired = self.fired or reason
+        if self.result is None:
+            self.starter.kill()
+
+    def finish(self) -> None:
+        assert self.result is not None
+        pid, returncode, tried, stderr, error = self.result
+        if pid is not None:
+            self.isolated.ran_as(pid)
+            if tried <= self.direct:
+                self.ctx.info["shell"] = False  # started without /bin/sh
+        _conclude(self.ctx, self.isolated, self.fired, stderr, returncode, error)
 
 
 class Shell(pipekit.Stage):
@@ -375,7 +480,7 @@ class Shell(pipekit.Stage):
         deadline = None if ctx.timeout is None else time.monotonic() + ctx.timeout
         self.start(ctx).wait(deadline, ctx.cancelled)
 
-    def start(self, ctx: pipekit.StageContext) -> _Running:
+    def start(self, ctx: pipekit.StageContext) -> pipekit.Started:
         params: ShellParams = ctx.params
         try:
             command = render(
@@ -402,6 +507,10 @@ class Shell(pipekit.Stage):
         workdir = str(ctx.workdir)
         std = {"cwd": workdir, "env": env, "stderr": subprocess.PIPE, "start_new_session": True}
         simple = simple_command.parse(command) if mode == "auto" else None
+        if starters.enabled():
+            by_starter = _start_by_starter(ctx, simple, command, workdir, params.env or {})
+            if by_starter is not None:
+                return by_starter
         proc, isolated = _start_direct(simple, workdir, std, params.env) if simple else (None, None)
         if proc is None or isolated is None:
             isolated = pipekit.isolate_command(["/bin/sh", "-c", command])

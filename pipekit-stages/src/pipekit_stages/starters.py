@@ -1,0 +1,159 @@
+"""Command starters: small helper processes that start the shell stage's
+commands, so that the runner's scheduling thread does not.
+
+``os.posix_spawn`` holds the GIL until the child has called ``exec``, and
+on two busy cores the new child often waits for a CPU first (0.2 ms at the
+median, over 1 ms in one start of ten here). The runner's scheduling
+thread starts every shell stage, so it stood still for that long per
+command. A starter (``python -I -S`` running :mod:`._execd`, standard
+library only) waits for it instead, in a process of its own: the runner
+writes one request and later reads one reply, about 20 µs of its time.
+A thread instead of a process was measured and rejected: each GIL hand-off
+between it and the scheduling thread cost more than the wait it saved.
+
+A starter lives in the network namespace its commands must run in (see
+:meth:`pipekit.IsolatedCommand.popen_starter`) and runs one command at a
+time; idle starters are kept per namespace for the next command, and end
+when the runner does (end of their stdin). ``PIPEKIT_SHELL_STARTERS=0``
+turns them off: each command is then started by the runner itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import marshal
+import os
+import struct
+import subprocess
+import sys
+import threading
+from typing import Any
+
+__all__ = ["Starter", "enabled", "give_back", "take"]
+
+_LEN = struct.Struct("<I")
+
+
+class Starter:
+    """One starter process: requests go to its stdin, replies come on its
+    stdout (4-byte length, then ``marshal``; see :mod:`._execd`)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], namespace: Any) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc = proc
+        self.namespace = namespace
+        self.w = proc.stdin.fileno()
+        self.r = proc.stdout.fileno()
+        os.set_blocking(self.r, False)
+        self.env: Any = None  # the environment it holds (sent once while unchanged)
+        self._buf = bytearray()
+        self.broken = False
+
+    def run(self, cwd: str, env: dict[bytes, bytes], tries: list[Any]) -> None:
+        same = env is self.env
+        self.env = env
+        self._send(("run", cwd, None if same else env, tries))
+
+    def kill(self) -> None:
+        """SIGKILL to the running command's process group."""
+        try:
+            self._send(("kill",))
+        except OSError:
+            pass
+
+    def reply(self) -> tuple[Any, ...] | None:
+        """The reply once all of it has come (call when :attr:`r` is
+        readable), else None; ``(None, None, 0, b"", message)`` if the
+        starter ended without one."""
+        while True:
+            try:
+                chunk = os.read(self.r, 1 << 17)
+            except BlockingIOError:
+                break
+            if not chunk:
+                self.broken = True
+                return (None, None, 0, b"", "the command starter ended unexpectedly")
+            self._buf += chunk
+        if len(self._buf) < 4:
+            return None
+        (n,) = _LEN.unpack_from(self._buf)
+        if len(self._buf) < 4 + n:
+            return None
+        value = marshal.loads(bytes(self._buf[4 : 4 + n]))
+        del self._buf[: 4 + n]
+        return tuple(value)
+
+    def _send(self, value: Any) -> None:
+        data = marshal.dumps(value)
+        data = _LEN.pack(len(data)) + data
+        while data:
+            data = data[os.write(self.w, data) :]
+
+    def close(self) -> None:
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        try:
+            self.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_idle: dict[int, list[Starter]] = {}
+_all: list[Starter] = []
+_lock = threading.Lock()
+_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_execd.py")
+
+
+def enabled() -> bool:
+    """Linux (``posix_spawn`` with ``setsid``, pidfds), unless turned off."""
+    return (
+        sys.platform.startswith("linux")
+        and os.environ.get("PIPEKIT_SHELL_STARTERS", "1").strip() != "0"
+    )
+
+
+def take(isolated: Any) -> Starter | None:
+    """An idle starter living where ``isolated`` must run, started if none
+    is idle; None if none can be started (the caller starts the command
+    itself)."""
+    import pipekit
+
+    namespace = isolated.namespace
+    with _lock:
+        idle = _idle.get(id(namespace))
+        if idle:
+            return idle.pop()
+    try:
+        iso = pipekit.isolate_command([sys.executable, "-I", "-S", _SERVER])
+        proc = iso.popen_starter(
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, bufsize=0
+        )
+    except (OSError, ValueError, pipekit.NonRetryable):
+        return None
+    starter = Starter(proc, namespace)
+    with _lock:
+        if not _all:
+            atexit.register(_close_all)
+        _all.append(starter)
+    return starter
+
+
+def give_back(starter: Starter) -> None:
+    """``starter`` has replied and may start the next command."""
+    if starter.broken:
+        return
+    with _lock:
+        _idle.setdefault(id(starter.namespace), []).append(starter)
+
+
+def _close_all() -> None:
+    with _lock:
+        starters, _all[:] = list(_all), []
+        _idle.clear()
+    for s in starters:
+        s.close()

@@ -1,0 +1,200 @@
+"""Command starters (pipekit_stages.starters): helper processes that start
+the shell stage's commands for the runner, and the runner preparing the
+next started stage while every slot is busy. Real runs, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Project
+
+
+def starters_in(root: Path) -> list[int]:
+    """Pids of command starters whose folder is ``root``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if b"_execd.py" in cmdline and cwd == str(root):
+            pids.append(int(entry))
+    return pids
+
+
+def wait_until(cond: Any, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def shells(project: Project, cmds: dict[str, str], **extra: Any) -> None:
+    project.write("in.txt", "abc\n")
+    project.pipeline(
+        [
+            {"name": name, "uses": "shell", "inputs": ["in.txt"], "outputs": [f"{name}.out"],
+             "params": {"cmd": cmd}, **extra}
+            for name, cmd in cmds.items()
+        ]
+    )
+
+
+@pytest.mark.parametrize("starters", ["1", "0"])
+def test_commands_give_the_same_results_with_and_without_starters(
+    project: Project, starters: str
+) -> None:
+    shells(
+        project,
+        {
+            "upper": "tr a-z A-Z < {input} > {output}",
+            "shell": "tr a-z A-Z < {input} | tr A-Z a-z > {output}",
+            "fails": "echo broken >&2; exit 3",
+            "missing": "no-such-program-here > {output}",
+        },
+    )
+    env = project.env(PIPEKIT_SHELL_STARTERS=starters)
+    summary = project.run_json("--keep-going", "--jobs", "2", expect=1, env=env)
+    by_name = {s["name"]: s for s in summary["stages"]}
+    assert {n: s["status"] for n, s in by_name.items()} == {
+        "upper": "ok", "shell": "ok", "fails": "failed", "missing": "failed",
+    }
+    assert project.read("upper.out") == "ABC\n"
+    assert project.read("shell.out") == "abc\n"
+    assert "exit code 3): broken" in by_name["fails"]["reason"]
+    assert "exit code 127" in by_name["missing"]["reason"]  # the shell's own words
+    assert "not found" in by_name["missing"]["reason"]
+    run = json.loads((project.root / ".pipekit/runs" / f"{summary['run_id']}.json").read_text())
+    info = {s["name"]: s["info"] for s in run["stages"]}
+    assert info["upper"].get("shell") is False  # started without /bin/sh either way
+    assert info["shell"].get("shell") is None
+
+
+def test_starters_end_with_the_run(project: Project) -> None:
+    shells(project, {f"s{i}": "tr a-z A-Z < {input} > {output}" for i in range(6)})
+    project.run_json("--jobs", "3")
+    assert wait_until(lambda: not starters_in(project.root), 5), starters_in(project.root)
+
+
+def test_starters_of_a_killed_runner_end_and_leave_its_command_be(
+    project: Project, tmp_path: Path
+) -> None:
+    """SIGKILL to the runner: its starters see the end of their stdin and
+    end; the command that was running goes on, as one started by the
+    runner itself would."""
+    done = tmp_path / "done"
+    shells(project, {"slow": f"sleep 1.5; touch {done}; cp {{input}} {{output}}"})
+    proc = project.popen("run")
+    try:
+        assert wait_until(lambda: bool(starters_in(project.root)), 20)
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert wait_until(lambda: not starters_in(project.root), 5), starters_in(project.root)
+        assert wait_until(done.exists, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    summary = project.run_json()  # the next run does the stage (its temp output was never committed)
+    assert project.statuses(summary) == {"slow": "ok"}
+
+
+def test_a_starter_that_dies_fails_its_stage_and_the_next_gets_a_new_one(
+    project: Project,
+) -> None:
+    shells(
+        project,
+        {
+            "a_kills": "kill -9 $PPID; sleep 1",  # its parent is the starter
+            "b_works": "tr a-z A-Z < {input} > {output}",
+        },
+    )
+    summary = project.run_json("--keep-going", "--jobs", "1", expect=1)
+    by_name = {s["name"]: s for s in summary["stages"]}
+    assert by_name["a_kills"]["status"] == "failed"
+    assert "the command starter ended unexpectedly" in by_name["a_kills"]["reason"]
+    assert by_name["b_works"]["status"] == "ok"
+    assert project.read("b_works.out") == "ABC\n"
+
+
+def test_with_one_job_a_failure_starts_nothing_after_it(project: Project) -> None:
+    """The next stage is prepared (locked, decided) while the failing one
+    runs; it must not start once the failure is known."""
+    shells(
+        project,
+        {"a": "sleep 0.3; exit 1", "b": "cp {input} {output}", "c": "cp {input} {output}"},
+    )
+    summary = project.run_json("--jobs", "1", expect=1)
+    assert project.statuses(summary) == {"a": "failed", "b": "skipped", "c": "skipped"}
+    assert not (project.root / "b.out").exists() and not (project.root / "c.out").exists()
+    assert project.run_json("--jobs", "1", "-k", expect=1)["status"] == "failed"
+    assert project.read("b.out") == "abc\n"  # their locks were let go
+
+
+def test_an_interrupt_with_a_prepared_stage_ends_the_run(project: Project) -> None:
+    shells(project, {f"s{i}": "sleep 30; cp {input} {output}" for i in range(3)})
+    proc = project.popen("run", "--jobs", "1", "--json")
+    try:
+        assert wait_until(lambda: bool(starters_in(project.root)), 20)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert time.monotonic() - t0 < 10
+    summary = json.loads(out)
+    assert summary["status"] == "interrupted"
+    # the locks of the stage in hand and of the prepared one were let go
+    shells(project, {f"s{i}": "cp {input} {output}" for i in range(3)})
+    assert project.statuses(project.run_json("--lock-timeout", "1")) == {
+        "s0": "ok", "s1": "ok", "s2": "ok",
+    }
+
+
+def test_sigterm_to_the_runners_process_group_stops_the_commands_too(
+    project: Project, tmp_path: Path
+) -> None:
+    """A service manager stops a run with SIGTERM to its whole process
+    group: the starters are in it, the commands (each in a session of its
+    own) are not; a starter that ends so kills its command first."""
+    import sys
+
+    marker = tmp_path / "survivor"
+    shells(project, {"slow": f"sleep 2 && touch {marker}"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipekit", "run"],
+        cwd=project.root,
+        env=project.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert wait_until(lambda: bool(starters_in(project.root)), 20)
+        time.sleep(0.4)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    time.sleep(2.5)
+    assert not marker.exists()
