@@ -52,7 +52,7 @@ def shells(project: Project, cmds: dict[str, str], **extra: Any) -> None:
     )
 
 
-@pytest.mark.parametrize("starters", ["1", "0"])
+@pytest.mark.parametrize("starters", ["always", "off"])
 def test_commands_give_the_same_results_with_and_without_starters(
     project: Project, starters: str
 ) -> None:
@@ -84,7 +84,7 @@ def test_commands_give_the_same_results_with_and_without_starters(
 
 def test_starters_end_with_the_run(project: Project) -> None:
     shells(project, {f"s{i}": "tr a-z A-Z < {input} > {output}" for i in range(6)})
-    project.run_json("--jobs", "3")
+    project.run_json("--jobs", "3", env=project.env(PIPEKIT_SHELL_STARTERS="always"))
     assert wait_until(lambda: not starters_in(project.root), 5), starters_in(project.root)
 
 
@@ -96,7 +96,7 @@ def test_starters_of_a_killed_runner_end_and_leave_its_command_be(
     runner itself would."""
     done = tmp_path / "done"
     shells(project, {"slow": f"sleep 1.5; touch {done}; cp {{input}} {{output}}"})
-    proc = project.popen("run")
+    proc = project.popen("run", env=project.env(PIPEKIT_SHELL_STARTERS="always"))
     try:
         assert wait_until(lambda: bool(starters_in(project.root)), 20)
         time.sleep(0.3)
@@ -122,7 +122,8 @@ def test_a_starter_that_dies_fails_its_stage_and_the_next_gets_a_new_one(
             "b_works": "tr a-z A-Z < {input} > {output}",
         },
     )
-    summary = project.run_json("--keep-going", "--jobs", "1", expect=1)
+    env = project.env(PIPEKIT_SHELL_STARTERS="always")
+    summary = project.run_json("--keep-going", "--jobs", "1", expect=1, env=env)
     by_name = {s["name"]: s for s in summary["stages"]}
     assert by_name["a_kills"]["status"] == "failed"
     assert "the command starter ended unexpectedly" in by_name["a_kills"]["reason"]
@@ -146,7 +147,8 @@ def test_with_one_job_a_failure_starts_nothing_after_it(project: Project) -> Non
 
 def test_an_interrupt_with_a_prepared_stage_ends_the_run(project: Project) -> None:
     shells(project, {f"s{i}": "sleep 30; cp {input} {output}" for i in range(3)})
-    proc = project.popen("run", "--jobs", "1", "--json")
+    env = project.env(PIPEKIT_SHELL_STARTERS="always")
+    proc = project.popen("run", "--jobs", "1", "--json", env=env)
     try:
         assert wait_until(lambda: bool(starters_in(project.root)), 20)
         time.sleep(0.5)
@@ -181,7 +183,7 @@ def test_sigterm_to_the_runners_process_group_stops_the_commands_too(
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipekit", "run"],
         cwd=project.root,
-        env=project.env(),
+        env=project.env(PIPEKIT_SHELL_STARTERS="always"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -198,3 +200,29 @@ def test_sigterm_to_the_runners_process_group_stops_the_commands_too(
     assert proc.returncode == 130
     time.sleep(2.5)
     assert not marker.exists()
+
+
+def test_a_run_of_few_commands_starts_no_starter_and_a_long_one_does(project: Project) -> None:
+    """auto (the default): the first commands of a namespace are started by
+    the runner itself; starters come once there are more."""
+    shells(project, {"one": "tr a-z A-Z < {input} > {output}"})
+    summary = project.run_json("--jobs", "1")
+    assert project.statuses(summary) == {"one": "ok"}
+    assert not starters_in(project.root)
+    shells(project, {f"s{i}": "sleep 0.1; cp {input} {output}" for i in range(12)})
+    proc = project.popen("run", "--jobs", "1")
+    try:
+        seen = wait_until(lambda: bool(starters_in(project.root)), 30)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert seen
+
+
+def test_a_bad_pipekit_shell_starters_value_fails_the_stage_in_words(project: Project) -> None:
+    shells(project, {"one": "cp {input} {output}"})
+    summary = project.run_json(expect=1, env=project.env(PIPEKIT_SHELL_STARTERS="sometimes"))
+    (stage,) = summary["stages"]
+    assert "PIPEKIT_SHELL_STARTERS must be 'auto', 'always' or 'off', not 'sometimes'" in stage["reason"]

@@ -502,12 +502,13 @@ class Shell(pipekit.Stage):
         ctx.info["command"] = command
         try:
             mode = simple_command.shell_mode()
+            use_starters = starters.enabled()
         except ValueError as exc:
             raise pipekit.NonRetryable(str(exc)) from None
         workdir = str(ctx.workdir)
         std = {"cwd": workdir, "env": env, "stderr": subprocess.PIPE, "start_new_session": True}
         simple = simple_command.parse(command) if mode == "auto" else None
-        if starters.enabled():
+        if use_starters:
             by_starter = _start_by_starter(ctx, simple, command, workdir, params.env or {})
             if by_starter is not None:
                 return by_starter

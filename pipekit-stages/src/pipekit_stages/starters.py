@@ -14,8 +14,10 @@ between it and the scheduling thread cost more than the wait it saved.
 A starter lives in the network namespace its commands must run in (see
 :meth:`pipekit.IsolatedCommand.popen_starter`) and runs one command at a
 time; idle starters are kept per namespace for the next command, and end
-when the runner does (end of their stdin). ``PIPEKIT_SHELL_STARTERS=0``
-turns them off: each command is then started by the runner itself.
+when the runner does (end of their stdin). The first few commands of a
+namespace are started by the runner itself, so that a run of one or two
+commands does not pay for starting Python once more. ``PIPEKIT_SHELL_STARTERS``
+is ``auto`` (that), ``always`` (from the first command) or ``off``.
 """
 
 from __future__ import annotations
@@ -109,27 +111,65 @@ _lock = threading.Lock()
 _SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_execd.py")
 
 
+def mode() -> str:
+    """``PIPEKIT_SHELL_STARTERS``: ``auto`` (the default: once a namespace
+    has had :data:`USE_AFTER` commands), ``always`` (from the first
+    command) or ``off`` (``0`` too); ``off`` elsewhere than Linux, where
+    ``posix_spawn`` with ``setsid`` and pidfds may be missing."""
+    if not sys.platform.startswith("linux"):
+        return "off"
+    value = os.environ.get("PIPEKIT_SHELL_STARTERS", "auto").strip().lower() or "auto"
+    value = {"0": "off", "1": "always"}.get(value, value)
+    if value not in ("auto", "always", "off"):
+        raise ValueError(f"PIPEKIT_SHELL_STARTERS must be 'auto', 'always' or 'off', not {value!r}")
+    return value
+
+
 def enabled() -> bool:
-    """Linux (``posix_spawn`` with ``setsid``, pidfds), unless turned off."""
-    return (
-        sys.platform.startswith("linux")
-        and os.environ.get("PIPEKIT_SHELL_STARTERS", "1").strip() != "0"
-    )
+    return mode() != "off"
+
+
+WARM_AFTER = 2
+"""Commands of a namespace started by the caller itself before a starter is
+made for it (in the background: it takes about 20 ms to be ready)."""
+USE_AFTER = 4
+"""Commands of a namespace started by the caller itself before starters
+start them: a run of a few commands (one changed input) would only pay for
+starting Python once more."""
+
+_seen: dict[int, int] = {}  # namespace -> commands asked for
 
 
 def take(isolated: Any) -> Starter | None:
     """An idle starter living where ``isolated`` must run, started if none
-    is idle; None if none can be started (the caller starts the command
-    itself)."""
+    is idle; None while the namespace has had few commands yet, or if none
+    can be started: the caller then starts the command itself."""
+    namespace = isolated.namespace
+    key = id(namespace)
+    with _lock:
+        seen = _seen[key] = _seen.get(key, 0) + 1
+        if mode() == "always":
+            seen = USE_AFTER + 1
+        idle = _idle.get(key)
+        if seen > USE_AFTER and idle:
+            return idle.pop()
+    if seen == WARM_AFTER:
+        warm = _start(namespace)
+        if warm is not None:
+            give_back(warm)
+    if seen <= USE_AFTER:
+        return None
+    return _start(namespace)
+
+
+def _start(namespace: Any) -> Starter | None:
+    """A new starter in ``namespace`` (the current stage's, from its guard)."""
     import pipekit
 
-    namespace = isolated.namespace
-    with _lock:
-        idle = _idle.get(id(namespace))
-        if idle:
-            return idle.pop()
     try:
         iso = pipekit.isolate_command([sys.executable, "-I", "-S", _SERVER])
+        if iso.namespace is not namespace:
+            return None
         proc = iso.popen_starter(
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, bufsize=0
         )
