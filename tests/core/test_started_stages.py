@@ -100,7 +100,15 @@ def shell(project: Project, stages: dict[str, str], **extra: Any) -> None:
     )
 
 
-def test_a_command_that_fills_its_stderr_pipe_does_not_stall(project: Project) -> None:
+@pytest.fixture(params=["auto", "always"])
+def starters(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """shell's commands started by the runner itself (a run of few commands)
+    and by command starters."""
+    monkeypatch.setenv("PIPEKIT_SHELL_STARTERS", request.param)
+    return str(request.param)
+
+
+def test_a_command_that_fills_its_stderr_pipe_does_not_stall(project: Project, starters: str) -> None:
     shell(
         project,
         {
@@ -115,7 +123,7 @@ def test_a_command_that_fills_its_stderr_pipe_does_not_stall(project: Project) -
     assert len(info["stderr"]) == 4000
 
 
-def test_a_command_that_closes_stderr_and_goes_on_is_waited_for(project: Project) -> None:
+def test_a_command_that_closes_stderr_and_goes_on_is_waited_for(project: Project, starters: str) -> None:
     shell(project, {"late": "exec 2>&-; sleep 0.5; echo late > {output}"})
     t0 = time.monotonic()
     summary = project.run_json()
@@ -125,7 +133,7 @@ def test_a_command_that_closes_stderr_and_goes_on_is_waited_for(project: Project
 
 
 def test_a_started_command_past_its_timeout_is_killed_with_its_group(
-    project: Project, tmp_path: Path
+    project: Project, tmp_path: Path, starters: str
 ) -> None:
     marker = tmp_path / "survivor"
     shell(
@@ -145,7 +153,7 @@ def test_a_started_command_past_its_timeout_is_killed_with_its_group(
 
 
 def test_two_commands_running_at_once_each_answer_for_their_own_network_use(
-    project: Project,
+    project: Project, starters: str
 ) -> None:
     reach = (
         "python3 -c \"import socket; s = socket.socket(); s.settimeout(1)\n"
