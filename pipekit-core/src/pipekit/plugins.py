@@ -292,12 +292,10 @@ def load_registry(
         plugins.append(info)
 
     if entry_points:
-        from importlib.metadata import entry_points as _eps
+        from . import entrypoints
 
-        for ep in sorted(_eps(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else "?"
-            dist_version = dist.version if dist is not None else "?"
+        for ep in entrypoints.load(ENTRY_POINT_GROUP):
+            dist_name, dist_version = ep.dist_name, ep.dist_version
             info = PluginInfo(ep.name, dist_name, dist_version, ep.value)
             hit = {n for n in disabled if n == ep.name or _norm(n) == _norm(dist_name)}
             if hit:
