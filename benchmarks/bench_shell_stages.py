@@ -948,6 +948,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             discard(args.work / f"n{n}")
     shutil.rmtree(TRASH, ignore_errors=True)
+    log("deleted the projects; on an ext4 without a journal, wait 5 minutes before measuring again")
 
     commands = {
         t: " ".join(tool_command(t, Project(t, 1, Path("."), b""), args.jobs, peers))
