@@ -226,3 +226,20 @@ def test_a_bad_pipekit_shell_starters_value_fails_the_stage_in_words(project: Pr
     summary = project.run_json(expect=1, env=project.env(PIPEKIT_SHELL_STARTERS="sometimes"))
     (stage,) = summary["stages"]
     assert "PIPEKIT_SHELL_STARTERS must be 'auto', 'always' or 'off', not 'sometimes'" in stage["reason"]
+
+
+def test_a_stage_run_by_a_worker_thread_starts_its_command_itself(project: Project) -> None:
+    """A stage with retries runs in a worker thread, whose network
+    namespaces end with the thread: no starter is made for it."""
+    shells(project, {"retried": "sleep 1; cp {input} {output}"}, retry={"attempts": 2})
+    env = project.env(PIPEKIT_SHELL_STARTERS="always")
+    proc = project.popen("run", env=env)
+    try:
+        seen = wait_until(lambda: bool(starters_in(project.root)), 2)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not seen
+    assert project.read("retried.out") == "abc\n"

@@ -477,10 +477,17 @@ class Shell(pipekit.Stage):
     command_params = ("cmd",)
 
     def run(self, ctx: pipekit.StageContext) -> None:
+        # A worker thread (a stage with retries): the command is started
+        # here, not by a starter. Starters live in the network namespaces
+        # of the scheduling thread's slots, which last as long as the
+        # process; a worker thread's namespaces end with the thread.
         deadline = None if ctx.timeout is None else time.monotonic() + ctx.timeout
-        self.start(ctx).wait(deadline, ctx.cancelled)
+        self._start(ctx, by_starter=False).wait(deadline, ctx.cancelled)
 
     def start(self, ctx: pipekit.StageContext) -> pipekit.Started:
+        return self._start(ctx, by_starter=True)
+
+    def _start(self, ctx: pipekit.StageContext, by_starter: bool) -> pipekit.Started:
         params: ShellParams = ctx.params
         try:
             command = render(
@@ -502,16 +509,16 @@ class Shell(pipekit.Stage):
         ctx.info["command"] = command
         try:
             mode = simple_command.shell_mode()
-            use_starters = starters.enabled()
+            use_starters = by_starter and starters.enabled()
         except ValueError as exc:
             raise pipekit.NonRetryable(str(exc)) from None
         workdir = str(ctx.workdir)
         std = {"cwd": workdir, "env": env, "stderr": subprocess.PIPE, "start_new_session": True}
         simple = simple_command.parse(command) if mode == "auto" else None
         if use_starters:
-            by_starter = _start_by_starter(ctx, simple, command, workdir, params.env or {})
-            if by_starter is not None:
-                return by_starter
+            handed = _start_by_starter(ctx, simple, command, workdir, params.env or {})
+            if handed is not None:
+                return handed
         proc, isolated = _start_direct(simple, workdir, std, params.env) if simple else (None, None)
         if proc is None or isolated is None:
             isolated = pipekit.isolate_command(["/bin/sh", "-c", command])

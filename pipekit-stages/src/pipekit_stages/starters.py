@@ -29,6 +29,7 @@ import struct
 import subprocess
 import sys
 import threading
+import weakref
 from typing import Any
 
 __all__ = ["Starter", "enabled", "give_back", "take"]
@@ -43,7 +44,9 @@ class Starter:
     def __init__(self, proc: subprocess.Popen[bytes], namespace: Any) -> None:
         assert proc.stdin is not None and proc.stdout is not None
         self.proc = proc
-        self.namespace = namespace
+        # Weakly: a namespace no longer held by pipekit is one to leave.
+        self._namespace = None if namespace is None else weakref.ref(namespace)
+        self.key = id(namespace)
         self.w = proc.stdin.fileno()
         self.r = proc.stdout.fileno()
         os.set_blocking(self.r, False)
@@ -55,6 +58,10 @@ class Starter:
         same = env is self.env
         self.env = env
         self._send(("run", cwd, None if same else env, tries))
+
+    def gone(self) -> bool:
+        """Whether the namespace it lives in is no longer pipekit's."""
+        return self._namespace is not None and self._namespace() is None
 
     def kill(self) -> None:
         """SIGKILL to the running command's process group."""
@@ -147,6 +154,16 @@ def take(isolated: Any) -> Starter | None:
     namespace = isolated.namespace
     key = id(namespace)
     with _lock:
+        stale = [s for idle in _idle.values() for s in idle if s.gone()]
+        for s in stale:
+            _idle[s.key].remove(s)
+            _seen.pop(s.key, None)
+    for s in stale:  # their namespace was let go (its thread ended): end them too
+        s.close()
+        with _lock:
+            if s in _all:
+                _all.remove(s)
+    with _lock:
         seen = _seen[key] = _seen.get(key, 0) + 1
         if mode() == "always":
             seen = USE_AFTER + 1
@@ -188,7 +205,7 @@ def give_back(starter: Starter) -> None:
     if starter.broken:
         return
     with _lock:
-        _idle.setdefault(id(starter.namespace), []).append(starter)
+        _idle.setdefault(starter.key, []).append(starter)
 
 
 def _close_all() -> None:
