@@ -269,3 +269,33 @@ def test_a_signal_during_a_commit_of_the_scheduling_thread_ends_the_run(
     summary = project.run_json("--backend", "slowfile", env=env)
     assert summary["status"] == "ok"
     assert project.read("out/0.txt") == "line 0\n"
+
+
+def test_commands_one_after_another_in_a_slot_each_answer_for_their_own_network_use(
+    project: Project, starters: str
+) -> None:
+    """With one job, every command runs in the same namespace, one after
+    another, and a command's closing count opens the next one's: the
+    command after one that tried to reach the network is not blamed for
+    it, and the one before is not either. (The runner takes a command's
+    closing count before it starts the next, prepared meanwhile; that order
+    is not shown here: the next command takes longer to start than the gap
+    a wrong order would leave.)"""
+    reach = (
+        "python3 -c \"import socket; s = socket.socket(); s.settimeout(1)\n"
+        "try: s.connect(('10.255.255.1', 9))\nexcept OSError: pass\" ; sleep 0.2"
+    )
+    shell(
+        project,
+        {
+            "a_quiet": "sleep 0.3; echo ok > {output}",
+            "b_reach": reach + "; echo ok > {output}",
+            "c_quiet": "echo ok > {output}",
+            "d_quiet": "sleep 0.2; echo ok > {output}",
+        },
+    )
+    summary = project.run_json("--jobs", "1", "--keep-going", expect=1)
+    assert project.statuses(summary) == {
+        "a_quiet": "ok", "b_reach": "failed", "c_quiet": "ok", "d_quiet": "ok",
+    }
+    assert "tried to reach the network" in project.reasons(summary)["b_reach"]
