@@ -7,7 +7,8 @@ median, over 1 ms in one start of ten here). The runner's scheduling
 thread starts every shell stage, so it stood still for that long per
 command. A starter (``python -I -S`` running :mod:`._execd`, standard
 library only) waits for it instead, in a process of its own: the runner
-writes one request and later reads one reply, about 20 µs of its time.
+writes one request and later reads one reply, about 60 µs of its time
+(most of it the write that wakes the starter).
 A thread instead of a process was measured and rejected: each GIL hand-off
 between it and the scheduling thread cost more than the wait it saved.
 
