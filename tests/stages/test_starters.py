@@ -243,3 +243,43 @@ def test_a_stage_run_by_a_worker_thread_starts_its_command_itself(project: Proje
             proc.wait()
     assert not seen
     assert project.read("retried.out") == "abc\n"
+
+
+def test_a_prepared_stage_does_not_count_its_wait_for_a_slot(project: Project) -> None:
+    """With one job the next stage is prepared while the first runs; its
+    duration is its own command's, not the first one's too (a prepared
+    stage holds its lock for at most PREPARED_HOLD_S, and its wait for a
+    slot is not counted either way)."""
+    shells(project, {"a_long": "sleep 1; cp {input} {output}", "b_short": "cp {input} {output}"})
+    summary = project.run_json("--jobs", "1")
+    durations = {s["name"]: s["duration_s"] for s in summary["stages"]}
+    assert durations["a_long"] >= 1.0
+    assert durations["b_short"] < 0.5, durations
+
+
+def test_a_stage_prepared_behind_a_long_command_is_left_to_another_runner(
+    project: Project,
+) -> None:
+    """A prepared stage lets go of its lock after a short wait: a second
+    runner with a free slot runs it meanwhile instead of waiting for the
+    first runner's long command to end."""
+    shells(project, {"a_long": "sleep 4; cp {input} {output}", "b_short": "cp {input} {output}"})
+    first = project.popen("run", "--jobs", "1", "--json")
+    try:
+        assert wait_until(lambda: (project.root / ".pipekit" / "locks").exists(), 20)
+        time.sleep(0.8)  # a_long runs; b_short was prepared and let go
+        second = project.run_json("--jobs", "1", expect=0)  # waits for a_long's lock, then skips it
+        out, err = first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, err
+    ran_second = {s["name"]: s for s in second["stages"]}
+    ran_first = {s["name"]: s for s in json.loads(out)["stages"]}
+    assert ran_second["b_short"]["reason"] == "never run", ran_second  # the second ran it
+    assert ran_first["b_short"]["reason"].startswith("up to date (done by run"), ran_first
+    assert ran_first["a_long"]["reason"] == "never run"
+    b = (project.root / "b_short.out").stat().st_mtime
+    a = (project.root / "a_long.out").stat().st_mtime
+    assert b < a - 2, (b, a)  # while a_long still ran

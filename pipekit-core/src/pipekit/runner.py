@@ -187,6 +187,12 @@ SLOW_COMMIT_S = 0.0005
 ``Runner._schedule``): on a tmpfs one costs about 0.1 ms, on a disk that
 makes new files slowly several."""
 
+PREPARED_HOLD_S = 0.05
+"""How long a started stage prepared while every slot is busy (locked and
+decided) may wait for a slot before it lets go of its lock: several short
+commands' time. Waiting longer means long commands, where preparing saves
+nothing and another runner with a free slot may take the stage."""
+
 
 class _Deferred:
     """A stage whose lock another runner holds: try again later."""
@@ -463,18 +469,30 @@ class Runner:
 
         # A started stage that waits for a slot is locked, decided and has
         # its context made meanwhile (prepared), so that when a command ends
-        # the next one starts at once.
+        # the next one starts at once. One that waits longer than
+        # PREPARED_HOLD_S lets go of its lock and goes back to the ready
+        # ones, and none is prepared again until a command ends: commands
+        # that long gain nothing from it, and another runner with a free
+        # slot may take the stage meanwhile.
         prepared: list[Any] = []
+        hold_back = False
 
         def fill() -> None:
             """Start what may start: prepared attempts first, then ready
             stages (a cheap decision inline for one that is up to date);
             prepare the next started stage when no slot is free."""
+            nonlocal hold_back
             if prepared and (stop or self.cancel.is_set()):
                 for a in prepared:
                     self.started.drop(a)
                     running.discard(a.st.name)
                 prepared.clear()
+            if prepared and time.perf_counter() - prepared[0].prepared_at > PREPARED_HOLD_S:
+                a = prepared.pop(0)
+                self.started.drop(a)
+                running.discard(a.st.name)
+                heapq.heappush(ready, (a.st.index, a.st.name))
+                hold_back = True
             while prepared and can_start(prepared[0].st.name):
                 a = prepared.pop(0)
                 launched(a.st.name, a)
@@ -493,7 +511,7 @@ class Runner:
                         continue
                     not_cheap.add(name)
                 if not can_start(name):
-                    if not prepared and self.started.startable(stages[name]):
+                    if not prepared and not hold_back and self.started.startable(stages[name]):
                         heapq.heappop(ready)
                         running.add(name)
                         try:
@@ -516,13 +534,14 @@ class Runner:
             event), else its result. Once it has ended and its processor
             has said it succeeded, the next stage starts in its slot before
             its outputs are checked and its commit queued."""
-            nonlocal batch_since
+            nonlocal batch_since, hold_back
             ended, error = self.started.poll(a)
             if not ended:
                 watcher.update(a)
                 return None
             watcher.remove(a)
             self._stop_working()
+            hold_back = False
             if error is None:
                 error = self.started.finish(a)
             if error is None:  # a failure must stop the run before anything starts
@@ -587,6 +606,11 @@ class Runner:
                     soonest = min(batch_since + self.committer.LINGER_S, soonest or 1e300)
                 if deferred:
                     soonest = min(deferred[0][0], soonest or deferred[0][0])
+                if prepared:  # perf_counter and monotonic: the same clock on Linux, not elsewhere
+                    let_go = time.monotonic() + max(
+                        0.0, prepared[0].prepared_at + PREPARED_HOLD_S - time.perf_counter()
+                    )
+                    soonest = min(let_go, soonest or let_go)
                 if soonest is not None:
                     timeout = min(timeout, max(0.0, soonest - time.monotonic()))
                 for a in watcher.wait(timeout):

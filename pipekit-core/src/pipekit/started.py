@@ -80,6 +80,7 @@ class Attempt:
         "guard",
         "handle",
         "lease",
+        "prepared_at",
         "slot",
         "st",
         "t0",
@@ -104,6 +105,9 @@ class Attempt:
         self.ctx = ctx
         self.slot = slot
         self.handle: Any = None
+        self.prepared_at = time.perf_counter()
+        """When it was ready to start (prepared): the wait for a slot since
+        is not part of its duration."""
         self.guard: Any = None
         self.deadline: float | None = None
         self.fd = -1
@@ -295,11 +299,13 @@ class StartedStages:
         :meth:`start` returns."""
         from .execute import start_in_process
 
-        st, d, lease, t0, tmps, ctx = a.st, a.d, a.lease, a.t0, a.tmps, a.ctx
+        st, d, lease, tmps, ctx = a.st, a.d, a.lease, a.tmps, a.ctx
         if self.runner._halt.is_set() or self.runner.cancel.is_set():
             lease.release()
             return self.runner._not_run(st.name, self.runner.cancel.is_set())
         kept = False
+        a.t0 += time.perf_counter() - a.prepared_at  # the wait for a slot is not its time
+        t0 = a.t0
         try:
             self.runner.observers.call("on_stage_start", run=self.runner.info, stage=st.config)
             a.slot = slot
