@@ -252,37 +252,37 @@ def _spawn(
 
 def _start_direct(
     simple: simple_command.SimpleCommand,
+    isolated: Any,
     workdir: str,
     std: dict[str, Any],
     extra: dict[str, str],
-) -> tuple[_Child | None, Any]:
-    """Start a simple command without the shell: ``(process, isolated)``, or
-    ``(None, None)`` when it cannot be started so (a redirection cannot be
+) -> _Child | None:
+    """Start a simple command (``isolated``, from its words) without the
+    shell, or None when it cannot be started so (a redirection cannot be
     opened, the program is not found or is a script without ``#!``): the
     shell then runs it and reports any error in its own words. ``extra``
     is the stage's ``env``, already in ``std["env"]`` for Popen."""
     try:
         fds = simple_command.open_redirects(simple.redirects, workdir)
     except OSError:
-        return None, None
+        return None
     try:
-        isolated = pipekit.isolate_command(simple.words)
         proc: Any = _spawn(isolated, simple.words, workdir, extra, fds)
         if proc is None:
             env = std["env"] if std["env"] is not None else os.environ
             if env.get("PWD") != workdir:  # the shell exports its folder as PWD
                 std = {**std, "env": {**env, "PWD": workdir}}
             if isolated.wrapped and not _nsenter_can_exec(simple.words[0], std["env"], workdir):
-                return None, None
+                return None
             proc = _Child.of(
                 isolated.popen(stdin=fds.get(0, subprocess.DEVNULL), stdout=fds.get(1, 2), **std)
             )
     except OSError:
-        return None, None
+        return None
     finally:
         for fd in fds.values():
             os.close(fd)
-    return proc, isolated
+    return proc
 
 
 class _Running(pipekit.Started):
@@ -375,15 +375,9 @@ def _conclude(
         raise pipekit.StageFailed(f"{message}; {why}" if why else message)
 
 
-_OPEN_FLAGS = {
-    "<": os.O_RDONLY,
-    ">": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-    ">>": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-}
-
-
 def _start_by_starter(
     ctx: pipekit.StageContext,
+    isolated: Any,
     simple: simple_command.SimpleCommand | None,
     command: str,
     workdir: str,
@@ -395,8 +389,8 @@ def _start_by_starter(
     the shell does; if it cannot be started so (a redirection cannot be
     opened, the program is missing or is a script without ``#!``), the
     starter starts ``/bin/sh -c`` instead, which runs it or reports the
-    error in its own words."""
-    isolated = pipekit.isolate_command(simple.words if simple else ["/bin/sh", "-c", command])
+    error in its own words. ``isolated`` is the command's (its words, or
+    the shell's for one that is not simple)."""
     starter = starters.take(isolated)
     if starter is None:
         return None
@@ -407,16 +401,12 @@ def _start_by_starter(
     if simple is not None and program is not None:
         if program[0] != "/":
             program = os.path.join(workdir, program)
-        actions: list[Any] = []
-        if all(op != "<" for op, _ in simple.redirects):
-            actions.append(devnull)
-        for op, target in simple.redirects:
-            where = target if os.path.isabs(target) else os.path.join(workdir, target)
-            fd = 0 if op == "<" else 1
-            actions.append((os.POSIX_SPAWN_OPEN, fd, where, _OPEN_FLAGS[op], 0o666))
+        targets = simple_command.redirect_targets(simple.redirects, workdir)
+        redirected = {fd for fd, _, _ in targets}
+        actions: list[Any] = [] if 0 in redirected else [devnull]
+        actions += [(os.POSIX_SPAWN_OPEN, fd, path, flags, 0o666) for fd, path, flags in targets]
         # stdout to our stderr unless redirected: never into --json output
-        to_stderr = all(op == "<" for op, _ in simple.redirects)
-        tries.append((program, simple.words, actions, to_stderr))
+        tries.append((program, simple.words, actions, 1 not in redirected))
     tries.append(("/bin/sh", ["/bin/sh", "-c", command], [devnull], True))
     isolated.handed_to_starter()
     try:
@@ -515,13 +505,19 @@ class Shell(pipekit.Stage):
         workdir = str(ctx.workdir)
         std = {"cwd": workdir, "env": env, "stderr": subprocess.PIPE, "start_new_session": True}
         simple = simple_command.parse(command) if mode == "auto" else None
+        shell_argv = ["/bin/sh", "-c", command]
+        # One IsolatedCommand (one counter reading) whichever way it starts.
+        isolated = pipekit.isolate_command(simple.words if simple is not None else shell_argv)
         if use_starters:
-            handed = _start_by_starter(ctx, simple, command, workdir, params.env or {})
+            handed = _start_by_starter(ctx, isolated, simple, command, workdir, params.env or {})
             if handed is not None:
                 return handed
-        proc, isolated = _start_direct(simple, workdir, std, params.env) if simple else (None, None)
-        if proc is None or isolated is None:
-            isolated = pipekit.isolate_command(["/bin/sh", "-c", command])
+        proc = None
+        if simple is not None:
+            proc = _start_direct(simple, isolated, workdir, std, params.env)
+            if proc is None:  # it cannot start without the shell: the shell runs it
+                isolated = pipekit.isolate_command(shell_argv)
+        if proc is None:
             # stdout to our stderr: never mixed into `pipekit run --json` output
             proc = _Child.of(isolated.popen(stdin=subprocess.DEVNULL, stdout=2, **std))
         else:

@@ -21,7 +21,14 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["SimpleCommand", "open_redirects", "parse", "shell_mode"]
+__all__ = [
+    "REDIRECT_FLAGS",
+    "SimpleCommand",
+    "open_redirects",
+    "parse",
+    "redirect_targets",
+    "shell_mode",
+]
 
 # Characters that no POSIX shell treats specially outside quotes (the set
 # shlex.quote leaves bare, ASCII only).
@@ -129,6 +136,27 @@ def parse(command: str) -> SimpleCommand | None:
     return SimpleCommand(words, redirects)
 
 
+REDIRECT_FLAGS = {
+    "<": os.O_RDONLY,
+    ">": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+    ">>": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+}
+"""The ``open`` flags of each redirection operator, as the shell opens it."""
+
+
+def redirect_targets(redirects: list[tuple[str, str]], cwd: str) -> list[tuple[int, str, int]]:
+    """``(descriptor, path, open flags)`` of each redirection, left to
+    right as the shell opens them; relative paths are in ``cwd``."""
+    return [
+        (
+            0 if op == "<" else 1,
+            target if os.path.isabs(target) else os.path.join(cwd, target),
+            REDIRECT_FLAGS[op],
+        )
+        for op, target in redirects
+    ]
+
+
 def open_redirects(redirects: list[tuple[str, str]], cwd: str) -> dict[int, int]:
     """Open the redirections left to right as the shell does; return the
     file descriptor for stdin (0) and stdout (1). The caller closes them.
@@ -136,16 +164,8 @@ def open_redirects(redirects: list[tuple[str, str]], cwd: str) -> dict[int, int]
     fds: dict[int, int] = {}
     opened: list[int] = []
     try:
-        for op, target in redirects:
-            path = target if os.path.isabs(target) else os.path.join(cwd, target)
-            if op == "<":
-                fd, which = os.open(path, os.O_RDONLY | os.O_CLOEXEC), 0
-            elif op == ">":
-                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-                fd, which = os.open(path, flags, 0o666), 1
-            else:
-                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-                fd, which = os.open(path, flags, 0o666), 1
+        for which, path, flags in redirect_targets(redirects, cwd):
+            fd = os.open(path, flags | os.O_CLOEXEC, 0o666)
             opened.append(fd)
             fds[which] = fd
     except BaseException:
