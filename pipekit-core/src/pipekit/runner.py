@@ -474,27 +474,31 @@ class Runner:
         # ones, and none is prepared again until a command ends: commands
         # that long gain nothing from it, and another runner with a free
         # slot may take the stage meanwhile.
-        prepared: list[Any] = []
+        prepared: Attempt | None = None
         hold_back = False
 
+        def let_go() -> Attempt:
+            """The prepared attempt, its lock released and no longer in hand."""
+            nonlocal prepared
+            a, prepared = prepared, None
+            assert a is not None
+            self.started.drop(a)
+            running.discard(a.st.name)
+            return a
+
         def fill() -> None:
-            """Start what may start: prepared attempts first, then ready
+            """Start what may start: the prepared attempt first, then ready
             stages (a cheap decision inline for one that is up to date);
             prepare the next started stage when no slot is free."""
-            nonlocal hold_back
-            if prepared and (stop or self.cancel.is_set()):
-                for a in prepared:
-                    self.started.drop(a)
-                    running.discard(a.st.name)
-                prepared.clear()
-            if prepared and time.perf_counter() - prepared[0].prepared_at > PREPARED_HOLD_S:
-                a = prepared.pop(0)
-                self.started.drop(a)
-                running.discard(a.st.name)
+            nonlocal prepared, hold_back
+            if prepared is not None and (stop or self.cancel.is_set()):
+                let_go()
+            elif prepared is not None and time.monotonic() > prepared.prepared_at + PREPARED_HOLD_S:
+                a = let_go()
                 heapq.heappush(ready, (a.st.index, a.st.name))
                 hold_back = True
-            while prepared and can_start(prepared[0].st.name):
-                a = prepared.pop(0)
+            if prepared is not None and can_start(prepared.st.name):
+                a, prepared = prepared, None
                 launched(a.st.name, a)
             while ready and not stop and not self.cancel.is_set():
                 _, name = ready[0]
@@ -511,7 +515,7 @@ class Runner:
                         continue
                     not_cheap.add(name)
                 if not can_start(name):
-                    if not prepared and not hold_back and self.started.startable(stages[name]):
+                    if prepared is None and not hold_back and self.started.startable(stages[name]):
                         heapq.heappop(ready)
                         running.add(name)
                         try:
@@ -520,7 +524,7 @@ class Runner:
                             running.discard(name)
                             raise
                         if isinstance(outcome, Attempt):
-                            prepared.append(outcome)
+                            prepared = outcome
                         else:
                             settle(name, outcome)
                             continue
@@ -606,11 +610,9 @@ class Runner:
                     soonest = min(batch_since + self.committer.LINGER_S, soonest or 1e300)
                 if deferred:
                     soonest = min(deferred[0][0], soonest or deferred[0][0])
-                if prepared:  # perf_counter and monotonic: the same clock on Linux, not elsewhere
-                    let_go = time.monotonic() + max(
-                        0.0, prepared[0].prepared_at + PREPARED_HOLD_S - time.perf_counter()
-                    )
-                    soonest = min(let_go, soonest or let_go)
+                if prepared is not None:
+                    let_go_at = prepared.prepared_at + PREPARED_HOLD_S
+                    soonest = min(let_go_at, soonest or let_go_at)
                 if soonest is not None:
                     timeout = min(timeout, max(0.0, soonest - time.monotonic()))
                 for a in watcher.wait(timeout):
@@ -626,7 +628,7 @@ class Runner:
                     handle(*event)
         except KeyboardInterrupt:
             self.cancel.set()
-            fill()  # prepared stages let go of their locks
+            fill()  # a prepared stage lets go of its lock
             log.warning("interrupted: stopping the stages in hand")
             for a in list(watcher.attempts.values()):
                 self.started.kill(a, "cancelled")

@@ -105,7 +105,7 @@ class Attempt:
         self.ctx = ctx
         self.slot = slot
         self.handle: Any = None
-        self.prepared_at = time.perf_counter()
+        self.prepared_at = time.monotonic()
         """When it was ready to start (prepared): the wait for a slot since
         is not part of its duration."""
         self.guard: Any = None
@@ -304,7 +304,7 @@ class StartedStages:
             lease.release()
             return self.runner._not_run(st.name, self.runner.cancel.is_set())
         kept = False
-        a.t0 += time.perf_counter() - a.prepared_at  # the wait for a slot is not its time
+        a.t0 += time.monotonic() - a.prepared_at  # the wait for a slot is not its time
         t0 = a.t0
         try:
             self.runner.observers.call("on_stage_start", run=self.runner.info, stage=st.config)
