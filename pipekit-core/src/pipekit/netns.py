@@ -581,9 +581,7 @@ class IsolatedCommand:
         """This command was handed to a starter process of its namespace
         (it counts as live from now); once its pid is known, set
         :meth:`ran_as`."""
-        if self._holder is not None and not self._live:
-            self._holder.live += 1
-            self._live = True
+        self._count_live()
 
     def ran_as(self, pid: int) -> None:
         """The command ran as ``pid``, leading a session of its own; call
@@ -591,10 +589,14 @@ class IsolatedCommand:
         self._group = pid
 
     def _started(self, pid: int, leads_group: bool) -> None:
+        self._count_live()
+        self._group = pid if leads_group else None
+
+    def _count_live(self) -> None:
+        """Count this command among its namespace's live ones (once)."""
         if self._holder is not None and not self._live:
             self._holder.live += 1
             self._live = True
-        self._group = pid if leads_group else None
 
     @contextlib.contextmanager
     def _starting(self) -> Iterator[None]:

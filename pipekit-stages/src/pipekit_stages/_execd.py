@@ -100,17 +100,56 @@ def _stop(signum: int, _frame: object) -> None:
     os._exit(128 + signum)
 
 
+def _wait(pid: int, err_r: int, rfd: int) -> tuple[int, bytes]:
+    """Read the command's stderr as it comes, then wait for its end (a
+    pidfd says when), killing its group on a kill request: ``(wait status,
+    the end of its stderr)``. _Gone (the runner is gone) leaves it be."""
+    tail = bytearray()
+    poller = select.poll()
+    poller.register(err_r, select.POLLIN)
+    poller.register(rfd, select.POLLIN)
+    pidfd = -1
+    while True:
+        for fd, _ in poller.poll():
+            if fd == rfd:
+                if _request(rfd)[0] == "kill":
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+            elif pidfd < 0:  # stderr
+                chunk = os.read(err_r, 65536)
+                if chunk:
+                    tail += chunk
+                    if len(tail) > 2 * KEEP:
+                        del tail[:-KEEP]
+                    continue
+                # stderr closed: the command has ended, or nearly; a pidfd says when
+                poller.unregister(err_r)
+                os.close(err_r)
+                try:
+                    pidfd = os.pidfd_open(pid)
+                except (AttributeError, OSError):
+                    return os.waitpid(pid, 0)[1], bytes(tail[-KEEP:])
+                poller.register(pidfd, select.POLLIN)
+            else:
+                os.close(pidfd)
+                return os.waitpid(pid, 0)[1], bytes(tail[-KEEP:])
+
+
 def _serve(rfd: int, wfd: int) -> None:
     env: dict = {}  # type: ignore[type-arg]  # the first request brings it
+    cwd = os.getcwd()
     while True:
         req = _request(rfd)
         if req[0] != "run":
             continue  # a kill for a command that has ended
-        _, cwd, new_env, tries = req
+        _, folder, new_env, tries = req
         if new_env is not None:
             env = new_env
-        if cwd != os.getcwd():
-            os.chdir(cwd)
+        if folder != cwd:
+            os.chdir(folder)
+            cwd = folder
         err_r, err_w = os.pipe()
         try:
             pid, tried, error = _start(tries, env, err_w)
@@ -121,42 +160,9 @@ def _serve(rfd: int, wfd: int) -> None:
             _reply(wfd, (None, None, tried, b"", error))
             continue
         _current[0] = pid
-        tail = bytearray()
-        poller = select.poll()
-        poller.register(err_r, select.POLLIN)
-        poller.register(rfd, select.POLLIN)
-        watched, reading = err_r, True  # stderr until its end, then a pidfd
-        status = None
-        while status is None:
-            for fd, _ in poller.poll():
-                if fd == rfd:  # a kill; _Gone (the runner is gone) leaves the command be
-                    if _request(rfd)[0] == "kill":
-                        try:
-                            os.killpg(pid, signal.SIGKILL)
-                        except (ProcessLookupError, PermissionError):
-                            pass
-                elif reading:
-                    chunk = os.read(err_r, 65536)
-                    if chunk:
-                        tail += chunk
-                        if len(tail) > 2 * KEEP:
-                            del tail[:-KEEP]
-                        continue
-                    # stderr closed: the command has ended, or nearly; a pidfd says when
-                    poller.unregister(err_r)
-                    os.close(err_r)
-                    reading = False
-                    try:
-                        watched = os.pidfd_open(pid)
-                        poller.register(watched, select.POLLIN)
-                    except (AttributeError, OSError):
-                        status = os.waitpid(pid, 0)[1]
-                else:
-                    status = os.waitpid(pid, 0)[1]
-                    poller.unregister(watched)
-                    os.close(watched)
+        status, tail = _wait(pid, err_r, rfd)
         _current[0] = 0
-        _reply(wfd, (pid, os.waitstatus_to_exitcode(status), tried, bytes(tail[-KEEP:]), None))
+        _reply(wfd, (pid, os.waitstatus_to_exitcode(status), tried, tail, None))
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ import threading
 import weakref
 from typing import Any
 
+import pipekit
+
 __all__ = ["Starter", "enabled", "give_back", "take"]
 
 _LEN = struct.Struct("<I")
@@ -154,23 +156,23 @@ def take(isolated: Any) -> Starter | None:
     can be started: the caller then starts the command itself."""
     namespace = isolated.namespace
     key = id(namespace)
+    always = mode() == "always"
     with _lock:
+        # Starters whose namespace was let go (its thread ended) end too.
         stale = [s for idle in _idle.values() for s in idle if s.gone()]
         for s in stale:
             _idle[s.key].remove(s)
+            _all.remove(s)
             _seen.pop(s.key, None)
-    for s in stale:  # their namespace was let go (its thread ended): end them too
-        s.close()
-        with _lock:
-            if s in _all:
-                _all.remove(s)
-    with _lock:
         seen = _seen[key] = _seen.get(key, 0) + 1
-        if mode() == "always":
+        if always:
             seen = USE_AFTER + 1
         idle = _idle.get(key)
-        if seen > USE_AFTER and idle:
-            return idle.pop()
+        found = idle.pop() if seen > USE_AFTER and idle else None
+    for s in stale:
+        s.close()
+    if found is not None:
+        return found
     if seen == WARM_AFTER:
         warm = _start(namespace)
         if warm is not None:
@@ -182,8 +184,6 @@ def take(isolated: Any) -> Starter | None:
 
 def _start(namespace: Any) -> Starter | None:
     """A new starter in ``namespace`` (the current stage's, from its guard)."""
-    import pipekit
-
     try:
         iso = pipekit.isolate_command([sys.executable, "-I", "-S", _SERVER])
         if iso.namespace is not namespace:
