@@ -4,11 +4,13 @@ next started stage while every slot is busy. Real runs, real processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,17 @@ def starters_in(root: Path) -> list[int]:
         if b"_execd.py" in cmdline and cwd == str(root):
             pids.append(int(entry))
     return pids
+
+
+@contextlib.contextmanager
+def ended_at_last(proc: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
+    """``proc``, killed after the body if it still runs (a failed test)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def wait_until(cond: Any, timeout: float = 10.0) -> bool:
@@ -97,17 +110,13 @@ def test_starters_of_a_killed_runner_end_and_leave_its_command_be(
     done = tmp_path / "done"
     shells(project, {"slow": f"sleep 1.5; touch {done}; cp {{input}} {{output}}"})
     proc = project.popen("run", env=project.env(PIPEKIT_SHELL_STARTERS="always"))
-    try:
+    with ended_at_last(proc):
         assert wait_until(lambda: bool(starters_in(project.root)), 20)
         time.sleep(0.3)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         assert wait_until(lambda: not starters_in(project.root), 5), starters_in(project.root)
         assert wait_until(done.exists, 10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     summary = project.run_json()  # the next run does the stage (its temp output was never committed)
     assert project.statuses(summary) == {"slow": "ok"}
 
@@ -149,16 +158,12 @@ def test_an_interrupt_with_a_prepared_stage_ends_the_run(project: Project) -> No
     shells(project, {f"s{i}": "sleep 30; cp {input} {output}" for i in range(3)})
     env = project.env(PIPEKIT_SHELL_STARTERS="always")
     proc = project.popen("run", "--jobs", "1", "--json", env=env)
-    try:
+    with ended_at_last(proc):
         assert wait_until(lambda: bool(starters_in(project.root)), 20)
         time.sleep(0.5)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, err
     assert time.monotonic() - t0 < 10
     summary = json.loads(out)
@@ -188,15 +193,11 @@ def test_sigterm_to_the_runners_process_group_stops_the_commands_too(
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    try:
+    with ended_at_last(proc):
         assert wait_until(lambda: bool(starters_in(project.root)), 20)
         time.sleep(0.4)
         os.killpg(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130
     time.sleep(2.5)
     assert not marker.exists()
@@ -211,13 +212,9 @@ def test_a_run_of_few_commands_starts_no_starter_and_a_long_one_does(project: Pr
     assert not starters_in(project.root)
     shells(project, {f"s{i}": "sleep 0.1; cp {input} {output}" for i in range(12)})
     proc = project.popen("run", "--jobs", "1")
-    try:
+    with ended_at_last(proc):
         seen = wait_until(lambda: bool(starters_in(project.root)), 30)
         assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert seen
 
 
@@ -234,13 +231,9 @@ def test_a_stage_run_by_a_worker_thread_starts_its_command_itself(project: Proje
     shells(project, {"retried": "sleep 1; cp {input} {output}"}, retry={"attempts": 2})
     env = project.env(PIPEKIT_SHELL_STARTERS="always")
     proc = project.popen("run", env=env)
-    try:
+    with ended_at_last(proc):
         seen = wait_until(lambda: bool(starters_in(project.root)), 2)
         assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert not seen
     assert project.read("retried.out") == "abc\n"
 
@@ -265,15 +258,11 @@ def test_a_stage_prepared_behind_a_long_command_is_left_to_another_runner(
     first runner's long command to end."""
     shells(project, {"a_long": "sleep 4; cp {input} {output}", "b_short": "cp {input} {output}"})
     first = project.popen("run", "--jobs", "1", "--json")
-    try:
+    with ended_at_last(first):
         assert wait_until(lambda: (project.root / ".pipekit" / "locks").exists(), 20)
         time.sleep(0.8)  # a_long runs; b_short was prepared and let go
         second = project.run_json("--jobs", "1", expect=0)  # waits for a_long's lock, then skips it
         out, err = first.communicate(timeout=30)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert first.returncode == 0, err
     ran_second = {s["name"]: s for s in second["stages"]}
     ran_first = {s["name"]: s for s in json.loads(out)["stages"]}
