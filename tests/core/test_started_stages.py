@@ -229,7 +229,10 @@ def test_slow_commits_go_to_the_committer_thread(tmpfs_project: Project) -> None
     threads = commit_threads(tmpfs_project, slow=True)
     assert len(threads) == 80
     assert threads[0] == "MainThread"  # the first batches tell how slow they are
-    assert threads.count("pipekit-commit") > 40
+    # How many stages the first two batches hold depends on the machine's
+    # speed (22 each on a fast one); after them, the committer makes all.
+    handed = threads.index("pipekit-commit")
+    assert set(threads[handed:]) == {"pipekit-commit"}, " ".join(t[0] for t in threads)
 
 
 @pytest.mark.parametrize("where", ["list", "put_many"])

@@ -81,6 +81,18 @@ def start_in_process(st: Any, a: Any, policy: Any) -> Any:
         return st.processor.start(a.ctx)
 
 
+def start_after_in_process(st: Any, a: Any, running: Any, policy: Any) -> Any:
+    """Like :func:`start_in_process`, with ``start_after(ctx, running)``."""
+    if policy is not None:
+        from . import netguard
+
+        netguard.install()
+        a.guard = netguard.Guard(policy)
+    judged = nullcontext() if a.guard is None else _judged(a.guard, a.ctx, ended=False)
+    with a.guarded(), judged:
+        return st.processor.start_after(a.ctx, running)
+
+
 def finish_started(a: Any) -> None:
     """After the started work of attempt ``a`` ended: its ``finish()``,
     judged as :func:`run_in_process` judges ``run()``."""

@@ -342,6 +342,16 @@ def entered(g: Guard) -> Iterator[Guard]:
         _current.reset(token)
 
 
+def enter(g: Guard) -> Any:
+    """:func:`entered` without the context manager: put ``g`` in force and
+    return what :func:`leave` takes to undo it."""
+    return _current.set(g)
+
+
+def leave(token: Any) -> None:
+    _current.reset(token)
+
+
 @contextmanager
 def trusted() -> Iterator[None]:
     """Lift the guard for the runner's own work in a processor's thread

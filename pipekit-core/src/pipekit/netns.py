@@ -260,11 +260,17 @@ class _Counters:
                 keep.append(fd)  # closed by the owner
 
     def read(self) -> dict[str, int]:
-        texts = {"snmp": _pread_all(self.fds[0]), "snmp6": _pread_all(self.fds[1])}
-        out = {"beyond": 0, "loopback": 0}
-        for fname, prefix, column, kind in _COUNTERS:
-            out[kind] += _counter(texts[fname], prefix, column)
-        return out
+        return counts_from(_pread_all(self.fds[0]), _pread_all(self.fds[1]))
+
+
+def counts_from(snmp: bytes, snmp6: bytes) -> dict[str, int]:
+    """The counters of :data:`_COUNTERS` in the text of a namespace's
+    ``snmp`` and ``snmp6`` files."""
+    texts = {"snmp": snmp, "snmp6": snmp6}
+    out = {"beyond": 0, "loopback": 0}
+    for fname, prefix, column, kind in _COUNTERS:
+        out[kind] += _counter(texts[fname], prefix, column)
+    return out
 
 
 _READ_SIZE = 65536
@@ -437,6 +443,13 @@ def slot(number: int) -> Iterator[None]:
         _local.slot = before
 
 
+def set_slot(number: int) -> int:
+    """Set this thread's :func:`slot` number; the one it had."""
+    before: int = getattr(_local, "slot", 0)
+    _local.slot = number
+    return before
+
+
 def _holder() -> _Holder | _ThreadNet:
     """This thread's namespace for its current :func:`slot` (made on first
     use, remade if its holder died)."""
@@ -509,13 +522,18 @@ class IsolatedCommand:
         self._after: dict[str, int] | None = None
         self._group: int | None = None  # the command's process group, when it leads one
         self._live = False  # counted in its holder's live commands
-        if holder is not None:
-            # The namespace's last command ended leaving no process behind:
-            # its closing reading is this one's opening (one reading per
-            # command instead of two; nothing ran in the namespace since).
-            self._before, holder.last = holder.last, None
-            if self._before is None:
-                self._before = holder.counters()
+
+    def _open(self) -> None:
+        """The opening counter reading, taken just before the command starts."""
+        holder = self._holder
+        if holder is None or self._before is not None:
+            return
+        # The namespace's last command ended leaving no process behind:
+        # its closing reading is this one's opening (one reading per
+        # command instead of two; nothing ran in the namespace since).
+        self._before, holder.last = holder.last, None
+        if self._before is None:
+            self._before = holder.counters()
 
     @property
     def argv(self) -> list[Any]:
@@ -524,6 +542,7 @@ class IsolatedCommand:
         if self._argv is None:
             self._argv = self._holder.wrap(self.command)
             self._guard.approve(self._argv)
+            self._open()
         return self._argv
 
     @property
@@ -577,11 +596,37 @@ class IsolatedCommand:
             self._live = False
         return proc
 
-    def handed_to_starter(self) -> None:
+    def handed_to_starter(self, counted: bool = False) -> None:
         """This command was handed to a starter process of its namespace
         (it counts as live from now); once its pid is known, set
-        :meth:`ran_as`."""
+        :meth:`ran_as`. ``counted``: the starter reads the namespace's
+        counters itself, just before and after the command, and they are
+        given with :meth:`counted_by_starter` (a starter that may start a
+        command the moment the one before ended must: a reading here could
+        no longer tell the two apart)."""
+        if counted and self._holder is not None:
+            # Not read here; and whatever the namespace's last reading was,
+            # this command will have run after it.
+            self._holder.last = None
+            self._before = self._after = None
+        else:
+            self._open()
         self._count_live()
+
+    def counted_by_starter(self, before: tuple[bytes, bytes], after: tuple[bytes, bytes]) -> None:
+        """The namespace's ``snmp`` and ``snmp6`` files as read by the
+        starter just before the command started and after it ended (see
+        :meth:`handed_to_starter`); call before :meth:`check`."""
+        if self._holder is None:
+            return
+        if before == after:  # nothing counted at all changed: no need to parse
+            self._before = self._after = {"beyond": 0, "loopback": 0}
+        else:
+            self._before = counts_from(*before)
+            self._after = counts_from(*after)
+        if self._live:
+            self._holder.live -= 1
+            self._live = False
 
     def ran_as(self, pid: int) -> None:
         """The command ran as ``pid``, leading a session of its own; call
@@ -603,6 +648,7 @@ class IsolatedCommand:
         """Around starting the command itself (not through nsenter): the
         guard lets this one start through, and an isolated command's thread
         is in the namespace, so that the child is born there."""
+        self._open()
         key = tuple(self.command)
         guard = self._guard
         fresh = guard is not None and key not in guard.approved
@@ -620,6 +666,9 @@ class IsolatedCommand:
 
     def _delta(self) -> dict[str, int]:
         if self._holder is None or self._before is None:
+            if self._live:  # handed to a starter that gave no counts (it died)
+                self._holder.live -= 1
+                self._live = False
             return {"beyond": 0, "loopback": 0}
         if self._after is None:
             self._after = after = self._holder.counters()

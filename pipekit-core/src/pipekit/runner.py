@@ -11,7 +11,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -405,10 +405,13 @@ class Runner:
                 if not deps and child not in results:
                     heapq.heappush(ready, (stages[child].index, child))
 
+        scheduler = threading.get_ident()
+
         def notify(kind: str, name: str) -> Callable[[Future[Any]], None]:
             def callback(fut: Future[Any]) -> None:
                 events.put((kind, name, fut))
-                watcher.wake()
+                if threading.get_ident() != scheduler:  # this thread looks before it waits
+                    watcher.wake()
 
             return callback
 
@@ -486,20 +489,68 @@ class Runner:
             running.discard(a.st.name)
             return a
 
+        def queue_prepared() -> bool:
+            """Hand the prepared attempt to a running one's processor, to
+            start in that slot the moment the running one ends well (see
+            :meth:`pipekit.Stage.start_after`); whether it is out of hand."""
+            nonlocal prepared
+            if prepared is None:
+                return False
+            for a in list(watcher.attempts.values()):
+                if a.slot in watcher.queued:
+                    continue
+                outcome = self.started.queue_behind(prepared, a)
+                if outcome is None:  # declined: it waits for a free slot
+                    return False
+                q, prepared = prepared, None
+                if isinstance(outcome, Attempt):
+                    watcher.queue(outcome)
+                else:
+                    settle(q.st.name, outcome)
+                return True
+            return False
+
+        def withdraw_queued(now: float) -> None:
+            """Queued attempts do not start once the run stops, nor after
+            waiting PREPARED_HOLD_S (their end then comes as not started)."""
+            for q in watcher.queued.values():
+                if not q.withdrawn and (
+                    stop or self.cancel.is_set() or now > q.prepared_at + PREPARED_HOLD_S
+                ):
+                    q.withdrawn = True
+                    q.handle.withdraw()
+
+        def give_back(q: Attempt) -> None:
+            """A queued attempt that never started: its lock released, its
+            stage ready again (unless the run stops)."""
+            nonlocal hold_back
+            self.started.drop(q)
+            running.discard(q.st.name)
+            if q.withdrawn:
+                hold_back = True
+            if not stop and not self.cancel.is_set():
+                heapq.heappush(ready, (q.st.index, q.st.name))
+
         def fill() -> None:
             """Start what may start: the prepared attempt first, then ready
             stages (a cheap decision inline for one that is up to date);
-            prepare the next started stage when no slot is free."""
+            prepare the next started stage when no slot is free, and queue
+            it behind a running one where its processor can."""
             nonlocal prepared, hold_back
+            now = time.monotonic()
+            if watcher.queued:
+                withdraw_queued(now)
             if prepared is not None and (stop or self.cancel.is_set()):
                 let_go()
-            elif prepared is not None and time.monotonic() > prepared.prepared_at + PREPARED_HOLD_S:
+            elif prepared is not None and now > prepared.prepared_at + PREPARED_HOLD_S:
                 a = let_go()
                 heapq.heappush(ready, (a.st.index, a.st.name))
                 hold_back = True
             if prepared is not None and can_start(prepared.st.name):
                 a, prepared = prepared, None
                 launched(a.st.name, a)
+            elif prepared is not None:
+                queue_prepared()
             while ready and not stop and not self.cancel.is_set():
                 _, name = ready[0]
                 if name in results:
@@ -525,6 +576,8 @@ class Runner:
                             raise
                         if isinstance(outcome, Attempt):
                             prepared = outcome
+                            if queue_prepared():
+                                continue  # and the next one may queue in another slot
                         else:
                             settle(name, outcome)
                             continue
@@ -542,10 +595,28 @@ class Runner:
             ended, error = self.started.poll(a)
             if not ended:
                 watcher.update(a)
+                q = watcher.queued.get(a.slot)
+                if q is not None:  # its reply may have come (withdrawn: not started)
+                    ended, error = self.started.poll(q)
+                    if ended and (error is not None or not getattr(q.handle, "started", True)):
+                        del watcher.queued[q.slot]
+                        if error is not None:
+                            return_later.append((q, self.started.end(q, error, batch)))
+                        else:
+                            give_back(q)
                 return None
             watcher.remove(a)
             self._stop_working()
             hold_back = False
+            q = watcher.promote(a.slot)
+            if q is not None:  # started by the processor the moment `a` ended well
+                with self._working_lock:
+                    self._working += 1
+                q.t0 += time.monotonic() - q.prepared_at  # its wait is not its time
+                recheck.append(q)
+            if error is None and not getattr(a.handle, "started", True):
+                give_back(a)
+                return None
             if error is None:
                 error = self.started.finish(a)
             if error is None:  # a failure must stop the run before anything starts
@@ -557,6 +628,16 @@ class Runner:
                 outcome.add_done_callback(notify("commit", a.st.name))
                 return None
             return outcome
+
+        recheck: list[Attempt] = []  # promoted: their reply may have come already
+        return_later: list[tuple[Attempt, Any]] = []
+
+        def ready_attempts(timeout: float) -> Iterator[Attempt]:
+            """The attempts whose descriptor is ready, then the ones promoted
+            meanwhile (their reply may have been read with another's)."""
+            yield from watcher.wait(timeout)
+            while recheck:
+                yield recheck.pop()
 
         def handle(kind: str, name: str, fut: Future[Any]) -> None:
             if kind == "commit":
@@ -613,11 +694,20 @@ class Runner:
                 if prepared is not None:
                     let_go_at = prepared.prepared_at + PREPARED_HOLD_S
                     soonest = min(let_go_at, soonest or let_go_at)
+                for q in watcher.queued.values():
+                    if not q.withdrawn:
+                        let_go_at = q.prepared_at + PREPARED_HOLD_S
+                        soonest = min(let_go_at, soonest or let_go_at)
                 if soonest is not None:
                     timeout = min(timeout, max(0.0, soonest - time.monotonic()))
-                for a in watcher.wait(timeout):
+                if not events.empty():  # queued by this thread: no wake-up came for them
+                    timeout = 0.0
+                for a in ready_attempts(timeout):
                     if (outcome := step(a)) is not None:
                         settle(a.st.name, outcome)
+                while return_later:
+                    q, outcome = return_later.pop()
+                    settle(q.st.name, outcome)
                 for a in watcher.expired(time.monotonic()):
                     self.started.kill(a, "timeout")  # poll() then sees it end
                 while True:  # what the other threads said meanwhile
@@ -630,7 +720,7 @@ class Runner:
             self.cancel.set()
             fill()  # a prepared stage lets go of its lock
             log.warning("interrupted: stopping the stages in hand")
-            for a in list(watcher.attempts.values()):
+            for a in [*watcher.attempts.values(), *watcher.queued.values()]:
                 self.started.kill(a, "cancelled")
             if batch:  # their work is done: commit it
                 commit_batch()
@@ -646,9 +736,12 @@ class Runner:
                             pass
 
             while running:
-                for a in watcher.wait(0.5):
+                for a in ready_attempts(0.5 if events.empty() else 0.0):
                     if (outcome := step(a)) is not None:
                         note(a.st.name, outcome)
+                while return_later:
+                    q, outcome = return_later.pop()
+                    note(q.st.name, outcome)
                 if batch:  # one that ended well before it was killed
                     commit_batch()
                 while True:

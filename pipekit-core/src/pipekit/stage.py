@@ -205,6 +205,23 @@ class Stage(_ProcessorBase):
         thread: it must not block."""
         return None
 
+    def start_after(self, ctx: StageContext, running: Started) -> Started | None:
+        """Optional: like :meth:`start`, but the work is to start only
+        once ``running`` (work this processor started for another stage, in
+        the same slot) has ended well, and the moment it has, with no round
+        trip to the runner; or ``None`` when that cannot be done (the
+        default): the stage then waits for a free slot and :meth:`start`.
+
+        The runner calls this when every slot is busy and the next stage
+        is ready, for a stage without a timeout. Until it starts, the work
+        must not count as running: if ``running`` fails, is killed or the
+        work is withdrawn (:meth:`Started.withdraw`), it does not start, and
+        :meth:`Started.poll` then reports its end with
+        :attr:`Started.started` False: the runner gives the stage back
+        without a result, as if it had never been handed over. ``shell``
+        queues its command on the starter process of the running one."""
+        return None
+
 
 class Started:
     """Work that :meth:`Stage.start` started: the runner waits on
@@ -237,6 +254,18 @@ class Started:
         as :meth:`Stage.run` would (e.g. :class:`pipekit.StageFailed`),
         and put what the stage record should keep in ``ctx.info``."""
         raise NotImplementedError
+
+    started: bool = True
+    """False once :meth:`poll` has reported the end of work queued with
+    :meth:`Stage.start_after` that never started (the work before it
+    failed, or it was withdrawn); :meth:`finish` is then not called."""
+
+    def withdraw(self) -> None:
+        """Work queued with :meth:`Stage.start_after`: do not start it if it
+        has not started yet (:meth:`poll` then reports its end with
+        :attr:`started` False); if it has, nothing changes. The runner
+        withdraws work that waits longer than it would hold a stage's lock
+        for a slot."""
 
     TICK = 0.2
     """How often :meth:`wait` looks at ``cancelled`` while nothing happens."""

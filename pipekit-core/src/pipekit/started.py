@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .results import Decision, StageResult
+from .stage import Stage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import Runner
@@ -85,6 +86,7 @@ class Attempt:
         "st",
         "t0",
         "tmps",
+        "withdrawn",
     )
 
     def __init__(
@@ -111,20 +113,36 @@ class Attempt:
         self.guard: Any = None
         self.deadline: float | None = None
         self.fd = -1
+        self.withdrawn = False
+        """Queued behind another (see :meth:`Watcher.queue`) and withdrawn."""
 
-    @contextlib.contextmanager
-    def guarded(self) -> Iterator[None]:
+    def guarded(self) -> _Guarded:
         """The body runs under this attempt's network guard and slot."""
-        from . import netns
+        return _Guarded(self)
 
-        with netns.slot(self.slot):
-            if self.guard is None:
-                yield
-                return
-            from .netguard import entered
 
-            with entered(self.guard):
-                yield
+class _Guarded:
+    """:meth:`Attempt.guarded`: :func:`pipekit.netns.slot` and
+    :func:`pipekit.netguard.entered` in one plain context manager (it is
+    entered several times per stage by the scheduling thread)."""
+
+    __slots__ = ("a", "slot", "token")
+
+    def __init__(self, a: Attempt) -> None:
+        self.a = a
+
+    def __enter__(self) -> None:
+        from . import netguard, netns
+
+        self.slot = netns.set_slot(self.a.slot)
+        self.token = None if self.a.guard is None else netguard.enter(self.a.guard)
+
+    def __exit__(self, *exc: object) -> None:
+        from . import netguard, netns
+
+        if self.token is not None:
+            netguard.leave(self.token)
+        netns.set_slot(self.slot)
 
 
 class Watcher:
@@ -140,6 +158,11 @@ class Watcher:
         self.attempts: dict[str, Attempt] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._free = list(range(slots - 1, -1, -1))
+        self.queued: dict[int, Attempt] = {}
+        """By slot: an attempt queued behind that slot's running one
+        (:meth:`pipekit.Stage.start_after`). It holds no slot and is not
+        watched: its processor starts it when the running one ends well,
+        and :meth:`promote` then gives it the slot."""
 
     @property
     def _sel(self) -> Any:
@@ -170,6 +193,17 @@ class Watcher:
         self._sel.register(a.fd, self._read, a)
         if a.deadline is not None:
             heapq.heappush(self._deadlines, (a.deadline, a.st.name))
+
+    def queue(self, a: Attempt) -> None:
+        self.queued[a.slot] = a
+
+    def promote(self, slot: int) -> Attempt | None:
+        """The attempt queued behind ``slot``'s (which has just ended), now
+        running in it, or None."""
+        a = self.queued.pop(slot, None)
+        if a is not None:
+            self.add(a)
+        return a
 
     def update(self, a: Attempt) -> None:
         """After a ``poll`` that did not end it: follow a changed descriptor."""
@@ -293,6 +327,37 @@ class StartedStages:
     def drop(self, a: Attempt) -> None:
         """A prepared attempt that will not start (the run stops)."""
         a.lease.release()
+
+    def queue_behind(self, a: Attempt, running: Attempt) -> Any:
+        """Scheduling thread: hand a prepared attempt to the processor of
+        ``running`` to start the moment that one ends well
+        (:meth:`pipekit.Stage.start_after`), in its slot. ``a`` queued (to
+        watch once :meth:`Watcher.promote` gives it the slot), None if the
+        processor declined (``a`` is still prepared), or a failed
+        :class:`StageResult` (its lock released)."""
+        from .execute import start_after_in_process
+
+        st = a.st
+        if (
+            a.ctx.timeout is not None
+            or type(st.processor) is not type(running.st.processor)
+            or type(st.processor).start_after is Stage.start_after
+        ):
+            return None
+        a.slot = running.slot
+        try:
+            handle = start_after_in_process(st, a, running.handle, self.runner.network_policy(st))
+        except Exception as exc:
+            self.runner._discard_attempt(exc, a.ctx, a.tmps)
+            a.lease.release()
+            return self.runner._attempts_failed(st, a.d, a.t0, 1, exc, dict(a.ctx.info))
+        if handle is None:
+            a.slot = -1
+            a.guard = None
+            return None
+        a.handle = handle
+        self.runner.observers.call("on_stage_start", run=self.runner.info, stage=st.config)
+        return a
 
     def launch(self, a: Attempt, slot: int) -> Any:
         """Scheduling thread: start a prepared attempt in ``slot``; what

@@ -382,6 +382,7 @@ def _start_by_starter(
     command: str,
     workdir: str,
     extra: dict[str, str],
+    behind: _ByStarter | None = None,
 ) -> _ByStarter | None:
     """Hand the command to a command starter (see :mod:`.starters`), or
     None where none can be had. A simple command is started without the
@@ -390,8 +391,14 @@ def _start_by_starter(
     opened, the program is missing or is a script without ``#!``), the
     starter starts ``/bin/sh -c`` instead, which runs it or reports the
     error in its own words. ``isolated`` is the command's (its words, or
-    the shell's for one that is not simple)."""
-    starter = starters.take(isolated)
+    the shell's for one that is not simple). ``behind``: queue it on that
+    command's starter, to start the moment that one ends well."""
+    if behind is None:
+        starter = starters.take(isolated)
+    else:
+        starter = behind.starter
+        if starter.broken or isolated.namespace is not behind.isolated.namespace:
+            return None
     if starter is None:
         return None
     path, env = _spawn_env(workdir, extra)
@@ -408,18 +415,22 @@ def _start_by_starter(
         # stdout to our stderr unless redirected: never into --json output
         tries.append((program, simple.words, actions, 1 not in redirected))
     tries.append(("/bin/sh", ["/bin/sh", "-c", command], [devnull], True))
-    isolated.handed_to_starter()
+    # The starter reads the namespace's counters around the command: with a
+    # command queued behind another, no reading here could tell them apart.
+    count = isolated.namespace is not None
+    isolated.handed_to_starter(counted=count)
+    handle = _ByStarter(ctx, starter, isolated, direct=len(tries) - 1)
     try:
-        starter.run(workdir, env, tries)
+        handle.id = starter.run(handle, workdir, env, tries, after=behind is not None, count=count)
     except OSError:
         starter.broken = True
         return None
-    return _ByStarter(ctx, starter, isolated, direct=len(tries) - 1)
+    return handle
 
 
 class _ByStarter(pipekit.Started):
-    """A command a starter runs: its one reply says how it ended, with the
-    end of its stderr."""
+    """A command a starter runs (or will, when queued behind another): its
+    one reply says how it ended, with the end of its stderr."""
 
     def __init__(
         self, ctx: pipekit.StageContext, starter: starters.Starter, isolated: Any, direct: int
@@ -428,6 +439,7 @@ class _ByStarter(pipekit.Started):
         self.starter = starter
         self.isolated = isolated
         self.direct = direct
+        self.id = 0
         self.fired = ""
         self.result: tuple[Any, ...] | None = None
 
@@ -435,25 +447,36 @@ class _ByStarter(pipekit.Started):
         return self.starter.r
 
     def poll(self) -> bool:
-        reply = self.starter.reply()
-        if reply is None:
-            return False
-        self.result = reply
-        starters.give_back(self.starter)
+        if self.result is None:
+            self.starter.pump()  # (its reply may have come with another's)
+            if self.result is None:
+                return False
+        starters.give_back(self.starter)  # once it has no command in hand
+        pid, _, _, _, error, _ = self.result
+        self.started = pid is not None or error is not None
         return True
 
     def kill(self, reason: str) -> None:
         self.fired = self.fired or reason
         if self.result is None:
-            self.starter.kill()
+            self.starter.kill(self.id)
+
+    def withdraw(self) -> None:
+        if self.result is None:
+            self.starter.drop(self.id)
 
     def finish(self) -> None:
         assert self.result is not None
-        pid, returncode, tried, stderr, error = self.result
+        pid, returncode, tried, stderr, error, counts = self.result
+        if counts is not None:
+            self.isolated.counted_by_starter(*counts)
         if pid is not None:
             self.isolated.ran_as(pid)
             if tried <= self.direct:
                 self.ctx.info["shell"] = False  # started without /bin/sh
+        elif error is None:  # not started: the command before it failed, or it was withdrawn
+            self.isolated.check()
+            raise pipekit.StageFailed("not started: the command queued before it failed")
         _conclude(self.ctx, self.isolated, self.fired, stderr, returncode, error)
 
 
@@ -472,12 +495,27 @@ class Shell(pipekit.Stage):
         # of the scheduling thread's slots, which last as long as the
         # process; a worker thread's namespaces end with the thread.
         deadline = None if ctx.timeout is None else time.monotonic() + ctx.timeout
-        self._start(ctx, by_starter=False).wait(deadline, ctx.cancelled)
+        started = self._start(ctx, by_starter=False)
+        assert started is not None
+        started.wait(deadline, ctx.cancelled)
 
     def start(self, ctx: pipekit.StageContext) -> pipekit.Started:
-        return self._start(ctx, by_starter=True)
+        started = self._start(ctx, by_starter=True)
+        assert started is not None
+        return started
 
-    def _start(self, ctx: pipekit.StageContext, by_starter: bool) -> pipekit.Started:
+    def start_after(
+        self, ctx: pipekit.StageContext, running: pipekit.Started
+    ) -> pipekit.Started | None:
+        # Queued on the starter of the command before: it starts this one
+        # the moment that one ends well, with no round trip to the runner.
+        if not isinstance(running, _ByStarter) or ctx.timeout is not None:
+            return None
+        return self._start(ctx, by_starter=True, behind=running)
+
+    def _start(
+        self, ctx: pipekit.StageContext, by_starter: bool, behind: _ByStarter | None = None
+    ) -> pipekit.Started | None:
         params: ShellParams = ctx.params
         try:
             command = render(
@@ -502,6 +540,8 @@ class Shell(pipekit.Stage):
             use_starters = by_starter and starters.enabled()
         except ValueError as exc:
             raise pipekit.NonRetryable(str(exc)) from None
+        if behind is not None and not use_starters:
+            return None
         workdir = str(ctx.workdir)
         std = {"cwd": workdir, "env": env, "stderr": subprocess.PIPE, "start_new_session": True}
         simple = simple_command.parse(command) if mode == "auto" else None
@@ -509,8 +549,10 @@ class Shell(pipekit.Stage):
         # One IsolatedCommand (one counter reading) whichever way it starts.
         isolated = pipekit.isolate_command(simple.words if simple is not None else shell_argv)
         if use_starters:
-            handed = _start_by_starter(ctx, isolated, simple, command, workdir, params.env or {})
-            if handed is not None:
+            handed = _start_by_starter(
+                ctx, isolated, simple, command, workdir, params.env or {}, behind
+            )
+            if handed is not None or behind is not None:
                 return handed
         proc = None
         if simple is not None:

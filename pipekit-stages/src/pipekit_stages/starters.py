@@ -42,7 +42,9 @@ _LEN = struct.Struct("<I")
 
 class Starter:
     """One starter process: requests go to its stdin, replies come on its
-    stdout (4-byte length, then ``marshal``; see :mod:`._execd`)."""
+    stdout (4-byte length, then ``marshal``; see :mod:`._execd`). Each
+    command asked for has a handle (anything with a ``result`` attribute,
+    None until its reply came)."""
 
     def __init__(self, proc: subprocess.Popen[bytes], namespace: Any) -> None:
         assert proc.stdin is not None and proc.stdout is not None
@@ -56,44 +58,79 @@ class Starter:
         self.env: Any = None  # the environment it holds (sent once while unchanged)
         self._buf = bytearray()
         self.broken = False
+        self._ids = 0
+        self.pending: dict[int, Any] = {}
+        """Handles of the commands asked for whose reply has not come, by id."""
+        self.idle = False
+        """Among the idle starters (see :func:`give_back`)."""
 
-    def run(self, cwd: str, env: dict[bytes, bytes], tries: list[Any]) -> None:
+    def run(
+        self,
+        handle: Any,
+        cwd: str,
+        env: dict[bytes, bytes],
+        tries: list[Any],
+        after: bool,
+        count: bool,
+    ) -> int:
+        """Ask for a command (``after``: only if the one before it ends
+        well); its id. ``handle.result`` is set when its reply comes."""
         same = env is self.env
         self.env = env
-        self._send(("run", cwd, None if same else env, tries))
+        self._ids += 1
+        self._send(("run", self._ids, cwd, None if same else env, tries, after, count))
+        handle.result = None
+        self.pending[self._ids] = handle
+        return self._ids
 
     def gone(self) -> bool:
         """Whether the namespace it lives in is no longer pipekit's."""
         return self._namespace is not None and self._namespace() is None
 
-    def kill(self) -> None:
-        """SIGKILL to the running command's process group."""
+    def kill(self, command: int) -> None:
+        """SIGKILL to the command's process group; not started if it waits."""
+        self._ask(("kill", command))
+
+    def drop(self, command: int) -> None:
+        """Not started if it still waits (see :meth:`pump`)."""
+        self._ask(("drop", command))
+
+    def _ask(self, request: tuple[Any, ...]) -> None:
         try:
-            self._send(("kill",))
+            self._send(request)
         except OSError:
             pass
 
-    def reply(self) -> tuple[Any, ...] | None:
-        """The reply once all of it has come (call when :attr:`r` is
-        readable), else None; ``(None, None, 0, b"", message)`` if the
-        starter ended without one."""
+    def pump(self) -> None:
+        """Read the replies that came (call when :attr:`r` is readable) and
+        hand each to its command's handle; if the starter ended, the first
+        command waiting for a reply gets ``(None, None, 0, b"", message,
+        None)`` and the ones queued behind it are not started."""
         while True:
             try:
                 chunk = os.read(self.r, 1 << 17)
             except BlockingIOError:
                 break
             if not chunk:
+                # Commands run in the order asked for: only the first one
+                # waiting for its reply can have been running; the others
+                # never started.
                 self.broken = True
-                return (None, None, 0, b"", "the command starter ended unexpectedly")
+                for i, command in enumerate(sorted(self.pending)):
+                    error = "the command starter ended unexpectedly" if i == 0 else None
+                    self.pending[command].result = (None, None, 0, b"", error, None)
+                self.pending.clear()
+                return
             self._buf += chunk
-        if len(self._buf) < 4:
-            return None
-        (n,) = _LEN.unpack_from(self._buf)
-        if len(self._buf) < 4 + n:
-            return None
-        value = marshal.loads(bytes(self._buf[4 : 4 + n]))
-        del self._buf[: 4 + n]
-        return tuple(value)
+        while len(self._buf) >= 4:
+            (n,) = _LEN.unpack_from(self._buf)
+            if len(self._buf) < 4 + n:
+                break
+            value = marshal.loads(bytes(self._buf[4 : 4 + n]))
+            del self._buf[: 4 + n]
+            handle = self.pending.pop(value[0], None)
+            if handle is not None:
+                handle.result = tuple(value[1:])
 
     def _send(self, value: Any) -> None:
         data = marshal.dumps(value)
@@ -169,6 +206,8 @@ def take(isolated: Any) -> Starter | None:
             seen = USE_AFTER + 1
         idle = _idle.get(key)
         found = idle.pop() if seen > USE_AFTER and idle else None
+        if found is not None:
+            found.idle = False
     for s in stale:
         s.close()
     if found is not None:
@@ -202,10 +241,12 @@ def _start(namespace: Any) -> Starter | None:
 
 
 def give_back(starter: Starter) -> None:
-    """``starter`` has replied and may start the next command."""
-    if starter.broken:
-        return
+    """``starter`` has replied for every command asked of it and may start
+    the next one."""
     with _lock:
+        if starter.broken or starter.pending or starter.idle:
+            return
+        starter.idle = True
         _idle.setdefault(starter.key, []).append(starter)
 
 
