@@ -140,14 +140,16 @@ def test_a_starter_that_dies_fails_its_stage_and_the_next_gets_a_new_one(
     assert project.read("b_works.out") == "ABC\n"
 
 
-def test_with_one_job_a_failure_starts_nothing_after_it(project: Project) -> None:
+@pytest.mark.parametrize("mode", ["auto", "always"])
+def test_with_one_job_a_failure_starts_nothing_after_it(project: Project, mode: str) -> None:
     """The next stage is prepared (locked, decided) while the failing one
-    runs; it must not start once the failure is known."""
+    runs, and with starters from the first command queued on its starter;
+    it must not start once the failure is known."""
     shells(
         project,
         {"a": "sleep 0.3; exit 1", "b": "cp {input} {output}", "c": "cp {input} {output}"},
     )
-    summary = project.run_json("--jobs", "1", expect=1)
+    summary = project.run_json("--jobs", "1", expect=1, env=project.env(PIPEKIT_SHELL_STARTERS=mode))
     assert project.statuses(summary) == {"a": "failed", "b": "skipped", "c": "skipped"}
     assert not (project.root / "b.out").exists() and not (project.root / "c.out").exists()
     assert project.run_json("--jobs", "1", "-k", expect=1)["status"] == "failed"
@@ -250,14 +252,18 @@ def test_a_prepared_stage_does_not_count_its_wait_for_a_slot(project: Project) -
     assert durations["b_short"] < 0.5, durations
 
 
+@pytest.mark.parametrize("mode", ["auto", "always"])
 def test_a_stage_prepared_behind_a_long_command_is_left_to_another_runner(
-    project: Project,
+    project: Project, mode: str
 ) -> None:
-    """A prepared stage lets go of its lock after a short wait: a second
-    runner with a free slot runs it meanwhile instead of waiting for the
-    first runner's long command to end."""
+    """A prepared stage (with starters from the first command: one queued on
+    the running command's starter) lets go of its lock after a short wait:
+    a second runner with a free slot runs it meanwhile instead of waiting
+    for the first runner's long command to end."""
     shells(project, {"a_long": "sleep 4; cp {input} {output}", "b_short": "cp {input} {output}"})
-    first = project.popen("run", "--jobs", "1", "--json")
+    first = project.popen(
+        "run", "--jobs", "1", "--json", env=project.env(PIPEKIT_SHELL_STARTERS=mode)
+    )
     with ended_at_last(first):
         assert wait_until(lambda: (project.root / ".pipekit" / "locks").exists(), 20)
         time.sleep(0.8)  # a_long runs; b_short was prepared and let go
