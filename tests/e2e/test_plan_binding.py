@@ -81,3 +81,36 @@ def test_stage_config_built_directly_equals_cattrs() -> None:
 )
 def test_same_compares_types_too(a: object, b: object, expected: bool) -> None:
     assert same(a, b) is expected
+
+
+def _uses_cached_plan(project: Project) -> bool:
+    proc = project.cli("run", "-vv")
+    assert proc.returncode == 0, proc.stderr
+    return "plan cache: using" in proc.stderr
+
+
+def test_a_pipeline_file_just_written_gets_its_plan_cached_by_content(project: Project) -> None:
+    """A plan made within 2 s of the file's change is cached with the
+    SHA-256 of the bytes it was made from: the next run uses it at once, and
+    an edit that keeps the file's size, mtime and inode is still seen."""
+    project.write("in.txt", "abc\n")
+
+    def pipeline(cmd: str) -> None:
+        project.pipeline(
+            [{"name": "s", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out.txt"],
+              "params": {"cmd": cmd}}]
+        )
+
+    pipeline("tr a-z A-Z < {input} > {output}")
+    assert not _uses_cached_plan(project)  # first run: caches it
+    assert _uses_cached_plan(project)  # within a second of the edit
+    st = project.file.stat()
+    # Same length, same mtime, same inode: only the content tells.
+    with open(project.file, "r+b") as f:
+        text = f.read()
+        f.seek(0)
+        f.write(text.replace(b"tr a-z A-Z", b"tr a-z B-Z"))
+    os.utime(project.file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert project.file.stat().st_size == st.st_size and project.file.stat().st_ino == st.st_ino
+    assert not _uses_cached_plan(project)
+    assert project.read("out.txt") == "BCD\n"  # the edited command ran

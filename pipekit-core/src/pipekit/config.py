@@ -34,6 +34,8 @@ __all__ = [
     "PipelineConfig",
     "find_pipeline_file",
     "read_pipeline_file",
+    "read_pipeline_bytes",
+    "parse_pipeline_bytes",
     "structure_pipeline",
     "structure_pipeline_lenient",
     "structure_params",
@@ -431,14 +433,24 @@ def find_pipeline_file(cwd: Path | None = None) -> Path:
 
 def read_pipeline_file(path: Path) -> dict[str, Any]:
     """Parse a TOML or JSON pipeline file into plain data."""
+    return parse_pipeline_bytes(path, read_pipeline_bytes(path))
+
+
+def read_pipeline_bytes(path: Path) -> bytes:
+    """The bytes of a pipeline file, or a :class:`ConfigError` that says why not."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such pipeline file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a folder, not a pipeline file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def parse_pipeline_bytes(path: Path, raw: bytes) -> dict[str, Any]:
+    """Parse the bytes of a TOML or JSON pipeline file (``path`` says which,
+    and names it in errors) into plain data."""
     if path.suffix == ".json":
         from . import _json
 

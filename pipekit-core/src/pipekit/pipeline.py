@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,6 +45,8 @@ class Pipeline:
     order: list[str]
     raw: dict[str, Any]
     network: _config.NetworkConfig = attrs.field(factory=_config.NetworkConfig)
+    source_sha256: str | None = None
+    """SHA-256 of the pipeline file's bytes this was read from."""
 
     def downstream_of(self, names: Iterable[str]) -> set[str]:
         """The named stages and every stage that depends on them."""
@@ -70,7 +73,8 @@ def load_pipeline(
     from . import _json
 
     file = file.resolve()
-    data = _config.read_pipeline_file(file)
+    source = _config.read_pipeline_bytes(file)
+    data = _config.parse_pipeline_bytes(file, source)
     cfg, errors = _config.structure_pipeline_lenient(data, file)
     root = file.parent
 
@@ -188,6 +192,7 @@ def load_pipeline(
         order=order,
         raw=data,
         network=cfg.network,
+        source_sha256=hashlib.sha256(source).hexdigest(),
     )
 
 

@@ -5,8 +5,10 @@ A cached plan holds what deciding "up to date?" needs: each stage's
 processor name and version, canonical params, input and output paths and
 dependencies. It is valid while all of these are unchanged:
 
-- the pipeline file (size, mtime_ns, inode), and it is only written when the
-  file's mtime is older than the hash cache's racy window;
+- the pipeline file (size, mtime_ns, inode); for a file changed within the
+  racy window of its store (2 s: a later change in the same mtime tick would
+  leave those equal), its content's SHA-256 too, of the bytes the plan was
+  made from;
 - pipekit's version, the environment (``sys.prefix``) and Python's version,
   and every ``sys.path`` folder's mtime
   (installing or removing a distribution changes its folder);
@@ -45,7 +47,7 @@ from .errors import StageFailed
 
 __all__ = ["load", "store", "CachedPipeline", "CachedStage", "ProcessorRef", "enabled"]
 
-FORMAT = 4
+FORMAT = 5
 log = logging.getLogger("pipekit.plancache")
 RACY_NS = 2_000_000_000
 
@@ -315,6 +317,9 @@ def load(file: Path, backend_override: str | None) -> CachedPipeline | None:
     try:
         if doc.get("format") != FORMAT or doc.get("file_sig") != _stat_sig(str(file)):
             return _miss("the pipeline file changed")
+        content = doc.get("file_sha256")
+        if content is not None and _sha256_of(file) != content:
+            return _miss("the pipeline file changed (its content)")
         if doc.get("env") != _environment_sig(backend_override):
             return _miss("the Python environment or plugin settings changed")
         for module_file, sig in doc.get("modules", []):
@@ -330,6 +335,13 @@ def load(file: Path, backend_override: str | None) -> CachedPipeline | None:
         return _miss("unreadable cached plan")
 
 
+def _sha256_of(file: Path) -> str | None:
+    try:
+        return hashlib.sha256(file.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def _miss(why: str) -> CachedPipeline | None:
     log.debug("plan cache: not used: %s", why)
     return None
@@ -341,8 +353,16 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
         return
     file = pipeline.file
     sig = _stat_sig(str(file))
-    if sig is None or time.time_ns() - sig[1] < RACY_NS:
+    if sig is None:
         return
+    # A file changed within the racy window may change again without its
+    # (size, mtime, inode) changing, or may have changed since it was read:
+    # its plan is then valid only for the bytes it was made from.
+    content = None
+    if time.time_ns() - sig[1] < RACY_NS:
+        content = getattr(pipeline, "source_sha256", None)
+        if content is None:
+            return
     modules: dict[str, Any] = {}
 
     def note(obj: Any) -> None:
@@ -396,6 +416,7 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
         "format": FORMAT,
         "sources": sources,
         "file_sig": sig,
+        "file_sha256": content,
         "env": _environment_sig(backend_override),
         "modules": sorted([k, v] for k, v in modules.items()),
         "file": str(file),
