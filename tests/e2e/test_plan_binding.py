@@ -114,3 +114,20 @@ def test_a_pipeline_file_just_written_gets_its_plan_cached_by_content(project: P
     assert project.file.stat().st_size == st.st_size and project.file.stat().st_ino == st.st_ino
     assert not _uses_cached_plan(project)
     assert project.read("out.txt") == "BCD\n"  # the edited command ran
+
+
+def test_a_stage_run_from_a_cached_plan_gets_its_inputs_as_paths(project: Project) -> None:
+    """``ctx.inputs`` is a list of ``Path`` (DESIGN §2), whether the plan was
+    loaded from the file or from the cache (which keeps paths as str): the
+    test plugin's ``sleep`` calls ``ctx.inputs[0].read_bytes()``."""
+    project.write("in.txt", "x\n")
+    project.pipeline(
+        [{"name": "s", "uses": "sleep", "inputs": ["in.txt"], "outputs": ["o.txt"],
+          "params": {"seconds": 0}}]
+    )
+    os.utime(project.file, (time.time() - 10, time.time() - 10))  # old enough to cache by stat
+    assert project.statuses(project.run_json()) == {"s": "ok"}  # caches the plan
+    assert _uses_cached_plan(project)
+    summary = project.run_json("--force", "all")
+    assert project.statuses(summary) == {"s": "ok"}
+    assert project.read("o.txt") == "x\n"

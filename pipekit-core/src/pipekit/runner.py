@@ -1222,7 +1222,7 @@ class Runner:
         ctx = StageContext(
             stage_name=st.name,
             run_id=self.run_id,
-            inputs=list(st.input_paths),
+            inputs=[Path(p) for p in st.input_paths],  # a cached plan holds them as str
             outputs=tmps,
             params=st.params,
             log=logging.getLogger(f"pipekit.stage.{st.name}"),
