@@ -131,3 +131,31 @@ def test_a_stage_run_from_a_cached_plan_gets_its_inputs_as_paths(project: Projec
     summary = project.run_json("--force", "all")
     assert project.statuses(summary) == {"s": "ok"}
     assert project.read("o.txt") == "x\n"
+
+
+def test_a_rerun_right_after_the_first_decides_every_stage_without_its_processor(
+    project: Project,
+) -> None:
+    """Files written within the hash cache's racy window (2 s) are not
+    cached by their stat; a rerun then reads the small ones inline (a
+    cheap decision), instead of locking each stage and binding its
+    processor to decide it."""
+    for i in range(3):
+        project.write(f"in{i}.txt", f"{i}\n", age=0)  # just written
+    project.pipeline(
+        [{"name": f"s{i}", "uses": "shell", "inputs": [f"in{i}.txt"], "outputs": [f"out{i}.txt"],
+          "params": {"cmd": "cp {input} {output}"}} for i in range(3)]
+    )
+    project.run_json()
+    probe = (
+        "import json, sys, pipekit.cli; rc = pipekit.cli.main(['run', '--json']); "
+        "sys.stderr.write(json.dumps('pipekit_stages.shell' in sys.modules) + '\\n'); sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=project.root, env=project.env(),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert set(project.statuses(json.loads(proc.stdout)).values()) == {"skipped"}
+    assert time.time() - (project.root / "in0.txt").stat().st_mtime < 2  # still in the window
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) is False, proc.stderr

@@ -51,6 +51,13 @@ def compute_fingerprint(st: Any, input_hashes: dict[str, str]) -> str:
     return h.hexdigest()
 
 
+CHEAP_READ = 64 * 1024
+"""A file the hash cache cannot answer for (never hashed, or changed within
+its racy window) is still read inline by a cheap decision when it is at
+most this long (about 0.1 ms): a rerun right after the inputs or outputs
+were written decides every stage without taking its lock, as later ones do."""
+
+
 class _NeedsRead(Exception):
     pass
 
@@ -85,7 +92,7 @@ class Evaluator:
 
     def _hash(self, key: str, path: Any, cached_only: bool) -> str | None:
         if cached_only:
-            digest = self.hashcache.peek(key, path)
+            digest = self.hashcache.peek(key, path, CHEAP_READ)
             if digest == self.hashcache.MISS:
                 raise _NeedsRead()
             return digest
@@ -103,7 +110,8 @@ class Evaluator:
         return hashes, None
 
     def decide_cheaply(self, st: Any, *, forced: bool = False) -> Decision | None:
-        """:meth:`decide` when it needs no file read (every hash cached); else None."""
+        """:meth:`decide` when it needs no file read but of small files
+        (every hash cached, or :data:`CHEAP_READ` bytes at most); else None."""
         try:
             return self.decide(st, forced=forced, cached_only=True)
         except _NeedsRead:

@@ -78,21 +78,29 @@ class HashCache:
             return st, entry[3]  # type: ignore[return-value]
         return st, None
 
-    def peek(self, key: str, path: Path | str) -> str | None:
-        """Like :meth:`digest` but never reads the file: returns
-        :attr:`MISS` when answering would take a read."""
-        if key not in self._entries:  # never hashed: a read, whatever the stat says
+    def peek(self, key: str, path: Path | str, read_up_to: int = 0) -> str | None:
+        """Like :meth:`digest` but reads only a file of at most
+        ``read_up_to`` bytes: returns :attr:`MISS` when answering would
+        take a longer read."""
+        if not read_up_to and key not in self._entries:  # never hashed: a read
             return self.MISS
         st, cached = self._cached(key, path)
         if st is None:
             return None
-        return cached if cached is not None else self.MISS
+        if cached is not None:
+            return cached
+        if st.st_size <= read_up_to:  # (a file changed within the racy window, say)
+            return self._read(key, path, st)
+        return self.MISS
 
     def digest(self, key: str, path: Path | str) -> str | None:
         """The content hash of ``path``, or None when it does not exist."""
         st, cached = self._cached(key, path)
         if st is None or cached is not None:
             return cached
+        return self._read(key, path, st)
+
+    def _read(self, key: str, path: Path | str, st: os.stat_result) -> str:
         digest = hash_file(path)
         self.reads += 1
         if time.time_ns() - st.st_mtime_ns >= RACY_NS:
