@@ -302,3 +302,26 @@ def test_commands_one_after_another_in_a_slot_each_answer_for_their_own_network_
         "a_quiet": "ok", "b_reach": "failed", "c_quiet": "ok", "d_quiet": "ok",
     }
     assert "tried to reach the network" in project.reasons(summary)["b_reach"]
+
+
+def test_the_end_of_a_running_stage_read_while_polling_the_one_queued_behind_it_is_not_lost(
+    project: Project,
+) -> None:
+    """A stage queued behind a running one (Stage.start_after) shares its
+    descriptor; when the queued one was withdrawn (it waited 50 ms), its
+    "not started" and the running one's end may come together, and the
+    poll of the queued one may read the running one's end. The runner polls
+    the running one again after it: before, it waited for a descriptor
+    that never became readable again, and the run hung."""
+    project.write("in.txt", "abc\n")
+    project.pipeline(
+        [
+            {"name": f"c{i}", "uses": "chained", "inputs": ["in.txt"], "outputs": [f"out{i}.txt"],
+             "params": {"seconds": 0.3}}
+            for i in range(3)
+        ]
+    )
+    proc = project.cli("run", "--json", "--jobs", "1", timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert set(project.statuses(json.loads(proc.stdout)).values()) == {"ok"}
+    assert project.read("out2.txt") == "abc\n"

@@ -593,17 +593,22 @@ class Runner:
             its outputs are checked and its commit queued."""
             nonlocal batch_since, hold_back
             ended, error = self.started.poll(a)
+            q = watcher.queued.get(a.slot) if not ended else None
+            if q is not None:
+                # The one queued behind it shares its descriptor: its end
+                # (withdrawn: not started) comes there, and polling it may
+                # read `a`'s end too, which no descriptor would tell again:
+                # `a` is polled once more after it.
+                q_ended, q_error = self.started.poll(q)
+                if q_ended and (q_error is not None or not getattr(q.handle, "started", True)):
+                    del watcher.queued[q.slot]
+                    if q_error is not None:
+                        return_later.append((q, self.started.end(q, q_error, batch)))
+                    else:
+                        give_back(q)
+                ended, error = self.started.poll(a)
             if not ended:
                 watcher.update(a)
-                q = watcher.queued.get(a.slot)
-                if q is not None:  # its reply may have come (withdrawn: not started)
-                    ended, error = self.started.poll(q)
-                    if ended and (error is not None or not getattr(q.handle, "started", True)):
-                        del watcher.queued[q.slot]
-                        if error is not None:
-                            return_later.append((q, self.started.end(q, error, batch)))
-                        else:
-                            give_back(q)
                 return None
             watcher.remove(a)
             self._stop_working()

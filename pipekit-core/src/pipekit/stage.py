@@ -218,8 +218,11 @@ class Stage(_ProcessorBase):
         work is withdrawn (:meth:`Started.withdraw`), it does not start, and
         :meth:`Started.poll` then reports its end with
         :attr:`Started.started` False: the runner gives the stage back
-        without a result, as if it had never been handed over. ``shell``
-        queues its command on the starter process of the running one."""
+        without a result, as if it had never been handed over. The runner
+        watches only the running one's descriptor meanwhile: whenever it is
+        readable, it polls the queued one, then the running one again.
+        ``shell`` queues its command on the starter process of the running
+        one."""
         return None
 
 
