@@ -24,7 +24,8 @@ payload (both ends are this package). Requests:
 A reply is ``(id, pid, returncode, tried, stderr_tail, error, counts)``:
 ``pid`` None and ``error`` a message when no try started, ``pid`` and
 ``error`` None when it was not started (dropped, or the one before it
-failed); ``counts`` ``(snmp, snmp6)`` before and after, or None. Commands
+failed); ``counts`` ``(snmp, snmp6)`` before and after (both empty when
+they were equal), or None. Commands
 run in the order they were asked for; the reply for one that is not started
 on a kill or drop comes at once. A command leads a new session, has SIGPIPE,
 SIGXFSZ, SIGINT and SIGTERM at their defaults, and its stderr is read here
@@ -147,6 +148,9 @@ class _Counters:
         return reading
 
 
+_SAME = ((b"", b""), (b"", b""))
+"""``counts`` of a command during which no counter changed."""
+
 _current = [0]  # the running command's pid (its process group), 0 when none
 
 
@@ -240,7 +244,9 @@ class _Server:
         self.last_ok = code == 0 and not self.killed
         counts = None
         if self.counters is not None and before is not None:
-            counts = (before, self.counters.after(pid))
+            after = self.counters.after(pid)
+            # Unchanged (the usual case): nothing to send but that.
+            counts = (before, after) if after != before else _SAME
         _reply(self.wfd, (rid, pid, code, tried, tail, None, counts))
 
     def wait(self, pid: int, err_r: int) -> tuple[int, bytes]:
