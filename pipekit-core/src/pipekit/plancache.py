@@ -205,27 +205,54 @@ def direct_structure(cls: Any, value: Any) -> Any:
     """Build attrs class ``cls`` from a dict by calling it (recursing into
     fields whose type is an attrs class); anything else is returned as is.
     Only used where :func:`same` proved it equal to cattrs' result."""
-    import attrs
-
-    if not (isinstance(value, dict) and attrs.has(cls)):
+    if not isinstance(value, dict):
         return value
-    attrs.resolve_types(cls)
+    fields = _fields_by_name(cls)
+    if fields is None:
+        return value
     kwargs = {}
-    fields = {f.name: f for f in attrs.fields(cls)}
     for key, item in value.items():
         f = fields[key]
         kwargs[f.alias] = direct_structure(f.type, item)
     return cls(**kwargs)
 
 
-def same(a: Any, b: Any) -> bool:
-    """Equal values of exactly the same types, all the way down."""
+_FIELDS: dict[Any, dict[str, Any] | None] = {}
+
+
+def _fields_by_name(cls: Any) -> dict[str, Any] | None:
+    """An attrs class's fields by name, its types resolved (None for a type
+    that is not an attrs class); once per class: the plan of 1,000 stages
+    asks about the same few classes 10,000 times."""
+    try:
+        return _FIELDS[cls]
+    except KeyError:
+        pass
+    except TypeError:  # not hashable: not an attrs class
+        return None
     import attrs
 
-    if type(a) is not type(b):
+    fields = None
+    if isinstance(cls, type) and attrs.has(cls):
+        attrs.resolve_types(cls)
+        fields = {f.name: f for f in attrs.fields(cls)}
+    _FIELDS[cls] = fields
+    return fields
+
+
+_PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal values of exactly the same types, all the way down."""
+    kind = type(a)
+    if kind is not type(b):
         return False
-    if attrs.has(type(a)):
-        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in attrs.fields(type(a)))
+    if kind in _PLAIN:
+        return bool(a == b)
+    fields = _fields_by_name(kind)
+    if fields is not None:
+        return all(same(getattr(a, name), getattr(b, name)) for name in fields)
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(map(same, a, b))
     if isinstance(a, dict):
@@ -386,9 +413,13 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
     from . import config as _config
 
     stages = []
+    modules_of: dict[str, str | None] = {}  # processor name -> its binding module
     for name in pipeline.order:
         st = pipeline.stages[name]
         note(type(st.processor))
+        uses = st.processor.name
+        if uses not in modules_of:
+            modules_of[uses] = _binding_module(registry, uses, st.processor)
         raw = pipeline.raw["stages"][st.index]
         params_cls = getattr(st.processor, "Params", None)
         stages.append(
@@ -404,7 +435,7 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
                 "output_paths": [str(p) for p in st.output_paths],
                 "deps": st.deps,
                 "raw": raw,
-                "module": _binding_module(registry, st.processor.name, st.processor),
+                "module": modules_of[uses],
                 "direct_config": _direct_ok(_config.StageConfig, raw, st.config),
                 "direct_params": params_cls is not None
                 and _direct_ok(params_cls, st.config.params, st.params),
