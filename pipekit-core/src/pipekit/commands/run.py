@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 from typing import Any
@@ -88,7 +89,18 @@ def main(args: argparse.Namespace) -> int:
     from ..runner import Runner, RunOptions
 
     install_signal_handlers()
-    pipeline, registry = load_for_run(args)
+    # The cyclic GC would walk the whole plan again and again while it is
+    # built (130 young and a dozen older collections for 1,000 stages) and
+    # then at every full collection of the run. Off while loading, then
+    # what loading made is set aside for good (gc.freeze: it lives as long
+    # as the run); the run's own garbage is collected as usual. A first run
+    # of 1,000 shell stages: 0.89 s -> 0.82 s.
+    gc.disable()
+    try:
+        pipeline, registry = load_for_run(args)
+    finally:
+        gc.freeze()
+        gc.enable()
     force, force_all = forced(args, pipeline)
     allow_network, allow_network_all = stage_names("--allow-network", args.allow_network, pipeline)
     if args.jobs < 1:
