@@ -501,8 +501,10 @@ class Runner:
             if prepared is None:
                 return False
             for a in list(watcher.attempts.values()):
-                if a.slot in watcher.queued:
-                    continue
+                if a.slot in watcher.queued or type(a.st.processor) is not type(
+                    prepared.st.processor
+                ):
+                    continue  # (a processor queues only behind its own work)
                 outcome = self.started.queue_behind(prepared, a)
                 if outcome is None:  # declined: it waits for a free slot
                     return False
