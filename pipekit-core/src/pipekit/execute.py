@@ -67,10 +67,12 @@ def _judged(g: Any, ctx: StageContext, ended: bool = True) -> Iterator[None]:
         raise NetworkRefused(g.violations[0])
 
 
-def start_in_process(st: Any, a: Any, policy: Any) -> Any:
+def start_in_process(st: Any, a: Any, policy: Any, behind: Any = None) -> Any:
     """Call ``start`` of the processor of a :class:`pipekit.started.Attempt`
-    under a new guard for ``policy`` (kept in ``a.guard`` for the rest of
-    the attempt): the :class:`pipekit.Started` it returned, or None."""
+    (``start_after(ctx, behind)`` when ``behind``, a running stage's
+    :class:`pipekit.Started`, is given) under a new guard for ``policy``
+    (kept in ``a.guard`` for the rest of the attempt): the
+    :class:`pipekit.Started` it returned, or None."""
     if policy is not None:
         from . import netguard
 
@@ -78,19 +80,9 @@ def start_in_process(st: Any, a: Any, policy: Any) -> Any:
         a.guard = netguard.Guard(policy)
     judged = nullcontext() if a.guard is None else _judged(a.guard, a.ctx, ended=False)
     with a.guarded(), judged:
+        if behind is not None:
+            return st.processor.start_after(a.ctx, behind)
         return st.processor.start(a.ctx)
-
-
-def start_after_in_process(st: Any, a: Any, running: Any, policy: Any) -> Any:
-    """Like :func:`start_in_process`, with ``start_after(ctx, running)``."""
-    if policy is not None:
-        from . import netguard
-
-        netguard.install()
-        a.guard = netguard.Guard(policy)
-    judged = nullcontext() if a.guard is None else _judged(a.guard, a.ctx, ended=False)
-    with a.guarded(), judged:
-        return st.processor.start_after(a.ctx, running)
 
 
 def finish_started(a: Any) -> None:

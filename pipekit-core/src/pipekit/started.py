@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .results import Decision, StageResult
-from .stage import Stage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import Runner
@@ -334,19 +333,17 @@ class StartedStages:
         (:meth:`pipekit.Stage.start_after`), in its slot. ``a`` queued (to
         watch once :meth:`Watcher.promote` gives it the slot), None if the
         processor declined (``a`` is still prepared), or a failed
-        :class:`StageResult` (its lock released)."""
-        from .execute import start_after_in_process
+        :class:`StageResult` (its lock released). ``running`` is work of
+        the same processor (the caller picks it)."""
+        from .execute import start_in_process
+        from .stage import Stage  # (not on the path of a run that queues nothing)
 
         st = a.st
-        if (
-            a.ctx.timeout is not None
-            or type(st.processor) is not type(running.st.processor)
-            or type(st.processor).start_after is Stage.start_after
-        ):
+        if a.ctx.timeout is not None or type(st.processor).start_after is Stage.start_after:
             return None
         a.slot = running.slot
         try:
-            handle = start_after_in_process(st, a, running.handle, self.runner.network_policy(st))
+            handle = start_in_process(st, a, self.runner.network_policy(st), behind=running.handle)
         except Exception as exc:
             self.runner._discard_attempt(exc, a.ctx, a.tmps)
             a.lease.release()
