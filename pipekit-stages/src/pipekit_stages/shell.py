@@ -474,9 +474,10 @@ class _ByStarter(pipekit.Started):
             self.isolated.ran_as(pid)
             if tried <= self.direct:
                 self.ctx.info["shell"] = False  # started without /bin/sh
-        elif error is None:  # not started: the command before it failed, or it was withdrawn
-            self.isolated.check()
-            raise pipekit.StageFailed("not started: the command queued before it failed")
+        elif error is None:  # (the runner does not finish what never started)
+            raise pipekit.StageFailed(
+                "not started: the command before it failed, or it was withdrawn"
+            )
         _conclude(self.ctx, self.isolated, self.fired, stderr, returncode, error)
 
 
@@ -509,7 +510,8 @@ class Shell(pipekit.Stage):
     ) -> pipekit.Started | None:
         # Queued on the starter of the command before: it starts this one
         # the moment that one ends well, with no round trip to the runner.
-        if not isinstance(running, _ByStarter) or ctx.timeout is not None:
+        # (The runner queues only stages without a timeout.)
+        if not isinstance(running, _ByStarter):
             return None
         return self._start(ctx, by_starter=True, behind=running)
 
