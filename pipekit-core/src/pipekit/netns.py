@@ -435,12 +435,11 @@ def slot(number: int) -> Iterator[None]:
     running at once (the runner's, for stages started with
     :meth:`pipekit.Stage.start`) gives each running command a slot of its
     own, so that each namespace's counters tell what its one command tried."""
-    before = getattr(_local, "slot", 0)
-    _local.slot = number
+    before = set_slot(number)
     try:
         yield
     finally:
-        _local.slot = before
+        set_slot(before)
 
 
 def set_slot(number: int) -> int:
@@ -591,9 +590,7 @@ class IsolatedCommand:
         commands, since its own work never reaches the network. Report
         each command handed to it with :meth:`handed_to_starter`."""
         proc = self.popen(**kwargs)
-        if self._live:
-            self._holder.live -= 1
-            self._live = False
+        self._uncount_live()
         return proc
 
     def handed_to_starter(self, counted: bool = False) -> None:
@@ -624,9 +621,7 @@ class IsolatedCommand:
         else:
             self._before = counts_from(*before)
             self._after = counts_from(*after)
-        if self._live:
-            self._holder.live -= 1
-            self._live = False
+        self._uncount_live()
 
     def ran_as(self, pid: int) -> None:
         """The command ran as ``pid``, leading a session of its own; call
@@ -642,6 +637,14 @@ class IsolatedCommand:
         if self._holder is not None and not self._live:
             self._holder.live += 1
             self._live = True
+
+    def _uncount_live(self) -> bool:
+        """No longer among its namespace's live ones; whether it was."""
+        if not self._live:
+            return False
+        self._holder.live -= 1
+        self._live = False
+        return True
 
     @contextlib.contextmanager
     def _starting(self) -> Iterator[None]:
@@ -666,18 +669,14 @@ class IsolatedCommand:
 
     def _delta(self) -> dict[str, int]:
         if self._holder is None or self._before is None:
-            if self._live:  # handed to a starter that gave no counts (it died)
-                self._holder.live -= 1
-                self._live = False
+            self._uncount_live()  # (handed to a starter that gave no counts: it died)
             return {"beyond": 0, "loopback": 0}
         if self._after is None:
             self._after = after = self._holder.counters()
             holder = self._holder
-            if self._live:  # started by popen() or spawn()
-                holder.live -= 1
-                self._live = False
-                if holder.live == 0 and self._left_nothing():
-                    holder.last = after
+            # started by popen() or spawn(): its end may open the next count
+            if self._uncount_live() and holder.live == 0 and self._left_nothing():
+                holder.last = after
         return {k: self._after[k] - self._before[k] for k in self._after}
 
     def _left_nothing(self) -> bool:
