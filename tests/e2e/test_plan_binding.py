@@ -1,6 +1,6 @@
 """A stage that must run from a cached plan is bound cheaply: through its
-plugin module's ``register_stages`` and by calling the attrs classes, where
-that was proven equal to the full path (cattrs) when the plan was cached."""
+plugin module's ``register_stages``, its config and params built as a full
+load builds them (see ``tests/core/test_exact_structure.py``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ import subprocess
 import sys
 import time
 
-import pytest
 from conftest import Project
-from pipekit.config import StageConfig, converter
-from pipekit.plancache import _direct_ok, direct_structure, same
 
 PROBE = (
     "import json, sys, pipekit.cli; rc = pipekit.cli.main(['run', '--json']); "
@@ -55,32 +52,6 @@ def test_a_rerun_of_one_stage_from_a_cached_plan_needs_no_cattrs_nor_entry_point
     assert project.read("b.out") == "BB\n"
     assert [m for m in modules if m.startswith("catt")] == [], modules
     assert "importlib.metadata" not in modules, modules
-
-
-def test_a_param_that_cattrs_converts_is_structured_by_cattrs() -> None:
-    from pipekit_testplugin import SleepParams  # on sys.path through the autouse fixture
-
-    # 1 (int) for a float field: cattrs gives 1.0, calling the class gives 1
-    structured = converter().structure({"seconds": 1}, SleepParams)
-    assert type(structured.seconds) is float
-    assert not _direct_ok(SleepParams, {"seconds": 1}, structured)
-    exact = converter().structure({"seconds": 1.5}, SleepParams)
-    assert _direct_ok(SleepParams, {"seconds": 1.5}, exact)
-
-
-def test_stage_config_built_directly_equals_cattrs() -> None:
-    raw = {"name": "s", "uses": "upper", "inputs": ["i"], "outputs": ["o"],
-           "retry": {"attempts": 3, "backoff": 0.25}, "timeout": 5.0}
-    full = converter().structure(raw, StageConfig)
-    assert same(direct_structure(StageConfig, raw), full)
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "expected"),
-    [(1, 1.0, False), ([1], (1,), False), ({"a": [1]}, {"a": [1]}, True), ({1}, {1}, False)],
-)
-def test_same_compares_types_too(a: object, b: object, expected: bool) -> None:
-    assert same(a, b) is expected
 
 
 def _uses_cached_plan(project: Project) -> bool:

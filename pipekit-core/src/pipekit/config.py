@@ -39,6 +39,8 @@ __all__ = [
     "structure_pipeline",
     "structure_pipeline_lenient",
     "structure_params",
+    "unstructure_params",
+    "structure_valid",
     "check_params",
     "join_lines",
     "converter",
@@ -624,10 +626,17 @@ def _structure(value: Any, cls: type, prefix: str) -> tuple[Any, list[tuple[str,
     instance is None when the value has the wrong shape or types; otherwise
     the problems are the validators' (the instance is still usable for
     further checks)."""
-    import cattrs
+    from . import exact_structure
 
     with _structure_lock:
-        # Most values fit: structured with the validators on, they need no
+        # Most values fit as they are: built without cattrs (which is then
+        # not even imported), the same value it would build.
+        inst = exact_structure.structure(value, cls)
+        if inst is not exact_structure.NOT_EXACT:
+            return inst, []
+        import cattrs
+
+        # Structured with the validators on, a value that fits needs no
         # field-by-field walk. Only a value that does not fit is structured
         # again with them off, so that each problem is named by its field.
         try:
@@ -706,6 +715,28 @@ def check_params(
     if problems:
         return None, _lines(problems, data, file)
     return params, []
+
+
+def structure_valid(value: Any, cls: type) -> Any:
+    """``value`` as ``cls``, for a value known to fit (a cached plan's stage
+    table): :class:`ConfigError` if it no longer does."""
+    inst, problems = _structure(value, cls, "$")
+    if inst is None or problems:
+        raise ConfigError("; ".join(f"{p}: {m}" for p, m in problems) or "does not fit")
+    return inst
+
+
+def unstructure_params(params: Any) -> Any:
+    """Plain data of a params instance (None for none), as the converter
+    unstructures it: what a stage's canonical params are made of."""
+    if params is None:
+        return None
+    from . import exact_structure
+
+    plain = exact_structure.unstructure(params)
+    if plain is exact_structure.NOT_EXACT:
+        plain = converter().unstructure(params)
+    return plain
 
 
 def structure_params(params_cls: type | None, raw: dict[str, Any]) -> Any:

@@ -124,9 +124,7 @@ def load_pipeline(
         if param_errors:
             errors.extend(param_errors)
             continue
-        canon = _json.canonical(
-            _config.converter().unstructure(params) if params is not None else None
-        )
+        canon = _json.canonical(_config.unstructure_params(params))
         ins = [_config.relpath_key(root, p) for p in sc.inputs]
         outs = [_config.relpath_key(root, p) for p in sc.outputs]
         if len({k for k, _ in outs}) != len(outs):

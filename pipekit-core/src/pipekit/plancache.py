@@ -20,9 +20,8 @@ Stages that must run are bound to their real processors at the moment they
 run. Where the processor came from a plugin module's ``register_stages``
 function, the cache names that module and binding imports just it and calls
 that function (no entry-point scan, no plugin manager); otherwise the plugin
-manager is loaded. Likewise a stage's config and params are rebuilt by calling
-the attrs classes directly when, at store time, that gave exactly what cattrs
-gave (same types, same values); else cattrs structures them. A processor
+manager is loaded. A stage's config and params are rebuilt as a full load
+builds them (:mod:`pipekit.exact_structure`, else cattrs). A processor
 whose version no longer matches the cached one drops the cache and fails the
 stage with a message to run again.
 
@@ -47,7 +46,7 @@ from .errors import StageFailed
 
 __all__ = ["load", "store", "CachedPipeline", "CachedStage", "ProcessorRef", "enabled"]
 
-FORMAT = 5
+FORMAT = 6
 log = logging.getLogger("pipekit.plancache")
 RACY_NS = 2_000_000_000
 
@@ -136,8 +135,6 @@ class CachedStage:
         self.deps: list[str] = doc["deps"]
         self._raw: dict[str, Any] = doc["raw"]
         self._module: str | None = doc["module"]
-        self._direct_config: bool = doc["direct_config"]
-        self._direct_params: bool = doc["direct_params"]
         self._pipeline = pipeline
         self._bound: tuple[Any, Any, Any] | None = None
 
@@ -160,15 +157,8 @@ class CachedStage:
                     f"processor {self.ref.name!r} is now version {processor.version}, "
                     f"not {self.ref.version}: the plan cache was stale and is dropped; run again"
                 )
-            params_cls = getattr(processor, "Params", None)
-            if self._direct_config:
-                cfg = direct_structure(_config.StageConfig, self._raw)
-            else:
-                cfg = _config.converter().structure(self._raw, _config.StageConfig)
-            if self._direct_params and params_cls is not None:
-                params = direct_structure(params_cls, cfg.params)
-            else:
-                params = _config.structure_params(params_cls, cfg.params)
+            cfg = _config.structure_valid(self._raw, _config.StageConfig)
+            params = _config.structure_params(getattr(processor, "Params", None), cfg.params)
             self._bound = (processor, params, cfg)
         return self._bound
 
@@ -199,74 +189,6 @@ def processor_from_module(module_name: str, name: str) -> Any:
         log.debug("plan cache: binding through %s failed: %s", module_name, exc)
         return None
     return next((p for p in found if getattr(p, "name", None) == name), None)
-
-
-def direct_structure(cls: Any, value: Any) -> Any:
-    """Build attrs class ``cls`` from a dict by calling it (recursing into
-    fields whose type is an attrs class); anything else is returned as is.
-    Only used where :func:`same` proved it equal to cattrs' result."""
-    if not isinstance(value, dict):
-        return value
-    fields = _fields_by_name(cls)
-    if fields is None:
-        return value
-    kwargs = {}
-    for key, item in value.items():
-        f = fields[key]
-        kwargs[f.alias] = direct_structure(f.type, item)
-    return cls(**kwargs)
-
-
-_FIELDS: dict[Any, dict[str, Any] | None] = {}
-
-
-def _fields_by_name(cls: Any) -> dict[str, Any] | None:
-    """An attrs class's fields by name, its types resolved (None for a type
-    that is not an attrs class); once per class: the plan of 1,000 stages
-    asks about the same few classes 10,000 times."""
-    try:
-        return _FIELDS[cls]
-    except KeyError:
-        pass
-    except TypeError:  # not hashable: not an attrs class
-        return None
-    import attrs
-
-    fields = None
-    if isinstance(cls, type) and attrs.has(cls):
-        attrs.resolve_types(cls)
-        fields = {f.name: f for f in attrs.fields(cls)}
-    _FIELDS[cls] = fields
-    return fields
-
-
-_PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal values of exactly the same types, all the way down."""
-    kind = type(a)
-    if kind is not type(b):
-        return False
-    if kind in _PLAIN:
-        return bool(a == b)
-    fields = _fields_by_name(kind)
-    if fields is not None:
-        return all(same(getattr(a, name), getattr(b, name)) for name in fields)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(map(same, a, b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (set, frozenset)):
-        return False  # element types are not compared: let cattrs do it
-    return bool(a == b)
-
-
-def _direct_ok(cls: Any, raw: Any, expected: Any) -> bool:
-    try:
-        return same(direct_structure(cls, raw), expected)
-    except Exception:
-        return False
 
 
 def _binding_module(registry: Any, processor_name: str, processor: Any) -> str | None:
@@ -410,8 +332,6 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
         "on_run_end",
     }
     observers = any(observer_hooks & set(p.hooks) for p in registry.plugins)
-    from . import config as _config
-
     stages = []
     modules_of: dict[str, str | None] = {}  # processor name -> its binding module
     for name in pipeline.order:
@@ -421,7 +341,6 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
         if uses not in modules_of:
             modules_of[uses] = _binding_module(registry, uses, st.processor)
         raw = pipeline.raw["stages"][st.index]
-        params_cls = getattr(st.processor, "Params", None)
         stages.append(
             {
                 "name": st.name,
@@ -436,9 +355,6 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
                 "deps": st.deps,
                 "raw": raw,
                 "module": modules_of[uses],
-                "direct_config": _direct_ok(_config.StageConfig, raw, st.config),
-                "direct_params": params_cls is not None
-                and _direct_ok(params_cls, st.config.params, st.params),
             }
         )
     produced = {p for st in pipeline.stages.values() for p in map(str, st.output_paths)}

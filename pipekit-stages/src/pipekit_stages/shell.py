@@ -59,14 +59,24 @@ _HELP = (
 def _check_template(_inst: object, _attr: object, value: str) -> None:
     """Check the placeholders' names and syntax; indexes are checked against
     the stage's real inputs and outputs when it runs."""
+    problem = _template_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+@functools.lru_cache(maxsize=256)
+def _template_problem(value: str) -> str | None:
+    """What is wrong with a command template, or None; once per template
+    (a generated pipeline repeats one template for thousands of stages)."""
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
     except ValueError as exc:
-        raise ValueError(f"bad placeholder in command ({exc}); {_HELP}") from None
+        return f"bad placeholder in command ({exc}); {_HELP}"
     for field in fields:
         root = re.split(r"[.\[]", field, maxsplit=1)[0]
         if root not in PLACEHOLDERS:
-            raise ValueError(f"unknown placeholder {{{field}}} in command; {_HELP}")
+            return f"unknown placeholder {{{field}}} in command; {_HELP}"
+    return None
 
 
 @attrs.define
