@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import Project
 
 PROBE = (
@@ -130,3 +131,30 @@ def test_a_rerun_right_after_the_first_decides_every_stage_without_its_processor
     assert set(project.statuses(json.loads(proc.stdout)).values()) == {"skipped"}
     assert time.time() - (project.root / "in0.txt").stat().st_mtime < 2  # still in the window
     assert json.loads(proc.stderr.strip().splitlines()[-1]) is False, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[]\n{}", b"[]", b'{"format": 7}', b"\x00\xff\n", b'{"format": 7, "file_sig": 3}\n[]', b""],
+    ids=["list-head", "list-only", "no-newline", "binary", "list-body", "empty"],
+)
+def test_a_damaged_cached_plan_is_a_miss_not_a_crash(project: Project, content: bytes) -> None:
+    """A cached plan that is not what pipekit writes (a torn copy, a file
+    from elsewhere) is ignored and rewritten; a list where the head's table
+    should be raised AttributeError out of the run before."""
+    project.write("in.txt", "abc\n")
+    project.pipeline(
+        [{"name": "s", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out.txt"],
+          "params": {"cmd": "tr a-z A-Z < {input} > {output}"}}]
+    )
+    os.utime(project.file, (time.time() - 10, time.time() - 10))  # old enough to cache by stat
+    assert not _uses_cached_plan(project)
+    plans = list((project.root.parent / "cache" / "plans").glob("*.json"))
+    assert len(plans) == 1
+    plans[0].write_bytes(content)
+    proc = project.cli("run", "-vv")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "plan cache: not used" in proc.stderr, proc.stderr
+    assert _uses_cached_plan(project)  # written again by that run
+    assert project.read("out.txt") == "ABC\n"

@@ -145,7 +145,7 @@ class Evaluator:
                 decision.reason = self._why_changed(st, hashes, fp)
                 return decision
             recorded = (record.result or {}).get("outputs", {})
-        for okey, opath in zip(st.outputs, st.output_paths):
+        for okey, opath in zip(st.outputs, st.output_files):
             current = self._hash(okey, opath, cached_only)
             if current is None:
                 decision.reason = f"output {okey!r} is missing"

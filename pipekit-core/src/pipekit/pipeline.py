@@ -33,6 +33,12 @@ class PlannedStage:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def output_files(self) -> list[str]:
+        """``output_paths`` as strings: what deciding stats (a cached plan's
+        stage holds these, and makes its paths only when asked)."""
+        return [str(p) for p in self.output_paths]
+
 
 @attrs.define(eq=False)
 class Pipeline:

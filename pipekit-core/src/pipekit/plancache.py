@@ -46,7 +46,7 @@ from .errors import StageFailed
 
 __all__ = ["load", "store", "CachedPipeline", "CachedStage", "ProcessorRef", "enabled"]
 
-FORMAT = 6
+FORMAT = 7
 log = logging.getLogger("pipekit.plancache")
 RACY_NS = 2_000_000_000
 
@@ -131,7 +131,7 @@ class CachedStage:
         self.inputs: list[str] = doc["inputs"]
         self.outputs: list[str] = doc["outputs"]
         self.input_paths: list[str] = doc["input_paths"]
-        self.output_paths_str: list[str] = doc["output_paths"]
+        self.output_files: list[str] = doc["output_paths"]
         self.deps: list[str] = doc["deps"]
         self._raw: dict[str, Any] = doc["raw"]
         self._module: str | None = doc["module"]
@@ -140,7 +140,7 @@ class CachedStage:
 
     @property
     def output_paths(self) -> list[Path]:
-        return [Path(p) for p in self.output_paths_str]
+        return [Path(p) for p in self.output_files]
 
     def _bind(self) -> tuple[Any, Any, Any]:
         if self._bound is None:
@@ -260,10 +260,13 @@ def load(file: Path, backend_override: str | None) -> CachedPipeline | None:
     path = _cache_path(file, backend_override)
     try:
         raw = path.read_bytes()
-        doc = _json.loads(raw)
+        head_end = raw.index(b"\n")
+        doc = _json.loads(raw[:head_end])
     except (OSError, ValueError):
         return _miss("no cached plan")
     try:
+        # The head line says whether the plan is still valid; the plan itself
+        # (half a megabyte for 1,000 stages) is parsed only if it is.
         if doc.get("format") != FORMAT or doc.get("file_sig") != _stat_sig(str(file)):
             return _miss("the pipeline file changed")
         content = doc.get("file_sha256")
@@ -274,13 +277,14 @@ def load(file: Path, backend_override: str | None) -> CachedPipeline | None:
         for module_file, sig in doc.get("modules", []):
             if _stat_sig(module_file) != sig:
                 return _miss(f"plugin file {module_file} changed")
+        doc.update(_json.loads(raw[head_end + 1 :]))
         for source in doc.get("sources", []):
             if not os.path.exists(source):
                 # a full load reports it as the config error it is
                 return _miss(f"input {source} is missing")
         log.debug("plan cache: using %s", path)
         return CachedPipeline(doc, path)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return _miss("unreadable cached plan")
 
 
@@ -359,13 +363,15 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
         )
     produced = {p for st in pipeline.stages.values() for p in map(str, st.output_paths)}
     sources = sorted({str(p) for st in pipeline.stages.values() for p in st.input_paths} - produced)
-    doc = {
+    head = {
         "format": FORMAT,
-        "sources": sources,
         "file_sig": sig,
         "file_sha256": content,
         "env": _environment_sig(backend_override),
         "modules": sorted([k, v] for k, v in modules.items()),
+    }
+    doc = {
+        "sources": sources,
         "file": str(file),
         "root": str(pipeline.root),
         "name": pipeline.name,
@@ -380,7 +386,9 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
         from .atomic import atomic_write_bytes
 
         atomic_write_bytes(
-            _cache_path(Path(file), backend_override), _json.dumps(doc), durable=False
+            _cache_path(Path(file), backend_override),
+            _json.dumps(head) + b"\n" + _json.dumps(doc),
+            durable=False,
         )
     except OSError:
         pass  # a cache that cannot be written is only a slower rerun
