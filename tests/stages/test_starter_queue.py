@@ -30,7 +30,7 @@ class Handle:
 @pytest.fixture
 def starter(tmp_path: Path) -> Iterator[starters.Starter]:
     proc = subprocess.Popen(
-        [sys.executable, "-I", "-S", starters._SERVER],
+        list(starters.SERVER_ARGV),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=tmp_path,

@@ -29,7 +29,7 @@ def starters_in(root: Path) -> list[int]:
             cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue
-        if b"_execd.py" in cmdline and cwd == str(root):
+        if b"import _execd" in cmdline and cwd == str(root):
             pids.append(int(entry))
     return pids
 
