@@ -3,6 +3,8 @@
 TOML and JSON carry one schema. Structuring goes through cattrs with
 ``forbid_extra_keys`` so that a typo is an error, and every error is reported
 as one line naming the file, the stage and the field, before anything runs.
+Values that already have exactly their fields' types are built without
+cattrs, the same value it builds (:mod:`pipekit.exact_structure`).
 """
 
 from __future__ import annotations
