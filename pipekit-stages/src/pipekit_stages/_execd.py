@@ -45,9 +45,7 @@ import struct
 KEEP = 1 << 16
 _LEN = struct.Struct("<I")
 _RESET = tuple(
-    getattr(signal, n)
-    for n in ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGTERM")
-    if hasattr(signal, n)
+    getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGTERM") if hasattr(signal, n)
 )
 
 
