@@ -88,26 +88,41 @@ def _union_args(typ: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def _attrs_fields(cls: Any) -> tuple[Any, ...] | None:
-    """The fields of an attrs class this module can handle, else None."""
+def _attrs_fields(
+    cls: Any, cache: dict[Any, Fn | None], make: Callable[[Any], Fn | None]
+) -> list[tuple[Any, Fn]] | None:
+    """Each field of attrs class ``cls`` with its function from ``make``, or
+    None where this module cannot handle the class or one of its fields."""
     if not (isinstance(cls, type) and attrs.has(cls)) or typing.get_args(cls):
         return None
     try:
         attrs.resolve_types(cls)
     except Exception:  # a name its annotations cannot resolve: cattrs says what
         return None
-    fields = attrs.fields(cls)
-    if any(not f.init or f.converter is not None or f.type is None for f in fields):
-        return None
-    return fields
+    out = []
+    for f in attrs.fields(cls):
+        if not f.init or f.converter is not None or f.type is None:
+            return None
+        fn = _cached(cache, f.type, make)
+        if fn is None:
+            return None
+        out.append((f, fn))
+    return out
 
 
-# -- building ------------------------------------------------------------------
-
-
-def _builder(typ: Any) -> Fn | None:
+def _dispatch(
+    typ: Any,
+    cache: dict[Any, Fn | None],
+    make: Callable[[Any], Fn | None],
+    plain: Fn,
+    list_of: Callable[[Fn], Fn],
+    dict_of: Callable[[Fn], Fn],
+    attrs_fn: Callable[[Any], Fn | None],
+) -> Fn | None:
+    """The function for ``typ``, built from the given pieces: one set to
+    build values (:func:`_builder`), one to take them apart (:func:`_taker`)."""
     if typ is Any:
-        return _same
+        return plain
     if typ in _LEAVES:
         return _leaf(typ)
     if typ == _LIMIT:
@@ -115,16 +130,20 @@ def _builder(typ: Any) -> Fn | None:
     args = _union_args(typ)
     if args is not None:
         if len(args) == 2 and type(None) in args:
-            inner = _cached(_BUILD, args[0] if args[1] is type(None) else args[1], _builder)
+            inner = _cached(cache, args[0] if args[1] is type(None) else args[1], make)
             return None if inner is None else _optional(inner)
         return None
     origin = typing.get_origin(typ) or typ
     args = typing.get_args(typ)
-    if origin is list:
-        return _list_of(args[0] if args else Any)
-    if origin is dict:
-        return _dict_of(args[1] if len(args) == 2 else Any)
-    return _attrs_builder(typ)
+    if origin is list or origin is dict:
+        elem = (
+            (args[0] if args else Any) if origin is list else (args[1] if len(args) == 2 else Any)
+        )
+        inner = _cached(cache, elem, make)
+        if inner is None:
+            return None
+        return list_of(inner) if origin is list else dict_of(inner)
+    return attrs_fn(typ)
 
 
 def _same(value: Any) -> Any:
@@ -135,6 +154,7 @@ def _leaf(kind: type) -> Fn:
     def build(value: Any) -> Any:
         return value if type(value) is kind else NOT_EXACT
 
+    build.kind = kind  # type: ignore[attr-defined]  # lists of them: one pass, see _each
     return build
 
 
@@ -149,57 +169,65 @@ def _optional(inner: Fn) -> Fn:
     return build
 
 
-def _list_of(elem: Any) -> Fn | None:
-    if elem is Any:
+def _each(inner: Fn) -> Fn:
+    """A list of what ``inner`` gives for each item."""
+    if inner is _same:
         return lambda value: list(value) if type(value) is list else NOT_EXACT
-    if elem in _LEAVES:
+    kind = getattr(inner, "kind", None)
+    if kind is not None:  # a list of strings, say: no list of results to look through
 
         def leaves(value: Any) -> Any:
-            if type(value) is list and all(type(v) is elem for v in value):
+            if type(value) is list and all(type(v) is kind for v in value):
                 return list(value)
             return NOT_EXACT
 
         return leaves
-    inner = _cached(_BUILD, elem, _builder)
-    if inner is None:
-        return None
 
-    def build(value: Any) -> Any:
+    def each(value: Any) -> Any:
         if type(value) is not list:
             return NOT_EXACT
         out = [inner(v) for v in value]
         return NOT_EXACT if any(v is NOT_EXACT for v in out) else out
 
-    return build
+    return each
 
 
-def _dict_of(val: Any) -> Fn | None:
-    # The converter's table hook structures the values, never the keys.
-    if val is Any:
-        return lambda value: dict(value) if type(value) is dict else NOT_EXACT
-    inner = _cached(_BUILD, val, _builder)
-    if inner is None:
-        return None
+def _each_value(inner: Fn, *, str_keys: bool) -> Fn:
+    """A table of what ``inner`` gives for each value; the keys as they are
+    (the converter's table hook structures values only), or required to be
+    strings (to take apart: a key of another type is cattrs' to handle)."""
 
-    def build(value: Any) -> Any:
-        if type(value) is not dict:
+    def each(value: Any) -> Any:
+        if type(value) is not dict or (str_keys and any(type(k) is not str for k in value)):
             return NOT_EXACT
+        if inner is _same:
+            return dict(value)
         out = {k: inner(v) for k, v in value.items()}
         return NOT_EXACT if any(v is NOT_EXACT for v in out.values()) else out
 
-    return build
+    return each
+
+
+# -- building ------------------------------------------------------------------
+
+
+def _builder(typ: Any) -> Fn | None:
+    return _dispatch(
+        typ,
+        _BUILD,
+        _builder,
+        plain=_same,
+        list_of=_each,
+        dict_of=lambda inner: _each_value(inner, str_keys=False),
+        attrs_fn=_attrs_builder,
+    )
 
 
 def _attrs_builder(cls: Any) -> Fn | None:
-    fields = _attrs_fields(cls)
+    fields = _attrs_fields(cls, _BUILD, _builder)
     if fields is None:
         return None
-    by_key: dict[str, tuple[str, Fn]] = {}
-    for f in fields:
-        inner = _cached(_BUILD, f.type, _builder)
-        if inner is None:
-            return None
-        by_key[f.name] = (f.alias, inner)
+    by_key = {f.name: (f.alias, fn) for f, fn in fields}
 
     def build(value: Any) -> Any:
         if type(value) is not dict:
@@ -225,27 +253,15 @@ def _attrs_builder(cls: Any) -> Fn | None:
 
 
 def _taker(typ: Any) -> Fn | None:
-    if typ is Any:
-        return _plain
-    if typ in _LEAVES:
-        return _leaf(typ)
-    if typ == _LIMIT:
-        return _limit
-    args = _union_args(typ)
-    if args is not None:
-        if len(args) == 2 and type(None) in args:
-            inner = _cached(_TAKE, args[0] if args[1] is type(None) else args[1], _taker)
-            return None if inner is None else _optional(inner)
-        return None
-    origin = typing.get_origin(typ) or typ
-    args = typing.get_args(typ)
-    if origin is list:
-        inner = _cached(_TAKE, args[0] if args else Any, _taker)
-        return None if inner is None else _each(inner)
-    if origin is dict:
-        inner = _cached(_TAKE, args[1] if len(args) == 2 else Any, _taker)
-        return None if inner is None else _each_value(inner)
-    return _attrs_taker(typ)
+    return _dispatch(
+        typ,
+        _TAKE,
+        _taker,
+        plain=_plain,
+        list_of=_each,
+        dict_of=lambda inner: _each_value(inner, str_keys=True),
+        attrs_fn=_attrs_taker,
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -254,43 +270,17 @@ def _plain(value: Any) -> Any:
     if kind in _PLAIN:
         return value
     if kind is list:
-        out = [_plain(v) for v in value]
-        return NOT_EXACT if any(v is NOT_EXACT for v in out) else out
+        return _each(_plain)(value)
     if kind is dict:
-        return _each_value(_plain)(value)
+        return _each_value(_plain, str_keys=True)(value)
     return NOT_EXACT
 
 
-def _each(inner: Fn) -> Fn:
-    def take(value: Any) -> Any:
-        if type(value) is not list:
-            return NOT_EXACT
-        out = [inner(v) for v in value]
-        return NOT_EXACT if any(v is NOT_EXACT for v in out) else out
-
-    return take
-
-
-def _each_value(inner: Fn) -> Fn:
-    def take(value: Any) -> Any:
-        if type(value) is not dict or any(type(k) is not str for k in value):
-            return NOT_EXACT
-        out = {k: inner(v) for k, v in value.items()}
-        return NOT_EXACT if any(v is NOT_EXACT for v in out.values()) else out
-
-    return take
-
-
 def _attrs_taker(cls: Any) -> Fn | None:
-    fields = _attrs_fields(cls)
+    fields = _attrs_fields(cls, _TAKE, _taker)
     if fields is None:
         return None
-    parts: list[tuple[str, Fn]] = []
-    for f in fields:
-        inner = _cached(_TAKE, f.type, _taker)
-        if inner is None:
-            return None
-        parts.append((f.name, inner))
+    parts = [(f.name, fn) for f, fn in fields]
 
     def take(obj: Any) -> Any:
         if type(obj) is not cls:
