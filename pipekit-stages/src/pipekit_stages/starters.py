@@ -139,12 +139,20 @@ class Starter:
             data = data[os.write(self.w, data) :]
 
     def close(self) -> None:
+        self.let_go()
+        self.reap()
+
+    def let_go(self) -> None:
+        """Close its pipes: it ends at the end of its stdin."""
         for f in (self.proc.stdin, self.proc.stdout):
             if f is not None:
                 try:
                     f.close()
                 except OSError:
                     pass
+
+    def reap(self) -> None:
+        """Wait for it to end (after :meth:`let_go`)."""
         try:
             self.proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
@@ -264,5 +272,8 @@ def _close_all() -> None:
     with _lock:
         starters, _all[:] = list(_all), []
         _idle.clear()
+    # All told at once, then waited for: they end side by side.
     for s in starters:
-        s.close()
+        s.let_go()
+    for s in starters:
+        s.reap()
