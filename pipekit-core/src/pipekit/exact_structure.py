@@ -270,10 +270,14 @@ def _plain(value: Any) -> Any:
     if kind in _PLAIN:
         return value
     if kind is list:
-        return _each(_plain)(value)
+        return _plain_list(value)
     if kind is dict:
-        return _each_value(_plain, str_keys=True)(value)
+        return _plain_table(value)
     return NOT_EXACT
+
+
+_plain_list = _each(_plain)
+_plain_table = _each_value(_plain, str_keys=True)
 
 
 def _attrs_taker(cls: Any) -> Fn | None:

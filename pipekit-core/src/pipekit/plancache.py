@@ -313,8 +313,8 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
     # its plan is then valid only for the bytes it was made from.
     content = None
     if time.time_ns() - sig[1] < RACY_NS:
-        content = getattr(pipeline, "source_sha256", None)
-        if content is None:
+        content = pipeline.source_sha256
+        if content is None:  # a Pipeline made by hand: nothing to check the file against
             return
     modules: dict[str, Any] = {}
 
@@ -355,13 +355,13 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
                 "inputs": st.inputs,
                 "outputs": st.outputs,
                 "input_paths": [str(p) for p in st.input_paths],
-                "output_paths": [str(p) for p in st.output_paths],
+                "output_paths": st.output_files,
                 "deps": st.deps,
                 "raw": raw,
                 "module": modules_of[uses],
             }
         )
-    produced = {p for st in pipeline.stages.values() for p in map(str, st.output_paths)}
+    produced = {p for st in pipeline.stages.values() for p in st.output_files}
     sources = sorted({str(p) for st in pipeline.stages.values() for p in st.input_paths} - produced)
     head = {
         "format": FORMAT,
