@@ -164,10 +164,20 @@ def test_allow_all_guards_nothing(listener: socket.socket) -> None:
 def test_config_errors_name_the_field(project: Project) -> None:
     project.pipeline(
         [
-            {"name": "a", "uses": "copy", "inputs": ["in.txt"], "outputs": ["out.txt"],
-             "network": {"allow": ["http://x", "db:5432"], "isolation": "always"}},
-            {"name": "b", "uses": "copy", "inputs": ["in.txt"], "outputs": ["b.txt"],
-             "allow_network": "yes"},
+            {
+                "name": "a",
+                "uses": "copy",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "network": {"allow": ["http://x", "db:5432"], "isolation": "always"},
+            },
+            {
+                "name": "b",
+                "uses": "copy",
+                "inputs": ["in.txt"],
+                "outputs": ["b.txt"],
+                "allow_network": "yes",
+            },
         ],
         network={"allow": ["10.0.0.0/40"]},
     )
@@ -188,10 +198,19 @@ def test_check_reports_network_use_and_runs_nothing(project: Project) -> None:
     project.pipeline(
         [
             {"name": "fetch", "uses": "net-connect", "outputs": ["f.txt"]},
-            {"name": "curl", "uses": "shell", "outputs": ["c.txt"],
-             "params": {"cmd": "curl -o {output} https://example.com/data"}},
-            {"name": "local", "uses": "shell", "inputs": ["in.txt"], "outputs": ["l.txt"],
-             "params": {"cmd": "tr a-z A-Z < {input} > {output} # see http://127.0.0.1/x"}},
+            {
+                "name": "curl",
+                "uses": "shell",
+                "outputs": ["c.txt"],
+                "params": {"cmd": "curl -o {output} https://example.com/data"},
+            },
+            {
+                "name": "local",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["l.txt"],
+                "params": {"cmd": "tr a-z A-Z < {input} > {output} # see http://127.0.0.1/x"},
+            },
             {"name": "up", "uses": "upper", "inputs": ["in.txt"], "outputs": ["u.txt"]},
             {"name": "open", "uses": "net-connect", "outputs": ["o.txt"], "allow_network": True},
         ]
@@ -221,8 +240,32 @@ def test_check_reports_network_use_and_runs_nothing(project: Project) -> None:
     assert not (project.root / ".pipekit").exists(), "check must run nothing"
     assert not any((project.root / n).exists() for n in ("f.txt", "c.txt", "u.txt"))
     # only allowed stages use the network: clean
-    project.pipeline([{"name": "open", "uses": "net-connect", "outputs": ["o.txt"],
-                       "allow_network": True}])
+    project.pipeline(
+        [{"name": "open", "uses": "net-connect", "outputs": ["o.txt"], "allow_network": True}]
+    )
     proc = project.cli("check", env=env)
     assert proc.returncode == 0, proc.stdout
     assert "no stage shows network use it is not allowed" in proc.stdout
+
+
+class _LyingSocket(socket.socket):
+    """An IPv4 socket that says it is a local (AF_UNIX) one."""
+
+    @property  # type: ignore[override]
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_UNIX
+
+
+def test_a_socket_that_lies_about_its_family_is_judged_by_its_descriptor() -> None:
+    """The guard asks the kernel what the socket is (SO_DOMAIN), not the
+    Python object: 192.0.2.1 (TEST-NET-1) is refused before any packet."""
+    with netguard.guarded(policy("loopback")) as g:
+        with _LyingSocket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            assert s.family == socket.AF_UNIX
+            s.settimeout(10)  # a broken guard fails the test, it does not hang it
+            with pytest.raises(NetworkRefused, match=r"connect to 192\.0\.2\.1:9"):
+                s.connect(("192.0.2.1", 9))
+        with _LyingSocket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            with pytest.raises(NetworkRefused, match=r"send a datagram to 192\.0\.2\.1:9"):
+                s.sendto(b"x", ("192.0.2.1", 9))
+    assert len(g.violations) == 2

@@ -402,6 +402,7 @@ _LOCAL_FAMILIES = frozenset(
     f for f in (getattr(_socket, "AF_UNIX", None), getattr(_socket, "AF_NETLINK", None)) if f
 )
 _IP_FAMILIES = frozenset({_socket.AF_INET, _socket.AF_INET6})
+_SO_DOMAIN = getattr(_socket, "SO_DOMAIN", -1)  # Linux; elsewhere getsockopt fails
 
 
 def _hook(
@@ -464,11 +465,33 @@ def _allowed_address(g: Guard, host: Any, port: int | None) -> bool:
     return ports is not None and (None in ports or port in ports)
 
 
+def _real_family(sock: Any) -> Any:
+    """The address family of ``sock`` that decides what a call on it may
+    reach, whatever its Python object says (a subclass may override
+    ``family``, or ``getsockopt``, so the socket type's own members are
+    used): the family the kernel gives its descriptor (``SO_DOMAIN``) and
+    the one the socket type parses addresses with must both be local for
+    the socket to count as local; else the one that is not local."""
+    parsed = _socket.SocketType.family.__get__(sock)  # type: ignore[attr-defined]
+    try:
+        kernel = _socket.SocketType.getsockopt(sock, _socket.SOL_SOCKET, _SO_DOMAIN)
+    except OSError:  # closed (the call fails too), or no SO_DOMAIN on this OS
+        kernel = parsed
+    return parsed if kernel in _LOCAL_FAMILIES else kernel
+
+
+def _family_name(family: Any) -> str:
+    try:
+        return _socket.AddressFamily(family).name
+    except ValueError:
+        return str(family)
+
+
 def _on_socket(g: Guard, event: str, args: tuple[Any, ...]) -> None:
     sock, address = args[0], args[1]
     if address is None:  # sendmsg on a connected socket: its connect was checked
         return
-    family = getattr(sock, "family", None)
+    family = _real_family(sock)
     if family in _LOCAL_FAMILIES:
         return
     verb = {
@@ -478,8 +501,7 @@ def _on_socket(g: Guard, event: str, args: tuple[Any, ...]) -> None:
         "socket.bind": "listen on (bind)",
     }[event]
     if family not in _IP_FAMILIES:
-        name = getattr(family, "name", str(family))
-        g.refuse(f"{verb} {address!r} over a socket of family {name}", None)
+        g.refuse(f"{verb} {address!r} over a socket of family {_family_name(family)}", None)
         return
     if not isinstance(address, tuple) or len(address) < 2:
         g.refuse(f"{verb} {address!r}", None)
