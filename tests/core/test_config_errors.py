@@ -717,3 +717,55 @@ def test_validators_are_on_again_after_a_load(proj: Project) -> None:
     assert attrs.validators.get_disabled() is False
     with pytest.raises(ValueError):
         RetryPolicy(attempts=0)
+
+
+# -- outputs that would destroy the pipeline itself (issue 20 item 5) ---------
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        pytest.param(
+            "pipekit.toml", "'pipekit.toml' would overwrite the pipeline file", id="pipeline-file"
+        ),
+        pytest.param(
+            "./sub/../pipekit.toml",
+            "'pipekit.toml' would overwrite the pipeline file",
+            id="pipeline-file-spelled-differently",
+        ),
+        pytest.param(
+            ".pipekit/state.json",
+            "'.pipekit/state.json' is inside the state folder '.pipekit'",
+            id="state-file",
+        ),
+        pytest.param(
+            ".pipekit/runs/x.json",
+            "'.pipekit/runs/x.json' is inside the state folder '.pipekit'",
+            id="inside-state-dir",
+        ),
+        pytest.param(
+            ".pipekit", "'.pipekit' is inside the state folder '.pipekit'", id="the-state-dir"
+        ),
+    ],
+)
+def test_an_output_that_would_overwrite_the_pipeline_or_its_state(
+    proj: Project, output: str, expected: str
+) -> None:
+    original = proj.pipeline([probe_stage(proj), upper_stage(outputs=[output])]).read_text()
+    assert error_lines(proj.cli("run")) == [
+        f"{proj.file.resolve()}: {stage_label('upper', 1, 'outputs')}: {expected}"
+    ]
+    assert_nothing_ran(proj)
+    assert proj.file.read_text() == original
+
+
+def test_an_output_inside_a_state_dir_set_in_the_file(proj: Project) -> None:
+    proj.pipeline(
+        [probe_stage(proj), upper_stage(outputs=["var/state/state.json"])], state_dir="var/state"
+    )
+    assert error_lines(proj.cli("run")) == [
+        f"{proj.file.resolve()}: {stage_label('upper', 1, 'outputs')}: "
+        "'var/state/state.json' is inside the state folder 'var/state'"
+    ]
+    assert_nothing_ran(proj)
+    assert not (proj.root / "var").exists()

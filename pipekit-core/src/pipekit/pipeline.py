@@ -106,6 +106,9 @@ def load_pipeline(
         else:
             err(None, "backend.name", msg)
 
+    state_dir = Path(os.path.normpath(root / cfg.state_dir))
+    guarded = _Guarded(file, root, state_dir)
+
     seen_names: dict[str, int] = {}
     producers: dict[str, tuple[int, str]] = {}
     planned: dict[str, PlannedStage] = {}
@@ -135,7 +138,10 @@ def load_pipeline(
         outs = [_config.relpath_key(root, p) for p in sc.outputs]
         if len({k for k, _ in outs}) != len(outs):
             err(i, "outputs", "the same output is listed twice")
-        for key, _ in outs:
+        for key, path in outs:
+            problem = guarded.output_problem(key, path)
+            if problem:
+                err(i, "outputs", problem)
             if key in {k for k, _ in ins}:
                 err(i, "outputs", f"{key!r} is both an input and an output of this stage")
             if key in producers:
@@ -185,7 +191,6 @@ def load_pipeline(
         raise ConfigError(_config.join_lines(errors))
 
     order = _toposort(planned, file)
-    state_dir = Path(os.path.normpath(root / cfg.state_dir))
     return Pipeline(
         file=file,
         root=root,
@@ -198,6 +203,28 @@ def load_pipeline(
         network=cfg.network,
         source_sha256=hashlib.sha256(source).hexdigest(),
     )
+
+
+class _Guarded:
+    """What no output may touch: the pipeline file and the state folder."""
+
+    def __init__(self, file: Path, root: Path, state_dir: Path) -> None:
+        self.file = os.fspath(file)
+        self.state_dir = os.fspath(state_dir)
+        self.state_key = _config.relpath_key(root, self.state_dir)[0]
+
+    def output_problem(self, key: str, path: Path) -> str | None:
+        where = os.fspath(path)
+        if where == self.file:
+            return f"{key!r} would overwrite the pipeline file"
+        if _is_within(where, self.state_dir):
+            return f"{key!r} is inside the state folder {self.state_key!r}"
+        return None
+
+
+def _is_within(path: str, folder: str) -> bool:
+    """``path`` is ``folder`` or somewhere below it (both normalized)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _unknown_stage(name: str, known: list[str]) -> str:
