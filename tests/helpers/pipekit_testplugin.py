@@ -370,113 +370,11 @@ class StartedCopy(pipekit.Stage):
         return _PipeDone(ctx, r, p.fail_finish)
 
 
-@attrs.define
-class ChainedParams:
-    seconds: float = 0.0
-
-
-class _Chain:
-    """One pipe that the work of one slot reports on, in fixed 8-byte
-    messages ``(id, started)``, read one per ``poll`` (as a reader may get
-    one reply at a time). Work queued behind the running one that was
-    withdrawn is reported when the running one ends, in the same write,
-    its message first: so the queued handle's ``poll`` is the one that
-    reads the running one's end."""
-
-    def __init__(self) -> None:
-        self.r, self.w = os.pipe()
-        self.results: dict[int, bool] = {}
-        self.ids = 0
-        self.withdrawn: set[int] = set()
-
-    def read_one(self) -> None:
-        import select
-
-        if select.select([self.r], [], [], 0)[0]:
-            data = os.read(self.r, 8)
-            ident, started = int.from_bytes(data[:4], "little"), bool(data[4])
-            self.results[ident] = started
-
-
-def _message(ident: int, started: bool) -> bytes:
-    return ident.to_bytes(4, "little") + bytes([started]) + b"\0\0\0"
-
-
-class _ChainedWork(pipekit.Started):
-    def __init__(self, chain: _Chain, ctx: pipekit.StageContext, behind: Any = None) -> None:
-        import threading
-
-        chain.ids += 1
-        self.chain, self.ctx, self.id, self.behind = chain, ctx, chain.ids, behind
-        self.queued_next: _ChainedWork | None = None
-        if behind is None:
-            threading.Thread(target=self._work, daemon=True).start()
-        else:
-            behind.queued_next = self
-
-    def _work(self) -> None:
-        import time
-
-        time.sleep(self.ctx.params.seconds)
-        self.ctx.outputs[0].write_bytes(self.ctx.inputs[0].read_bytes())
-        nxt = self.queued_next
-        if nxt is not None and nxt.id in self.chain.withdrawn:
-            os.write(self.chain.w, _message(nxt.id, False) + _message(self.id, True))
-            return
-        os.write(self.chain.w, _message(self.id, True))
-        if nxt is not None:
-            nxt._work()
-
-    def fileno(self) -> int:
-        return self.chain.r
-
-    def poll(self) -> bool:
-        self.chain.read_one()  # one message, whoever it is for
-        if self.id not in self.chain.results:
-            return False
-        self.started = self.chain.results[self.id]
-        return True
-
-    def kill(self, reason: str) -> None:
-        self.withdraw()
-
-    def withdraw(self) -> None:
-        self.chain.withdrawn.add(self.id)
-
-    def finish(self) -> None:
-        pass
-
-
-class Chained(pipekit.Stage):
-    """Copy input 0 to output 0 after ``seconds``, in a thread; a stage
-    queued behind another (Stage.start_after) starts when that one ends,
-    and one withdrawn meanwhile is reported with that one's end (see
-    _Chain)."""
-
-    name = "chained"
-    version = "1"
-    Params = ChainedParams
-    handles_timeout = True
-    _chain: _Chain | None = None
-
-    def run(self, ctx: pipekit.StageContext) -> None:
-        self.start(ctx).wait()
-
-    def start(self, ctx: pipekit.StageContext) -> pipekit.Started:
-        if Chained._chain is None:
-            Chained._chain = _Chain()
-        return _ChainedWork(Chained._chain, ctx)
-
-    def start_after(self, ctx: pipekit.StageContext, running: pipekit.Started) -> Any:
-        assert isinstance(running, _ChainedWork)
-        return _ChainedWork(running.chain, ctx, behind=running)
-
-
 @pipekit.hookimpl
 def register_stages(register: Callable[[Any], None]) -> None:
     for proc in (
         Sleep(), Flaky(), SideEffect(), SlowWrite(), Versioned(), RecordBoom(),
         RecordFatal(), Tagged(), Resumable(), SlowUpper(), Poison(), Numbered(),
-        JsonTag(), ReturnsList(), StartedCopy(), Chained(),
+        JsonTag(), ReturnsList(), StartedCopy(),
     ):
         register(proc)

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from .errors import NetworkRefused, NonRetryable, StageFailed, StageTimeout
 from .records import Interrupted, TooManyFailures, run_record_stage
 from .stage import RecordStage, StageContext
 
-__all__ = ["run_in_process", "run_in_worker", "needs_worker", "start_in_process", "finish_started"]
+__all__ = ["run_in_process", "run_in_worker", "needs_worker"]
 
 
 def needs_worker(st: Any) -> bool:
@@ -44,11 +44,10 @@ def run_in_process(
 
 
 @contextmanager
-def _judged(g: Any, ctx: StageContext, ended: bool = True) -> Iterator[None]:
+def _judged(g: Any, ctx: StageContext) -> Iterator[None]:
     """Around a processor's work under the guard ``g``: the network mode
     goes to ``ctx.info["network"]``, and a refusal the processor caught
-    still fails the attempt. ``ended`` False: the work goes on after the
-    body (a start), so a body that returns is not judged yet."""
+    still fails the attempt."""
     try:
         yield
     except Exception as exc:
@@ -60,45 +59,25 @@ def _judged(g: Any, ctx: StageContext, ended: bool = True) -> Iterator[None]:
     except BaseException:
         ctx.info["network"] = g.mode
         raise
-    if not ended:
-        return
     ctx.info["network"] = g.mode
     if g.violations:  # the processor caught the refusal and carried on
         raise NetworkRefused(g.violations[0])
 
 
-def start_in_process(st: Any, a: Any, policy: Any, behind: Any = None) -> Any:
-    """Call ``start`` of the processor of a :class:`pipekit.started.Attempt`
-    (``start_after(ctx, behind)`` when ``behind``, a running stage's
-    :class:`pipekit.Started`, is given) under a new guard for ``policy``
-    (kept in ``a.guard`` for the rest of the attempt): the
-    :class:`pipekit.Started` it returned, or None."""
-    if policy is not None:
-        from . import netguard
-
-        netguard.install()
-        a.guard = netguard.Guard(policy)
-    judged = nullcontext() if a.guard is None else _judged(a.guard, a.ctx, ended=False)
-    with a.guarded(), judged:
-        if behind is not None:
-            return st.processor.start_after(a.ctx, behind)
-        return st.processor.start(a.ctx)
-
-
-def finish_started(a: Any) -> None:
-    """After the started work of attempt ``a`` ended: its ``finish()``,
-    judged as :func:`run_in_process` judges ``run()``."""
-    judged = nullcontext() if a.guard is None else _judged(a.guard, a.ctx)
-    with a.guarded(), judged:
-        a.handle.finish()
-
-
 def _run_processor(st: Any, ctx: StageContext, record_run: Any) -> None:
+    """The processor's work, one way for each kind: the record loop, or a
+    whole stage's ``start`` (waited for here, killed at the timeout or
+    when the run is cancelled) or, where it starts nothing, ``run``."""
     proc = st.processor
     if isinstance(proc, RecordStage):
         run_record_stage(proc, ctx, record_run)
-    else:
+        return
+    started = proc.start(ctx)
+    if started is None:
         proc.run(ctx)
+        return
+    deadline = None if ctx.timeout is None else time.monotonic() + ctx.timeout
+    started.wait(deadline, ctx.cancelled)
 
 
 GRACE_S = 5.0

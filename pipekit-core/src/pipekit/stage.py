@@ -196,44 +196,21 @@ class Stage(_ProcessorBase):
         return a :class:`Started` that the runner watches, or ``None`` to
         have :meth:`run` called instead (the default).
 
-        A processor whose work is a program it starts (``shell``)
-        implements this, so that the runner starts and reaps thousands of
-        such stages from one thread, as make does, instead of giving each
-        a thread that waits. The processor must still implement
-        :meth:`run`: it is used where the runner does not call ``start``
-        (a stage with retries, for one). Called in the runner's scheduling
-        thread: it must not block."""
-        return None
-
-    def start_after(self, ctx: StageContext, running: Started) -> Started | None:
-        """Optional: like :meth:`start`, but the work is to start only
-        once ``running`` (work this processor started for another stage, in
-        the same slot) has ended well, and the moment it has, with no round
-        trip to the runner; or ``None`` when that cannot be done (the
-        default): the stage then waits for a free slot and :meth:`start`.
-
-        The runner calls this when every slot is busy and the next stage
-        is ready, for a stage without a timeout. Until it starts, the work
-        must not count as running: if ``running`` fails, is killed or the
-        work is withdrawn (:meth:`Started.withdraw`), it does not start, and
-        :meth:`Started.poll` then reports its end with
-        :attr:`Started.started` False: the runner gives the stage back
-        without a result, as if it had never been handed over. The runner
-        watches only the running one's descriptor meanwhile: whenever it is
-        readable, it polls the queued one, then the running one again.
-        ``shell`` queues its command on the starter process of the running
-        one."""
+        A processor whose work is a program it starts (``shell``) may
+        implement this instead of :meth:`run`: the runner then waits for
+        the work with :meth:`Started.wait`, which kills it at the stage's
+        timeout or when the run is interrupted."""
         return None
 
 
 class Started:
-    """Work that :meth:`Stage.start` started: the runner waits on
-    :meth:`fileno` with the other stages' and calls :meth:`poll` whenever
-    it is readable, until ``poll`` returns True; then :meth:`finish`.
+    """Work that :meth:`Stage.start` started. The runner calls
+    :meth:`wait`, in the stage's worker thread: it waits on :meth:`fileno`
+    and calls :meth:`poll` whenever it is readable, until ``poll`` returns
+    True; then :meth:`finish`.
 
     Subclasses implement :meth:`fileno`, :meth:`poll`, :meth:`kill` and
-    :meth:`finish`; :meth:`wait` (for a processor's :meth:`Stage.run`) is
-    built on them."""
+    :meth:`finish`; :meth:`wait` is built on them."""
 
     def fileno(self) -> int:  # pragma: no cover - abstract
         """A descriptor that becomes readable when :meth:`poll` has
@@ -257,18 +234,6 @@ class Started:
         as :meth:`Stage.run` would (e.g. :class:`pipekit.StageFailed`),
         and put what the stage record should keep in ``ctx.info``."""
         raise NotImplementedError
-
-    started: bool = True
-    """False once :meth:`poll` has reported the end of work queued with
-    :meth:`Stage.start_after` that never started (the work before it
-    failed, or it was withdrawn); :meth:`finish` is then not called."""
-
-    def withdraw(self) -> None:
-        """Work queued with :meth:`Stage.start_after`: do not start it if it
-        has not started yet (:meth:`poll` then reports its end with
-        :attr:`started` False); if it has, nothing changes. The runner
-        withdraws work that waits longer than it would hold a stage's lock
-        for a slot."""
 
     TICK = 0.2
     """How often :meth:`wait` looks at ``cancelled`` while nothing happens."""

@@ -1,6 +1,6 @@
-"""Stages whose processor implements ``Stage.start``: the runner's own
-thread starts them, watches their descriptors and commits them; ``run()``
-in a worker thread stays the way for the others."""
+"""Stages whose processor implements ``Stage.start``: the stage's worker
+thread starts the work and waits for it (``Started.wait``); a processor
+whose ``start`` returns None is run with ``run()`` in the same thread."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def copies(project: Project, n: int, **params: Any) -> None:
     project.pipeline(stages)
 
 
-def test_a_started_stage_is_started_and_finished_by_the_scheduling_thread(
+def test_a_started_stage_is_started_waited_for_and_finished_by_its_worker_thread(
     project: Project,
 ) -> None:
     copies(project, 6)
@@ -43,8 +43,8 @@ def test_a_started_stage_is_started_and_finished_by_the_scheduling_thread(
     assert set(project.statuses(summary).values()) == {"ok"}
     for name, stage in run_record(project, summary).items():
         info = stage["info"]
-        assert info["started_in"] == "MainThread", (name, info)
-        assert info["finished_in"] == "MainThread", (name, info)
+        assert info["started_in"].startswith("pipekit-stage"), (name, info)
+        assert info["finished_in"] == info["started_in"], (name, info)
         assert "ran_in" not in info  # run() was never called
         assert info["polls"] == 2  # the byte, then the end: woken by the descriptor only
     for i in range(6):
@@ -100,15 +100,7 @@ def shell(project: Project, stages: dict[str, str], **extra: Any) -> None:
     )
 
 
-@pytest.fixture(params=["auto", "always"])
-def starters(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """shell's commands started by the runner itself (a run of few commands)
-    and by command starters."""
-    monkeypatch.setenv("PIPEKIT_SHELL_STARTERS", request.param)
-    return str(request.param)
-
-
-def test_a_command_that_fills_its_stderr_pipe_does_not_stall(project: Project, starters: str) -> None:
+def test_a_command_that_fills_its_stderr_pipe_does_not_stall(project: Project) -> None:
     shell(
         project,
         {
@@ -123,7 +115,7 @@ def test_a_command_that_fills_its_stderr_pipe_does_not_stall(project: Project, s
     assert len(info["stderr"]) == 4000
 
 
-def test_a_command_that_closes_stderr_and_goes_on_is_waited_for(project: Project, starters: str) -> None:
+def test_a_command_that_closes_stderr_and_goes_on_is_waited_for(project: Project) -> None:
     shell(project, {"late": "exec 2>&-; sleep 0.5; echo late > {output}"})
     t0 = time.monotonic()
     summary = project.run_json()
@@ -133,7 +125,7 @@ def test_a_command_that_closes_stderr_and_goes_on_is_waited_for(project: Project
 
 
 def test_a_started_command_past_its_timeout_is_killed_with_its_group(
-    project: Project, tmp_path: Path, starters: str
+    project: Project, tmp_path: Path
 ) -> None:
     marker = tmp_path / "survivor"
     shell(
@@ -153,7 +145,7 @@ def test_a_started_command_past_its_timeout_is_killed_with_its_group(
 
 
 def test_two_commands_running_at_once_each_answer_for_their_own_network_use(
-    project: Project, starters: str
+    project: Project
 ) -> None:
     reach = (
         "python3 -c \"import socket; s = socket.socket(); s.settimeout(1)\n"
@@ -203,43 +195,11 @@ def tmpfs_project(tmp_path: Path) -> Any:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def commit_threads(project: Project, slow: bool) -> list[str]:
-    copies(project, 80)
-    log = project.root / "observed.jsonl"
-    env = project.env(PIPEKIT_OBSERVER_LOG=str(log))
-    env["PIPEKIT_PLUGIN_MODULES"] += ",pipekit_observer,pipekit_slowbackend"
-    if slow:
-        env.update(PIPEKIT_TEST_SLOW_LIST="1", PIPEKIT_TEST_SLOW_S="0.003")
-    summary = project.run_json("--jobs", "2", "--backend", "slowfile", env=env)
-    assert set(project.statuses(summary).values()) == {"ok"}
-    ends = [json.loads(line) for line in log.read_text().splitlines()]
-    return [e["thread"] for e in ends if e["hook"] == "on_stage_end"]
-
-
-def test_quick_commits_are_made_by_the_scheduling_thread(tmpfs_project: Project) -> None:
-    """On a tmpfs a commit costs about 0.1 ms: the scheduling thread makes
-    them (no GIL hand-off after each system call of a committer thread)."""
-    assert set(commit_threads(tmpfs_project, slow=False)) == {"MainThread"}
-
-
-def test_slow_commits_go_to_the_committer_thread(tmpfs_project: Project) -> None:
-    """Slow commits (here a checkpoint store that takes 3 ms per listing, as
-    a disk slow to make files would): after the first batches show it, the
-    committer thread makes them, so that commands keep starting meanwhile."""
-    threads = commit_threads(tmpfs_project, slow=True)
-    assert len(threads) == 80
-    assert threads[0] == "MainThread"  # the first batches tell how slow they are
-    # How many stages the first two batches hold depends on the machine's
-    # speed (22 each on a fast one); after them, the committer makes all.
-    handed = threads.index("pipekit-commit")
-    assert set(threads[handed:]) == {"pipekit-commit"}, " ".join(t[0] for t in threads)
-
-
 @pytest.mark.parametrize("where", ["list", "put_many"])
-def test_a_signal_during_a_commit_of_the_scheduling_thread_ends_the_run(
+def test_a_signal_during_a_commit_ends_the_run(
     tmpfs_project: Project, tmp_path: Path, where: str
 ) -> None:
-    """SIGTERM while the scheduling thread commits a started stage (here
+    """SIGTERM while the committer commits a started stage (here
     while it writes the idempotency records, or lists the checkpoints, in
     a store that takes 3 s for it): the run ends with 130, it does not wait
     for a commit that will never finish, and the next run completes."""
@@ -275,7 +235,7 @@ def test_a_signal_during_a_commit_of_the_scheduling_thread_ends_the_run(
 
 
 def test_commands_one_after_another_in_a_slot_each_answer_for_their_own_network_use(
-    project: Project, starters: str
+    project: Project
 ) -> None:
     """With one job, every command runs in the same namespace, one after
     another, and a command's closing count opens the next one's: the
@@ -302,26 +262,3 @@ def test_commands_one_after_another_in_a_slot_each_answer_for_their_own_network_
         "a_quiet": "ok", "b_reach": "failed", "c_quiet": "ok", "d_quiet": "ok",
     }
     assert "tried to reach the network" in project.reasons(summary)["b_reach"]
-
-
-def test_the_end_of_a_running_stage_read_while_polling_the_one_queued_behind_it_is_not_lost(
-    project: Project,
-) -> None:
-    """A stage queued behind a running one (Stage.start_after) shares its
-    descriptor; when the queued one was withdrawn (it waited 50 ms), its
-    "not started" and the running one's end may come together, and the
-    poll of the queued one may read the running one's end. The runner polls
-    the running one again after it: before, it waited for a descriptor
-    that never became readable again, and the run hung."""
-    project.write("in.txt", "abc\n")
-    project.pipeline(
-        [
-            {"name": f"c{i}", "uses": "chained", "inputs": ["in.txt"], "outputs": [f"out{i}.txt"],
-             "params": {"seconds": 0.3}}
-            for i in range(3)
-        ]
-    )
-    proc = project.cli("run", "--json", "--jobs", "1", timeout=30)
-    assert proc.returncode == 0, proc.stderr
-    assert set(project.statuses(json.loads(proc.stdout)).values()) == {"ok"}
-    assert project.read("out2.txt") == "abc\n"

@@ -1,0 +1,69 @@
+"""A stage's checkpoints, as the runner makes and clears them: the
+whole-stage :class:`pipekit.Checkpoint` and a record stage's
+:class:`~pipekit.record_checkpoint.RecordCheckpoint`, both in the stage's
+namespace of the checkpoint store."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ..netguard import trusted
+from ..record_checkpoint import RecordCheckpoint
+from ..results import Decision
+from ..stage import Checkpoint, stage_namespace
+
+__all__ = ["StageCheckpoints", "fence_of"]
+
+
+def fence_of(lease: Any) -> tuple[str, int] | None:
+    """``(lock key, fencing token)`` of a lease, when it has a token."""
+    token = getattr(lease, "token", None) if lease is not None else None
+    return (lease.key, token) if token is not None else None
+
+
+class StageCheckpoints:
+    def __init__(self, pipeline_name: str, store: Any) -> None:
+        self.pipeline_name = pipeline_name
+        self.store = store
+
+    def namespace(self, stage: Any) -> str:
+        return stage_namespace(self.pipeline_name, stage.name)
+
+    def whole_stage(self, stage: Any, decision: Decision, lease: Any = None) -> Checkpoint:
+        return Checkpoint(
+            self.store, self.namespace(stage), decision.fingerprint or "", fence=fence_of(lease)
+        )
+
+    def records(self, stage: Any, decision: Decision, lease: Any = None) -> RecordCheckpoint:
+        return RecordCheckpoint(
+            self.store,
+            self.namespace(stage),
+            decision.fingerprint or "",
+            fence=fence_of(lease),
+            label=f"stage {stage.name}",
+        )
+
+    @functools.cached_property
+    def _namespaces_at_start(self) -> set[str] | None:
+        """The store's namespaces when first asked (None: it cannot list them)."""
+        lister = getattr(self.store, "namespaces", None)
+        if lister is None:
+            return None
+        with trusted():
+            return set(lister())
+
+    def clear(self, stage: Any, decision: Decision, touched: bool = True) -> None:
+        """Remove a committed stage's checkpoints. ``touched`` False: this
+        attempt neither saved nor loaded one, so there is one only if the
+        namespace was there when the run first looked (one listing of the
+        store per run instead of one per stage)."""
+        namespace = self.namespace(stage)
+        with trusted():
+            seen = None if touched else self._namespaces_at_start
+            if seen is not None and namespace not in seen:
+                return
+            if not self.store.list(namespace):
+                return
+        self.whole_stage(stage, decision).clear()
+        self.records(stage, decision).clear()

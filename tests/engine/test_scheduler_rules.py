@@ -1,0 +1,59 @@
+"""The scheduler's rules, held with real runner processes: a run never ends
+`ok` while a stage it was asked to make up to date is unresolved."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import Project, write_toml
+
+
+def _write(project: Project, file: str, stages: list[dict]) -> None:
+    write_toml(project.root / file, {"name": "shared", "stages": stages})
+
+
+X = {
+    "name": "x",
+    "uses": "shell",
+    "inputs": ["in.txt"],
+    "outputs": ["x.txt"],
+    "params": {"cmd": "touch x.started && sleep 1.5 && cp {input} {output}"},
+}
+Y = {
+    "name": "y",
+    "uses": "shell",
+    "inputs": ["x.txt"],
+    "outputs": ["y.txt"],
+    "params": {"cmd": "cp {input} {output}"},
+}
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_stage_deferred_for_its_lock_and_done_elsewhere_lets_its_dependents_run(
+    project: Project, jobs: str
+) -> None:
+    """Issue 20 item 1: runner A runs `x`; runner B's pipeline is `x -> y`.
+    B finds x's lock taken, waits, then finds x done by A: y must still run
+    in B (it used to end `ok` with y "not run" and no y.txt)."""
+    project.write("in.txt", "data\n")
+    _write(project, "a.toml", [X])
+    _write(project, "b.toml", [X, Y])
+    a = project.popen("run", "-f", "a.toml", "--json")
+    deadline = time.monotonic() + 60
+    # B starts once A is at work on x (holding its lock)
+    while not (project.root / "x.started").exists():
+        assert a.poll() is None, a.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    b = project.popen("run", "-f", "b.toml", "--json", "--jobs", jobs)
+    out_b, err_b = b.communicate(timeout=120)
+    out_a, err_a = a.communicate(timeout=120)
+    assert a.returncode == 0, err_a
+    assert b.returncode == 0, err_b
+    summary = json.loads(out_b)
+    statuses = {s["name"]: (s["status"], s["reason"]) for s in summary["stages"]}
+    assert statuses["x"][0] == "skipped", statuses
+    assert statuses["y"][0] == "ok", statuses
+    assert project.read("y.txt") == "data\n"
