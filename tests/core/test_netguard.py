@@ -229,9 +229,9 @@ def test_check_reports_network_use_and_runs_nothing(project: Project) -> None:
     assert proc.returncode == 1 and doc["problems"] == 2
     stages = {s["name"]: s for s in doc["stages"]}
     assert stages["open"]["network"] == "allowed" and stages["open"]["ok"]
-    # shell.py and its command starters (starters.py) start programs: notes only
+    # shell.py starts programs: a note only
     findings = stages["local"]["findings"]
-    assert {Path(f["file"]).name for f in findings} == {"shell.py", "starters.py"}, findings
+    assert {Path(f["file"]).name for f in findings} == {"shell.py"}, findings
     assert all(
         f["kind"] == "note"
         and f["what"] == "imports subprocess (starts programs through pipekit.isolate_command)"

@@ -199,3 +199,47 @@ def test_a_commands_closing_reading_opens_the_next_only_when_it_left_nothing_beh
     t.start()
     t.join()
     assert result == {"reused": True, "kept_after_leftover": False, "third_fresh": True}
+
+
+def test_a_thread_moved_into_its_namespace_stays_there_around_commands() -> None:
+    """isolate_thread: the thread, and what it starts, live in the
+    namespace; a command's popen returns the thread to it (not to the
+    host's); trusted() (the runner's own work) runs with the host's
+    network; restore_thread brings the thread home."""
+    from pipekit import netguard
+
+    seen: dict[str, Any] = {}
+
+    def body() -> None:
+        host = _thread_ns()
+        with netguard.guarded(netguard.Policy("s", "p", isolation="strict")) as g:
+            seen["inside"] = _thread_ns()
+            cmd = netns.isolate_command(["/bin/true"])
+            cmd.popen().wait()
+            cmd.check()
+            seen["after_command"] = _thread_ns()
+            with netguard.trusted():
+                seen["trusted"] = _thread_ns()
+            seen["after_trusted"] = _thread_ns()
+            seen["mode"] = g.mode
+        seen["host"] = host
+        seen["back"] = _thread_ns()
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert seen["inside"] != seen["host"]
+    assert seen["after_command"] == seen["inside"] == seen["after_trusted"]
+    assert seen["trusted"] == seen["host"] == seen["back"]
+    assert seen["mode"] == "isolated"
+
+
+def test_strict_isolation_refuses_an_allow_list_it_cannot_keep() -> None:
+    from pipekit import NonRetryable, netguard
+
+    policy = netguard.Policy("s", "p", ["loopback", "10.0.0.0/8"], isolation="strict")
+    before = _thread_ns()
+    with pytest.raises(NonRetryable, match=r"cannot let 10\.0\.0\.0/8 in"):
+        with netguard.guarded(policy):
+            pass
+    assert _thread_ns() == before

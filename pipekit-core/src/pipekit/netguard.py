@@ -42,7 +42,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import NetworkRefused
+from .errors import NetworkRefused, NonRetryable
 
 __all__ = [
     "LOOPBACK",
@@ -61,7 +61,7 @@ __all__ = [
 LOOPBACK = "loopback"
 """The allow-list word for 127.0.0.0/8, ::1 and localhost."""
 
-ISOLATION_MODES = ("auto", "required", "off")
+ISOLATION_MODES = ("auto", "required", "strict", "off")
 
 _THREAD_ATTR = "_pipekit_netguard"
 
@@ -267,10 +267,14 @@ class Policy:
 
 class Guard:
     """The guard of one attempt of one stage: its policy, what it refused,
-    the commands it let start, and the network mode for the stage record
-    (``guarded``, ``allowed``, ``isolated`` or ``unguarded``)."""
+    the commands it let start, and the network mode for the stage record:
+    the weakest guarantee of what the stage ran (``allowed``; ``unguarded``
+    when a command ran with the host's network; ``guarded`` when the
+    processor's own code ran under the audit hook only; ``isolated`` when
+    the processor's thread, and so all it did and started, was in a network
+    namespace)."""
 
-    __slots__ = ("approved", "busy", "mode", "policy", "resolved", "violations")
+    __slots__ = ("approved", "busy", "isolate", "mode", "policy", "resolved", "violations")
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -278,16 +282,22 @@ class Guard:
         self.approved: set[tuple[Any, ...]] = set()
         self.resolved: dict[Any, set[int | None]] = {}
         self.busy: int | None = None  # the thread doing the guard's own look-up
-        self.mode = "allowed" if policy.allow_all else "guarded"
+        self.isolate = not policy.allow_all and policy.isolation == "strict"
+        """Whether the processor's thread runs in a network namespace."""
+        if policy.allow_all:
+            self.mode = "allowed"
+        else:
+            self.mode = "isolated" if self.isolate else "guarded"
 
     def approve(self, argv: Sequence[Any]) -> None:
         """Let the program ``argv`` start (it was isolated, or knowingly not)."""
         self.approved.add(tuple(argv))
 
     def note_mode(self, mode: str) -> None:
-        """Record how a command ran; ``unguarded`` outranks ``isolated``."""
-        rank = {"allowed": 0, "guarded": 1, "isolated": 2, "unguarded": 3}
-        if rank.get(mode, 0) > rank.get(self.mode, 0):
+        """Record how a command ran: one run with the host's network
+        (``unguarded``) makes the stage's mode ``unguarded``; a command in a
+        namespace changes nothing (the processor's own code is no safer)."""
+        if mode == "unguarded" and self.mode != "allowed":
             self.mode = mode
 
     def refuse(
@@ -320,14 +330,76 @@ def current() -> Guard | None:
 
 @contextmanager
 def guarded(policy: Policy) -> Iterator[Guard]:
-    """Run the body (a processor) under a new guard for ``policy``."""
+    """Run the body (a processor) under a new guard for ``policy``; with
+    ``isolation = "strict"``, in a network namespace too (see
+    :func:`isolated`)."""
     install()
     g = Guard(policy)
-    token = _current.set(g)
+    with isolated(g):
+        token = _current.set(g)
+        try:
+            yield g
+        finally:
+            _current.reset(token)
+
+
+@contextmanager
+def isolated(g: Guard) -> Iterator[None]:
+    """When ``g.isolate``: the body (this thread, the threads and processes
+    it starts) in this thread's network namespace, which holds only its own
+    loopback (:func:`pipekit.netns.isolate_thread`); what it tried beyond
+    loopback becomes a violation of ``g``, checked before :func:`guarded`
+    ends. A no-op otherwise. Raises :class:`pipekit.NonRetryable` where no
+    namespace can be entered, or where the policy allows more than loopback
+    (a namespace cannot let part of the network in)."""
+    if not g.isolate:
+        yield
+        return
+    p = g.policy
+    beyond = [e for e in p.entries if e != LOOPBACK]
+    if beyond:
+        raise NonRetryable(
+            f'network guard: stage {p.stage!r} has network.isolation = "strict", which runs '
+            "its processor in a network namespace with nothing but its own loopback, so "
+            f"network.allow cannot let {', '.join(beyond)} in. Set network.isolation = "
+            '"auto" or "required" on the stage to keep the allow list (the audit-hook '
+            "guard), or allow_network = true."
+        )
+    from . import netns
+
     try:
-        yield g
-    finally:
-        _current.reset(token)
+        token = netns.isolate_thread()
+    except netns.Unavailable as exc:
+        raise NonRetryable(
+            f"network guard: stage {p.stage!r} requires its processor to run without network "
+            f'(network.isolation = "strict"), but its thread cannot be moved into a '
+            f"network namespace here: {exc}. Run pipekit as root on Linux, or set "
+            'network.isolation = "required" (commands only) or "auto".'
+        ) from None
+    try:
+        yield
+    except BaseException:
+        _restore(g, netns.restore_thread(token))
+        raise
+    message = _restore(g, netns.restore_thread(token))
+    if message:  # the body ended well, yet something in it tried
+        raise NetworkRefused(message)
+
+
+def _restore(g: Guard, tried: int) -> str | None:
+    """The violation of ``g`` when its isolated thread ``tried`` to reach
+    beyond loopback (kept on the guard), or None."""
+    if tried <= 0:
+        return None
+    p = g.policy
+    message = (
+        f"network guard: stage {p.stage!r} (processor {p.processor!r}) tried to reach "
+        f"the network ({tried} attempt(s) to an address beyond loopback, from its own "
+        "code or a program it started): it ran in a network namespace with no network "
+        "but its own loopback. " + p.how_to_allow(None)
+    )
+    g.violations.append(message)
+    return message
 
 
 @contextmanager
@@ -356,9 +428,12 @@ def leave(token: Any) -> None:
 def trusted() -> Iterator[None]:
     """Lift the guard for the runner's own work in a processor's thread
     (e.g. a checkpoint store that talks to a server)."""
+    from .netns import host_network
+
     token = _current.set(_TRUSTED)
     try:
-        yield
+        with host_network():  # out of the processor's namespace, if it is in one
+            yield
     finally:
         _current.reset(token)
 

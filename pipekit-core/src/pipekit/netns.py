@@ -167,7 +167,11 @@ class _ThreadNet(_Namespace):
         flags = os.O_RDONLY | os.O_CLOEXEC
         fds: list[int] = []  # closed when this is closed or collected
         self._finalizer = weakref.finalize(self, _close_fds, fds)
-        self.host_fd = os.open("/proc/thread-self/ns/net", flags)
+        home = getattr(_local, "isolation", None)
+        if home is None:
+            self.host_fd = os.open("/proc/thread-self/ns/net", flags)
+        else:  # made from inside an isolated thread: its way out is the same
+            self.host_fd = os.dup(home.host_fd)
         fds.append(self.host_fd)
         if _setns_calls().unshare(_CLONE_NEWNET) != 0:
             raise _os_error("unshare(CLONE_NEWNET)")
@@ -183,8 +187,12 @@ class _ThreadNet(_Namespace):
         self.nsenter = shutil.which("nsenter")
 
     def _leave(self) -> None:
-        if _setns_calls().setns(self.host_fd, _CLONE_NEWNET) != 0:
-            raise OSError(f"cannot return to the host's network namespace: {_os_error('setns')}")
+        """Back to where the thread lives: the host's namespace, or the one
+        :func:`isolate_thread` moved it into."""
+        home = getattr(_local, "isolation", None)
+        fd = self.host_fd if home is None else home.namespace.ns_fd
+        if _setns_calls().setns(fd, _CLONE_NEWNET) != 0:
+            raise OSError(f"cannot return to the thread's network namespace: {_os_error('setns')}")
 
     @contextlib.contextmanager
     def entered(self) -> Iterator[None]:
@@ -230,9 +238,9 @@ def _loopback_up() -> None:
     import socket
     import struct
 
-    from .netguard import trusted
-
-    with trusted(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    # Neither making a socket nor ioctl is an event the guard watches; and
+    # trusted() would take the thread out of the namespace being set up.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sh22x", b"lo", 0)
         flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, req))[1]
         fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))
@@ -496,6 +504,107 @@ def probe() -> str | None:
     return None
 
 
+class _Isolation:
+    """A thread moved into a namespace by :func:`isolate_thread`: the
+    namespace, the way back to the host's (a descriptor), and the
+    namespace's counters when it moved in."""
+
+    __slots__ = ("before", "host_fd", "namespace")
+
+    def __init__(self, namespace: _ThreadNet, host_fd: int) -> None:
+        self.namespace = namespace
+        self.host_fd = host_fd
+        self.before = namespace.counters()
+
+
+def isolate_thread() -> Any:
+    """Move the calling thread into its :func:`slot`'s network namespace
+    (only its own loopback, up), for a processor's work: every socket it
+    makes, every thread it starts and every process it starts, through any
+    API, has no network beyond that loopback. Returns what
+    :func:`restore_thread` takes to move it back. Raises :class:`Unavailable`
+    where this cannot be done: it needs the ``setns`` method (root on Linux),
+    since a thread of a process of several threads cannot enter a user
+    namespace."""
+    before: _Isolation | None = getattr(_local, "isolation", None)
+    if _method() != "setns":
+        raise Unavailable(
+            "a thread can move into a network namespace only as root (the setns method; "
+            f"PIPEKIT_NETNS={os.environ.get('PIPEKIT_NETNS', 'auto')!r}, uid {os.geteuid()})"
+        )
+    namespace = _holder()
+    if not isinstance(namespace, _ThreadNet):  # (a holder process: nsenter method)
+        raise Unavailable("a thread can move only into a namespace it made (setns method)")
+    if before is not None and before.namespace is namespace:
+        return before
+    if before is not None:
+        host_fd = before.host_fd
+    else:
+        host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    if _setns_calls().setns(namespace.ns_fd, _CLONE_NEWNET) != 0:
+        error = _os_error("setns")
+        if before is None:
+            os.close(host_fd)
+        raise Unavailable(f"cannot enter the network namespace: {error}")
+    namespace.last = None  # what runs in it now is no command's
+    _local.isolation = _Isolation(namespace, host_fd)
+    return before
+
+
+def restore_thread(token: Any) -> int:
+    """Undo :func:`isolate_thread` (``token`` is what it returned): the
+    thread is back where it was. Returns how many times the namespace was
+    asked, while the thread was in it, for an address beyond loopback (by
+    the thread, or anything it started)."""
+    current: _Isolation | None = getattr(_local, "isolation", None)
+    if current is None or current is token:
+        return 0
+    fd = current.host_fd if token is None else token.namespace.ns_fd
+    if _setns_calls().setns(fd, _CLONE_NEWNET) != 0:
+        raise OSError(f"cannot leave the network namespace: {_os_error('setns')}")
+    _local.isolation = token
+    if token is None:
+        os.close(current.host_fd)
+    after = current.namespace.counters()
+    current.namespace.last = None
+    return after["beyond"] - current.before["beyond"]
+
+
+@contextlib.contextmanager
+def thread_isolated() -> Iterator[None]:
+    """The body runs in this thread's namespace (see :func:`isolate_thread`)."""
+    token = isolate_thread()
+    try:
+        yield
+    finally:
+        restore_thread(token)
+
+
+@contextlib.contextmanager
+def host_network() -> Iterator[None]:
+    """The body runs with the host's network even where the thread was
+    moved into a namespace (the runner's own work in a processor's thread:
+    see :func:`pipekit.netguard.trusted`); a no-op elsewhere."""
+    current: _Isolation | None = getattr(_local, "isolation", None)
+    if current is None:
+        yield
+        return
+    if _setns_calls().setns(current.host_fd, _CLONE_NEWNET) != 0:
+        raise OSError(f"cannot return to the host's network namespace: {_os_error('setns')}")
+    _local.isolation = None
+    try:
+        yield
+    finally:
+        _local.isolation = current
+        if _setns_calls().setns(current.namespace.ns_fd, _CLONE_NEWNET) != 0:
+            raise OSError(f"cannot go back into the network namespace: {_os_error('setns')}")
+
+
+def _thread_lives_in(namespace: Any) -> bool:
+    current: _Isolation | None = getattr(_local, "isolation", None)
+    return current is not None and current.namespace is namespace
+
+
 class IsolatedCommand:
     """A command prepared by :func:`isolate_command`.
 
@@ -531,7 +640,7 @@ class IsolatedCommand:
         # its closing reading is this one's opening (one reading per
         # command instead of two; nothing ran in the namespace since).
         self._before, holder.last = holder.last, None
-        if self._before is None:
+        if self._before is None or _thread_lives_in(holder):
             self._before = holder.counters()
 
     @property
@@ -675,7 +784,12 @@ class IsolatedCommand:
             self._after = after = self._holder.counters()
             holder = self._holder
             # started by popen() or spawn(): its end may open the next count
-            if self._uncount_live() and holder.live == 0 and self._left_nothing():
+            if (
+                self._uncount_live()
+                and holder.live == 0
+                and self._left_nothing()
+                and not _thread_lives_in(holder)  # the thread runs in it between commands
+            ):
                 holder.last = after
         return {k: self._after[k] - self._before[k] for k in self._after}
 
@@ -761,12 +875,12 @@ def isolate_command(argv: Sequence[Any]) -> IsolatedCommand:
         holder = _holder()
     except Unavailable as exc:
         p = g.policy
-        if p.isolation == "required":
+        if p.isolation in ("required", "strict"):
             raise NonRetryable(
                 f"network guard: stage {p.stage!r} requires its commands to run without "
-                f'network (network.isolation = "required"), but no network namespace can be '
-                f"made here: {exc}. Run pipekit as root or where user namespaces are allowed, "
-                f'or set network.isolation = "auto".'
+                f"network (network.isolation = {p.isolation!r}), but no network namespace can "
+                f"be made here: {exc}. Run pipekit as root or where user namespaces are "
+                f'allowed, or set network.isolation = "auto".'
             ) from None
         key = f"{p.stage}\0{exc}"
         if key not in _warned:
