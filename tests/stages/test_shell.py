@@ -1,6 +1,6 @@
-"""Command starters (pipekit_stages.starters): helper processes that start
-the shell stage's commands for the runner, and the runner preparing the
-next started stage while every slot is busy. Real runs, real processes."""
+"""The shell stage run for real: results, failures, the runner preparing
+the next started stage while every slot is busy, interrupts and kills.
+Real runs, real processes."""
 
 from __future__ import annotations
 
@@ -9,29 +9,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import Project
-
-
-def starters_in(root: Path) -> list[int]:
-    """Pids of command starters whose folder is ``root``."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        if b"import _execd" in cmdline and cwd == str(root):
-            pids.append(int(entry))
-    return pids
 
 
 @contextlib.contextmanager
@@ -58,17 +42,20 @@ def shells(project: Project, cmds: dict[str, str], **extra: Any) -> None:
     project.write("in.txt", "abc\n")
     project.pipeline(
         [
-            {"name": name, "uses": "shell", "inputs": ["in.txt"], "outputs": [f"{name}.out"],
-             "params": {"cmd": cmd}, **extra}
+            {
+                "name": name,
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": [f"{name}.out"],
+                "params": {"cmd": cmd},
+                **extra,
+            }
             for name, cmd in cmds.items()
         ]
     )
 
 
-@pytest.mark.parametrize("starters", ["always", "off"])
-def test_commands_give_the_same_results_with_and_without_starters(
-    project: Project, starters: str
-) -> None:
+def test_commands_give_their_results_and_failures(project: Project) -> None:
     shells(
         project,
         {
@@ -78,11 +65,13 @@ def test_commands_give_the_same_results_with_and_without_starters(
             "missing": "no-such-program-here > {output}",
         },
     )
-    env = project.env(PIPEKIT_SHELL_STARTERS=starters)
-    summary = project.run_json("--keep-going", "--jobs", "2", expect=1, env=env)
+    summary = project.run_json("--keep-going", "--jobs", "2", expect=1)
     by_name = {s["name"]: s for s in summary["stages"]}
     assert {n: s["status"] for n, s in by_name.items()} == {
-        "upper": "ok", "shell": "ok", "fails": "failed", "missing": "failed",
+        "upper": "ok",
+        "shell": "ok",
+        "fails": "failed",
+        "missing": "failed",
     }
     assert project.read("upper.out") == "ABC\n"
     assert project.read("shell.out") == "abc\n"
@@ -91,77 +80,55 @@ def test_commands_give_the_same_results_with_and_without_starters(
     assert "not found" in by_name["missing"]["reason"]
     run = json.loads((project.root / ".pipekit/runs" / f"{summary['run_id']}.json").read_text())
     info = {s["name"]: s["info"] for s in run["stages"]}
-    assert info["upper"].get("shell") is False  # started without /bin/sh either way
+    assert info["upper"].get("shell") is False  # started without /bin/sh
     assert info["shell"].get("shell") is None
 
 
-def test_starters_end_with_the_run(project: Project) -> None:
-    shells(project, {f"s{i}": "tr a-z A-Z < {input} > {output}" for i in range(6)})
-    project.run_json("--jobs", "3", env=project.env(PIPEKIT_SHELL_STARTERS="always"))
-    assert wait_until(lambda: not starters_in(project.root), 5), starters_in(project.root)
+def test_the_command_sees_the_runners_environment_and_its_own(project: Project) -> None:
+    shells(
+        project, {"env": "env > {output}"}, params={"cmd": "env > {output}", "env": {"EXTRA": "x"}}
+    )
+    summary = project.run_json(env=project.env(PIPEKIT_TEST_ENV="from the runner"))
+    assert project.statuses(summary) == {"env": "ok"}
+    lines = set(project.read("env.out").splitlines())
+    assert {"PIPEKIT_TEST_ENV=from the runner", "EXTRA=x", f"PWD={project.root}"} <= lines
 
 
-def test_starters_of_a_killed_runner_end_and_leave_its_command_be(
-    project: Project, tmp_path: Path
-) -> None:
-    """SIGKILL to the runner: its starters see the end of their stdin and
-    end; the command that was running goes on, as one started by the
-    runner itself would."""
-    done = tmp_path / "done"
-    shells(project, {"slow": f"sleep 1.5; touch {done}; cp {{input}} {{output}}"})
-    proc = project.popen("run", env=project.env(PIPEKIT_SHELL_STARTERS="always"))
+def test_the_next_run_does_the_stage_of_a_killed_runner(project: Project, tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    shells(project, {"slow": f"touch {started}; sleep 1.5; cp {{input}} {{output}}"})
+    proc = project.popen("run")
     with ended_at_last(proc):
-        assert wait_until(lambda: bool(starters_in(project.root)), 20)
-        time.sleep(0.3)
+        assert wait_until(started.exists, 30)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        assert wait_until(lambda: not starters_in(project.root), 5), starters_in(project.root)
-        assert wait_until(done.exists, 10)
-    summary = project.run_json()  # the next run does the stage (its temp output was never committed)
+    summary = project.run_json()  # its temp output was never committed
     assert project.statuses(summary) == {"slow": "ok"}
+    assert project.read("slow.out") == "abc\n"
 
 
-def test_a_starter_that_dies_fails_its_stage_and_the_next_gets_a_new_one(
-    project: Project,
-) -> None:
-    shells(
-        project,
-        {
-            "a_kills": "kill -9 $PPID; sleep 1",  # its parent is the starter
-            "b_works": "tr a-z A-Z < {input} > {output}",
-        },
-    )
-    env = project.env(PIPEKIT_SHELL_STARTERS="always")
-    summary = project.run_json("--keep-going", "--jobs", "1", expect=1, env=env)
-    by_name = {s["name"]: s for s in summary["stages"]}
-    assert by_name["a_kills"]["status"] == "failed"
-    assert "the command starter ended unexpectedly" in by_name["a_kills"]["reason"]
-    assert by_name["b_works"]["status"] == "ok"
-    assert project.read("b_works.out") == "ABC\n"
-
-
-@pytest.mark.parametrize("mode", ["auto", "always"])
-def test_with_one_job_a_failure_starts_nothing_after_it(project: Project, mode: str) -> None:
-    """The next stage is prepared (locked, decided) while the failing one
-    runs, and with starters from the first command queued on its starter;
-    it must not start once the failure is known."""
+def test_with_one_job_a_failure_starts_nothing_after_it(project: Project) -> None:
+    """The next stage may be prepared (locked, decided) while the failing
+    one runs; it must not start once the failure is known."""
     shells(
         project,
         {"a": "sleep 0.3; exit 1", "b": "cp {input} {output}", "c": "cp {input} {output}"},
     )
-    summary = project.run_json("--jobs", "1", expect=1, env=project.env(PIPEKIT_SHELL_STARTERS=mode))
+    summary = project.run_json("--jobs", "1", expect=1)
     assert project.statuses(summary) == {"a": "failed", "b": "skipped", "c": "skipped"}
     assert not (project.root / "b.out").exists() and not (project.root / "c.out").exists()
     assert project.run_json("--jobs", "1", "-k", expect=1)["status"] == "failed"
     assert project.read("b.out") == "abc\n"  # their locks were let go
 
 
-def test_an_interrupt_with_a_prepared_stage_ends_the_run(project: Project) -> None:
-    shells(project, {f"s{i}": "sleep 30; cp {input} {output}" for i in range(3)})
-    env = project.env(PIPEKIT_SHELL_STARTERS="always")
-    proc = project.popen("run", "--jobs", "1", "--json", env=env)
+def test_an_interrupt_with_a_prepared_stage_ends_the_run(project: Project, tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    shells(
+        project, {f"s{i}": f"touch {started}; sleep 30; cp {{input}} {{output}}" for i in range(3)}
+    )
+    proc = project.popen("run", "--jobs", "1", "--json")
     with ended_at_last(proc):
-        assert wait_until(lambda: bool(starters_in(project.root)), 20)
+        assert wait_until(started.exists, 30)
         time.sleep(0.5)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -173,7 +140,9 @@ def test_an_interrupt_with_a_prepared_stage_ends_the_run(project: Project) -> No
     # the locks of the stage in hand and of the prepared one were let go
     shells(project, {f"s{i}": "cp {input} {output}" for i in range(3)})
     assert project.statuses(project.run_json("--lock-timeout", "1")) == {
-        "s0": "ok", "s1": "ok", "s2": "ok",
+        "s0": "ok",
+        "s1": "ok",
+        "s2": "ok",
     }
 
 
@@ -181,23 +150,22 @@ def test_sigterm_to_the_runners_process_group_stops_the_commands_too(
     project: Project, tmp_path: Path
 ) -> None:
     """A service manager stops a run with SIGTERM to its whole process
-    group: the starters are in it, the commands (each in a session of its
-    own) are not; a starter that ends so kills its command first."""
-    import sys
-
+    group; the commands (each in a session of its own) are not in it, and
+    must be killed by the runner."""
+    started = tmp_path / "started"
     marker = tmp_path / "survivor"
-    shells(project, {"slow": f"sleep 2 && touch {marker}"})
+    shells(project, {"slow": f"touch {started}; sleep 2 && touch {marker}"})
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipekit", "run"],
         cwd=project.root,
-        env=project.env(PIPEKIT_SHELL_STARTERS="always"),
+        env=project.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
     with ended_at_last(proc):
-        assert wait_until(lambda: bool(starters_in(project.root)), 20)
-        time.sleep(0.4)
+        assert wait_until(started.exists, 30)
+        time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=20)
     assert proc.returncode == 130
@@ -205,46 +173,15 @@ def test_sigterm_to_the_runners_process_group_stops_the_commands_too(
     assert not marker.exists()
 
 
-def test_a_run_of_few_commands_starts_no_starter_and_a_long_one_does(project: Project) -> None:
-    """auto (the default): the first commands of a namespace are started by
-    the runner itself; starters come once there are more."""
-    shells(project, {"one": "tr a-z A-Z < {input} > {output}"})
-    summary = project.run_json("--jobs", "1")
-    assert project.statuses(summary) == {"one": "ok"}
-    assert not starters_in(project.root)
-    shells(project, {f"s{i}": "sleep 0.1; cp {input} {output}" for i in range(12)})
-    proc = project.popen("run", "--jobs", "1")
-    with ended_at_last(proc):
-        seen = wait_until(lambda: bool(starters_in(project.root)), 30)
-        assert proc.wait(60) == 0
-    assert seen
-
-
-def test_a_bad_pipekit_shell_starters_value_fails_the_stage_in_words(project: Project) -> None:
-    shells(project, {"one": "cp {input} {output}"})
-    summary = project.run_json(expect=1, env=project.env(PIPEKIT_SHELL_STARTERS="sometimes"))
-    (stage,) = summary["stages"]
-    assert "PIPEKIT_SHELL_STARTERS must be 'auto', 'always' or 'off', not 'sometimes'" in stage["reason"]
-
-
-def test_a_stage_run_by_a_worker_thread_starts_its_command_itself(project: Project) -> None:
-    """A stage with retries runs in a worker thread, whose network
-    namespaces end with the thread: no starter is made for it."""
-    shells(project, {"retried": "sleep 1; cp {input} {output}"}, retry={"attempts": 2})
-    env = project.env(PIPEKIT_SHELL_STARTERS="always")
-    proc = project.popen("run", env=env)
-    with ended_at_last(proc):
-        seen = wait_until(lambda: bool(starters_in(project.root)), 2)
-        assert proc.wait(60) == 0
-    assert not seen
+def test_a_stage_run_by_a_worker_thread_runs_its_command(project: Project) -> None:
+    shells(project, {"retried": "sleep 0.2; cp {input} {output}"}, retry={"attempts": 2})
+    assert project.statuses(project.run_json()) == {"retried": "ok"}
     assert project.read("retried.out") == "abc\n"
 
 
 def test_a_prepared_stage_does_not_count_its_wait_for_a_slot(project: Project) -> None:
-    """With one job the next stage is prepared while the first runs; its
-    duration is its own command's, not the first one's too (a prepared
-    stage holds its lock for at most PREPARED_HOLD_S, and its wait for a
-    slot is not counted either way)."""
+    """With one job the next stage may be prepared while the first runs;
+    its duration is its own command's, not the first one's too."""
     shells(project, {"a_long": "sleep 1; cp {input} {output}", "b_short": "cp {input} {output}"})
     summary = project.run_json("--jobs", "1")
     durations = {s["name"]: s["duration_s"] for s in summary["stages"]}
@@ -252,18 +189,14 @@ def test_a_prepared_stage_does_not_count_its_wait_for_a_slot(project: Project) -
     assert durations["b_short"] < 0.5, durations
 
 
-@pytest.mark.parametrize("mode", ["auto", "always"])
 def test_a_stage_prepared_behind_a_long_command_is_left_to_another_runner(
-    project: Project, mode: str
+    project: Project,
 ) -> None:
-    """A prepared stage (with starters from the first command: one queued on
-    the running command's starter) lets go of its lock after a short wait:
-    a second runner with a free slot runs it meanwhile instead of waiting
-    for the first runner's long command to end."""
+    """A prepared stage lets go of its lock after a short wait: a second
+    runner with a free slot runs it meanwhile instead of waiting for the
+    first runner's long command to end."""
     shells(project, {"a_long": "sleep 4; cp {input} {output}", "b_short": "cp {input} {output}"})
-    first = project.popen(
-        "run", "--jobs", "1", "--json", env=project.env(PIPEKIT_SHELL_STARTERS=mode)
-    )
+    first = project.popen("run", "--jobs", "1", "--json")
     with ended_at_last(first):
         assert wait_until(lambda: (project.root / ".pipekit" / "locks").exists(), 20)
         time.sleep(0.8)  # a_long runs; b_short was prepared and let go
@@ -278,3 +211,12 @@ def test_a_stage_prepared_behind_a_long_command_is_left_to_another_runner(
     b = (project.root / "b_short.out").stat().st_mtime
     a = (project.root / "a_long.out").stat().st_mtime
     assert b < a - 2, (b, a)  # while a_long still ran
+
+
+def test_a_timeout_kills_the_command_and_what_it_started(project: Project, tmp_path: Path) -> None:
+    marker = tmp_path / "survivor"
+    shells(project, {"slow": f"sleep 3 && touch {marker}"}, timeout=0.5)
+    summary = project.run_json(expect=1)
+    assert "timeout" in summary["stages"][0]["reason"]
+    time.sleep(3.5)
+    assert not marker.exists()

@@ -32,7 +32,9 @@ def shell_words(command: str, cwd: Path) -> list[str] | None:
 ALPHABET = "ab-_.:/=%@+,09 \t'\"$*?[]~#;&|()<>{}!\\`\n^"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(tail=st.text(alphabet=ALPHABET, max_size=16))
 def test_accepted_commands_mean_what_the_shell_reads(tail: str, tmp_path: Path) -> None:
     command = f"{PRINTF} '%s\\0' START {tail}"
@@ -136,17 +138,41 @@ def make_project(project: Project) -> None:
     os.chmod(project.root / SCRIPT, 0o755)
     project.pipeline(
         [
-            {"name": "upper", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out/upper.txt"],
-             "params": {"cmd": "tr a-z A-Z < {input} > {output}"}},
-            {"name": "append", "uses": "shell", "inputs": ["in.txt", "other file.txt"],
-             "outputs": ["out/append.txt"],
-             "params": {"cmd": "cat {inputs[0]} > {output} && cat {inputs[1]} >> {output}"}},
-            {"name": "both", "uses": "shell", "inputs": ["in.txt", "other file.txt"],
-             "outputs": ["out/both.txt"], "params": {"cmd": "cat {inputs} >> {output}"}},
-            {"name": "script", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out/s.txt"],
-             "params": {"cmd": "./tool.sh > {output}"}},
-            {"name": "env", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out/env.txt"],
-             "params": {"cmd": "env > {output}", "env": {"PIPEKIT_TEST_VAR": "from params"}}},
+            {
+                "name": "upper",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["out/upper.txt"],
+                "params": {"cmd": "tr a-z A-Z < {input} > {output}"},
+            },
+            {
+                "name": "append",
+                "uses": "shell",
+                "inputs": ["in.txt", "other file.txt"],
+                "outputs": ["out/append.txt"],
+                "params": {"cmd": "cat {inputs[0]} > {output} && cat {inputs[1]} >> {output}"},
+            },
+            {
+                "name": "both",
+                "uses": "shell",
+                "inputs": ["in.txt", "other file.txt"],
+                "outputs": ["out/both.txt"],
+                "params": {"cmd": "cat {inputs} >> {output}"},
+            },
+            {
+                "name": "script",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["out/s.txt"],
+                "params": {"cmd": "./tool.sh > {output}"},
+            },
+            {
+                "name": "env",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["out/env.txt"],
+                "params": {"cmd": "env > {output}", "env": {"PIPEKIT_TEST_VAR": "from params"}},
+            },
         ]
     )
 
@@ -201,12 +227,27 @@ def test_failures_read_the_same_with_and_without_the_shell(project: Project, mod
     project.write("in.txt", "x\n")
     project.pipeline(
         [
-            {"name": "missing", "uses": "shell", "inputs": ["in.txt"], "outputs": ["a.txt"],
-             "params": {"cmd": "no-such-program-pipekit < {input} > {output}"}},
-            {"name": "noinput", "uses": "shell", "inputs": ["in.txt"], "outputs": ["b.txt"],
-             "params": {"cmd": "cat < no-such-file > {output}"}},
-            {"name": "exit3", "uses": "shell", "inputs": ["in.txt"], "outputs": ["c.txt"],
-             "params": {"cmd": "grep nothing-matches {input} > {output}"}},
+            {
+                "name": "missing",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["a.txt"],
+                "params": {"cmd": "no-such-program-pipekit < {input} > {output}"},
+            },
+            {
+                "name": "noinput",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["b.txt"],
+                "params": {"cmd": "cat < no-such-file > {output}"},
+            },
+            {
+                "name": "exit3",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["c.txt"],
+                "params": {"cmd": "grep nothing-matches {input} > {output}"},
+            },
         ]
     )
     summary = project.run_json("--keep-going", expect=1, env=project.env(PIPEKIT_SHELL=mode))
@@ -223,8 +264,17 @@ def test_failures_read_the_same_with_and_without_the_shell(project: Project, mod
 
 def test_a_bad_pipekit_shell_value_fails_the_stage_in_words(project: Project) -> None:
     project.write("in.txt", "x\n")
-    project.pipeline([{"name": "s", "uses": "shell", "inputs": ["in.txt"], "outputs": ["o.txt"],
-                       "params": {"cmd": "cat {input} > {output}"}}])
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["o.txt"],
+                "params": {"cmd": "cat {input} > {output}"},
+            }
+        ]
+    )
     summary = project.run_json(expect=1, env=project.env(PIPEKIT_SHELL="sometimes"))
     assert "PIPEKIT_SHELL must be 'auto' or 'always'" in summary["stages"][0]["reason"]
 
@@ -232,21 +282,40 @@ def test_a_bad_pipekit_shell_value_fails_the_stage_in_words(project: Project) ->
 def test_a_command_started_without_the_shell_gets_what_popen_gave_it(
     project: Project, tmp_path: Path
 ) -> None:
-    """posix_spawn starts it: as subprocess.Popen did, in a session of its
-    own, with /dev/null on stdin and SIGPIPE and SIGXFSZ at their defaults
-    (Python ignores both, and an ignored signal stays ignored across exec);
-    its stdout goes to pipekit's stderr. From another folder (``-f``), where
-    posix_spawn cannot change folder, the same."""
+    """As subprocess.Popen gives it: a session of its own, /dev/null on
+    stdin and SIGPIPE and SIGXFSZ at their defaults (Python ignores both,
+    and an ignored signal stays ignored across exec); its stdout goes to
+    pipekit's stderr. From another folder (``-f``) the same."""
     project.write("in.txt", "x\n")
     stages = [
-        {"name": "stat", "uses": "shell", "inputs": ["in.txt"], "outputs": ["stat.txt"],
-         "params": {"cmd": "cat /proc/self/stat > {output}"}},
-        {"name": "status", "uses": "shell", "inputs": ["in.txt"], "outputs": ["status.txt"],
-         "params": {"cmd": "grep -E '^Sig(Ign|Blk)' /proc/self/status > {output}"}},
-        {"name": "stdin", "uses": "shell", "inputs": ["in.txt"], "outputs": ["stdin.txt"],
-         "params": {"cmd": "readlink /proc/self/fd/0 > {output}"}},
-        {"name": "stdout", "uses": "shell", "inputs": ["in.txt"], "outputs": ["o.txt"],
-         "params": {"cmd": "cp -v {input} {output}"}},
+        {
+            "name": "stat",
+            "uses": "shell",
+            "inputs": ["in.txt"],
+            "outputs": ["stat.txt"],
+            "params": {"cmd": "cat /proc/self/stat > {output}"},
+        },
+        {
+            "name": "status",
+            "uses": "shell",
+            "inputs": ["in.txt"],
+            "outputs": ["status.txt"],
+            "params": {"cmd": "grep -E '^Sig(Ign|Blk)' /proc/self/status > {output}"},
+        },
+        {
+            "name": "stdin",
+            "uses": "shell",
+            "inputs": ["in.txt"],
+            "outputs": ["stdin.txt"],
+            "params": {"cmd": "readlink /proc/self/fd/0 > {output}"},
+        },
+        {
+            "name": "stdout",
+            "uses": "shell",
+            "inputs": ["in.txt"],
+            "outputs": ["o.txt"],
+            "params": {"cmd": "cp -v {input} {output}"},
+        },
     ]
     project.pipeline(stages)
     elsewhere = tmp_path / "elsewhere"
@@ -255,9 +324,21 @@ def test_a_command_started_without_the_shell_gets_what_popen_gave_it(
         for f in ("stat.txt", "status.txt", "stdin.txt", "o.txt"):
             (project.root / f).unlink(missing_ok=True)
         proc = subprocess.run(
-            [sys.executable, "-m", "pipekit", "run", "--json", "--force", "all",
-             "-f", str(project.root / "pipekit.toml")],
-            cwd=cwd, env=project.env(PIPEKIT_SHELL="auto"), capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pipekit",
+                "run",
+                "--json",
+                "--force",
+                "all",
+                "-f",
+                str(project.root / "pipekit.toml"),
+            ],
+            cwd=cwd,
+            env=project.env(PIPEKIT_SHELL="auto"),
+            capture_output=True,
+            text=True,
             timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
@@ -267,28 +348,10 @@ def test_a_command_started_without_the_shell_gets_what_popen_gave_it(
         fields = (project.root / "stat.txt").read_text().rsplit(")", 1)[1].split()
         pid, session = int((project.root / "stat.txt").read_text().split()[0]), int(fields[3])
         assert session == pid, "a session of its own"
-        masks = dict(line.split(":") for line in (project.root / "status.txt").read_text().splitlines())
+        masks = dict(
+            line.split(":") for line in (project.root / "status.txt").read_text().splitlines()
+        )
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             assert not int(masks["SigIgn"], 16) & (1 << (sig - 1)), (sig, masks)
         assert (project.root / "stdin.txt").read_text().strip() == "/dev/null"
         assert "->" in proc.stderr and "->" not in proc.stdout  # cp -v's line
-
-
-def test_the_spawn_environment_follows_changes_to_os_environ(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """The encoded environment is cached, but never outlives a change."""
-    from pipekit_stages.shell import _spawn_env
-
-    monkeypatch.setenv("PIPEKIT_TEST_ENV", "one")
-    path, env = _spawn_env(str(tmp_path), {"EXTRA": "x"})
-    assert env[b"PIPEKIT_TEST_ENV"] == b"one" and env[b"EXTRA"] == b"x"
-    assert env[b"PWD"] == os.fsencode(tmp_path) and path == os.environ["PATH"]
-    assert _spawn_env(str(tmp_path), {"EXTRA": "x"})[1] is env  # cached
-    monkeypatch.setenv("PIPEKIT_TEST_ENV", "two")
-    assert _spawn_env(str(tmp_path), {"EXTRA": "x"})[1][b"PIPEKIT_TEST_ENV"] == b"two"
-    monkeypatch.delenv("PIPEKIT_TEST_ENV")
-    assert b"PIPEKIT_TEST_ENV" not in _spawn_env(str(tmp_path), {"EXTRA": "x"})[1]
-    assert _spawn_env(str(tmp_path), {"EXTRA": "y"})[1][b"EXTRA"] == b"y"
-    monkeypatch.setenv("PATH", "/nowhere")
-    assert _spawn_env(str(tmp_path), {})[0] == "/nowhere"

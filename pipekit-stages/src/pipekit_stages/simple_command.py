@@ -21,14 +21,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = [
-    "REDIRECT_FLAGS",
-    "SimpleCommand",
-    "open_redirects",
-    "parse",
-    "redirect_targets",
-    "shell_mode",
-]
+__all__ = ["SimpleCommand", "open_redirects", "parse", "shell_mode"]
 
 # Characters that no POSIX shell treats specially outside quotes (the set
 # shlex.quote leaves bare, ASCII only).
@@ -136,25 +129,12 @@ def parse(command: str) -> SimpleCommand | None:
     return SimpleCommand(words, redirects)
 
 
-REDIRECT_FLAGS = {
+_OPEN_FLAGS = {
     "<": os.O_RDONLY,
     ">": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
     ">>": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
 }
 """The ``open`` flags of each redirection operator, as the shell opens it."""
-
-
-def redirect_targets(redirects: list[tuple[str, str]], cwd: str) -> list[tuple[int, str, int]]:
-    """``(descriptor, path, open flags)`` of each redirection, left to
-    right as the shell opens them; relative paths are in ``cwd``."""
-    return [
-        (
-            0 if op == "<" else 1,
-            target if os.path.isabs(target) else os.path.join(cwd, target),
-            REDIRECT_FLAGS[op],
-        )
-        for op, target in redirects
-    ]
 
 
 def open_redirects(redirects: list[tuple[str, str]], cwd: str) -> dict[int, int]:
@@ -164,10 +144,11 @@ def open_redirects(redirects: list[tuple[str, str]], cwd: str) -> dict[int, int]
     fds: dict[int, int] = {}
     opened: list[int] = []
     try:
-        for which, path, flags in redirect_targets(redirects, cwd):
-            fd = os.open(path, flags | os.O_CLOEXEC, 0o666)
+        for op, target in redirects:
+            path = os.path.join(cwd, target)  # an absolute target stays itself
+            fd = os.open(path, _OPEN_FLAGS[op] | os.O_CLOEXEC, 0o666)
             opened.append(fd)
-            fds[which] = fd
+            fds[0 if op == "<" else 1] = fd
     except BaseException:
         for fd in opened:
             os.close(fd)
