@@ -769,3 +769,228 @@ def test_an_output_inside_a_state_dir_set_in_the_file(proj: Project) -> None:
     ]
     assert_nothing_ran(proj)
     assert not (proj.root / "var").exists()
+
+
+# -- mistakes once caught late or not at all (issue 20 item 14) ---------------
+
+LATE_CASES = [
+    pytest.param(
+        ["outdir/keep.txt"],
+        {"outputs": ["outdir"]},
+        [("outputs", "'outdir' is an existing folder; an output is a file")],
+        id="output-existing-folder",
+    ),
+    pytest.param(
+        [],
+        {"outputs": ["."]},
+        [("outputs", "'.' is the pipeline's folder; an output is a file")],
+        id="output-dot",
+    ),
+    pytest.param(
+        [],
+        {"outputs": [""]},
+        [("outputs", "an empty path")],
+        id="output-empty",
+    ),
+    pytest.param(
+        [],
+        {"outputs": ["in.txt/x.txt"]},
+        [("outputs", "'in.txt/x.txt' is under 'in.txt', which is a file")],
+        id="output-under-a-file",
+    ),
+    pytest.param(
+        [],
+        {"outputs": ["work/probe.txt/x.txt"]},
+        [
+            (
+                "outputs",
+                "'work/probe.txt/x.txt' is inside 'work/probe.txt', "
+                "an output of stage 'probe' (stages[0])",
+            )
+        ],
+        id="output-inside-another-stages-output",
+    ),
+    pytest.param(
+        [],
+        {"inputs": [""]},
+        [("inputs", "an empty path")],
+        id="input-empty",
+    ),
+    pytest.param(
+        ["indir/a.txt"],
+        {"inputs": ["indir"]},
+        [("inputs", "'indir' is a folder; an input is a file (folders are not supported yet)")],
+        id="input-folder",
+    ),
+    *[
+        pytest.param(
+            [],
+            extra,
+            [(field, "must be a finite number of seconds, got " + shown)],
+            id=f"{field}-{shown}",
+        )
+        for extra, field, shown in [
+            ({"timeout": float("nan")}, "timeout", "nan"),
+            ({"timeout": float("inf")}, "timeout", "inf"),
+            ({"checkpoint": {"every_seconds": float("nan")}}, "checkpoint.every_seconds", "nan"),
+            ({"checkpoint": {"every_seconds": float("inf")}}, "checkpoint.every_seconds", "inf"),
+            ({"retry": {"backoff": float("nan")}}, "retry.backoff", "nan"),
+            ({"retry": {"backoff": float("inf")}}, "retry.backoff", "inf"),
+            ({"retry": {"jitter": float("nan")}}, "retry.jitter", "nan"),
+            ({"retry": {"jitter": float("-inf")}}, "retry.jitter", "-inf"),
+            ({"retry": {"max_backoff": float("inf")}}, "retry.max_backoff", "inf"),
+            ({"record_retry": {"backoff": float("nan")}}, "record_retry.backoff", "nan"),
+            ({"record_retry": {"jitter": float("inf")}}, "record_retry.jitter", "inf"),
+        ]
+    ],
+    *[
+        pytest.param(
+            [],
+            extra,
+            [(field, "must be at most 1000000000 seconds (about 31 years), got 1e+300")],
+            id=f"{field}-overflow",
+        )
+        for extra, field in [
+            ({"timeout": 1e300}, "timeout"),
+            ({"checkpoint": {"every_seconds": 1e300}}, "checkpoint.every_seconds"),
+            ({"retry": {"backoff": 1e300}}, "retry.backoff"),
+            ({"retry": {"jitter": 1e300}}, "retry.jitter"),
+        ]
+    ],
+    pytest.param(
+        [],
+        {"timeout": 10**400},
+        [("timeout", "expected a number, got an integer of 401 digits (too large)")],
+        id="timeout-integer-too-large-for-a-float",
+    ),
+    pytest.param(
+        [],
+        {"checkpoint": {"every_seconds": -5}},
+        [("checkpoint.every_seconds", "must be greater than 0, got -5")],
+        id="every-seconds-negative",
+    ),
+]
+
+
+@pytest.mark.parametrize(("files", "extra", "expected"), LATE_CASES)
+def test_a_mistake_once_caught_late_is_a_config_error_at_load(
+    proj: Project, files: list[str], extra: dict[str, Any], expected: list[tuple[str, str]]
+) -> None:
+    for name in files:
+        proj.write(name, "x\n")
+    proj.pipeline([probe_stage(proj), upper_stage(**extra)])
+    messages = error_lines(proj.cli("run", "--json"))
+    file = proj.file.resolve()
+    assert messages == [
+        f"{file}: {stage_label('upper', 1, field)}: {msg}" for field, msg in expected
+    ]
+    assert_nothing_ran(proj)
+
+
+def test_an_output_holding_another_stages_output_is_reported_on_the_inner_one(
+    proj: Project,
+) -> None:
+    proj.pipeline([probe_stage(proj), upper_stage(inputs=["in.txt"], outputs=["work"])])
+    assert error_lines(proj.cli("run")) == [
+        f"{proj.file.resolve()}: {stage_label('probe', 0, 'outputs')}: 'work/probe.txt' is "
+        "inside 'work', an output of stage 'upper' (stages[1])"
+    ]
+    assert_nothing_ran(proj)
+
+
+def test_an_output_listed_twice_in_one_stage_is_one_clear_line(proj: Project) -> None:
+    probe = probe_stage(proj)
+    probe["outputs"] = ["work/probe.txt", "./work/probe.txt"]
+    proj.pipeline([probe, upper_stage()])
+    assert error_lines(proj.cli("run")) == [
+        f"{proj.file.resolve()}: {stage_label('probe', 0, 'outputs')}: "
+        "'work/probe.txt' is listed twice"
+    ]
+    assert_nothing_ran(proj)
+
+
+@pytest.mark.parametrize(
+    ("files", "state_dir", "expected"),
+    [
+        pytest.param(["statefile"], "statefile", "'statefile' is a file, not a folder", id="file"),
+        pytest.param(
+            [], "in.txt/state", "'in.txt/state' is under 'in.txt', which is a file", id="under-file"
+        ),
+        pytest.param(
+            [], ".", "'.' is the pipeline's folder; the state needs a folder of its own", id="dot"
+        ),
+    ],
+)
+def test_a_state_dir_that_cannot_be_a_folder(
+    proj: Project, files: list[str], state_dir: str, expected: str
+) -> None:
+    for name in files:
+        proj.write(name, "x\n")
+    proj.pipeline([probe_stage(proj), upper_stage()], state_dir=state_dir)
+    assert error_lines(proj.cli("run")) == [f"{proj.file.resolve()}: field 'state_dir': {expected}"]
+    assert_nothing_ran(proj)
+
+
+def test_toml_nested_too_deep_names_the_stage_and_field(proj: Project) -> None:
+    proj.pipeline([probe_stage(proj), upper_stage()])
+    depth = 1000
+    text = proj.file.read_text() + "params = { x = " + "[" * depth + "]" * depth + " }\n"
+    proj.file.write_text(text)
+    line = text.count("\n")
+    assert error_lines(proj.cli("run")) == [
+        f"{proj.file.resolve()}: {stage_label('upper', 1, 'params')}: not valid TOML: "
+        f"arrays or tables nested more than 400 levels deep (at line {line})"
+    ]
+    assert_nothing_ran(proj)
+
+
+def test_json_nested_too_deep(proj: Project) -> None:
+    file = proj.root / "pipeline.json"
+    file.write_text('{"stages": [' + "[" * 5000 + "]" * 5000 + "]}")
+    [message] = error_lines(proj.cli("run"))
+    assert message.startswith(f"{file.resolve()}: not valid JSON: "), message
+    assert_nothing_ran(proj)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            '{"stages": [PROBE, {"name": "upper", "uses": "upper", "inputs": ["work/probe.txt"],'
+            ' "outputs": ["a.txt"], "outputs": ["b.txt"]}]}',
+            "stage 'upper' (stages[1]), field 'outputs': given twice",
+            id="in-a-stage",
+        ),
+        pytest.param(
+            '{"name": "a", "stages": [PROBE], "name": "b"}',
+            "field 'name': given twice",
+            id="top-level",
+        ),
+        pytest.param(
+            '{"stages": [PROBE, {"name": "upper", "uses": "upper", "inputs": ["work/probe.txt"],'
+            ' "outputs": ["a.txt"], "retry": {"attempts": 2, "attempts": 3}}]}',
+            "stage 'upper' (stages[1]), field 'retry.attempts': given twice",
+            id="nested",
+        ),
+    ],
+)
+def test_a_json_key_given_twice(proj: Project, text: str, expected: str) -> None:
+    file = proj.root / "pipeline.json"
+    file.write_text(text.replace("PROBE", json.dumps(probe_stage(proj))))
+    assert error_lines(proj.cli("run")) == [f"{file.resolve()}: {expected}"]
+    assert_nothing_ran(proj)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("nan", "must be a finite number of seconds, got nan"),
+        ("inf", "must be a finite number of seconds, got inf"),
+        ("-1", "must be 0 or more, got -1"),
+        ("1e300", "must be at most 1000000000 seconds (about 31 years), got 1e+300"),
+    ],
+)
+def test_bad_lock_timeout(proj: Project, value: str, expected: str) -> None:
+    proj.pipeline([probe_stage(proj), upper_stage()])
+    assert error_lines(proj.cli("run", "--lock-timeout", value)) == [f"--lock-timeout: {expected}"]
+    assert_nothing_ran(proj)

@@ -10,6 +10,7 @@ cattrs, the same value it builds (:mod:`pipekit.exact_structure`).
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import threading
@@ -24,6 +25,9 @@ from .errors import ConfigError
 
 __all__ = [
     "DEFAULT_FILES",
+    "MAX_SECONDS",
+    "check_duration",
+    "duration_problem",
     "RetryPolicy",
     "RecordRetryPolicy",
     "CheckpointPolicy",
@@ -54,19 +58,54 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 def _num(value: Any) -> str:
     """A number as the user wrote it: ``-1``, not the ``-1.0`` it became."""
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
         return str(int(value))
     return repr(value)
+
+
+MAX_SECONDS = 1_000_000_000
+"""The longest duration a pipeline may set (about 31 years): anything
+longer overflows a timestamp or a timed wait somewhere."""
+
+
+def duration_problem(value: float, *, zero_allowed: bool) -> str | None:
+    """Why ``value`` cannot be a number of seconds, or None if it can."""
+    if not math.isfinite(value):
+        return f"must be a finite number of seconds, got {_num(value)}"
+    if zero_allowed and value < 0:
+        return f"must be 0 or more, got {_num(value)}"
+    if not zero_allowed and value <= 0:
+        return f"must be greater than 0, got {_num(value)}"
+    if value > MAX_SECONDS:
+        return f"must be at most {MAX_SECONDS} seconds (about 31 years), got {_num(value)}"
+    return None
+
+
+def check_duration(name: str, value: float, *, zero_allowed: bool = True) -> None:
+    """A :class:`ConfigError` naming ``name`` (e.g. ``--lock-timeout``) if
+    ``value`` cannot be a number of seconds."""
+    problem = duration_problem(value, zero_allowed=zero_allowed)
+    if problem:
+        raise ConfigError(f"{name}: {problem}")
+
+
+def _seconds(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    """A duration greater than 0 (None: no limit)."""
+    if value is not None:
+        problem = duration_problem(value, zero_allowed=False)
+        if problem:
+            raise ValueError(problem)
+
+
+def _seconds_or_zero(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    problem = duration_problem(value, zero_allowed=True)
+    if problem:
+        raise ValueError(problem)
 
 
 def _positive(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and value <= 0:
         raise ValueError(f"must be greater than 0, got {_num(value)}")
-
-
-def _not_negative(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-    if value < 0:
-        raise ValueError(f"must be 0 or more, got {_num(value)}")
 
 
 def _stage_name(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
@@ -83,9 +122,9 @@ class RetryPolicy:
     """
 
     attempts: int = attrs.field(default=1, validator=_positive)
-    backoff: float = attrs.field(default=0.5, validator=_not_negative)
-    max_backoff: float = attrs.field(default=30.0, validator=_not_negative)
-    jitter: float = attrs.field(default=0.1, validator=_not_negative)
+    backoff: float = attrs.field(default=0.5, validator=_seconds_or_zero)
+    max_backoff: float = attrs.field(default=30.0, validator=_seconds_or_zero)
+    jitter: float = attrs.field(default=0.1, validator=_seconds_or_zero)
 
 
 @attrs.frozen
@@ -98,9 +137,9 @@ class RecordRetryPolicy:
     """
 
     attempts: int = attrs.field(default=3, validator=_positive)
-    backoff: float = attrs.field(default=0.1, validator=_not_negative)
-    max_backoff: float = attrs.field(default=2.0, validator=_not_negative)
-    jitter: float = attrs.field(default=0.05, validator=_not_negative)
+    backoff: float = attrs.field(default=0.1, validator=_seconds_or_zero)
+    max_backoff: float = attrs.field(default=2.0, validator=_seconds_or_zero)
+    jitter: float = attrs.field(default=0.05, validator=_seconds_or_zero)
 
 
 _PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
@@ -164,7 +203,7 @@ class CheckpointPolicy:
     """When a record stage checkpoints: every N records or S seconds."""
 
     every_records: int = attrs.field(default=1000, validator=_positive)
-    every_seconds: float = attrs.field(default=60.0, validator=_positive)
+    every_seconds: float = attrs.field(default=60.0, validator=_seconds)
 
 
 @attrs.frozen
@@ -219,7 +258,7 @@ class StageConfig:
     params: dict[str, Any] = attrs.field(factory=dict)
     after: list[str] = attrs.field(factory=list)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
-    timeout: float | None = attrs.field(default=None, validator=_positive)
+    timeout: float | None = attrs.field(default=None, validator=_seconds)
     checkpoint: CheckpointPolicy = attrs.field(factory=CheckpointPolicy)
     allow_network: bool = False
     network: StageNetworkConfig = attrs.field(factory=StageNetworkConfig)
@@ -270,7 +309,12 @@ def _make_converter() -> Any:
     def _number(value: Any, typ: type) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Bad(f"expected a number, got {_describe(value)}")
-        return typ(value)
+        try:
+            return typ(value)
+        except OverflowError:
+            raise _Bad(
+                f"expected a number, got an integer of {len(str(abs(value)))} digits (too large)"
+            ) from None
 
     def _int(value: Any, _t: type) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -456,24 +500,151 @@ def parse_pipeline_bytes(path: Path, raw: bytes) -> dict[str, Any]:
     """Parse the bytes of a TOML or JSON pipeline file (``path`` says which,
     and names it in errors) into plain data."""
     if path.suffix == ".json":
-        from . import _json
-
-        try:
-            data = _json.loads(raw)
-        except _json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+        data = _parse_json(path, raw)
     else:
         import tomli  # tomllib's code, compiled: 2.4x faster on a large pipeline file
 
         try:
-            data = tomli.loads(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
+            data = tomli.loads(text)
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
         except tomli.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(_toml_too_deep(path, text)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a table/object")
     return data
+
+
+class _KeyGivenTwice:
+    """A JSON object with a key given twice: the key, and the object."""
+
+    def __init__(self, key: str, table: dict[str, Any]) -> None:
+        self.key = key
+        self.table = table
+
+
+def _parse_json(path: Path, raw: bytes) -> Any:
+    """Parse a JSON pipeline; a key given twice in one object is an error
+    (a parser would keep the last silently), as are NaN and Infinity."""
+    import json
+
+    twice: list[_KeyGivenTwice] = []
+
+    def table(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        made = dict(pairs)
+        if len(made) != len(pairs):
+            twice.append(_KeyGivenTwice(_first_repeated(k for k, _ in pairs), made))
+        return made
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        data = json.loads(raw, object_pairs_hook=table, parse_constant=constant)
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, a constant
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    if twice:
+        where = _path_of(data, twice[0].table) or "$"
+        where = f"{where}.{twice[0].key}"
+        raise ConfigError(f"{path}: {_locate(where, data)[1]}: given twice")
+    return data
+
+
+def _first_repeated(keys: Iterable[str]) -> str:
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            return key
+        seen.add(key)
+    raise ValueError("no key is repeated")
+
+
+def _path_of(data: Any, target: Any) -> str | None:
+    """The ``$.stages[1].retry`` path of the object ``target`` in ``data``."""
+    todo: list[tuple[Any, str]] = [(data, "$")]
+    while todo:
+        value, where = todo.pop()
+        if value is target:
+            return where
+        if isinstance(value, dict):
+            todo.extend((v, f"{where}.{k}") for k, v in value.items())
+        elif isinstance(value, list):
+            todo.extend((v, f"{where}[{i}]") for i, v in enumerate(value))
+    return None
+
+
+_TOML_NESTING = 400  # tomli's own limit
+_TOML_HEADER = re.compile(r"^\s*\[(\[)?\s*([^\]]*?)\s*\]")
+_TOML_KEY = re.compile(r"^\s*([A-Za-z0-9_.\"'-]+?)\s*=")
+_TOML_NAME = re.compile(r"^\s*name\s*=\s*[\"']([^\"']*)[\"']")
+
+
+def _toml_too_deep(path: Path, text: str) -> str:
+    """The message for TOML nested beyond the parser's limit, naming the
+    line and, where the lines show them, the stage and the field."""
+    what = f"not valid TOML: arrays or tables nested more than {_TOML_NESTING} levels deep"
+    number = _line_too_deep(text, _TOML_NESTING)
+    if number is None:
+        return f"{path}: {what}"
+    lines = text.splitlines()
+    key = _TOML_KEY.match(lines[number - 1])
+    field = key.group(1) if key else ""
+    section, stage, name = "", -1, None
+    for line in lines[: number - 1]:
+        header = _TOML_HEADER.match(line)
+        if header:
+            section = header.group(2)
+            if header.group(1) and section == "stages":
+                stage, name = stage + 1, None
+        elif section == "stages" and _TOML_NAME.match(line):
+            name = _TOML_NAME.match(line).group(1)  # type: ignore[union-attr]
+    if stage >= 0 and (section == "stages" or section.startswith("stages.")):
+        label = f"stage {name!r} (stages[{stage}])" if name is not None else f"stages[{stage}]"
+        field = ".".join(p for p in (section[len("stages.") :], field) if p)
+        where = f"{label}, field {field!r}" if field else label
+    else:
+        dotted = ".".join(p for p in (section, field) if p)
+        where = f"field {dotted!r}" if dotted else "top level"
+    return f"{path}: {where}: {what} (at line {number})"
+
+
+def _line_too_deep(text: str, limit: int) -> int | None:
+    """The line where brackets outside strings and comments first nest
+    deeper than ``limit``."""
+    depth, line, i, quote = 0, 1, 0, ""
+    while i < len(text):
+        c = text[i]
+        if c == "\n":
+            line += 1
+        if quote:
+            if text.startswith(quote, i):
+                i, quote = i + len(quote), ""
+                continue
+            if c == "\\" and quote[0] == '"':
+                line += text[i + 1 : i + 2] == "\n"
+                i += 2
+                continue
+        elif c == "#":
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        elif c in "\"'":
+            quote = text[i : i + 3] if text[i : i + 3] in ('"""', "'''") else c
+            i += len(quote)
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif c in "]}":
+            depth -= 1
+        i += 1
+    return None
 
 
 def _locate(path: str, data: dict[str, Any]) -> tuple[int, str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -107,7 +109,10 @@ def load_pipeline(
             err(None, "backend.name", msg)
 
     state_dir = Path(os.path.normpath(root / cfg.state_dir))
-    guarded = _Guarded(file, root, state_dir)
+    paths = _PathRules(file, root, state_dir)
+    state_problem = paths.state_dir_problem()
+    if state_problem:
+        err(None, "state_dir", state_problem)
 
     seen_names: dict[str, int] = {}
     producers: dict[str, tuple[int, str]] = {}
@@ -134,12 +139,16 @@ def load_pipeline(
             errors.extend(param_errors)
             continue
         canon = _json.canonical(_config.unstructure_params(params))
-        ins = [_config.relpath_key(root, p) for p in sc.inputs]
-        outs = [_config.relpath_key(root, p) for p in sc.outputs]
-        if len({k for k, _ in outs}) != len(outs):
-            err(i, "outputs", "the same output is listed twice")
+        for field, given in (("inputs", sc.inputs), ("outputs", sc.outputs)):
+            if "" in given:
+                err(i, field, "an empty path")
+        ins = [_config.relpath_key(root, p) for p in sc.inputs if p]
+        outs = [_config.relpath_key(root, p) for p in sc.outputs if p]
+        for key in _repeated(k for k, _ in outs):
+            err(i, "outputs", f"{key!r} is listed twice")
+        outs = list({k: (k, p) for k, p in outs}.values())
         for key, path in outs:
-            problem = guarded.output_problem(key, path)
+            problem = paths.output_problem(key, path)
             if problem:
                 err(i, "outputs", problem)
             if key in {k for k, _ in ins}:
@@ -154,7 +163,7 @@ def load_pipeline(
                 )
             else:
                 producers[key] = (i, sc.name)
-        kind_error = _check_arity(processor, len(ins), len(outs))
+        kind_error = _check_arity(processor, len(sc.inputs), len(sc.outputs))
         if kind_error:
             err(i, kind_error[0], kind_error[1])
         planned[sc.name] = PlannedStage(
@@ -170,14 +179,20 @@ def load_pipeline(
         )
 
     for st in planned.values():
+        for key in st.outputs:
+            problem = _inside_another_output(key, producers)
+            if problem:
+                err(st.index, "outputs", problem)
         deps: list[str] = []
         for key, path in zip(st.inputs, st.input_paths):
             prod = producers.get(key)
             if prod is not None:
                 if prod[1] != st.name and prod[1] not in deps:
                     deps.append(prod[1])
-            elif check_inputs and not os.path.exists(path):
-                err(st.index, "inputs", f"{key!r} does not exist and no stage produces it")
+            elif check_inputs:
+                problem = paths.input_problem(key, path)
+                if problem:
+                    err(st.index, "inputs", problem)
         for name in st.config.after:
             if name not in planned and name not in seen_names:
                 err(st.index, "after", _unknown_stage(name, list(seen_names)))
@@ -205,21 +220,103 @@ def load_pipeline(
     )
 
 
-class _Guarded:
-    """What no output may touch: the pipeline file and the state folder."""
+class _PathRules:
+    """Where outputs and the state folder may go: never onto the pipeline
+    file or into the state folder, never onto a folder or under a file.
+    What is on disk is looked at once per folder."""
 
     def __init__(self, file: Path, root: Path, state_dir: Path) -> None:
         self.file = os.fspath(file)
+        self.root = os.fspath(root)
         self.state_dir = os.fspath(state_dir)
-        self.state_key = _config.relpath_key(root, self.state_dir)[0]
+        self.state_key = self.key(self.state_dir)
+        self.kinds: dict[str, int | None] = {}  # path -> its st_mode (None: missing)
+
+    def key(self, path: str) -> str:
+        return _config.relpath_key(Path(self.root), path)[0]
+
+    def state_dir_problem(self) -> str | None:
+        key = self.state_key
+        if _is_within(self.root, self.state_dir):
+            what = "is" if self.state_dir == self.root else "holds"
+            return f"{key!r} {what} the pipeline's folder; the state needs a folder of its own"
+        mode = self.kind(self.state_dir)
+        if mode is not None and not stat.S_ISDIR(mode):
+            return f"{key!r} is a file, not a folder"
+        return self.under_a_file(key, self.state_dir)
 
     def output_problem(self, key: str, path: Path) -> str | None:
         where = os.fspath(path)
+        if where == self.root:
+            return f"{key!r} is the pipeline's folder; an output is a file"
         if where == self.file:
             return f"{key!r} would overwrite the pipeline file"
-        if _is_within(where, self.state_dir):
-            return f"{key!r} is inside the state folder {self.state_key!r}"
+        if not _is_within(self.root, self.state_dir):  # else the state folder's own error
+            if _is_within(where, self.state_dir):
+                return f"{key!r} is inside the state folder {self.state_key!r}"
+            if _is_within(self.state_dir, where):
+                return f"{key!r} holds the state folder {self.state_key!r}"
+        mode = self.kind(where)
+        if mode is not None and stat.S_ISDIR(mode):
+            return f"{key!r} is an existing folder; an output is a file"
+        return self.under_a_file(key, where)
+
+    def input_problem(self, key: str, path: Path) -> str | None:
+        mode = self.kind(os.fspath(path))
+        if mode is None:
+            return f"{key!r} does not exist and no stage produces it"
+        if stat.S_ISDIR(mode):
+            return f"{key!r} is a folder; an input is a file (folders are not supported yet)"
         return None
+
+    def under_a_file(self, key: str, path: str) -> str | None:
+        """``path`` cannot be made because a folder above it is a file."""
+        folder = os.path.dirname(path)
+        while folder != path:
+            mode = self.kind(folder)
+            if mode is not None:
+                if stat.S_ISDIR(mode):
+                    return None
+                return f"{key!r} is under {self.key(folder)!r}, which is a file"
+            path, folder = folder, os.path.dirname(folder)
+        return None
+
+    def kind(self, path: str) -> int | None:
+        try:
+            return self.kinds[path]
+        except KeyError:
+            pass
+        try:
+            mode: int | None = os.stat(path).st_mode
+        except OSError:
+            mode = None
+        self.kinds[path] = mode
+        return mode
+
+
+def _repeated(keys: Iterable[str]) -> list[str]:
+    """The keys given more than once, each once, in order."""
+    seen: set[str] = set()
+    twice: list[str] = []
+    for key in keys:
+        if key in seen and key not in twice:
+            twice.append(key)
+        seen.add(key)
+    return twice
+
+
+def _inside_another_output(key: str, producers: dict[str, tuple[int, str]]) -> str | None:
+    """``o/x`` when another stage (or this one) writes ``o``: neither can be made."""
+    folder = posixpath.dirname(key)
+    while folder and folder != key:
+        producer = producers.get(folder)
+        if producer is not None:
+            return (
+                f"{key!r} is inside {folder!r}, an output of stage "
+                f"{producer[1]!r} (stages[{producer[0]}])"
+            )
+        key, folder = folder, posixpath.dirname(folder)
+    return None
 
 
 def _is_within(path: str, folder: str) -> bool:

@@ -107,6 +107,9 @@ def main(args: argparse.Namespace) -> int:
         from ..errors import ConfigError
 
         raise ConfigError("--jobs must be 1 or more")
+    from ..config import check_duration
+
+    check_duration("--lock-timeout", args.lock_timeout)
     if args.dry_run:
         from .status import print_plan
 
