@@ -12,7 +12,12 @@ to a partial file with a stable name (:func:`partial_path_for`), and a
 checkpoint is saved only after the partial is durable up to the length it
 records (fsync, then the checkpoint store's atomic put). A resumed execution
 truncates the partial to that length (records written after the checkpoint
-are dropped) and seeks each input to the recorded byte offset. Dead letters
+are dropped) and seeks each input to the recorded byte offset. Each
+checkpoint also records the SHA-256 of the output it covers: a resume
+verifies the partial's prefix against it, and starts over (saying why) when
+it does not match, or when the partial is not a regular file of this user's
+with one name (a symlink or hard link planted there is never written
+through; a fresh partial is created with ``O_EXCL|O_NOFOLLOW``). Dead letters
 are keyed by their position and written durably before any checkpoint past
 them; a resumed execution first deletes the dead letters at or after its
 starting position, which it is about to process again.
@@ -26,12 +31,14 @@ of the stage waits for the one in hand.
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import inspect
 import logging
 import os
 import queue
 import random
+import stat
 import threading
 import time
 import traceback
@@ -59,6 +66,9 @@ __all__ = [
 log = logging.getLogger("pipekit.records")
 
 PARTIAL_MARK = ".pipekit-partial-"
+DIGEST_KEY = "output_sha256"
+"""The checkpoint field holding the SHA-256 of the partial output's first
+``output_length`` bytes: a resume verifies them before going on."""
 _READ = 1 << 20  # bytes per read
 _FLUSH = 1 << 20  # bytes of output gathered before a write
 _MAX_BATCH = 8192  # records between looks at the clock and at cancellation
@@ -117,6 +127,100 @@ def _sync_output(fd: int) -> None:
     getattr(os, "fdatasync", os.fsync)(fd)
 
 
+def _not_ours(st: os.stat_result) -> str | None:
+    """Why a file found at a partial output's name is not one this
+    execution made (a planted file is never written through), or None."""
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_uid != os.geteuid():
+        return "owned by another user"
+    if st.st_nlink != 1:
+        return "a hard link to another file"
+    return None
+
+
+def _open_partial(path: Path) -> int | str:
+    """The partial output opened for resuming (never through a symlink,
+    never a file another user or another name holds), or why not."""
+    name = path.name
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return f"its partial output {name} is missing"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return (
+                f"its partial output {name} is a symbolic link, not a regular file (never followed)"
+            )
+        return f"its partial output {name} cannot be opened ({exc.strerror})"
+    problem = _not_ours(os.fstat(fd))
+    if problem is not None:
+        os.close(fd)
+        return f"its partial output {name} is {problem} (never written through)"
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _check_prefix(fd: int, path: Path, length: int, digest: str) -> tuple[str | None, Any]:
+    """(None, hash of the first ``length`` bytes) when they hash to
+    ``digest``, else (why not, None)."""
+    h = hashlib.sha256()
+    done = 0
+    try:
+        while done < length:
+            chunk = os.pread(fd, min(length - done, _READ), done)
+            if not chunk:
+                return (
+                    f"its partial output {path.name} holds {done} bytes, fewer than the "
+                    f"{length} it recorded",
+                    None,
+                )
+            h.update(chunk)
+            done += len(chunk)
+    except OSError as exc:
+        return f"its partial output {path.name} cannot be read ({exc.strerror})", None
+    if h.hexdigest() != digest:
+        return (
+            f"its partial output {path.name} does not match the digest the checkpoint "
+            "recorded (it was changed after the checkpoint)",
+            None,
+        )
+    return None, h
+
+
+def _create_partial(path: Path) -> int:
+    """A new, empty partial output: created exclusively, never through a
+    name planted there (a symlink or a hard link is removed, not followed)."""
+    for _ in range(3):
+        try:
+            return os.open(
+                path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+            )
+        except FileExistsError:
+            _remove_partial(path)
+    raise StageFailed(f"cannot create {path}: something keeps putting a file at its name")
+
+
+def _remove_partial(path: Path) -> None:
+    """Remove what stands at a partial output's name (the name only: a
+    symlink's target is left alone); a folder there is a clear error."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise NonRetryable(
+            f"{path} is a folder, where the stage keeps its partial output; remove it"
+        )
+    problem = _not_ours(st)
+    if problem is not None:
+        log.warning("removing %s: it is %s (never written through)", path.name, problem)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 @attrs.define(eq=False)
 class RecordRun:
     """What the record loop needs besides the processor and the context."""
@@ -166,6 +270,9 @@ class _Checkpointer:
 
     def _write(self, state: dict[str, Any]) -> None:
         t0 = time.perf_counter()
+        mark = state.get(DIGEST_KEY)
+        if isinstance(mark, _Mark):  # the hash thread's digest of the output it covers
+            state[DIGEST_KEY] = mark.get()
         _sync_output(self._fd)
         self._cp.save(state)
         self.seconds += time.perf_counter() - t0
@@ -233,19 +340,40 @@ class _Checkpointer:
             self._thread.join()
 
 
+class _Mark:
+    """The digest of the output up to a point of the hash queue: what a
+    checkpoint records of the partial output it covers."""
+
+    __slots__ = ("_done", "digest", "error")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.digest: str | None = None
+        self.error: BaseException | None = None
+
+    def set(self, digest: str | None, error: BaseException | None) -> None:
+        self.digest, self.error = digest, error
+        self._done.set()
+
+    def get(self) -> str:
+        self._done.wait()
+        if self.digest is None:
+            raise OSError(f"hashing the partial output failed: {self.error}")
+        return self.digest
+
+
 class _Hasher:
     """SHA-256 of the output, computed in a thread of its own from the very
     bytes written (hashlib releases the GIL on large updates, so hashing
-    overlaps the loop). A resumed execution first hashes the partial output's
-    kept prefix from disk."""
+    overlaps the loop). A resumed execution starts from the hash of the
+    partial output's kept prefix (read when it was verified). :meth:`mark`
+    gives the digest of what was fed so far, for a checkpoint."""
 
-    def __init__(self, prefix: Path | None, prefix_len: int) -> None:
-        self._h = hashlib.sha256()
+    def __init__(self, start: Any = None) -> None:
+        self._h = start if start is not None else hashlib.sha256()
         self._q: queue.Queue[Any] = queue.Queue(maxsize=16)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="pipekit-hash", daemon=True)
-        if prefix is not None and prefix_len:
-            self._q.put((prefix, prefix_len))
         self._thread.start()
 
     def _loop(self) -> None:
@@ -253,25 +381,25 @@ class _Hasher:
             item = self._q.get()
             if item is None:
                 return
+            if isinstance(item, _Mark):
+                digest = self._h.copy().hexdigest() if self._error is None else None
+                item.set(digest, self._error)
+                continue
             if self._error is not None:
                 continue
             try:
-                if isinstance(item, tuple):
-                    path, n = item
-                    with open(path, "rb") as f:
-                        while n > 0:
-                            chunk = f.read(min(n, 1 << 20))
-                            if not chunk:
-                                raise OSError(f"{path} is shorter than expected")
-                            self._h.update(chunk)
-                            n -= len(chunk)
-                else:
-                    self._h.update(item)
+                self._h.update(item)
             except BaseException as exc:
                 self._error = exc
 
     def feed(self, data: bytes) -> None:
         self._q.put(data)
+
+    def mark(self) -> _Mark:
+        """The digest of every byte fed so far, once the thread has them."""
+        mark = _Mark()
+        self._q.put(mark)
+        return mark
 
     def finish(self) -> str | None:
         """The digest, or None when hashing failed (the commit then hashes)."""
@@ -519,21 +647,35 @@ class _RecordLoop:
         except (KeyError, TypeError, ValueError):
             cp.discard("it lacks a field a record checkpoint needs")
             return None
-        try:
-            size = os.path.getsize(out_path)
-        except FileNotFoundError:
-            cp.discard(f"its partial output {out_path.name} is missing")
-            return None
-        if size < length:
-            cp.discard(
-                f"its partial output {out_path.name} holds {size} bytes, fewer than the "
-                f"{length} it recorded"
-            )
+        if length < 0 or not isinstance(state.get(DIGEST_KEY), str):
+            cp.discard("it holds no digest of its partial output (saved by an older pipekit)")
             return None
         if not (0 <= index <= len(sizes) and (index == len(sizes) or 0 <= offset <= sizes[index])):
             cp.discard("its input position lies outside the inputs")
             return None
         return state
+
+    def _open_output(
+        self, out_path: Path, state: dict[str, Any] | None
+    ) -> tuple[int, Any, dict[str, Any] | None]:
+        """(descriptor, hash of the kept prefix, state): the partial output
+        opened to resume from ``state``, cut to its checkpointed length
+        once that prefix matches the digest the checkpoint recorded; else
+        (the checkpoint discarded, saying why) a fresh one, state None."""
+        if state is not None:
+            length = int(state["output_length"])
+            opened = _open_partial(out_path)
+            if isinstance(opened, int):
+                why, prefix_hash = _check_prefix(opened, out_path, length, state[DIGEST_KEY])
+                if why is None:
+                    os.ftruncate(opened, length)
+                    os.lseek(opened, length, os.SEEK_SET)
+                    return opened, prefix_hash, state
+                os.close(opened)
+            else:
+                why = opened
+            self.run_.checkpoint.discard(why)
+        return _create_partial(out_path), None, None
 
     def run(self) -> dict[str, Any]:
         ctx, run = self.ctx, self.run_
@@ -541,6 +683,7 @@ class _RecordLoop:
         sizes = [os.path.getsize(p) for p in ctx.inputs]
         self.total = sum(sizes)
         state = self._load(out_path, sizes)
+        fd, prefix_hash, state = self._open_output(out_path, state)
         index, offset, line = 0, 0, 0
         proc_state: Any = None
         if state is not None:
@@ -552,9 +695,6 @@ class _RecordLoop:
             proc_state = state.get("processor_state")
             self.resumed_from = self.c["records_in"]
             self.length = int(state["output_length"])
-            fd = os.open(out_path, os.O_WRONLY)
-            os.ftruncate(fd, self.length)
-            os.lseek(fd, self.length, os.SEEK_SET)
             log.info(
                 "stage %s: resuming from record %d (input %s, byte %d)",
                 run.stage,
@@ -563,7 +703,6 @@ class _RecordLoop:
                 offset,
             )
         else:
-            fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             self.length = 0
         self.fd = fd
         self._has_checkpoint = state is not None
@@ -591,7 +730,7 @@ class _RecordLoop:
         self.checkpointer = (
             _Checkpointer(run.checkpoint, fd, run.on_checkpoint) if run.checkpoint else None
         )
-        self.hasher = _Hasher(out_path, self.length)
+        self.hasher = _Hasher(prefix_hash)
         self.bar = None
         if run.progress is not None:
             self.bar = run.progress(self.total, sum(sizes[:index]) + offset, self.c["records_in"])
@@ -658,6 +797,8 @@ class _RecordLoop:
             "run_id": self.ctx.run_id,
             "saved_at": time.time(),
         }
+        if self.hasher is not None:
+            st[DIGEST_KEY] = self.hasher.mark()  # the checkpointer waits for the digest
         if self.stateful:
             st["processor_state"] = _json.loads(_json.dumps(self.proc.checkpoint_state()))
         return st
