@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import textwrap
-import time
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
@@ -963,53 +962,31 @@ def test_an_observer_that_raises_does_not_hide_a_failure(project: Project, site:
     assert "stage_end flaky failed" in log.read_text()
 
 
-# -- the entry-point cache ---------------------------------------------------------
+# -- entry points are scanned at every load -------------------------------------------
 
 PROBE = """
-import sys
 from pipekit.plugins import load_registry
 r = load_registry()
-print(int("importlib.metadata" in sys.modules), *sorted(f"{p.name}={p.distribution}:{p.version}" for p in r.plugins))
+print(*sorted(f"{p.name}={p.distribution}:{p.version}" for p in r.plugins))
 """
 
 
-def probe(env: dict[str, str], cwd: Path) -> tuple[bool, list[str]]:
+def probe(env: dict[str, str], cwd: Path) -> list[str]:
     import sys
 
     out = subprocess.run(
         [sys.executable, "-c", PROBE], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    scanned, *plugins = out.stdout.split()
-    return scanned == "1", plugins
+    return out.stdout.split()
 
 
-def test_entry_points_are_cached_until_the_environment_changes(
+def test_a_distribution_installed_a_moment_ago_is_loaded(
     project: Project, site: Site, tmp_path: Path
 ) -> None:
-    site.dist(
-        "cached-plugin", "1.0", {"cached": "cached_mod"}, {"cached_mod": stage_module("cached-x")}
-    )
-    old = time.time() - 10  # the racy window: a folder changed just now is not cached
-    os.utime(site.root, (old, old))
+    site.dist("first-plugin", "1.0", {"first": "first_mod"}, {"first_mod": stage_module("first-x")})
     env = site.env(project, PIPEKIT_CACHE_DIR=str(tmp_path / "cache"))
-    scanned, first = probe(env, project.root)
-    assert scanned and "cached=cached-plugin:1.0" in first
-    scanned, again = probe(env, project.root)
-    assert not scanned and again == first  # from the cache, the same plugins
+    assert "first=first-plugin:1.0" in probe(env, project.root)
     site.dist("later-plugin", "2.0", {"later": "later_mod"}, {"later_mod": stage_module("later-x")})
-    scanned, after = probe(env, project.root)  # installing changed the folder
-    assert scanned and "later=later-plugin:2.0" in after
-    scanned, _ = probe({**env, "PIPEKIT_PLAN_CACHE": "0"}, project.root)
-    assert scanned
-
-
-def test_distribution_metadata_in_the_first_path_folder_means_a_scan(
-    project: Project, tmp_path: Path
-) -> None:
-    env = project.env(PIPEKIT_CACHE_DIR=str(tmp_path / "cache"))
-    probe(env, project.root)
-    assert not probe(env, project.root)[0]
-    here = tmp_path / "here"  # `python -c` puts the current folder first on sys.path
-    (here / "local_thing-1.0.dist-info").mkdir(parents=True)
-    assert probe(env, here)[0]
+    after = probe(env, project.root)
+    assert "first=first-plugin:1.0" in after and "later=later-plugin:2.0" in after

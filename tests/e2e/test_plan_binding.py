@@ -1,6 +1,8 @@
-"""A stage that must run from a cached plan is bound cheaply: through its
-plugin module's ``register_stages``, its config and params built as a full
-load builds them (see ``tests/core/test_exact_structure.py``)."""
+"""A plan from the plan cache is the same ``Pipeline`` a full load makes; a
+stage that must run from it is bound to the processor of the plugin
+registry (pluggy, with its checks and ``PIPEKIT_DISABLE_PLUGINS``), its
+config and params built as a full load builds them. No secret is written
+to the cache, and ``pipekit status`` writes nothing."""
 
 from __future__ import annotations
 
@@ -9,38 +11,57 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import Project
+from pipekit import plancache
+from pipekit.errors import PluginError
+from pipekit.pipeline import Pipeline, PlannedStage, load_pipeline
+from pipekit.plugins import load_registry
 
 PROBE = (
     "import json, sys, pipekit.cli; rc = pipekit.cli.main(['run', '--json']); "
     "sys.stderr.write(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-    "('cattrs', 'cattr', 'importlib') and m != 'importlib')) + '\\n'); sys.exit(rc)"
+    "('cattrs', 'cattr', 'pluggy', 'pipekit_stages'))) + '\\n'); sys.exit(rc)"
 )
 
 
 def _probe(project: Project) -> tuple[dict, list[str]]:
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=project.root, env=project.env(),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", PROBE],
+        cwd=project.root,
+        env=project.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout), json.loads(proc.stderr.strip().splitlines()[-1])
 
 
-def test_a_rerun_of_one_stage_from_a_cached_plan_needs_no_cattrs_nor_entry_points(
+def test_a_rerun_of_stages_from_a_cached_plan_binds_them_through_the_plugin_manager(
     project: Project,
 ) -> None:
     project.write("a.txt", "a\n")
     project.write("b.txt", "b\n")
     project.pipeline(
         [
-            {"name": "sh", "uses": "shell", "inputs": ["a.txt"], "outputs": ["a.out"],
-             "params": {"cmd": "tr a-z A-Z < {input} > {output}", "env": {"X": "1"}},
-             "retry": {"attempts": 2, "backoff": 0.5}},
-            {"name": "rep", "uses": "replace", "inputs": ["b.txt"], "outputs": ["b.out"],
-             "params": {"pattern": "b", "replacement": "B"}},
+            {
+                "name": "sh",
+                "uses": "shell",
+                "inputs": ["a.txt"],
+                "outputs": ["a.out"],
+                "params": {"cmd": "tr a-z A-Z < {input} > {output}", "env": {"X": "1"}},
+                "retry": {"attempts": 2, "backoff": 0.5},
+            },
+            {
+                "name": "rep",
+                "uses": "replace",
+                "inputs": ["b.txt"],
+                "outputs": ["b.out"],
+                "params": {"pattern": "b", "replacement": "B"},
+            },
         ]
     )
     os.utime(project.file, (time.time() - 10, time.time() - 10))
@@ -51,8 +72,29 @@ def test_a_rerun_of_one_stage_from_a_cached_plan_needs_no_cattrs_nor_entry_point
     assert project.statuses(summary) == {"sh": "ok", "rep": "ok"}
     assert project.read("a.out") == "AA\n"
     assert project.read("b.out") == "BB\n"
-    assert [m for m in modules if m.startswith("catt")] == [], modules
-    assert "importlib.metadata" not in modules, modules
+    assert "pluggy" in modules, modules  # the processors came from the registry
+
+
+def test_a_no_op_rerun_from_a_cached_plan_loads_no_plugin(project: Project) -> None:
+    project.write("a.txt", "a\n")
+    project.pipeline(
+        [
+            {
+                "name": "sh",
+                "uses": "shell",
+                "inputs": ["a.txt"],
+                "outputs": ["a.out"],
+                "params": {"cmd": "cp {input} {output}"},
+            }
+        ]
+    )
+    os.utime(project.file, (time.time() - 10, time.time() - 10))
+    project.run_json()  # caches the plan
+    os.utime(project.root / "a.out", (time.time() - 10, time.time() - 10))
+    project.run_json()  # hashes the output by its stat
+    summary, modules = _probe(project)
+    assert project.statuses(summary) == {"sh": "skipped"}
+    assert modules == [], modules
 
 
 def _uses_cached_plan(project: Project) -> bool:
@@ -69,8 +111,15 @@ def test_a_pipeline_file_just_written_gets_its_plan_cached_by_content(project: P
 
     def pipeline(cmd: str) -> None:
         project.pipeline(
-            [{"name": "s", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out.txt"],
-              "params": {"cmd": cmd}}]
+            [
+                {
+                    "name": "s",
+                    "uses": "shell",
+                    "inputs": ["in.txt"],
+                    "outputs": ["out.txt"],
+                    "params": {"cmd": cmd},
+                }
+            ]
         )
 
     pipeline("tr a-z A-Z < {input} > {output}")
@@ -94,8 +143,15 @@ def test_a_stage_run_from_a_cached_plan_gets_its_inputs_as_paths(project: Projec
     test plugin's ``sleep`` calls ``ctx.inputs[0].read_bytes()``."""
     project.write("in.txt", "x\n")
     project.pipeline(
-        [{"name": "s", "uses": "sleep", "inputs": ["in.txt"], "outputs": ["o.txt"],
-          "params": {"seconds": 0}}]
+        [
+            {
+                "name": "s",
+                "uses": "sleep",
+                "inputs": ["in.txt"],
+                "outputs": ["o.txt"],
+                "params": {"seconds": 0},
+            }
+        ]
     )
     os.utime(project.file, (time.time() - 10, time.time() - 10))  # old enough to cache by stat
     assert project.statuses(project.run_json()) == {"s": "ok"}  # caches the plan
@@ -115,8 +171,16 @@ def test_a_rerun_right_after_the_first_decides_every_stage_without_its_processor
     for i in range(3):
         project.write(f"in{i}.txt", f"{i}\n", age=0)  # just written
     project.pipeline(
-        [{"name": f"s{i}", "uses": "shell", "inputs": [f"in{i}.txt"], "outputs": [f"out{i}.txt"],
-          "params": {"cmd": "cp {input} {output}"}} for i in range(3)]
+        [
+            {
+                "name": f"s{i}",
+                "uses": "shell",
+                "inputs": [f"in{i}.txt"],
+                "outputs": [f"out{i}.txt"],
+                "params": {"cmd": "cp {input} {output}"},
+            }
+            for i in range(3)
+        ]
     )
     project.run_json()
     probe = (
@@ -124,8 +188,12 @@ def test_a_rerun_right_after_the_first_decides_every_stage_without_its_processor
         "sys.stderr.write(json.dumps('pipekit_stages.shell' in sys.modules) + '\\n'); sys.exit(rc)"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", probe], cwd=project.root, env=project.env(),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", probe],
+        cwd=project.root,
+        env=project.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert set(project.statuses(json.loads(proc.stdout)).values()) == {"skipped"}
@@ -144,8 +212,15 @@ def test_a_damaged_cached_plan_is_a_miss_not_a_crash(project: Project, content: 
     should be raised AttributeError out of the run before."""
     project.write("in.txt", "abc\n")
     project.pipeline(
-        [{"name": "s", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out.txt"],
-          "params": {"cmd": "tr a-z A-Z < {input} > {output}"}}]
+        [
+            {
+                "name": "s",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "params": {"cmd": "tr a-z A-Z < {input} > {output}"},
+            }
+        ]
     )
     os.utime(project.file, (time.time() - 10, time.time() - 10))  # old enough to cache by stat
     assert not _uses_cached_plan(project)
@@ -158,3 +233,173 @@ def test_a_damaged_cached_plan_is_a_miss_not_a_crash(project: Project, content: 
     assert "plan cache: not used" in proc.stderr, proc.stderr
     assert _uses_cached_plan(project)  # written again by that run
     assert project.read("out.txt") == "ABC\n"
+
+
+def _stored_and_loaded(project: Project) -> tuple[Pipeline, Pipeline]:
+    os.utime(project.file, (time.time() - 10, time.time() - 10))  # old enough to cache by stat
+    registry = load_registry()
+    fresh = load_pipeline(project.file, registry)
+    plancache.store(fresh, registry, None)
+    cached = plancache.load(project.file, None)
+    assert cached is not None
+    return fresh, cached
+
+
+@pytest.fixture
+def in_process(
+    project: Project, monkeypatch: pytest.MonkeyPatch, _test_plugin_env: None
+) -> Project:
+    monkeypatch.setenv("PIPEKIT_CACHE_DIR", str(project.root.parent / "cache"))
+    return project
+
+
+def test_a_cached_plan_is_the_pipeline_a_full_load_makes(in_process: Project) -> None:
+    project = in_process
+    project.write("in.txt", "x\n")
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "sleep",
+                "inputs": ["in.txt"],
+                "outputs": ["mid.txt"],
+                "params": {"seconds": 0},
+                "retry": {"attempts": 2},
+                "timeout": 30,
+            },
+            {
+                "name": "t",
+                "uses": "shell",
+                "inputs": ["mid.txt"],
+                "outputs": ["out.txt"],
+                "params": {"cmd": "cp {input} {output}"},
+            },
+        ],
+        network={"allow": ["loopback"], "isolation": "off"},
+    )
+    fresh, cached = _stored_and_loaded(project)
+    assert type(cached) is Pipeline
+    for field in ("file", "root", "name", "state_dir", "backend", "network", "order"):
+        assert getattr(cached, field) == getattr(fresh, field), field
+    for name, st in fresh.stages.items():
+        other = cached.stages[name]
+        assert type(other) is PlannedStage
+        assert other.binder is not None  # nothing bound until asked
+        for field in (
+            "name",
+            "index",
+            "uses",
+            "version",
+            "params_canonical",
+            "inputs",
+            "outputs",
+            "input_paths",
+            "output_paths",
+            "deps",
+            "config",
+            "params",
+        ):
+            assert getattr(other, field) == getattr(st, field), (name, field)
+        assert all(isinstance(p, Path) for p in other.input_paths + other.output_paths)
+        # the very processor object of the plugin registry, not a copy
+        assert other.processor is cached.registry.get().stages[st.uses].obj
+
+
+def test_a_cached_plan_binds_its_processors_through_the_plugin_manager(
+    in_process: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``PIPEKIT_DISABLE_PLUGINS`` holds for a cached plan's processors: they
+    are not taken from a plugin module behind the plugin manager's back."""
+    project = in_process
+    project.write("in.txt", "x\n")
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "sleep",
+                "inputs": ["in.txt"],
+                "outputs": ["o.txt"],
+                "params": {"seconds": 0},
+            }
+        ]
+    )
+    _fresh, cached = _stored_and_loaded(project)
+    monkeypatch.setenv("PIPEKIT_DISABLE_PLUGINS", "pipekit_testplugin")
+    with pytest.raises(PluginError, match="unknown stage processor 'sleep'"):
+        cached.stages["s"].processor
+
+
+def test_a_backend_password_is_never_written_to_the_plan_cache(in_process: Project) -> None:
+    project = in_process
+    project.write("in.txt", "x\n")
+    url = "redis://:hunter2@127.0.0.1:6379/0"
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "sleep",
+                "inputs": ["in.txt"],
+                "outputs": ["o.txt"],
+                "params": {"seconds": 0},
+            }
+        ],
+        backend={"name": "file", "options": {"url": url}},
+    )
+    _fresh, cached = _stored_and_loaded(project)
+    plans = list((project.root.parent / "cache" / "plans").glob("*.json"))
+    assert len(plans) == 1
+    assert b"hunter2" not in plans[0].read_bytes()
+    assert plans[0].stat().st_mode & 0o777 == 0o600
+    assert plans[0].parent.stat().st_mode & 0o777 == 0o700
+    assert cached.backend.options == {"url": url}  # read again from the pipeline file
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"password": "hunter2"}, {"auth_token": "hunter2"}, {"urls": ["redis://u:hunter2@h/0"]}],
+    ids=["password", "token", "url-in-list"],
+)
+def test_no_backend_secret_is_written_to_the_plan_cache(
+    in_process: Project, options: dict[str, object]
+) -> None:
+    project = in_process
+    project.write("in.txt", "x\n")
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "sleep",
+                "inputs": ["in.txt"],
+                "outputs": ["o.txt"],
+                "params": {"seconds": 0},
+            }
+        ],
+        backend={"name": "file", "options": options},
+    )
+    _fresh, cached = _stored_and_loaded(project)
+    (plan,) = (project.root.parent / "cache" / "plans").glob("*.json")
+    assert b"hunter2" not in plan.read_bytes()
+    assert cached.backend.options == options
+
+
+def test_status_writes_nothing(project: Project) -> None:
+    """``pipekit status`` on a fresh project: no state folder, no plan cache."""
+    project.write("in.txt", "x\n")
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["o.txt"],
+                "params": {"cmd": "cp {input} {output}"},
+            }
+        ]
+    )
+    os.utime(project.file, (time.time() - 10, time.time() - 10))  # old enough to cache by stat
+    before = sorted(p.name for p in project.root.iterdir())
+    proc = project.cli("status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [s["status"] for s in json.loads(proc.stdout)["stages"]] == ["will-run"]
+    assert sorted(p.name for p in project.root.iterdir()) == before
+    assert not (project.root.parent / "cache").exists()

@@ -15,11 +15,15 @@ forget``, a sweep, a wiped store), every stage asks the store again.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .results import Decision
+from .stored_shapes import stage_record
 
-__all__ = ["stage_key", "compute_fingerprint", "Evaluator"]
+if TYPE_CHECKING:
+    from .pipeline import PlannedStage
+
+__all__ = ["stage_key", "compute_fingerprint", "Evaluator", "ProcessorRef", "processor_ref"]
 
 
 def stage_key(pipeline: str, stage: str, fingerprint: str) -> str:
@@ -31,14 +35,21 @@ def params_digest(params_canonical: bytes) -> str:
     return hashlib.sha256(params_canonical).hexdigest()
 
 
-def processor_ref(st: Any) -> Any:
-    """Name and version of a stage's processor, without binding a cached
-    stage to its plugin."""
-    ref = getattr(st, "ref", None)
-    return ref if ref is not None else st.processor
+class ProcessorRef(NamedTuple):
+    """A stage processor's name and version."""
+
+    name: str
+    version: str
 
 
-def compute_fingerprint(st: Any, input_hashes: dict[str, str]) -> str:
+def processor_ref(st: PlannedStage) -> ProcessorRef:
+    """Name and version of a stage's processor, known to every plan without
+    binding the processor (a plan from the plan cache binds it only for a
+    stage that runs)."""
+    return ProcessorRef(st.uses, st.version)
+
+
+def compute_fingerprint(st: PlannedStage, input_hashes: dict[str, str]) -> str:
     h = hashlib.sha256()
     proc = processor_ref(st)
     h.update(b"pipekit-fp-v1\0")
@@ -140,7 +151,7 @@ class Evaluator:
             # from the store since: no store round trip.
             recorded = entry.get("outputs", {})
         else:
-            record = self.store.get(key)
+            record = stage_record(self.store, key)  # None when damaged
             if record is None or record.status != "SUCCESS":
                 decision.reason = self._why_changed(st, hashes, fp)
                 return decision

@@ -6,34 +6,74 @@ import hashlib
 import os
 import posixpath
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from . import config as _config
+from .config import StageConfig
 from .errors import ConfigError, PluginError
+from .plugins import RegistryLoader
 
 __all__ = ["PlannedStage", "Pipeline", "load_pipeline"]
 
 
+Binder = Callable[["PlannedStage"], tuple[StageConfig, Any, Any]]
+"""What binds a stage of a cached plan when first needed: its config, its
+processor (from the plugin registry) and its structured params."""
+
+
 @attrs.define(eq=False)
 class PlannedStage:
-    config: _config.StageConfig
+    """A stage of a plan. A plan from the plan cache gives its stages a
+    ``binder`` instead of config, processor and params: deciding whether a
+    stage is up to date needs only its name, its processor's name
+    (``uses``) and ``version``, its canonical params and its paths."""
+
+    _config: StageConfig | None = attrs.field(alias="config")
     index: int
-    processor: Any
-    params: Any
+    _processor: Any = attrs.field(alias="processor")
+    _params: Any = attrs.field(alias="params")
     params_canonical: bytes
     inputs: list[str]
     outputs: list[str]
     input_paths: list[Path]
     output_paths: list[Path]
     deps: list[str] = attrs.field(factory=list)
+    name: str = attrs.field(
+        kw_only=True, default=attrs.Factory(lambda st: st._config.name, takes_self=True)
+    )
+    uses: str = attrs.field(
+        kw_only=True, default=attrs.Factory(lambda st: st._processor.name, takes_self=True)
+    )
+    version: str = attrs.field(
+        kw_only=True, default=attrs.Factory(lambda st: st._processor.version, takes_self=True)
+    )
+    binder: Binder | None = attrs.field(default=None, kw_only=True, repr=False)
+
+    def _bound(self) -> None:
+        binder = self.binder
+        if binder is not None:
+            self._config, self._processor, self._params = binder(self)
+            self.binder = None
 
     @property
-    def name(self) -> str:
-        return self.config.name
+    def config(self) -> StageConfig:
+        self._bound()
+        assert self._config is not None
+        return self._config
+
+    @property
+    def processor(self) -> Any:
+        self._bound()
+        return self._processor
+
+    @property
+    def params(self) -> Any:
+        self._bound()
+        return self._params
 
     @property
     def output_files(self) -> list[str]:
@@ -55,6 +95,11 @@ class Pipeline:
     network: _config.NetworkConfig = attrs.field(factory=_config.NetworkConfig)
     source_sha256: str | None = None
     """SHA-256 of the pipeline file's bytes this was read from."""
+    registry: RegistryLoader = attrs.field(factory=RegistryLoader, kw_only=True)
+    """The plugin registry the stages' processors come from."""
+    has_observers: bool = attrs.field(default=True, kw_only=True)
+    """False when no plugin implements an observer hook (known to a cached
+    plan without loading the plugins)."""
 
     def downstream_of(self, names: Iterable[str]) -> set[str]:
         """The named stages and every stage that depends on them."""
@@ -217,6 +262,7 @@ def load_pipeline(
         raw=data,
         network=cfg.network,
         source_sha256=hashlib.sha256(source).hexdigest(),
+        registry=RegistryLoader(registry),
     )
 
 

@@ -1,9 +1,16 @@
 """A cache of validated pipelines, so that a rerun does not parse, structure
 and validate the pipeline file, nor import a plugin, unless it must.
 
-A cached plan holds what deciding "up to date?" needs: each stage's
-processor name and version, canonical params, input and output paths and
-dependencies. It is valid while all of these are unchanged:
+A cached plan is a :class:`pipekit.pipeline.Pipeline` like the one a full
+load makes, and the runner cannot tell them apart. Its stages hold what
+deciding "up to date?" needs (processor name and version, canonical params,
+paths, dependencies); their config, processor and params are bound when
+first needed (:attr:`PlannedStage.binder`): the config structured from the
+stage's table as a full load structures it, the processor taken from the
+plugin registry (:class:`pipekit.plugins.RegistryLoader`: every plugin
+loaded through pluggy, with its checks and ``PIPEKIT_DISABLE_PLUGINS``).
+
+A cached plan is valid while all of these are unchanged:
 
 - the pipeline file (size, mtime_ns, inode); for a file changed within the
   racy window of its store (2 s: a later change in the same mtime tick would
@@ -16,14 +23,13 @@ dependencies. It is valid while all of these are unchanged:
   ``version`` is an edit of that file);
 - ``PIPEKIT_DISABLE_PLUGINS``, ``PIPEKIT_PLUGIN_MODULES`` and ``--backend``.
 
-Stages that must run are bound to their real processors at the moment they
-run. Where the processor came from a plugin module's ``register_stages``
-function, the cache names that module and binding imports just it and calls
-that function (no entry-point scan, no plugin manager); otherwise the plugin
-manager is loaded. A stage's config and params are rebuilt as a full load
-builds them (:mod:`pipekit.exact_structure`, else cattrs). A processor
-whose version no longer matches the cached one drops the cache and fails the
-stage with a message to run again.
+A processor whose version no longer matches the cached one drops the cache
+and fails the stage with a message to run again.
+
+No secret is written: backend options that hold one (a URL with a password,
+an option named like a password, token, secret or credential) are not
+stored; a cached plan then reads them from the pipeline file again. Plans
+are written 0600 in a 0700 folder.
 
 The cache lives in ``$PIPEKIT_CACHE_DIR`` or ``$XDG_CACHE_HOME/pipekit``
 (default ``~/.cache/pipekit``); set ``PIPEKIT_PLAN_CACHE=0`` to turn it off.
@@ -35,20 +41,37 @@ import hashlib
 import inspect
 import logging
 import os
+import re
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from . import _json
+from . import __version__, _json
+from .atomic import atomic_write_bytes
+from .config import (
+    BackendConfig,
+    NetworkConfig,
+    StageConfig,
+    parse_pipeline_bytes,
+    read_pipeline_bytes,
+    structure_params,
+    structure_valid,
+)
 from .errors import StageFailed
+from .pipeline import Pipeline, PlannedStage
+from .plugins import Registry, RegistryLoader
 
-__all__ = ["load", "store", "CachedPipeline", "CachedStage", "ProcessorRef", "enabled"]
+__all__ = ["load", "store", "enabled"]
 
-FORMAT = 7
+FORMAT = 8
 log = logging.getLogger("pipekit.plancache")
 RACY_NS = 2_000_000_000
+OBSERVER_HOOKS = frozenset(
+    {"on_run_start", "on_stage_start", "on_stage_end", "on_record_failed", "on_run_end"}
+)
+SECRET_NAME = re.compile(r"pass|secret|token|credential|auth", re.IGNORECASE)
 
 
 def enabled() -> bool:
@@ -63,7 +86,8 @@ def _cache_dir() -> Path:
     return Path(base) / "pipekit"
 
 
-def _cache_path(file: Path, backend_override: str | None) -> Path:
+def cache_path(file: Path, backend_override: str | None) -> Path:
+    """Where the plan of ``file`` (an absolute path) is cached."""
     ident = f"{file}\0{backend_override or ''}".encode()
     return _cache_dir() / "plans" / f"{hashlib.sha256(ident).hexdigest()[:32]}.json"
 
@@ -77,8 +101,6 @@ def _stat_sig(path: str) -> list[Any] | None:
 
 
 def _environment_sig(backend_override: str | None) -> list[Any]:
-    from . import __version__
-
     # sys.path[0] is the script's folder or the current one: it differs
     # between `pipekit` and `python -m pipekit` and holds no installed plugin.
     folders = [
@@ -95,197 +117,156 @@ def _environment_sig(backend_override: str | None) -> list[Any]:
     ]
 
 
-class ProcessorRef:
-    """What the cheap path knows of a processor: its name and version."""
-
-    __slots__ = ("name", "version")
-
-    def __init__(self, name: str, version: str) -> None:
-        self.name = name
-        self.version = version
-
-
-class _LazyRegistry:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._registry: Any = None
-
-    def get(self) -> Any:
-        with self._lock:
-            if self._registry is None:
-                from .plugins import load_registry
-
-                self._registry = load_registry()
-            return self._registry
+def holds_secret(value: Any, name: str = "") -> bool:
+    """Whether backend options hold what must not be written to disk: a
+    value under a name like ``password`` or ``token``, or a URL with a
+    password in it."""
+    if isinstance(value, dict):
+        return any(holds_secret(v, str(k)) for k, v in value.items())
+    if isinstance(value, list):
+        return any(holds_secret(v, name) for v in value)
+    if not value:
+        return False
+    if SECRET_NAME.search(name):
+        return True
+    return isinstance(value, str) and "://" in value and _has_password(value)
 
 
-class CachedStage:
-    """A stage from a cached plan; the processor, params and config are bound
-    on first use (only stages that run need them)."""
-
-    def __init__(self, doc: dict[str, Any], pipeline: CachedPipeline) -> None:
-        self.name: str = doc["name"]
-        self.index: int = doc["index"]
-        self.ref = ProcessorRef(doc["uses"], doc["version"])
-        self.params_canonical: bytes = doc["params"].encode()
-        self.inputs: list[str] = doc["inputs"]
-        self.outputs: list[str] = doc["outputs"]
-        self.input_paths: list[str] = doc["input_paths"]
-        self.output_files: list[str] = doc["output_paths"]
-        self.deps: list[str] = doc["deps"]
-        self._raw: dict[str, Any] = doc["raw"]
-        self._module: str | None = doc["module"]
-        self._pipeline = pipeline
-        self._bound: tuple[Any, Any, Any] | None = None
-
-    @property
-    def output_paths(self) -> list[Path]:
-        return [Path(p) for p in self.output_files]
-
-    def _bind(self) -> tuple[Any, Any, Any]:
-        if self._bound is None:
-            from . import config as _config
-
-            processor = None
-            if self._module is not None:
-                processor = processor_from_module(self._module, self.ref.name)
-            if processor is None:
-                processor = self._pipeline.registry.get().get("stages", self.ref.name)
-            if processor.version != self.ref.version:
-                self._pipeline.invalidate()
-                raise StageFailed(
-                    f"processor {self.ref.name!r} is now version {processor.version}, "
-                    f"not {self.ref.version}: the plan cache was stale and is dropped; run again"
-                )
-            cfg = _config.structure_valid(self._raw, _config.StageConfig)
-            params = _config.structure_params(getattr(processor, "Params", None), cfg.params)
-            self._bound = (processor, params, cfg)
-        return self._bound
-
-    @property
-    def processor(self) -> Any:
-        return self._bind()[0]
-
-    @property
-    def params(self) -> Any:
-        return self._bind()[1]
-
-    @property
-    def config(self) -> Any:
-        return self._bind()[2]
-
-
-def processor_from_module(module_name: str, name: str) -> Any:
-    """The processor ``name`` that module ``module_name``'s ``register_stages``
-    registers, or None (the caller then loads every plugin)."""
-    import importlib
-
+def _has_password(url: str) -> bool:
     try:
-        hook = getattr(importlib.import_module(module_name), "register_stages", None)
-        found: list[Any] = []
-        if callable(hook):
-            hook(found.append)
-    except Exception as exc:  # the full plugin load reports it properly
-        log.debug("plan cache: binding through %s failed: %s", module_name, exc)
-        return None
-    return next((p for p in found if getattr(p, "name", None) == name), None)
+        return urlsplit(url).password is not None
+    except ValueError:
+        return True  # not a URL we can read: keep it off the disk
 
 
-def _binding_module(registry: Any, processor_name: str, processor: Any) -> str | None:
-    """The module to bind ``processor_name`` through, if its plugin is a
-    module whose ``register_stages`` registers this very processor type."""
-    reg = registry.stages.get(processor_name)
-    if reg is None:
-        return None
-    plugin = registry.plugin_manager.get_plugin(reg.plugin.name)
-    if not inspect.ismodule(plugin):
-        return None
-    found = processor_from_module(plugin.__name__, processor_name)
-    if found is None or type(found) is not type(processor):
-        return None
-    return str(plugin.__name__)
+class _Binder:
+    """Binds a cached plan's stage when first needed: its config (from its
+    table, as a full load structures it), its processor (from the plugin
+    registry) and its params."""
+
+    def __init__(self, registry: RegistryLoader, tables: dict[str, Any], path: Path) -> None:
+        self.registry = registry
+        self.tables = tables
+        self.path = path
+
+    def __call__(self, stage: PlannedStage) -> tuple[StageConfig, Any, Any]:
+        config = structure_valid(self.tables[stage.name], StageConfig)
+        processor = self.registry.get().get("stages", stage.uses)
+        if processor.version != stage.version:
+            _unlink(self.path)
+            raise StageFailed(
+                f"processor {stage.uses!r} is now version {processor.version}, "
+                f"not {stage.version}: the plan cache was stale and is dropped; run again"
+            )
+        params = structure_params(getattr(processor, "Params", None), config.params)
+        return config, processor, params
 
 
-class _Backend:
-    """The ``[backend]`` table of a cached plan (what ``BackendConfig`` holds)."""
-
-    __slots__ = ("name", "options")
-
-    def __init__(self, name: str, options: dict[str, Any]) -> None:
-        self.name = name
-        self.options = options
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
-class _Network:
-    """The ``[network]`` table of a cached plan (what ``NetworkConfig`` holds)."""
-
-    __slots__ = ("allow", "isolation")
-
-    def __init__(self, allow: list[str], isolation: str) -> None:
-        self.allow = allow
-        self.isolation = isolation
-
-
-class CachedPipeline:
-    def __init__(self, doc: dict[str, Any], cache_path: Path) -> None:
-        self._cache_path = cache_path
-        self.file = Path(doc["file"])
-        self.root = Path(doc["root"])
-        self.name: str = doc["name"]
-        self.state_dir = Path(doc["state_dir"])
-        self.backend = _Backend(doc["backend"]["name"], doc["backend"]["options"])
-        self.network = _Network(doc["network"]["allow"], doc["network"]["isolation"])
-        self.order: list[str] = doc["order"]
-        self.registry = _LazyRegistry()
-        self.has_observers: bool = doc["observers"]
-        self.stages = {s["name"]: CachedStage(s, self) for s in doc["stages"]}
-
-    def invalidate(self) -> None:
-        try:
-            os.unlink(self._cache_path)
-        except FileNotFoundError:
-            pass
-
-    def downstream_of(self, names: Any) -> set[str]:
-        from .pipeline import Pipeline
-
-        return Pipeline.downstream_of(self, names)  # type: ignore[arg-type]
-
-
-def load(file: Path, backend_override: str | None) -> CachedPipeline | None:
+def load(file: Path, backend_override: str | None) -> Pipeline | None:
     """The cached plan of ``file`` if it is still valid, else None."""
     if not enabled():
         return None
     file = Path(os.path.abspath(file))
-    path = _cache_path(file, backend_override)
+    path = cache_path(file, backend_override)
     try:
         raw = path.read_bytes()
         head_end = raw.index(b"\n")
-        doc = _json.loads(raw[:head_end])
+        head = _json.loads(raw[:head_end])
     except (OSError, ValueError):
         return _miss("no cached plan")
     try:
+        why = _stale(head, file, backend_override)
+        if why:
+            return _miss(why)
         # The head line says whether the plan is still valid; the plan itself
         # (half a megabyte for 1,000 stages) is parsed only if it is.
-        if doc.get("format") != FORMAT or doc.get("file_sig") != _stat_sig(str(file)):
-            return _miss("the pipeline file changed")
-        content = doc.get("file_sha256")
-        if content is not None and _sha256_of(file) != content:
-            return _miss("the pipeline file changed (its content)")
-        if doc.get("env") != _environment_sig(backend_override):
-            return _miss("the Python environment or plugin settings changed")
-        for module_file, sig in doc.get("modules", []):
-            if _stat_sig(module_file) != sig:
-                return _miss(f"plugin file {module_file} changed")
-        doc.update(_json.loads(raw[head_end + 1 :]))
-        for source in doc.get("sources", []):
+        doc = _json.loads(raw[head_end + 1 :])
+        for source in doc["sources"]:
             if not os.path.exists(source):
                 # a full load reports it as the config error it is
                 return _miss(f"input {source} is missing")
-        log.debug("plan cache: using %s", path)
-        return CachedPipeline(doc, path)
-    except (KeyError, TypeError, ValueError, AttributeError):
+        options = doc["backend"]["options"]
+        if options is None:
+            options = _options_from_file(file, doc["file_sha256"])
+            if options is None:
+                return _miss("the pipeline file changed (its content)")
+        pipeline = _pipeline(doc, options, path)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         return _miss("unreadable cached plan")
+    log.debug("plan cache: using %s", path)
+    return pipeline
+
+
+def _stale(head: dict[str, Any], file: Path, backend_override: str | None) -> str | None:
+    """Why the plan whose head line is ``head`` is no longer valid, or None."""
+    if head.get("format") != FORMAT or head.get("file_sig") != _stat_sig(str(file)):
+        return "the pipeline file changed"
+    content = head.get("file_sha256")
+    if content is not None and _sha256_of(file) != content:
+        return "the pipeline file changed (its content)"
+    if head.get("env") != _environment_sig(backend_override):
+        return "the Python environment or plugin settings changed"
+    for module_file, sig in head.get("modules", []):
+        if _stat_sig(module_file) != sig:
+            return f"plugin file {module_file} changed"
+    return None
+
+
+def _options_from_file(file: Path, sha256: str) -> dict[str, Any] | None:
+    """The ``[backend].options`` of the pipeline file, if its content is the
+    one the plan was made from (they were not cached: they hold a secret)."""
+    source = read_pipeline_bytes(file)
+    if hashlib.sha256(source).hexdigest() != sha256:
+        return None
+    backend = parse_pipeline_bytes(file, source).get("backend", {})
+    options = backend.get("options", {})
+    return options if isinstance(options, dict) else None
+
+
+def _pipeline(doc: dict[str, Any], options: dict[str, Any], path: Path) -> Pipeline:
+    registry = RegistryLoader()
+    tables = {s["name"]: s["table"] for s in doc["stages"]}
+    binder = _Binder(registry, tables, path)
+    stages = {
+        s["name"]: PlannedStage(
+            config=None,
+            index=s["index"],
+            processor=None,
+            params=None,
+            params_canonical=s["params"].encode(),
+            inputs=s["inputs"],
+            outputs=s["outputs"],
+            input_paths=[Path(p) for p in s["input_paths"]],
+            output_paths=[Path(p) for p in s["output_paths"]],
+            deps=s["deps"],
+            name=s["name"],
+            uses=s["uses"],
+            version=s["version"],
+            binder=binder,
+        )
+        for s in doc["stages"]
+    }
+    return Pipeline(
+        file=Path(doc["file"]),
+        root=Path(doc["root"]),
+        name=doc["name"],
+        state_dir=Path(doc["state_dir"]),
+        backend=BackendConfig(name=doc["backend"]["name"], options=options),
+        stages=stages,
+        order=doc["order"],
+        raw={"stages": [s["table"] for s in sorted(doc["stages"], key=lambda s: s["index"])]},
+        network=NetworkConfig(**doc["network"]),
+        source_sha256=doc["file_sha256"],
+        registry=registry,
+        has_observers=doc["observers"],
+    )
 
 
 def _sha256_of(file: Path) -> str | None:
@@ -295,15 +276,15 @@ def _sha256_of(file: Path) -> str | None:
         return None
 
 
-def _miss(why: str) -> CachedPipeline | None:
+def _miss(why: str) -> Pipeline | None:
     log.debug("plan cache: not used: %s", why)
     return None
 
 
-def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
+def store(pipeline: Pipeline, registry: Registry, backend_override: str | None) -> None:
     """Cache a freshly validated pipeline (unless its file is too new to trust)."""
-    if not enabled():
-        return
+    if not enabled() or pipeline.source_sha256 is None:
+        return  # a Pipeline made by hand: nothing to check the file against
     file = pipeline.file
     sig = _stat_sig(str(file))
     if sig is None:
@@ -311,84 +292,78 @@ def store(pipeline: Any, registry: Any, backend_override: str | None) -> None:
     # A file changed within the racy window may change again without its
     # (size, mtime, inode) changing, or may have changed since it was read:
     # its plan is then valid only for the bytes it was made from.
-    content = None
-    if time.time_ns() - sig[1] < RACY_NS:
-        content = pipeline.source_sha256
-        if content is None:  # a Pipeline made by hand: nothing to check the file against
-            return
-    modules: dict[str, Any] = {}
-
-    def note(obj: Any) -> None:
-        try:
-            f = inspect.getfile(obj)
-        except (TypeError, OSError):
-            return
-        if f not in modules:
-            modules[f] = _stat_sig(f)
-
-    for _name, plugin in registry.plugin_manager.list_name_plugin():
-        note(plugin if inspect.ismodule(plugin) else type(plugin))
-    observer_hooks = {
-        "on_run_start",
-        "on_stage_start",
-        "on_stage_end",
-        "on_record_failed",
-        "on_run_end",
-    }
-    observers = any(observer_hooks & set(p.hooks) for p in registry.plugins)
-    stages = []
-    modules_of: dict[str, str | None] = {}  # processor name -> its binding module
-    for name in pipeline.order:
-        st = pipeline.stages[name]
-        note(type(st.processor))
-        uses = st.processor.name
-        if uses not in modules_of:
-            modules_of[uses] = _binding_module(registry, uses, st.processor)
-        raw = pipeline.raw["stages"][st.index]
-        stages.append(
-            {
-                "name": st.name,
-                "index": st.index,
-                "uses": st.processor.name,
-                "version": st.processor.version,
-                "params": st.params_canonical.decode(),
-                "inputs": st.inputs,
-                "outputs": st.outputs,
-                "input_paths": [str(p) for p in st.input_paths],
-                "output_paths": st.output_files,
-                "deps": st.deps,
-                "raw": raw,
-                "module": modules_of[uses],
-            }
-        )
-    produced = {p for st in pipeline.stages.values() for p in st.output_files}
-    sources = sorted({str(p) for st in pipeline.stages.values() for p in st.input_paths} - produced)
+    racy = time.time_ns() - sig[1] < RACY_NS
     head = {
         "format": FORMAT,
         "file_sig": sig,
-        "file_sha256": content,
+        "file_sha256": pipeline.source_sha256 if racy else None,
         "env": _environment_sig(backend_override),
-        "modules": sorted([k, v] for k, v in modules.items()),
+        "modules": _module_sigs(pipeline, registry),
     }
-    doc = {
-        "sources": sources,
-        "file": str(file),
-        "root": str(pipeline.root),
-        "name": pipeline.name,
-        "state_dir": str(pipeline.state_dir),
-        "backend": {"name": pipeline.backend.name, "options": pipeline.backend.options},
-        "network": {"allow": pipeline.network.allow, "isolation": pipeline.network.isolation},
-        "order": pipeline.order,
-        "observers": observers,
-        "stages": stages,
-    }
+    path = cache_path(Path(file), backend_override)
     try:
-        from .atomic import atomic_write_bytes
-
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write_bytes(
-            _cache_path(Path(file), backend_override),
-            _json.dumps(head) + b"\n" + _json.dumps(doc),
+            path,
+            _json.dumps(head) + b"\n" + _json.dumps(_document(pipeline, registry)),
             durable=False,
+            mode=0o600,
         )
     except OSError:
         pass  # a cache that cannot be written is only a slower rerun
+
+
+def _module_sigs(pipeline: Pipeline, registry: Registry) -> list[list[Any]]:
+    """[file, stat signature] of every plugin module and processor class."""
+    objects: list[Any] = [
+        plugin if inspect.ismodule(plugin) else type(plugin)
+        for _name, plugin in registry.plugin_manager.list_name_plugin()
+    ]
+    objects += [type(st.processor) for st in pipeline.stages.values()]
+    modules: dict[str, Any] = {}
+    for obj in objects:
+        try:
+            f = inspect.getfile(obj)
+        except (TypeError, OSError):
+            continue
+        if f not in modules:
+            modules[f] = _stat_sig(f)
+    return sorted([k, v] for k, v in modules.items())
+
+
+def _document(pipeline: Pipeline, registry: Registry) -> dict[str, Any]:
+    stages = [
+        {
+            "name": st.name,
+            "index": st.index,
+            "uses": st.uses,
+            "version": st.version,
+            "params": st.params_canonical.decode(),
+            "inputs": st.inputs,
+            "outputs": st.outputs,
+            "input_paths": [str(p) for p in st.input_paths],
+            "output_paths": st.output_files,
+            "deps": st.deps,
+            "table": pipeline.raw["stages"][st.index],
+        }
+        for st in (pipeline.stages[name] for name in pipeline.order)
+    ]
+    produced = {p for st in pipeline.stages.values() for p in st.output_files}
+    inputs = {str(p) for st in pipeline.stages.values() for p in st.input_paths}
+    options = pipeline.backend.options
+    return {
+        "sources": sorted(inputs - produced),
+        "file": str(pipeline.file),
+        "file_sha256": pipeline.source_sha256,
+        "root": str(pipeline.root),
+        "name": pipeline.name,
+        "state_dir": str(pipeline.state_dir),
+        "backend": {
+            "name": pipeline.backend.name,
+            "options": None if holds_secret(options) else options,
+        },
+        "network": {"allow": pipeline.network.allow, "isolation": pipeline.network.isolation},
+        "order": pipeline.order,
+        "observers": any(OBSERVER_HOOKS & set(p.hooks) for p in registry.plugins),
+        "stages": stages,
+    }

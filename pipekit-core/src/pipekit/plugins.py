@@ -6,6 +6,15 @@ and the modules named in ``PIPEKIT_PLUGIN_MODULES`` (local, unpackaged plugins),
 registers core's own file backends, checks that every hookimpl matches a
 hookspec, then calls the registration hooks one plugin at a time so that a
 name registered twice is reported with both plugins' distributions.
+
+``RegistryLoader`` holds a registry that is loaded when first asked for: a
+plan from the plan cache decides which stages are up to date without any
+plugin, and a stage that must run gets its processor from the registry that
+``load_registry()`` builds, with every check and ``PIPEKIT_DISABLE_PLUGINS``.
+
+pluggy (which imports ``importlib.metadata``, about 25 ms) and the hook
+specifications are imported by ``load_registry`` itself, not with this
+module: a no-op rerun imports this module and never loads a plugin.
 """
 
 from __future__ import annotations
@@ -15,14 +24,19 @@ import inspect
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import pluggy
 
-from . import hookspecs
+from . import __version__
 from .errors import PluginError
+from .stage import RecordStage, Stage
+
+if TYPE_CHECKING:
+    import pluggy
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -32,6 +46,7 @@ __all__ = [
     "PluginInfo",
     "Registration",
     "Registry",
+    "RegistryLoader",
     "load_registry",
     "unknown_name_message",
 ]
@@ -251,6 +266,8 @@ def _check_hookimpls(pm: pluggy.PluginManager, obj: object, info: PluginInfo) ->
 
 
 def _register(pm: pluggy.PluginManager, obj: object, info: PluginInfo) -> None:
+    import pluggy  # see the module's docstring
+
     _check_hookimpls(pm, obj, info)
     try:
         pm.register(obj, name=info.name)
@@ -274,7 +291,12 @@ def load_registry(
     pass, a registration hook that raises or registers something that is not
     a processor, and a name registered twice.
     """
-    import importlib
+    # See the module's docstring: these cost a no-op rerun 25 ms.
+    from importlib import metadata
+
+    import pluggy
+
+    from . import hookspecs
 
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -283,19 +305,16 @@ def load_registry(
     matched: set[str] = set()
     skipped: list[PluginInfo] = []
 
-    from . import __version__
-
     for name, modpath in BUILTIN_PLUGINS:
-        module = importlib.import_module(modpath)
+        module = import_module(modpath)
         info = PluginInfo(name, "pipekit-core", __version__, modpath)
         _register(pm, module, info)
         plugins.append(info)
 
     if entry_points:
-        from . import entrypoints
-
-        for ep in entrypoints.load(ENTRY_POINT_GROUP):
-            dist_name, dist_version = ep.dist_name, ep.dist_version
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist_name = ep.dist.metadata["Name"] if ep.dist is not None else "?"
+            dist_version = ep.dist.version if ep.dist is not None else "?"
             info = PluginInfo(ep.name, dist_name, dist_version, ep.value)
             hit = {n for n in disabled if n == ep.name or _norm(n) == _norm(dist_name)}
             if hit:
@@ -330,7 +349,7 @@ def load_registry(
         if pm.get_plugin(modpath) is not None:
             continue  # named twice
         try:
-            module = importlib.import_module(modpath)
+            module = import_module(modpath)
         except Exception as exc:
             raise PluginError(
                 f"{info.label()} failed to import: {type(exc).__name__}: {_flat(str(exc))}; "
@@ -404,8 +423,6 @@ def _call_register(
     if kind == "stages":
 
         def register(processor: Any) -> None:
-            from .stage import RecordStage, Stage
-
             if isinstance(processor, type):
                 what = f"register an instance: register({processor.__name__}())"
                 raise PluginError(
@@ -458,6 +475,25 @@ def _call_register(
             f"{info.label()} raised in {hookname}: {type(exc).__name__}: {_flat(str(exc))}; "
             f"{info.disable_hint()}"
         ) from exc
+
+
+class RegistryLoader:
+    """The registry of a plan, loaded by :func:`load_registry` when first
+    asked for (once, whichever thread asks first), or given loaded."""
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        self._lock = threading.Lock()
+        self._registry = registry
+
+    @property
+    def loaded(self) -> bool:
+        return self._registry is not None
+
+    def get(self) -> Registry:
+        with self._lock:
+            if self._registry is None:
+                self._registry = load_registry()
+            return self._registry
 
 
 def _short(obj: Any) -> str:

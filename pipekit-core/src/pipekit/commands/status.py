@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .. import plancache
+from ..config import find_pipeline_file
 from ..errors import EXIT_OK
-from ._common import add_common, add_file, load_for_run, print_json
+from ._common import add_common, add_file, load, print_json
 
 
 def add_parser(sub: Any) -> None:
@@ -66,5 +68,9 @@ def print_plan(
 
 
 def main(args: argparse.Namespace) -> int:
-    pipeline, registry = load_for_run(args)
+    # A cached plan when one is valid; never one written: status writes nothing.
+    pipeline = plancache.load(args.file or find_pipeline_file(), args.backend)
+    registry = None
+    if pipeline is None:
+        pipeline, registry = load(args)
     return print_plan(args, pipeline, registry, frozenset(), False, dry_run=False)
