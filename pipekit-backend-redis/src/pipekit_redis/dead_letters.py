@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipekit.backends.protocols import DEAD_LETTER_FIELDS, DeadLetter
+from pipekit.stored_shapes import warn_damaged
 
 from .connection import RedisConnection
 
@@ -47,6 +48,28 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def _field(name: str, value: Any) -> Any:
+    """One field of a stored dead letter, as its type; ValueError when it
+    is missing or not of that type."""
+    if value is None:
+        raise ValueError(f"no field {name!r}")
+    if name in _INTS:
+        return int(value)
+    if name in _FLOATS:
+        return float(value)
+    if name == "record":
+        return bytes(value)
+    return _text(value)
+
+
+def _member_id(member: Any) -> int | None:
+    """The id at the end of a stage's sorted-set member (None: damaged)."""
+    try:
+        return int(_text(member).rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
 class RedisDeadLetterStore:
     def __init__(self, conn: RedisConnection) -> None:
         self.conn = conn
@@ -58,22 +81,15 @@ class RedisDeadLetterStore:
     def _identity(letter: Any) -> str:
         return f"{letter.stage}\0{letter.fingerprint}\0{letter.input_index}\0{letter.offset}"
 
-    def _letter(self, raw: dict[Any, Any], id: int) -> Any:
+    def _letter(self, raw: dict[Any, Any], id: int, base: str) -> Any:
+        """The dead letter stored as ``raw``; None, with a warning, when
+        it is damaged (a field missing or not of its type)."""
         data = {_text(k): v for k, v in raw.items()}
-        values: dict[str, Any] = {}
-        for name in FIELDS:
-            v = data.get(name)
-            if v is None:
-                return None  # damaged: not a dead letter
-            if name in _INTS:
-                values[name] = int(v)
-            elif name in _FLOATS:
-                values[name] = float(v)
-            elif name == "record":
-                values[name] = bytes(v)
-            else:
-                values[name] = _text(v)
-        return DeadLetter(**values, id=id)
+        try:
+            return DeadLetter(**{name: _field(name, data.get(name)) for name in FIELDS}, id=id)
+        except (TypeError, ValueError) as exc:
+            warn_damaged(f"Redis key {base}l:{id}", str(exc), "it is left out")
+            return None
 
     # -- the protocol ---------------------------------------------------------------
 
@@ -113,7 +129,7 @@ class RedisDeadLetterStore:
                 lambda c: c.zrange(zkey, 0, -1),  # noqa: B023
                 "listing dead letters",
             )
-            ids = [int(_text(m).rsplit(":", 1)[1]) for m in members]
+            ids = [i for i in (_member_id(m) for m in members) if i is not None]
             if not ids:
                 continue
 
@@ -124,7 +140,7 @@ class RedisDeadLetterStore:
             for i, raw in zip(ids, self.conn.pipeline(build, "reading dead letters")):
                 if not raw:
                     continue
-                letter = self._letter(raw, i)
+                letter = self._letter(raw, i, base)
                 if letter is None or (
                     fingerprint is not None and letter.fingerprint != fingerprint
                 ):
@@ -141,7 +157,7 @@ class RedisDeadLetterStore:
     def get(self, pipeline: str, id: int) -> Any:
         base = self._base(pipeline)
         raw = self.conn.call(lambda c: c.hgetall(f"{base}l:{int(id)}"), "reading a dead letter")
-        return self._letter(raw, int(id)) if raw else None
+        return self._letter(raw, int(id), base) if raw else None
 
     def delete(self, pipeline: str, ids: Iterable[int]) -> int:
         wanted = [str(int(i)) for i in ids]

@@ -23,6 +23,7 @@ import attrs
 from pipekit import _json
 from pipekit.backends.protocols import IdemRecord
 from pipekit.errors import FencedOut
+from pipekit.stored_shapes import idem_record_fields, warn_damaged
 
 from .connection import RedisConnection
 
@@ -41,14 +42,16 @@ def _encode(rec: IdemRecord) -> bytes:
     return _json.dumps({name: getattr(rec, name) for name in _FIELDS})
 
 
-def _decode(raw: Any, key: str, *, check_expiry: bool = True) -> IdemRecord | None:
+def _decode(raw: Any, key: str, rkey: str, *, check_expiry: bool = True) -> IdemRecord | None:
     if raw is None:
         return None
     try:
-        data = _json.loads(raw)
-        record = IdemRecord(**{k: v for k, v in data.items() if k in _KNOWN})
-    except (ValueError, TypeError, AttributeError):
-        return None  # unreadable: treated as absent, the work reruns
+        record = IdemRecord(**idem_record_fields(_json.loads(raw), _KNOWN))
+    except (ValueError, TypeError) as exc:  # damaged: reads as absent, the work reruns
+        warn_damaged(
+            f"Redis key {rkey} (record {key!r})", str(exc), "read as absent; the work reruns"
+        )
+        return None
     if record.key != key:
         return None
     if check_expiry and record.expires is not None and record.expires <= time.time():
@@ -91,7 +94,7 @@ class RedisIdempotencyStore:
         raw = self.conn.call(
             lambda c: c.hget(self._rkey(key), "record"), f"reading the record {key!r}"
         )
-        return _decode(raw, key)
+        return _decode(raw, key, self._rkey(key))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, IdemRecord]:
         wanted = list(dict.fromkeys(keys))
@@ -105,7 +108,7 @@ class RedisIdempotencyStore:
         raws = self.conn.pipeline(build, f"reading {len(wanted)} records")
         out = {}
         for key, raw in zip(wanted, raws):
-            rec = _decode(raw, key)
+            rec = _decode(raw, key, self._rkey(key))
             if rec is not None:
                 out[key] = rec
         return out
@@ -121,7 +124,7 @@ class RedisIdempotencyStore:
             )
             if live is None:
                 return None
-            found = _decode(live, record.key)
+            found = _decode(live, record.key, rkey)
             if found is not None:
                 return found
             # Unreadable: not a live record. Remove exactly it and try again.
@@ -235,7 +238,7 @@ class RedisIdempotencyStore:
             raw = self.conn.call(lambda c: c.hget(rkey, "record"), "sweeping")  # noqa: B023
             if (
                 raw is not None
-                and _decode(raw, rkey[len(self._base) :], check_expiry=False) is None
+                and _decode(raw, rkey[len(self._base) :], rkey, check_expiry=False) is None
             ):
                 removed += self._delete_if(rkey, raw, "sweeping")  # damaged
         return removed

@@ -131,9 +131,10 @@ def _finish(pipeline: Any, backends: Any, intent: dict[str, Any]) -> None:
     """Steps after the rename: records, state, hash cache, dead letters."""
     from .hashcache import HashCache
     from .state import RunnerState
+    from .stored_shapes import stage_record
 
     stage, key, digest = intent["stage"], intent["output"], intent["sha256"]
-    record = backends.idempotency.get(intent["key"])
+    record = stage_record(backends.idempotency, intent["key"])
     if record is not None and record.status == "SUCCESS":
         result = dict(record.result or {})
         result["outputs"] = dict(result.get("outputs") or {}, **{key: digest})

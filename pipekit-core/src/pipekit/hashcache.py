@@ -9,6 +9,7 @@ its stat changing), except for outputs the runner itself just committed.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -16,6 +17,9 @@ from pathlib import Path
 
 from . import _json
 from .atomic import atomic_write_bytes
+from .stored_shapes import DamagedRecord, check_hash_entry, move_aside, warn_damaged
+
+log = logging.getLogger("pipekit.state")
 
 __all__ = ["HashCache", "hash_file", "RACY_NS"]
 
@@ -39,6 +43,34 @@ def hash_file(path: Path | str) -> str:
         os.close(fd)
 
 
+_AFRESH = "the hash cache starts afresh"
+
+
+def _valid_entries(path: Path, raw: bytes) -> dict[str, list[object]]:
+    """The entries of a cache file; those of a damaged one are dropped (a
+    torn or foreign cache is only a cache), with a warning."""
+    try:
+        data = _json.loads(raw)
+    except ValueError:
+        warn_damaged(path, "not JSON", _AFRESH)
+        return {}
+    if not isinstance(data, dict) or data.get("v") != 1:
+        return {}  # another version's cache: not damage
+    entries = data.get("entries")
+    if not isinstance(entries, dict):
+        warn_damaged(path, "'entries' is not an object", _AFRESH)
+        return {}
+    good = {}
+    for key, entry in entries.items():
+        try:
+            check_hash_entry(entry)
+        except DamagedRecord as exc:
+            warn_damaged(path, f"{exc}: {key!r}", "such entries are dropped")
+            continue
+        good[key] = entry
+    return good
+
+
 class HashCache:
     """A persistent map ``key -> (size, mtime_ns, ino, sha256)``."""
 
@@ -52,12 +84,10 @@ class HashCache:
             raw = path.read_bytes()
         except FileNotFoundError:
             return
-        try:
-            data = _json.loads(raw)
-            if isinstance(data, dict) and data.get("v") == 1:
-                self._entries = data["entries"]
-        except (ValueError, KeyError, TypeError):
-            self._entries = {}  # a torn or foreign cache is only a cache
+        except OSError as exc:  # a folder, unreadable: only a cache
+            warn_damaged(path, exc.strerror or str(exc), _AFRESH)
+            return
+        self._entries = _valid_entries(path, raw)
 
     MISS = "miss"
 
@@ -128,4 +158,9 @@ class HashCache:
                 return
             data = _json.dumps({"v": 1, "entries": self._entries})
             self._dirty = False
-        atomic_write_bytes(self.path, data, durable=False)
+        try:
+            if self.path.is_dir():
+                move_aside(self.path)  # damaged (warned at load): kept for a look
+            atomic_write_bytes(self.path, data, durable=False, mode=0o600)
+        except OSError as exc:  # a read-only or full disk: the next run re-reads
+            log.warning("could not save the hash cache %s: %s", self.path, exc.strerror or exc)

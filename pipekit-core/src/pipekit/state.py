@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _json
+from .stored_shapes import DamagedRecord, check_stage_entry, warn_damaged
 
 __all__ = ["RunnerState", "STATE_FILE", "RUNNER_BACKUPS", "runner_state_file"]
 
@@ -61,6 +62,12 @@ def check_runner_state(data: Any) -> None:
             )
 
 
+_ENTRIES_IGNORED = (
+    "such entries are ignored (their stages are checked against the idempotency store) "
+    "and replaced at the end of the run"
+)
+
+
 class RunnerState:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -82,8 +89,26 @@ class RunnerState:
         except ValueError as exc:
             self._warn_damaged(exc, raw)
             return {}
-        stages = data.get("stages") if isinstance(data, dict) else None
-        return stages if isinstance(stages, dict) else {}
+        return self._valid_stages(data)
+
+    def _valid_stages(self, data: Any) -> dict[str, dict[str, Any]]:
+        """The stage entries of ``data`` that have their shape; the others
+        (a hand edit, another version's file) read as absent, with a warning."""
+        if data is None:  # no file yet
+            return {}
+        stages = data.get("stages", {}) if isinstance(data, dict) else None
+        if not isinstance(stages, dict):
+            warn_damaged(self.path, "'stages' is not an object", _ENTRIES_IGNORED)
+            return {}
+        good = {}
+        for name, entry in stages.items():
+            try:
+                check_stage_entry(entry)
+            except DamagedRecord as exc:
+                warn_damaged(self.path, f"the entry of stage {name!r}: {exc}", _ENTRIES_IGNORED)
+                continue
+            good[name] = entry
+        return good
 
     def _warn_damaged(self, exc: Exception, raw: bytes) -> None:
         self._damaged = True
@@ -112,14 +137,11 @@ class RunnerState:
         state = runner_state_file(self.state_dir)
         try:
             with state.transaction() as tx:
-                data = tx.data if isinstance(tx.data, dict) else {}
-                current = data.get("stages")
-                if not isinstance(current, dict):
-                    current = {}
+                current = self._valid_stages(tx.data)
                 for name, entry in self._changed.items():
                     old = current.get(name)
-                    if not isinstance(old, dict) or old.get("finished_at", 0) <= entry.get(
-                        "finished_at", 0
+                    if old is None or (old.get("finished_at") or 0) <= (
+                        entry.get("finished_at") or 0
                     ):
                         current[name] = entry
                 tx.data = {"version": VERSION, "pipeline": pipeline, "stages": current}

@@ -8,16 +8,20 @@ on first use; reading from a state dir without one creates nothing.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..private_files import make_private_dir
+from ..stored_shapes import move_aside, warn_damaged
 from .protocols import DEAD_LETTER_FIELDS, DeadLetter
 
 __all__ = ["FileDeadLetterStore", "DB_NAME"]
 
 DB_NAME = "deadletters.sqlite"
+_READ_AS_EMPTY = "read as holding no dead letters; the next dead letter moves it aside"
 
 _COLUMNS = DEAD_LETTER_FIELDS
 
@@ -84,16 +88,52 @@ class FileDeadLetterStore:
             return None
         import sqlite3
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_file():
+            if not create:
+                warn_damaged(self.path, "not a file", _READ_AS_EMPTY)
+                return None
+            self._set_aside("not a file")
+        try:
+            self._conn = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not _not_a_database(exc):
+                raise
+            if not create:
+                warn_damaged(self.path, str(exc), _READ_AS_EMPTY)
+                return None
+            self._set_aside(str(exc))
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> Any:
+        """Connect, making the database (0600 in a 0700 folder, whatever
+        the umask: SQLite gives its -wal and -shm files the same mode)."""
+        import sqlite3
+
+        make_private_dir(self.path.parent)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         conn = sqlite3.connect(
             str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        _switch_to_wal(conn)
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.executescript(_SCHEMA)
-        self._conn = conn
+        try:
+            _switch_to_wal(conn)
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+    def _set_aside(self, why: str) -> None:
+        """Move a damaged database (and its -wal and -shm) out of the way,
+        kept for a look; a new one is made."""
+        aside = move_aside(self.path)
+        for suffix in ("-wal", "-shm"):
+            companion = Path(f"{self.path}{suffix}")
+            if companion.exists():
+                os.rename(companion, f"{aside}{suffix}")
+        warn_damaged(self.path, why, f"moved aside to {aside}; a new database is made")
 
     def close(self) -> None:
         with self._lock:
@@ -232,6 +272,11 @@ class FileDeadLetterStore:
             return int(
                 conn.execute(f"SELECT COUNT(*) FROM dead_letters WHERE {where}", args).fetchone()[0]
             )
+
+
+def _not_a_database(exc: Exception) -> bool:
+    """A file SQLite cannot read as a database (SQLITE_NOTADB): damaged."""
+    return getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB" or ("not a database" in str(exc))
 
 
 def _switch_to_wal(conn: Any) -> None:

@@ -45,12 +45,14 @@ from ..atomic import (
     temp_name_for,
     unlink_quietly,
 )
+from ..stored_shapes import idem_record_fields, move_aside, warn_damaged
 from .protocols import IdemRecord
 
 __all__ = ["FileIdempotencyStore"]
 
 
 _FIELDS = tuple(a.name for a in attrs.fields(IdemRecord))
+_KNOWN = frozenset(_FIELDS)
 GENERATION_FILE = "generation"
 LOCK_FILE = ".lock"
 
@@ -72,6 +74,20 @@ def _as_dict(rec: IdemRecord) -> dict[str, object]:
 
 def _live(rec: IdemRecord, now: float) -> bool:
     return rec.expires is None or rec.expires > now
+
+
+def _clear_folder(path: str) -> None:
+    """Move a folder found under a record's name aside (kept for a look),
+    so that a record can be written there."""
+    if os.path.isdir(path):
+        move_aside(path)
+
+
+def _remove_record(path: str) -> None:
+    if os.path.isdir(path):
+        move_aside(path)
+    else:
+        os.unlink(path)
 
 
 class _Unreadable:
@@ -103,20 +119,23 @@ class FileIdempotencyStore:
     @staticmethod
     def _read(path: str) -> IdemRecord | _Unreadable | None:
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         try:
             chunks = [os.read(fd, 65536)]
             while chunks[-1]:  # until EOF (a large result, or a short read)
                 chunks.append(os.read(fd, 65536))
+        except IsADirectoryError:
+            warn_damaged(path, "a folder, not a record", "read as absent; the work reruns")
+            return _UNREADABLE
         finally:
             os.close(fd)
-        raw = b"".join(chunks)
         try:
-            return IdemRecord(**_json.loads(raw))
-        except (ValueError, TypeError):
-            return _UNREADABLE  # a damaged record reads as absent: the work reruns
+            return IdemRecord(**idem_record_fields(_json.loads(b"".join(chunks)), _KNOWN))
+        except (ValueError, TypeError) as exc:  # damaged: reads as absent, the work reruns
+            warn_damaged(path, str(exc) or "not JSON", "read as absent; the work reruns")
+            return _UNREADABLE
 
     def _read_live(self, path: str, key: str | None, now: float) -> IdemRecord | None:
         rec = self._read(path)
@@ -236,6 +255,7 @@ class FileIdempotencyStore:
                     return existing
                 # absent, expired or damaged: under the lock nobody else can
                 # remove it, and a linker fails on an existing name
+                _clear_folder(path)
                 os.replace(tmp, path)
                 if sync:
                     fsync_dir(os.path.dirname(path))
@@ -264,6 +284,7 @@ class FileIdempotencyStore:
         try:
             for rec in records:
                 final = self._path_str(rec.key)
+                _clear_folder(final)
                 pairs.append((self._write_temp(final, rec, sync=False), final))
             if durable:
                 commit_files([(Path(tmp), Path(final)) for tmp, final in pairs])
@@ -281,7 +302,7 @@ class FileIdempotencyStore:
             return
         with self._locked(path):
             try:
-                os.unlink(path)
+                _remove_record(path)
             except FileNotFoundError:
                 return
         self._bump_generation()
@@ -302,7 +323,7 @@ class FileIdempotencyStore:
                 if rec is None or (isinstance(rec, IdemRecord) and _live(rec, now)):
                     continue
                 try:
-                    os.unlink(path)
+                    _remove_record(path)
                     removed += 1
                 except FileNotFoundError:
                     pass
