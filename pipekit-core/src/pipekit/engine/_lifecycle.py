@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -71,6 +72,10 @@ class Lifecycle:
         self.committer = committer
         self.checkpoints = StageCheckpoints(services.pipeline.name, services.backends.checkpoints)
         self._policies: dict[str, Policy] = {}
+        self.work_slots = threading.BoundedSemaphore(max(1, services.options.jobs))
+        """``--jobs`` bounds the processors at work at once; the pool has
+        more threads, so that the next stages are locked, decided and have
+        their context made while the running ones work."""
 
     # -- lock and decision ----------------------------------------------------
 
@@ -214,9 +219,15 @@ class Lifecycle:
         """Run the processor: in this thread, or in a worker process that
         can be killed at the stage's timeout."""
         policy = self.network_policy(stage)
-        if not needs_worker(stage):
-            run_in_process(stage, context, record_run=record_run, policy=policy)
-            return
+        with self.work_slots:
+            if not needs_worker(stage):
+                run_in_process(stage, context, record_run=record_run, policy=policy)
+                return
+            self._run_in_worker(stage, context, record_run, policy)
+
+    def _run_in_worker(
+        self, stage: Any, context: StageContext, record_run: RecordRun | None, policy: Policy
+    ) -> None:
         records = None
         if record_run is not None:
             self.services.hashcache.save()  # a resumed run must not hash the inputs again
