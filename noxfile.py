@@ -32,7 +32,13 @@ PYTHON = ["3.11"]
 # the extra missing block the import themselves)
 PACKAGE_DIRS = ["pipekit-core", "pipekit-stages", "pipekit-backend-redis", "examples/plugin-reverse"]
 PACKAGES = [arg for d in PACKAGE_DIRS for arg in ("-e", d + ("[crypto]" if d == "pipekit-core" else ""))]
-TEST_DEPS = ["pytest>=8", "hypothesis>=6", "pytest-timeout>=2.2", "fakeredis[lua]>=2.20"]
+TEST_DEPS = [
+    "pytest>=8",
+    "hypothesis>=6",
+    "pytest-timeout>=2.2",
+    "fakeredis[lua]>=2.20",
+    "import-linter>=2.1",  # the layering contract (tests/test_layers.py)
+]
 SOURCES = [
     "pipekit-core/src/pipekit",
     "pipekit-stages/src/pipekit_stages",

@@ -57,3 +57,29 @@ def test_a_stage_deferred_for_its_lock_and_done_elsewhere_lets_its_dependents_ru
     assert statuses["x"][0] == "skipped", statuses
     assert statuses["y"][0] == "ok", statuses
     assert project.read("y.txt") == "data\n"
+
+
+def test_a_runner_waits_past_its_lock_timeout_for_a_holder_that_is_alive(
+    project: Project,
+) -> None:
+    """Issue 20 item 6: runner B waits for a stage that runner A is working
+    on, past B's --lock-timeout, because A is alive (it used to fail with
+    exit 3 after the timeout); then B finds the stage done."""
+    project.write("in.txt", "data\n")
+    slow = dict(X, params={"cmd": "touch x.started && sleep 4 && cp {input} {output}"})
+    _write(project, "pipekit.toml", [slow, Y])
+    a = project.popen("run", "--json")
+    deadline = time.monotonic() + 60
+    while not (project.root / "x.started").exists():
+        assert a.poll() is None, a.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    b = project.popen("run", "--json", "--lock-timeout", "1")
+    out_b, err_b = b.communicate(timeout=120)
+    out_a, err_a = a.communicate(timeout=120)
+    assert a.returncode == 0, err_a
+    assert b.returncode == 0, err_b
+    assert "alive and at work: waiting on" in err_b
+    statuses = {s["name"]: s["status"] for s in json.loads(out_b)["stages"]}
+    assert statuses["x"] == "skipped"
+    assert project.read("x.txt") == "data\n"
