@@ -1,11 +1,21 @@
-"""A file checkpoint byte store: ``<root>/<namespace>/<id>``, atomic puts."""
+"""A file checkpoint byte store: ``<root>/<namespace>/<id>``, atomic puts.
+
+``namespace_lock(namespace)`` serializes the writers of a namespace across processes:
+an OS lock (portalocker) on the namespace's folder itself (no lock file is
+left behind), which the OS frees when its holder dies. :class:`pipekit.CheckpointManager` holds it
+around every change of a namespace (blob, index, deletions), so a save that
+returns is in the index whoever else writes.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from .._portalocker import portalocker as _portalocker
 from ..atomic import TEMP_MARK, atomic_write_bytes
 
 __all__ = ["FileCheckpointStore"]
@@ -56,3 +66,28 @@ class FileCheckpointStore:
             os.unlink(self._path(namespace, id))
         except FileNotFoundError:
             pass
+
+    @contextmanager
+    def namespace_lock(self, namespace: str, *, shared: bool = False) -> Iterator[None]:
+        """Hold the namespace's lock (its folder's): exclusive (a writer) or
+        ``shared`` (a reader: it sees no blob deleted under it). A reader of
+        a namespace that has no folder yet reads without one."""
+        portalocker = _portalocker()
+        folder = self.root / _check(namespace, "namespace")
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | getattr(os, "O_DIRECTORY", 0)
+        if not shared:
+            folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(folder, flags)
+        except FileNotFoundError:
+            if not shared:
+                raise
+            fd = -1
+        if fd < 0:
+            yield
+            return
+        try:
+            portalocker.lock(fd, portalocker.LOCK_SH if shared else portalocker.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor lets the lock go

@@ -15,9 +15,10 @@ only complete blobs; a blob written but not yet indexed is garbage, removed
 by the next save of a manager or by ``prune`` (or overwritten: its number is
 the next one handed out).
 
-One writer per namespace at a time (the runner holds the stage's lock); a
-manager re-reads the index before each operation, so managers in other
-processes see each other's saves.
+One writer per namespace at a time: every change is made under the store's
+namespace lock when it has one (``namespace_lock``; the file store's is an
+OS lock), and a manager re-reads the index under it before each operation,
+so writers in other processes never lose each other's saves.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -173,6 +175,23 @@ class CheckpointManager:
 
     def __repr__(self) -> str:
         return f"CheckpointManager({self.namespace!r})"
+
+    # -- the namespace lock --------------------------------------------------
+
+    @contextmanager
+    def _namespace_lock(self, *, shared: bool = False) -> Iterator[None]:
+        """Hold the store's lock of the namespace (exclusive for a change,
+        ``shared`` for a read), when the store has one
+        (``namespace_lock(namespace, shared=...)``, a context manager): with
+        it, writers in several processes never lose or damage each other's
+        saves. A store without one relies on its callers to write one at a
+        time (the runner does: it holds the stage's lock)."""
+        hook = getattr(self.store, "namespace_lock", None)
+        if hook is None:
+            yield
+            return
+        with hook(self.namespace, shared=shared):
+            yield
 
     # -- the index -----------------------------------------------------------
 
@@ -343,7 +362,7 @@ class CheckpointManager:
             raise CheckpointStateError(
                 f"checkpoint metadata must be JSON-shaped (a dict with str keys): {exc}"
             ) from None
-        with self._lock:
+        with self._lock, self._namespace_lock():
             index = self._read_index().copy()
             if not self._swept:
                 self._sweep(index)
@@ -556,7 +575,7 @@ class CheckpointManager:
 
     def load_info(self, id: str | None = None, *, type: Any = None) -> Loaded:
         """Like :meth:`load`, with the checkpoint's info and what was skipped."""
-        with self._lock:
+        with self._lock, self._namespace_lock(shared=True):
             index = self._read_index()
             skipped: list[tuple[str, str]] = []
             if id is None or id == LATEST:
@@ -661,7 +680,7 @@ class CheckpointManager:
         stored bytes, header checksum and fields) and that every delta's
         chain of bases is whole. ``id``: that checkpoint and its bases; None:
         all, hidden ones too, and list orphan blobs. Decrypts nothing."""
-        with self._lock:
+        with self._lock, self._namespace_lock(shared=True):
             index = self._read_index()
             if id is None:
                 targets = list(index.entries.values())
@@ -708,7 +727,7 @@ class CheckpointManager:
         (rewritten as full checkpoints), so they stay loadable; a dependent
         that cannot be rebuilt (its chain is damaged) is deleted too. Returns
         the ids deleted."""
-        with self._lock:
+        with self._lock, self._namespace_lock():
             index = self._read_index().copy()
             e = index.find(id)
             if e is None:
@@ -788,7 +807,7 @@ class CheckpointManager:
         orphan blobs. Never deletes the newest checkpoint or a base that a
         kept delta needs."""
         policy = self.retention if retention is None else Retention.from_options(retention)
-        with self._lock:
+        with self._lock, self._namespace_lock(shared=dry_run):
             index = self._read_index().copy()
             seqs = doomed(index.entries.values(), policy, time.time())
             orphans = self._orphans(index)
@@ -803,7 +822,7 @@ class CheckpointManager:
 
     def clear(self) -> None:
         """Delete every checkpoint of the namespace (the index first)."""
-        with self._lock:
+        with self._lock, self._namespace_lock():
             ids = self.store.list(self.namespace)
             if INDEX_ID in ids:
                 self.store.delete(self.namespace, INDEX_ID)
