@@ -7,6 +7,9 @@ from typing import Any
 
 import attrs
 
+from .record_checkpoint import RecordCheckpoint, namespace_for
+from .stage import Checkpoint
+
 __all__ = ["StageStatus", "plan", "resume_point", "describe_resume"]
 
 
@@ -28,9 +31,6 @@ class StageStatus:
 def resume_point(store: Any, pipeline: str, stage: str, fingerprint: str) -> dict[str, Any] | None:
     """What a stage's checkpoint for ``fingerprint`` says it will resume
     from, or None when it has none (read only: nothing is deleted)."""
-    from .record_checkpoint import RecordCheckpoint, namespace_for
-    from .stage import Checkpoint
-
     namespace = namespace_for(pipeline, stage)
     state = RecordCheckpoint(store, namespace, fingerprint).peek()
     if state is not None:

@@ -7,6 +7,7 @@ import argparse
 import os
 from typing import Any
 
+from .. import netns, netscan
 from ..errors import EXIT_FAILED, EXIT_OK
 from ._common import add_common, add_file, load, print_json
 
@@ -39,8 +40,6 @@ def _display(path: str | None) -> str | None:
 
 def report(pipeline: Any) -> dict[str, Any]:
     """The check's findings for every stage, as JSON-shaped data."""
-    from .. import netns, netscan
-
     net = pipeline.network
     stages = []
     problems = 0

@@ -6,6 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..backends.assemble import build_backends
+from ..config import DEFAULT_FILES
+from ..doctor import FAIL, WARN, gather
+from ..errors import EXIT_FAILED, EXIT_OK, ConfigError
+from ..pipeline import load_pipeline
+from ..plugins import load_registry
 from ._common import add_common, add_file, print_json
 
 
@@ -29,15 +35,10 @@ def add_parser(sub: Any) -> None:
 def _backend(args: argparse.Namespace) -> tuple[str, dict[str, Any], Path, Any]:
     """(name, options, state dir, registry): from the pipeline file when one
     is named or found here, else from ``--backend`` alone."""
-    from ..config import DEFAULT_FILES
-    from ..plugins import load_registry
-
     file = args.file
     if file is None:
         file = next((Path(n) for n in DEFAULT_FILES if Path(n).is_file()), None)
     if file is not None:
-        from ..pipeline import load_pipeline
-
         registry = load_registry()
         pipeline = load_pipeline(file, registry, backend_override=args.backend, check_inputs=False)
         b = pipeline.backend
@@ -45,17 +46,11 @@ def _backend(args: argparse.Namespace) -> tuple[str, dict[str, Any], Path, Any]:
     registry = load_registry()
     name = args.backend or "file"
     if name not in registry.backend_names():
-        from ..errors import ConfigError
-
         raise ConfigError(f"--backend: {registry.unknown_backend_message(name)}")
     return name, {}, Path(".pipekit").resolve(), registry
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..doctor import FAIL, WARN, gather
-    from ..errors import EXIT_FAILED, EXIT_OK
-    from ..runner import build_backends
-
     name, options, state_dir, registry = _backend(args)
     backends = build_backends(registry, name, options, state_dir, connect=False)
     checks = gather(backends)

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import EXIT_OK
+from ..plugins import load_registry
 from ._common import add_common, print_json
 
 
@@ -21,8 +22,6 @@ def add_parser(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..plugins import load_registry
-
     registry = load_registry()
     if args.json:
         print_json(registry.to_json(), indent=True)

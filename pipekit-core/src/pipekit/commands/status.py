@@ -6,8 +6,13 @@ import argparse
 from typing import Any
 
 from .. import plancache
+from ..backends.assemble import make_backends
 from ..config import find_pipeline_file
 from ..errors import EXIT_OK
+from ..fingerprint import Evaluator
+from ..hashcache import HashCache
+from ..state import RunnerState
+from ..status import plan
 from ._common import add_common, add_file, load, print_json
 
 
@@ -32,12 +37,6 @@ def print_plan(
     *,
     dry_run: bool,
 ) -> int:
-    from ..fingerprint import Evaluator
-    from ..hashcache import HashCache
-    from ..runner import make_backends
-    from ..state import RunnerState
-    from ..status import plan
-
     backends = make_backends(registry, pipeline)
     state = RunnerState(pipeline.state_dir)
     cache = HashCache(pipeline.state_dir / "hashcache.json")
