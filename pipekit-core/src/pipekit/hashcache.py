@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import _json
 from .atomic import atomic_write_bytes
+from .private_files import make_private_dir
 from .stored_shapes import DamagedRecord, check_hash_entry, move_aside, warn_damaged
 
 log = logging.getLogger("pipekit.state")
@@ -161,6 +162,7 @@ class HashCache:
         try:
             if self.path.is_dir():
                 move_aside(self.path)  # damaged (warned at load): kept for a look
+            make_private_dir(self.path.parent)
             atomic_write_bytes(self.path, data, durable=False, mode=0o600)
         except OSError as exc:  # a read-only or full disk: the next run re-reads
             log.warning("could not save the hash cache %s: %s", self.path, exc.strerror or exc)

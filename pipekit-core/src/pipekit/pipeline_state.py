@@ -38,6 +38,7 @@ import orjson
 
 from .atomic import TEMP_MARK, sync_files, unlink_quietly
 from .errors import StateError, StateReadError, StateValidationError
+from .private_files import FILE_MODE, make_private_dir
 from .state_lock import HOST, StateLock
 from .state_log import StateLogEntry, append_entry, last_content_checksum, read_log
 
@@ -546,10 +547,10 @@ class PipelineState:
         except OSError:
             mode = None
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         except FileNotFoundError:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            make_private_dir(self.path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             if mode is not None:
                 os.fchmod(fd, mode)  # keep the permissions the file had
@@ -597,7 +598,7 @@ class PipelineState:
             if self.backup_dir.is_dir():
                 self._copy(dest, old_raw)  # the file itself went (not through us)
             else:
-                self.backup_dir.mkdir(parents=True, exist_ok=True)
+                make_private_dir(self.backup_dir)
                 self._link_or_copy(dest, old_raw)
         except FileExistsError:
             raise
@@ -605,10 +606,10 @@ class PipelineState:
             self._copy(dest, old_raw)
 
     def _copy(self, dest: Path, old_raw: bytes) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(dest.parent)
         tmp = dest.with_name(f".{TEMP_MARK}backup")
         unlink_quietly(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             os.write(fd, old_raw)
             os.fsync(fd)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StateLockError
+from .private_files import FILE_MODE, make_private_dir
 
 __all__ = ["StateLock", "HOST", "describe_holder"]
 
@@ -38,10 +39,10 @@ class StateLock:
 
     def acquire(self, *, exclusive: bool) -> None:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         except FileNotFoundError:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            make_private_dir(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         except PermissionError:
             if exclusive:
                 raise

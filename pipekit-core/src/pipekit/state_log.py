@@ -19,6 +19,7 @@ import attrs
 import orjson
 
 from .atomic import fsync_dir
+from .private_files import FILE_MODE
 
 __all__ = ["StateLogEntry", "append_entry", "read_log", "last_content_checksum"]
 
@@ -68,7 +69,7 @@ def append_entry(path: Path, entry: StateLogEntry, *, sync: bool = True) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_APPEND)
     except FileNotFoundError:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         created = True
     try:
         size = os.fstat(fd).st_size

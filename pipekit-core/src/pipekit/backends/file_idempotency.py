@@ -45,6 +45,7 @@ from ..atomic import (
     temp_name_for,
     unlink_quietly,
 )
+from ..private_files import FILE_MODE, make_private_dir
 from ..stored_shapes import idem_record_fields, move_aside, warn_damaged
 from .protocols import IdemRecord
 
@@ -150,10 +151,10 @@ class FileIdempotencyStore:
         tmp = f"{shard}/{temp_name_for(name)}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = os.open(tmp, flags, 0o644)
+            fd = os.open(tmp, flags, FILE_MODE)
         except FileNotFoundError:
-            os.makedirs(shard, exist_ok=True)
-            fd = os.open(tmp, flags, 0o644)
+            make_private_dir(shard)
+            fd = os.open(tmp, flags, FILE_MODE)
         try:
             data = memoryview(_json.dumps(_as_dict(rec)))
             while data:
@@ -180,10 +181,10 @@ class FileIdempotencyStore:
             portalocker = _portalocker()
             lock_path = f"{shard}/{LOCK_FILE}"
             try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
             except FileNotFoundError:
-                os.makedirs(shard, exist_ok=True)
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                make_private_dir(shard)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
             with os.fdopen(fd, "r+b", buffering=0) as fh:
                 portalocker.lock(fh, portalocker.LOCK_EX)
                 try:
@@ -350,5 +351,8 @@ class FileIdempotencyStore:
 
     def _bump_generation(self) -> None:
         atomic_write_bytes(
-            self.root / GENERATION_FILE, os.urandom(8).hex().encode(), durable=self.durable
+            self.root / GENERATION_FILE,
+            os.urandom(8).hex().encode(),
+            durable=self.durable,
+            mode=FILE_MODE,
         )
