@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from . import __version__
 from .commands import COMMANDS
 from .commands._common import add_common, error
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, PipekitError
+from .logfmt import JsonFormatter
 
 __all__ = ["main", "build_parser"]
 
@@ -73,8 +73,6 @@ def _setup_logging(args: argparse.Namespace) -> None:
         level = logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     if args.log_format == "json":
-        from .logfmt import JsonFormatter
-
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("pipekit: %(levelname)s: %(message)s"))
@@ -100,43 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     except PipekitError as exc:
         error(str(exc))
         return exc.exit_code
+    except OSError as exc:  # a read-only or full disk: one line, not a traceback
+        from .errors import storage_error
+
+        failure = storage_error(exc)
+        if failure is None:
+            raise
+        error(str(failure))
+        return failure.exit_code
     except KeyboardInterrupt:
         error("interrupted")
         return EXIT_INTERRUPTED
 
 
 def entry() -> None:
-    """The ``pipekit`` console script and ``python -m pipekit``: :func:`main`,
-    then a quick exit.
-
-    When nothing but the main thread is left, the process ends right after
-    the ``atexit`` handlers (logging's, plugins') and a flush of stdout and
-    stderr, skipping the interpreter's teardown: freeing every object of a
-    large plan one by one costs a short run about 20 ms and changes nothing
-    (Python does not promise ``__del__`` for objects alive at exit).
-    Programs that call :func:`main` themselves keep the usual exit.
-
-    The cyclic garbage collector runs less often here: a run allocates a
-    plan of long-lived objects (thousands for a large pipeline) and makes
-    little cyclic garbage, and the default threshold (a young collection
-    every 700 allocations) walks the plan over and over while it is built,
-    about 5 ms of a short run. Collections still happen."""
-    import gc
-
-    gc.set_threshold(50_000, 20, 20)
-    code = main()
-    import threading
-
-    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
-        sys.exit(code)  # let the interpreter join them, as usual
-    import atexit
-
-    try:
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # a closed pipe: nothing more to say
-                pass
-        os._exit(code)
+    """The ``pipekit`` console script and ``python -m pipekit``."""
+    sys.exit(main())
