@@ -5,6 +5,7 @@ temp files a SIGKILLed writer leaves in the store are swept and reported
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from pipekit import CheckpointManager
+from pipekit.atomic import TEMP_MARK
 from pipekit.backends.file_checkpoint import FileCheckpointStore
 
 NS = "shared.ns"
@@ -73,3 +75,74 @@ def test_concurrent_writers_lose_and_damage_nothing(tmp_path: Path) -> None:
     assert {(e.metadata["writer"], e.metadata["i"]) for e in entries} == {
         (w, i) for w in range(WRITERS) for i in range(SAVES)
     }
+
+
+KILLED = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from pipekit.backends.file_checkpoint import FileCheckpointStore
+    from pipekit.checkpoints import CheckpointManager
+
+    m = CheckpointManager(FileCheckpointStore(Path(sys.argv[1])), "shared.ns",
+                          compression=None, deltas=False, retention={"keep_last": 2})
+    big = bytes(range(256)) * (64 * 1024)  # 16 MiB: each put takes a while
+    i = 0
+    while True:
+        m.save(big[i % 256:] + bytes([i % 256]), metadata={"i": i})
+        if i == 0:
+            print("saving", flush=True)
+        i += 1
+    """
+)
+
+
+def leftover_temps_of_a_killed_writer(root: Path) -> list[str]:
+    """SIGKILL a process in the middle of its saves until it leaves temp
+    files in the namespace (a kill lands inside a put most of the time)."""
+    folder = root / NS
+    for attempt in range(40):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED, str(root)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "saving"
+        time.sleep(0.05 + 0.01 * attempt)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        temps = sorted(p.name for p in folder.iterdir() if TEMP_MARK in p.name)
+        if temps:
+            return temps
+    raise AssertionError("no kill landed inside a put in 40 tries")
+
+
+def test_temp_files_a_killed_writer_left_are_reported_and_swept(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    temps = leftover_temps_of_a_killed_writer(root)
+    store = FileCheckpointStore(root)
+    manager = CheckpointManager(store, NS, compression=None, deltas=False)
+    report = manager.verify()
+    assert report.ok  # what the index names is intact
+    assert report.temps == temps
+    assert report.to_json()["temps"] == temps
+    dry = manager.prune(dry_run=True)
+    assert dry.temps == temps
+    assert sorted(p.name for p in (root / NS).iterdir() if TEMP_MARK in p.name) == temps
+    done = manager.prune()
+    assert done.temps == temps and done.to_json()["temps"] == temps
+    assert [p.name for p in (root / NS).iterdir() if TEMP_MARK in p.name] == []
+    assert manager.verify().temps == []
+    latest = manager.load()
+    assert (
+        isinstance(latest, bytes)
+        and len(latest) == 16 * 1024 * 1024 - (manager.info().metadata["i"] % 256) + 1
+    )
+
+
+def test_the_first_save_of_a_manager_sweeps_leftover_temps(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    leftover_temps_of_a_killed_writer(root)
+    manager = CheckpointManager(FileCheckpointStore(root), NS)
+    manager.save({"after": True})
+    assert [p.name for p in (root / NS).iterdir() if TEMP_MARK in p.name] == []
+    assert manager.load() == {"after": True}

@@ -4,11 +4,14 @@
 an OS lock (portalocker) on the namespace's folder itself (no lock file is
 left behind), which the OS frees when its holder dies. :class:`pipekit.CheckpointManager` holds it
 around every change of a namespace (blob, index, deletions), so a save that
-returns is in the index whoever else writes.
+returns is in the index whoever else writes. So, too, a temp file found in a
+namespace while its lock is held is one a killed writer left:
+``sweep_temps`` lists and removes those.
 """
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from collections.abc import Iterator
@@ -16,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .._portalocker import portalocker as _portalocker
-from ..atomic import TEMP_MARK, atomic_write_bytes
+from ..atomic import TEMP_MARK, atomic_write_bytes, unlink_quietly
 
 __all__ = ["FileCheckpointStore"]
 
@@ -91,3 +94,18 @@ class FileCheckpointStore:
             yield
         finally:
             os.close(fd)  # closing the descriptor lets the lock go
+
+    def sweep_temps(self, namespace: str, *, dry_run: bool = False) -> builtins.list[str]:
+        """Names of the temp files (blob and index puts) in the namespace,
+        removed unless ``dry_run``. Call it holding :meth:`namespace_lock`
+        (shared for a dry run): every put is made under the exclusive lock,
+        so what is found then was left by a writer killed mid-put."""
+        folder = self.root / _check(namespace, "namespace")
+        try:
+            names = sorted(n for n in os.listdir(folder) if TEMP_MARK in n)
+        except FileNotFoundError:
+            return []
+        if not dry_run:
+            for name in names:
+                unlink_quietly(folder / name)
+        return names

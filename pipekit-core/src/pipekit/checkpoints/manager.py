@@ -13,7 +13,8 @@ Order of every save: blob ``put`` -> index ``put`` -> deletion of what the
 index no longer names. A process killed anywhere leaves an index that names
 only complete blobs; a blob written but not yet indexed is garbage, removed
 by the next save of a manager or by ``prune`` (or overwritten: its number is
-the next one handed out).
+the next one handed out). So are the temp files of puts a killed writer
+left, in a store that can list them (``sweep_temps``); ``verify`` reports both.
 
 One writer per namespace at a time: every change is made under the store's
 namespace lock when it has one (``namespace_lock``; the file store's is an
@@ -557,12 +558,27 @@ class CheckpointManager:
                 out.append(sid)
         return out
 
+    def _temps(self, *, dry_run: bool) -> _StrList:
+        """Temp files of puts that a killed writer left in the store (removed
+        unless ``dry_run``), for a store that can tell (``sweep_temps``);
+        called under the namespace lock, when no put can be in flight."""
+        hook = getattr(self.store, "sweep_temps", None)
+        return list(hook(self.namespace, dry_run=dry_run)) if hook is not None else []
+
     def _sweep(self, index: Index) -> None:
         self._swept = True
         try:
             self._delete_blobs(self._orphans(index))
+            temps = self._temps(dry_run=False)
         except Exception as exc:
             log.warning("could not sweep orphan checkpoint blobs of %r: %s", self.namespace, exc)
+            return
+        if temps:
+            log.info(
+                "removed %d temp file(s) that a killed writer left in %r",
+                len(temps),
+                self.namespace,
+            )
 
     # -- loading -------------------------------------------------------------
 
@@ -679,7 +695,8 @@ class CheckpointManager:
         """Check blobs against their headers and the index (SHA-256 of the
         stored bytes, header checksum and fields) and that every delta's
         chain of bases is whole. ``id``: that checkpoint and its bases; None:
-        all, hidden ones too, and list orphan blobs. Decrypts nothing."""
+        all, hidden ones too, and list orphan blobs and the temp files of
+        puts a killed writer left. Decrypts nothing."""
         with self._lock, self._namespace_lock(shared=True):
             index = self._read_index()
             if id is None:
@@ -718,7 +735,8 @@ class CheckpointManager:
                                 break
                 items.append(VerifyItem(e.id, e.seq, problem is None, problem, e.hidden))
             orphans = self._orphans(index) if id is None else []
-            return VerifyReport(self.namespace, items, self.index_problem, orphans)
+            temps = self._temps(dry_run=True) if id is None else []
+            return VerifyReport(self.namespace, items, self.index_problem, orphans, temps)
 
     # -- deleting ------------------------------------------------------------
 
@@ -804,13 +822,14 @@ class CheckpointManager:
 
     def prune(self, retention: Any = None, *, dry_run: bool = False) -> PruneResult:
         """Apply ``retention`` (default: the manager's policy) and remove
-        orphan blobs. Never deletes the newest checkpoint or a base that a
+        orphan blobs and temp files a killed writer left. Never deletes the newest checkpoint or a base that a
         kept delta needs."""
         policy = self.retention if retention is None else Retention.from_options(retention)
         with self._lock, self._namespace_lock(shared=dry_run):
             index = self._read_index().copy()
             seqs = doomed(index.entries.values(), policy, time.time())
             orphans = self._orphans(index)
+            temps = self._temps(dry_run=dry_run)
             gone = [index.entries[s] for s in sorted(seqs)]
             if not dry_run:
                 for s in seqs:
@@ -818,7 +837,8 @@ class CheckpointManager:
                 if seqs or self.index_problem:
                     self._write_index(index)
                 self._delete_blobs([*(g.blob for g in gone), *orphans])
-            return PruneResult(self.namespace, [g for g in gone if not g.hidden], orphans, dry_run)
+            deleted = [g for g in gone if not g.hidden]
+            return PruneResult(self.namespace, deleted, orphans, dry_run, temps)
 
     def clear(self) -> None:
         """Delete every checkpoint of the namespace (the index first)."""

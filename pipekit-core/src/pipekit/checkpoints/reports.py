@@ -45,12 +45,15 @@ class VerifyReport:
     """Per checkpoint: whether its blob verifies and its delta chain is
     whole. ``index_problem`` says when the index was damaged (it was then
     rebuilt from the blobs' headers); ``orphans`` are blobs no entry points
-    at (left by an interrupted save; ``prune`` removes them)."""
+    at (left by an interrupted save; ``prune`` removes them); ``temps`` are
+    temp files of puts a killed writer left in the store (``prune`` and the
+    next save remove them)."""
 
     namespace: str
     items: list[VerifyItem]
     index_problem: str | None = None
     orphans: list[str] = attrs.field(factory=list)
+    temps: list[str] = attrs.field(factory=list)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +69,7 @@ class VerifyReport:
             "ok": self.ok,
             "index_problem": self.index_problem,
             "orphans": list(self.orphans),
+            "temps": list(self.temps),
             "checkpoints": [i.to_json() for i in self.items],
         }
 
@@ -76,6 +80,8 @@ class PruneResult:
     deleted: list[CheckpointInfo]
     orphans: list[str]
     dry_run: bool = False
+    temps: list[str] = attrs.field(factory=list)
+    """Temp files a killed writer left (removed unless ``dry_run``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,6 +89,7 @@ class PruneResult:
             "dry_run": self.dry_run,
             "deleted": [e.id for e in self.deleted],
             "orphans": list(self.orphans),
+            "temps": list(self.temps),
         }
 
 

@@ -319,6 +319,11 @@ def _verify(args: argparse.Namespace, targets: list[_Target]) -> int:
             print(
                 f"note     {t.label()}: {len(r.orphans)} orphan blob(s); 'pipekit checkpoints prune' removes them"
             )
+        if r.temps:
+            print(
+                f"note     {t.label()}: {len(r.temps)} temp file(s) left by a killed writer; "
+                "'pipekit checkpoints prune' removes them"
+            )
     bad = sum(len(r.damaged) + (r.index_problem is not None) for _t, r in reports)
     if bad:
         print(f"{bad} problem(s) in {total} checkpoint(s)", file=sys.stderr)
@@ -397,6 +402,8 @@ def _prune(args: argparse.Namespace, targets: list[_Target], pipeline: Any, lock
             ids = ", ".join(e.id for e in r.deleted) or "no checkpoints"
             extra = f" and {len(r.orphans)} orphan blob(s)" if r.orphans else ""
             print(f"{t.label()}: {verb} {ids}{extra}")
+        if r.temps:
+            print(f"{t.label()}: {verb} {len(r.temps)} temp file(s) left by a killed writer")
     n = sum(len(r.deleted) for _t, r in results)
     o = sum(len(r.orphans) for _t, r in results)
     print(f"{verb} {n} checkpoint(s) and {o} orphan blob(s) ({policy.describe()})")
