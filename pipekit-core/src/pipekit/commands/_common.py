@@ -20,7 +20,24 @@ __all__ = [
     "load",
     "load_for_run",
     "install_signal_handlers",
+    "printable",
 ]
+
+# Characters a terminal acts on instead of showing: C0 and C1 controls (ESC,
+# CSI, BEL, backspace, carriage return...), DEL, the bidirectional
+# overrides and isolates that reorder what is shown around them, and the
+# line and paragraph separators.
+_UNSAFE = frozenset(
+    [
+        *range(0x20),
+        *range(0x7F, 0xA0),
+        0x2028,
+        0x2029,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    ]
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def add_file(p: argparse.ArgumentParser) -> None:
@@ -63,6 +80,23 @@ def add_common(p: argparse.ArgumentParser) -> None:
         default=False if top else argparse.SUPPRESS,
         help="print only errors",
     )
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on written as an
+    escape (``\\x1b``, ``\\n``, ``\\u202e``), so that data from a record (a
+    dead letter, an idempotency key) cannot retitle, clear or rewrite the
+    terminal; printable characters, any script, stay as they are."""
+    if text.isprintable():
+        return text
+    return "".join(_escape(ch) if ord(ch) in _UNSAFE else ch for ch in text)
+
+
+def _escape(ch: str) -> str:
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def error(message: str) -> None:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, ConfigError
-from ._common import add_common, add_file, load, load_for_run, print_json
+from ._common import add_common, add_file, load, load_for_run, print_json, printable
 
 
 def add_parser(sub: Any) -> None:
@@ -48,8 +48,31 @@ def _one_line(text: str, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _show(letter: Any) -> None:
+    """One dead letter for people. Everything from the record is printed
+    with the characters a terminal acts on escaped (a poison record must not
+    retitle or clear the terminal)."""
+    from ..dlq import record_text
+
+    print(
+        f"dead letter {letter.id} of stage {printable(letter.stage)!s} "
+        f"(pipeline {printable(letter.pipeline)})"
+    )
+    print(f"  input:        {printable(letter.input)}, line {letter.line}, byte {letter.offset}")
+    print(f"  run:          {printable(letter.run_id)}")
+    print(f"  error:        {printable(f'{letter.error_type}: {letter.message}')}")
+    print(f"  attempts:     {letter.attempts}")
+    print(f"  first failed: {_when(letter.first_failed)}")
+    print(f"  last failed:  {_when(letter.last_failed)}")
+    print(f"  format:       {printable(letter.format)}")
+    print(f"  record:       {printable(record_text(letter))}")
+    print("  traceback:")
+    for line in letter.traceback.rstrip().splitlines():
+        print(f"    {printable(line)}")
+
+
 def main(args: argparse.Namespace) -> int:
-    from ..dlq import letter_json, record_text, recover_intents
+    from ..dlq import letter_json, recover_intents
 
     command = getattr(args, "dlq_command", None)
     if command is None:
@@ -81,18 +104,7 @@ def main(args: argparse.Namespace) -> int:
         if args.json:
             print_json(letter_json(letter, traceback=True))
             return EXIT_OK
-        print(f"dead letter {letter.id} of stage {letter.stage!r} (pipeline {letter.pipeline})")
-        print(f"  input:        {letter.input}, line {letter.line}, byte {letter.offset}")
-        print(f"  run:          {letter.run_id}")
-        print(f"  error:        {letter.error_type}: {letter.message}")
-        print(f"  attempts:     {letter.attempts}")
-        print(f"  first failed: {_when(letter.first_failed)}")
-        print(f"  last failed:  {_when(letter.last_failed)}")
-        print(f"  format:       {letter.format}")
-        print(f"  record:       {record_text(letter)}")
-        print("  traceback:")
-        for line in letter.traceback.rstrip().splitlines():
-            print(f"    {line}")
+        _show(letter)
         return EXIT_OK
     letters = store.list(pipeline.name, stage=args.stage)
     if args.json:
@@ -105,11 +117,11 @@ def main(args: argparse.Namespace) -> int:
     rows = [
         (
             str(x.id),
-            x.stage,
-            f"{x.input}:{x.line} (byte {x.offset})",
+            printable(x.stage),
+            printable(f"{x.input}:{x.line} (byte {x.offset})"),
             str(x.attempts),
             _when(x.last_failed),
-            _one_line(f"{x.error_type}: {x.message}"),
+            printable(_one_line(f"{x.error_type}: {x.message}")),
         )
         for x in letters
     ]
