@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,9 +36,9 @@ def test_child_is_born_in_the_namespace_and_the_thread_returns() -> None:
     tn = netns._ThreadNet()
     try:
         assert _thread_ns() == host  # back in the host's namespace at once
-        with tn.entered():
-            assert _thread_ns() != host
-            proc = subprocess.Popen(
+        assert tn.start(_thread_ns) != host  # its forker thread lives there
+        proc = tn.start(
+            lambda: subprocess.Popen(
                 [
                     sys.executable,
                     "-c",
@@ -47,6 +48,7 @@ def test_child_is_born_in_the_namespace_and_the_thread_returns() -> None:
                 stdout=subprocess.PIPE,
                 text=True,
             )
+        )
         assert _thread_ns() == host
         out, _ = proc.communicate()
         child_ns, ifaces = out.splitlines()
@@ -71,8 +73,11 @@ def test_the_namespace_has_its_own_loopback_not_the_hosts() -> None:
     )
     tn = netns._ThreadNet()
     try:
-        with tn.entered():
-            proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        proc = tn.start(
+            lambda: subprocess.Popen(
+                [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+            )
+        )
         out, _ = proc.communicate(timeout=30)
         assert out.split() == ["True", "inside-ok"]
         counters = tn.counters()
@@ -84,27 +89,44 @@ def test_the_namespace_has_its_own_loopback_not_the_hosts() -> None:
 
 def test_other_threads_keep_the_hosts_network() -> None:
     host = _ns()
-    seen: list[str] = []
-    inside = threading.Event()
-    release = threading.Event()
     tn = netns._ThreadNet()
-
-    def holder() -> None:
-        with tn.entered():
-            inside.set()
-            release.wait(10)
-
-    t = threading.Thread(target=holder)
-    t.start()
     try:
-        assert inside.wait(10)
-        seen.append(_thread_ns())  # this thread, while the other is inside
-        seen.append(_ns())  # the process's main thread
+        inside = tn.start(_thread_ns)
+        seen = [_thread_ns(), _ns()]  # this thread, the process's main thread
     finally:
-        release.set()
-        t.join()
         tn.close()
-    assert seen == [host, host]
+    assert inside != host and seen == [host, host]
+
+
+def test_commands_start_without_the_capabilities_to_leave_the_namespace() -> None:
+    """As root, the forker drops CAP_SYS_ADMIN (setns), CAP_SYS_PTRACE,
+    CAP_NET_ADMIN and CAP_SYS_MODULE for good: a command cannot enter the
+    host's namespace by its runner's /proc entry; this thread keeps them."""
+    tn = netns._ThreadNet()
+    try:
+        proc = tn.start(
+            lambda: subprocess.Popen(
+                ["nsenter", f"--net=/proc/{os.getpid()}/ns/net", "--", "true"],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+        _, err = proc.communicate(timeout=30)
+        status = tn.start(lambda: Path("/proc/thread-self/status").read_text())
+    finally:
+        tn.close()
+    # refused opening the runner's namespace (no CAP_SYS_PTRACE over a
+    # process with more capabilities) or entering it (no CAP_SYS_ADMIN)
+    assert proc.returncode != 0, err
+    assert "Permission denied" in err or "Operation not permitted" in err, err
+    dropped = 1 << 21 | 1 << 19 | 1 << 12 | 1 << 16
+    assert not _bounding(status) & dropped
+    with open("/proc/thread-self/status") as f:
+        assert _bounding(f.read()) & dropped == dropped  # the caller keeps them
+
+
+def _bounding(status: str) -> int:
+    return int(next(ln for ln in status.splitlines() if ln.startswith("CapBnd:")).split()[1], 16)
 
 
 def test_argv_enters_by_the_namespace_descriptor() -> None:
@@ -125,8 +147,7 @@ def test_each_thread_gets_its_own_namespace(monkeypatch: Any) -> None:
     def one() -> None:
         h = netns._holder()
         assert h.method == "setns"
-        with h.entered():  # type: ignore[union-attr]
-            names.append(_thread_ns())
+        names.append(h.start(_thread_ns))  # type: ignore[union-attr]
 
     threads = [threading.Thread(target=one) for _ in range(3)]
     for t in threads:
@@ -161,8 +182,7 @@ def test_counters_are_the_namespaces_not_the_hosts() -> None:
         before = tn.counters()
         _refused_udp(5)  # this thread is in the host's namespace
         assert tn.counters() == before
-        with tn.entered():
-            _refused_udp(3)
+        tn.start(lambda: _refused_udp(3))
         assert tn.counters()["loopback"] == before["loopback"] + 3
     finally:
         tn.close()

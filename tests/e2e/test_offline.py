@@ -594,3 +594,35 @@ def test_strict_isolation_fails_a_stage_whose_hidden_program_tried_the_network(
     assert "--allow-network hidden" in reason, reason
     reason = st["listed"]["reason"]
     assert st["listed"]["status"] == "failed" and "cannot let 10.0.0.0/8 in" in reason, reason
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("ip"),
+    reason="re-entering the host's namespace is a root's attack (Linux, with ip from iproute2)",
+)
+@pytest.mark.parametrize("method", METHODS)
+def test_an_isolated_command_cannot_reenter_the_hosts_namespace(
+    project: Project, method: str
+) -> None:
+    """As root, an isolated command that runs nsenter into the host's
+    network namespace (by PID 1's or its runner's) is refused: it has no
+    CAP_SYS_ADMIN to enter another namespace, and cannot gain it. Runs in a
+    namespace the test made, so a broken guard still reaches nothing."""
+    project.pipeline(
+        [
+            {
+                "name": name,
+                "uses": "shell",
+                "outputs": [f"{name}.txt"],
+                "params": {"cmd": f"nsenter --net=/proc/{pid}/ns/net ip -o link > {{output}}"},
+            }
+            for name, pid in (("pid1", "1"), ("runner", "$PPID"))
+        ]
+    )
+    code, summary, _ = run(project, "-k", in_netns=True, PIPEKIT_NETNS=method)
+    assert code == 1
+    for name in ("pid1", "runner"):
+        st = by_name(summary)[name]
+        assert st["status"] == "failed", st
+        assert "nsenter" in st["reason"], st
+        assert not (project.root / f"{name}.txt").exists()

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -118,9 +119,10 @@ class _Holder(_Namespace):
 
     def wrap(self, argv: Sequence[Any]) -> list[Any]:
         enter = [self.nsenter, "--target", str(self.pid), "--net"]
-        if self.userns:
+        if self.userns:  # capabilities of the user namespace only
             enter += ["--user", "--preserve-credentials"]
-        return [*enter, "--", *argv]
+            return [*enter, "--", *argv]
+        return [*enter, "--", *_without_capabilities(shutil.which("setpriv")), *argv]
 
     def counters(self) -> dict[str, int]:
         if self._counters is None:
@@ -144,6 +146,8 @@ def _setns_calls() -> Any:
         lib = ctypes.CDLL(None, use_errno=True)
         lib.unshare.argtypes = [ctypes.c_int]
         lib.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.prctl.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+        lib.capget.argtypes = lib.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         _libc = lib
     return _libc
 
@@ -158,7 +162,10 @@ def _os_error(call: str) -> OSError:
 class _ThreadNet(_Namespace):
     """A network namespace with only loopback, up, made by this thread with
     ``unshare(CLONE_NEWNET)``; the thread is back in the host's namespace
-    when this returns, and enters the new one only around a ``fork``."""
+    when this returns. Its commands are started by a thread of its own that
+    lives in the namespace without the capabilities to leave it (see
+    :func:`_forker`), so that a command, even as root, cannot enter the
+    host's namespace again."""
 
     method = "setns"
     can_enter = True
@@ -166,7 +173,8 @@ class _ThreadNet(_Namespace):
     def __init__(self) -> None:
         flags = os.O_RDONLY | os.O_CLOEXEC
         fds: list[int] = []  # closed when this is closed or collected
-        self._finalizer = weakref.finalize(self, _close_fds, fds)
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._finalizer = weakref.finalize(self, _release, fds, self._requests)
         home = getattr(_local, "isolation", None)
         if home is None:
             self.host_fd = os.open("/proc/thread-self/ns/net", flags)
@@ -185,6 +193,16 @@ class _ThreadNet(_Namespace):
         finally:
             self._leave()
         self.nsenter = shutil.which("nsenter")
+        self.setpriv = shutil.which("setpriv")
+        ready: list[BaseException | None] = []
+        threading.Thread(
+            target=_forker, args=(self.ns_fd, self._requests, ready), daemon=True
+        ).start()
+        try:
+            self.start(lambda: None)  # the forker is in place, or why not
+        except Unavailable:
+            self.close()
+            raise
 
     def _leave(self) -> None:
         """Back to where the thread lives: the host's namespace, or the one
@@ -194,16 +212,17 @@ class _ThreadNet(_Namespace):
         if _setns_calls().setns(fd, _CLONE_NEWNET) != 0:
             raise OSError(f"cannot return to the thread's network namespace: {_os_error('setns')}")
 
-    @contextlib.contextmanager
-    def entered(self) -> Iterator[None]:
-        """This thread in the namespace for the body (a ``fork`` in it makes
-        a child born there); back in the host's namespace after, always."""
-        if _setns_calls().setns(self.ns_fd, _CLONE_NEWNET) != 0:
-            raise _os_error("setns")
-        try:
-            yield
-        finally:
-            self._leave()
+    def start(self, call: Any) -> Any:
+        """``call()`` in the namespace's forker thread (a child it forks is
+        born in the namespace, without the capabilities to leave it): what
+        it returned, or its exception raised here."""
+        done = threading.Event()
+        box: list[Any] = []
+        self._requests.put((call, box, done))
+        done.wait()
+        if box[0]:
+            raise box[1]
+        return box[1]
 
     def alive(self) -> bool:
         return self._finalizer.alive
@@ -214,13 +233,114 @@ class _ThreadNet(_Namespace):
                 "nsenter not found (install util-linux): start the command with "
                 "IsolatedCommand.popen() instead of its argv"
             )
-        return [self.nsenter, f"--net=/proc/{os.getpid()}/fd/{self.ns_fd}", "--", *argv]
+        enter = [self.nsenter, f"--net=/proc/{os.getpid()}/fd/{self.ns_fd}", "--"]
+        return [*enter, *_without_capabilities(self.setpriv), *argv]
 
     def counters(self) -> dict[str, int]:
         return self._counters.read()
 
     def close(self) -> None:
         self._finalizer()
+
+
+# Capabilities an isolated command must not have: entering another
+# namespace (setns, mount: CAP_SYS_ADMIN), reaching into processes of other
+# users (CAP_SYS_PTRACE), moving a network interface into another namespace
+# (CAP_NET_ADMIN), and running kernel code (CAP_SYS_MODULE, CAP_BPF).
+_CAPABILITIES = {"sys_admin": 21, "sys_ptrace": 19, "net_admin": 12, "sys_module": 16, "bpf": 39}
+_PR_CAPBSET_DROP = 24
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+
+
+def _without_capabilities(setpriv: str | None) -> list[str]:
+    """The argv prefix that starts a program (as root) without
+    :data:`_CAPABILITIES`, in every set and for good; none for other users,
+    whose commands' capabilities are those of a user namespace."""
+    if os.geteuid() != 0:
+        return []
+    if not setpriv:
+        raise Unavailable(
+            "setpriv not found (install util-linux): as root, a command's argv needs it to "
+            "drop the capabilities that would let it leave its namespace; start the command "
+            "with IsolatedCommand.popen() instead"
+        )
+    names = ",".join(f"-{n}" for n in _CAPABILITIES if _capability_known(_CAPABILITIES[n]))
+    return [setpriv, f"--bounding-set={names}", f"--inh-caps={names}", "--"]
+
+
+def _capability_known(number: int) -> bool:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return number <= int(f.read())
+    except (OSError, ValueError):
+        return number <= 37
+
+
+def _drop_capabilities() -> None:
+    """Take :data:`_CAPABILITIES` out of the calling thread's bounding,
+    inheritable, permitted and effective sets, and clear its ambient set
+    (capabilities belong to a thread): what it starts can never have them."""
+    import ctypes
+
+    lib = _setns_calls()
+    for number in _CAPABILITIES.values():
+        if _capability_known(number) and lib.prctl(_PR_CAPBSET_DROP, number, 0, 0, 0) != 0:
+            raise _os_error("prctl(PR_CAPBSET_DROP)")
+    lib.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # (EINVAL before 4.3)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
+
+    header = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    data = (Data * 2)()
+    if lib.capget(ctypes.byref(header), data) != 0:
+        raise _os_error("capget")
+    for number in _CAPABILITIES.values():
+        word, bit = data[number // 32], ~(1 << (number % 32)) & 0xFFFFFFFF
+        word.effective &= bit
+        word.permitted &= bit
+        word.inheritable &= bit
+    if lib.capset(ctypes.byref(header), data) != 0:
+        raise _os_error("capset")
+
+
+def _forker(
+    ns_fd: int, requests: queue.SimpleQueue[Any], ready: list[BaseException | None]
+) -> None:
+    """The thread that starts a namespace's commands: it enters the
+    namespace, drops :data:`_CAPABILITIES` for good, then runs what it is
+    handed until handed None. Trusted: the guard of the stage that handed
+    a command has approved it."""
+    from .netguard import trusted
+
+    with trusted():
+        try:
+            if _setns_calls().setns(ns_fd, _CLONE_NEWNET) != 0:
+                raise _os_error("setns")
+            _drop_capabilities()
+            ready.append(None)
+        except OSError as exc:
+            ready.append(Unavailable(f"cannot start commands in the namespace: {exc}"))
+        while True:
+            item = requests.get()
+            if item is None:
+                return
+            call, box, done = item
+            try:
+                if ready[0] is not None:
+                    raise ready[0]
+                box[:] = [False, call()]
+            except BaseException as exc:
+                box[:] = [True, exc]
+            done.set()
+
+
+def _release(fds: list[int], requests: queue.SimpleQueue[Any]) -> None:
+    requests.put(None)  # the forker ends
+    _close_fds(fds)
 
 
 def _close_fds(fds: list[int]) -> None:
@@ -662,13 +782,14 @@ class IsolatedCommand:
 
     def popen(self, **kwargs: Any) -> subprocess.Popen[Any]:
         """Start the command: ``subprocess.Popen(argv, **kwargs)``, except
-        that an isolated command is started straight into its namespace
-        where the thread can enter it (as root), with no ``nsenter``."""
+        that an isolated command is started straight into its namespace,
+        with no ``nsenter``, where a thread can live there (as root: by the
+        namespace's forker thread, without the capabilities to leave it)."""
         holder = self._holder
         if holder is None or not holder.can_enter:
             return subprocess.Popen(self.argv, **kwargs)
-        with self._starting():
-            proc = subprocess.Popen(self.command, **kwargs)
+        self._open()
+        proc = holder.start(lambda: subprocess.Popen(self.command, **kwargs))
         self._started(proc.pid, bool(kwargs.get("start_new_session")))
         return proc
 
@@ -680,8 +801,8 @@ class IsolatedCommand:
         ``nsenter`` (:attr:`wrapped`)."""
         if self.wrapped:
             raise ValueError("this command starts through nsenter: use popen() or argv")
-        with self._starting():
-            pid = os.posix_spawn(path, self.command, env, **kwargs)
+        self._open()
+        pid = self._holder.start(lambda: os.posix_spawn(path, self.command, env, **kwargs))
         self._started(pid, bool(kwargs.get("setsid")))
         return pid
 
@@ -754,27 +875,6 @@ class IsolatedCommand:
         self._holder.live -= 1
         self._live = False
         return True
-
-    @contextlib.contextmanager
-    def _starting(self) -> Iterator[None]:
-        """Around starting the command itself (not through nsenter): the
-        guard lets this one start through, and an isolated command's thread
-        is in the namespace, so that the child is born there."""
-        self._open()
-        key = tuple(self.command)
-        guard = self._guard
-        fresh = guard is not None and key not in guard.approved
-        if fresh:
-            guard.approve(key)
-        try:
-            if self._holder is None:
-                yield
-            else:
-                with self._holder.entered():
-                    yield
-        finally:
-            if fresh:
-                guard.approved.discard(key)
 
     def _delta(self) -> dict[str, int]:
         if self._holder is None or self._before is None:
