@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import typing
 from typing import Any
 
+import attrs
 import pytest
 from conftest import Project
 
@@ -994,3 +996,62 @@ def test_bad_lock_timeout(proj: Project, value: str, expected: str) -> None:
     proj.pipeline([probe_stage(proj), upper_stage()])
     assert error_lines(proj.cli("run", "--lock-timeout", value)) == [f"--lock-timeout: {expected}"]
     assert_nothing_ran(proj)
+
+
+# -- values come out with the types their fields declare -----------------------
+# (behaviour once checked in tests/core/test_exact_structure.py, which went
+# with the second structuring engine: cattrs alone structures config now)
+
+
+def test_values_are_structured_into_their_declared_types() -> None:
+    from pipekit import config
+    from pipekit_stages.shell import ShellParams
+
+    raw = {
+        "name": "s",
+        "uses": "shell",
+        "inputs": ["a"],
+        "outputs": ["b"],
+        "params": {"cmd": "cp {input} {output}", "env": {"A": "1"}},
+        "retry": {"attempts": 3, "backoff": 1},
+        "timeout": 5,
+        "max_failures": "5%",
+    }
+    stage = config.structure_valid(raw, config.StageConfig)
+    assert type(stage.timeout) is float and stage.timeout == 5.0  # an integer for a float
+    assert type(stage.retry.backoff) is float and stage.retry == config.RetryPolicy(3, 1.0)
+    assert stage.inputs == ["a"] and stage.outputs == ["b"]
+    assert stage.max_failures == "5%"
+    params = config.structure_params(ShellParams, stage.params)
+    assert params == ShellParams(cmd="cp {input} {output}", env={"A": "1"})
+    assert config.unstructure_params(params) == {"cmd": "cp {input} {output}", "env": {"A": "1"}}
+
+
+@attrs.define
+class Odd:
+    pair: tuple[int, int] = (0, 0)
+    tags: frozenset[str] = frozenset()
+    mode: typing.Literal["a", "b"] = "a"
+
+
+def test_params_may_use_other_collection_types() -> None:
+    import pipekit
+    from pipekit import _json, config
+
+    odd = config.structure_params(Odd, {"pair": [1, 2], "tags": ["b", "a"], "mode": "b"})
+    assert odd == Odd((1, 2), frozenset({"a", "b"}), "b")
+    assert _json.canonical(config.unstructure_params(odd)) == (
+        b'{"mode":"b","pair":[1,2],"tags":["a","b"]}'
+    )
+    with pytest.raises(pipekit.ConfigError, match=r"^params, field 'pair': expected a list of 2"):
+        config.structure_params(Odd, {"pair": [1, 2, 3]})
+
+
+def test_a_table_of_strings_refuses_a_number() -> None:
+    import pipekit
+    from pipekit import config
+    from pipekit_stages.shell import ShellParams
+
+    with pytest.raises(pipekit.ConfigError) as info:
+        config.structure_params(ShellParams, {"cmd": "x", "env": {"A": 1}})
+    assert str(info.value) == "params, field 'env.A': expected a string, got an integer 1"

@@ -3,8 +3,6 @@
 TOML and JSON carry one schema. Structuring goes through cattrs with
 ``forbid_extra_keys`` so that a typo is an error, and every error is reported
 as one line naming the file, the stage and the field, before anything runs.
-Values that already have exactly their fields' types are built without
-cattrs, the same value it builds (:mod:`pipekit.exact_structure`).
 """
 
 from __future__ import annotations
@@ -461,7 +459,8 @@ _structure_lock = threading.RLock()
 
 
 def converter() -> Any:
-    """The strict cattrs converter used for config and processor params."""
+    """The strict cattrs converter used for config and processor params
+    (made once: it makes each class's structuring function once)."""
     global _converter
     if _converter is None:
         _converter = _make_converter()
@@ -799,14 +798,7 @@ def _structure(value: Any, cls: type, prefix: str) -> tuple[Any, list[tuple[str,
     instance is None when the value has the wrong shape or types; otherwise
     the problems are the validators' (the instance is still usable for
     further checks)."""
-    from . import exact_structure
-
     with _structure_lock:
-        # Most values fit as they are: built without cattrs (which is then
-        # not even imported), the same value it would build.
-        inst = exact_structure.structure(value, cls)
-        if inst is not exact_structure.NOT_EXACT:
-            return inst, []
         import cattrs
 
         # Structured with the validators on, a value that fits needs no
@@ -904,12 +896,7 @@ def unstructure_params(params: Any) -> Any:
     unstructures it: what a stage's canonical params are made of."""
     if params is None:
         return None
-    from . import exact_structure
-
-    plain = exact_structure.unstructure(params)
-    if plain is exact_structure.NOT_EXACT:
-        plain = converter().unstructure(params)
-    return plain
+    return converter().unstructure(params)
 
 
 def structure_params(params_cls: type | None, raw: dict[str, Any]) -> Any:
