@@ -196,8 +196,7 @@ def test_a_commands_closing_reading_opens_the_next_only_when_it_left_nothing_beh
 
     def started(argv: list[str]) -> Any:
         cmd = netns.isolate_command(argv)
-        pid = cmd.spawn(argv[0], os.environ, setsid=True)
-        os.waitpid(pid, 0)
+        cmd.popen(start_new_session=True).wait()
         cmd.check()
         return cmd
 

@@ -11,13 +11,15 @@ ways to make and enter one:
 
 - **setns** (as root, the default there): the thread makes the namespace
   with ``unshare(CLONE_NEWNET)`` and goes back to the host's with
-  ``setns``, keeping a descriptor of each. :meth:`IsolatedCommand.popen`
-  switches the thread into the namespace around the ``fork``, so the child
-  is born in it, then straight back (a namespace belongs to a thread, not
-  to the process: the runner's other threads, and this one's backend
-  connections, keep the host's network). That costs two system calls per
-  command, about 4 µs, and under a millisecond per thread to make the
-  namespace.
+  ``setns``, keeping a descriptor of each. A namespace belongs to a
+  thread, not to the process: the runner's other threads, and this one's
+  backend connections, keep the host's network. Each namespace has a
+  **forker** thread that lives in it and has dropped, for good, the
+  capabilities that would let a program leave it (``CAP_SYS_ADMIN`` for
+  ``setns``, ``CAP_SYS_PTRACE``, ``CAP_NET_ADMIN``, ``CAP_SYS_MODULE``,
+  ``CAP_BPF``); :meth:`IsolatedCommand.popen` has it start the command,
+  which is born in the namespace without them (a root command's
+  ``nsenter --net=/proc/1/ns/net`` is refused).
 - **nsenter** (other users, or ``PIPEKIT_NETNS=nsenter``): a **holder**, a
   tiny process made with ``unshare --net --map-root-user`` (a user
   namespace) or ``unshare --net``, holds the namespace; every command is
@@ -27,7 +29,13 @@ ways to make and enter one:
 
 A command started from :attr:`IsolatedCommand.argv` (a processor's own
 ``subprocess`` call) always goes through ``nsenter``: with setns, it enters
-the thread's namespace by its descriptor, ``/proc/<runner>/fd/<n>``.
+the thread's namespace by its descriptor, ``/proc/<runner>/fd/<n>``. As
+root (no user namespace) it then goes through ``setpriv``, which drops the
+same capabilities.
+
+:func:`isolate_thread` moves a processor's own thread into its namespace
+(``network.isolation = "strict"``, as root): all the processor then does
+and starts, through any API, has no network beyond that loopback.
 
 Because a thread runs one command at a time, the namespace's counters
 (``/proc/.../net/snmp``) tell what that command tried: routes it could not
@@ -773,13 +781,6 @@ class IsolatedCommand:
             self._open()
         return self._argv
 
-    @property
-    def wrapped(self) -> bool:
-        """True when the command starts through ``nsenter`` (so a program
-        that cannot be executed is reported by ``nsenter``, not by
-        :meth:`popen` raising ``OSError``)."""
-        return self._holder is not None and not self._holder.can_enter
-
     def popen(self, **kwargs: Any) -> subprocess.Popen[Any]:
         """Start the command: ``subprocess.Popen(argv, **kwargs)``, except
         that an isolated command is started straight into its namespace,
@@ -792,71 +793,6 @@ class IsolatedCommand:
         proc = holder.start(lambda: subprocess.Popen(self.command, **kwargs))
         self._started(proc.pid, bool(kwargs.get("start_new_session")))
         return proc
-
-    def spawn(self, path: str, env: Any, **kwargs: Any) -> int:
-        """Start the command with ``os.posix_spawn(path, command, env,
-        **kwargs)`` and return its pid: cheaper than :meth:`popen` (about
-        120 µs of the caller's CPU against 260 µs), for callers that wait
-        for the pid themselves. Not for a command that must start through
-        ``nsenter`` (:attr:`wrapped`)."""
-        if self.wrapped:
-            raise ValueError("this command starts through nsenter: use popen() or argv")
-        self._open()
-        pid = self._holder.start(lambda: os.posix_spawn(path, self.command, env, **kwargs))
-        self._started(pid, bool(kwargs.get("setsid")))
-        return pid
-
-    @property
-    def namespace(self) -> Any:
-        """What identifies where the command runs: the network namespace's
-        holder, or None for the host's network. Commands with equal values
-        may be started by one process living there (:meth:`popen_starter`)."""
-        return self._holder
-
-    def popen_starter(self, **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start this command, a long-lived process that starts other
-        commands of this :attr:`namespace` on request (the shell stage's
-        command starter), in the namespace: not counted among its live
-        commands, since its own work never reaches the network. Report
-        each command handed to it with :meth:`handed_to_starter`."""
-        proc = self.popen(**kwargs)
-        self._uncount_live()
-        return proc
-
-    def handed_to_starter(self, counted: bool = False) -> None:
-        """This command was handed to a starter process of its namespace
-        (it counts as live from now); once its pid is known, set
-        :meth:`ran_as`. ``counted``: the starter reads the namespace's
-        counters itself, just before and after the command, and they are
-        given with :meth:`counted_by_starter` (a starter that may start a
-        command the moment the one before ended must: a reading here could
-        no longer tell the two apart)."""
-        if counted and self._holder is not None:
-            # Not read here; and whatever the namespace's last reading was,
-            # this command will have run after it.
-            self._holder.last = None
-            self._before = self._after = None
-        else:
-            self._open()
-        self._count_live()
-
-    def counted_by_starter(self, before: tuple[bytes, bytes], after: tuple[bytes, bytes]) -> None:
-        """The namespace's ``snmp`` and ``snmp6`` files as read by the
-        starter just before the command started and after it ended (see
-        :meth:`handed_to_starter`); call before :meth:`check`."""
-        if self._holder is None:
-            return
-        if before == after:  # nothing counted at all changed: no need to parse
-            self._before = self._after = {"beyond": 0, "loopback": 0}
-        else:
-            self._before = counts_from(*before)
-            self._after = counts_from(*after)
-        self._uncount_live()
-
-    def ran_as(self, pid: int) -> None:
-        """The command ran as ``pid``, leading a session of its own; call
-        before :meth:`check`."""
-        self._group = pid
 
     def _started(self, pid: int, leads_group: bool) -> None:
         self._count_live()
@@ -878,12 +814,11 @@ class IsolatedCommand:
 
     def _delta(self) -> dict[str, int]:
         if self._holder is None or self._before is None:
-            self._uncount_live()  # (handed to a starter that gave no counts: it died)
             return {"beyond": 0, "loopback": 0}
         if self._after is None:
             self._after = after = self._holder.counters()
             holder = self._holder
-            # started by popen() or spawn(): its end may open the next count
+            # its end may open the next command's count
             if (
                 self._uncount_live()
                 and holder.live == 0
