@@ -36,6 +36,7 @@ from ..errors import (
     NonRetryable,
 )
 from . import codec
+from .claimant import gone_local_claimant, new_owner
 from .status import FAILED, PENDING, SUCCESS, IdempotencyStatus
 
 __all__ = [
@@ -53,7 +54,6 @@ DEFAULT_TTL = 24 * 3600.0
 DEFAULT_FAILED_TTL = 3600.0
 DEFAULT_PENDING_TIMEOUT = 300.0
 ENV_DIR = "PIPEKIT_IDEMPOTENCY_DIR"
-_HOST = os.uname().nodename if hasattr(os, "uname") else "host"
 _POLL_MIN = 0.001
 _POLL_MAX = 0.05
 
@@ -105,8 +105,13 @@ def validate_times(
         raise ValueError(f"wait must be >= 0 seconds, not {wait!r}")
 
 
-def _new_owner() -> str:
-    return f"{os.urandom(8).hex()} pid {os.getpid()} on {_HOST}"
+def check_key(key: object) -> None:
+    """Refuse a key that is not a non-empty string (``ValueError``)."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(
+            f"an idempotency key must be a non-empty string, not {key!r}: a key names one "
+            "operation (make_key(operation, ...) builds one)"
+        )
 
 
 def _error_type(exc: BaseException) -> str:
@@ -155,6 +160,7 @@ class IdempotencyManager:
         :meth:`fail` with this status). Raises :class:`IdempotencyConflict`,
         :class:`IdempotencyFailed`, or :class:`IdempotencyInProgress` when
         another caller's claim outlives ``wait`` (``0``: do not wait)."""
+        check_key(key)
         limit = self.wait if wait is None else wait
         deadline = time.monotonic() + limit
         delay = _POLL_MIN
@@ -180,6 +186,7 @@ class IdempotencyManager:
     def try_begin(self, key: str, fingerprint: str = "") -> IdempotencyStatus:
         """One attempt of :meth:`begin`, without waiting: a live PENDING
         claim of another caller raises :class:`IdempotencyInProgress` at once."""
+        check_key(key)
         store = self.store
         # Read first: a hit, a replayed failure or a claim in progress (what a
         # waiter polls) is one read and no write; only an absent key is created.
@@ -196,7 +203,7 @@ class IdempotencyManager:
             created=now,
             updated=now,
             expires=now + self.pending_timeout,
-            owner=_new_owner(),
+            owner=new_owner(),
         )
         if existing is None:
             existing = store.create(claim)
@@ -222,9 +229,17 @@ class IdempotencyManager:
                 if store.replace(claim, expect_owner=existing.owner):
                     return IdempotencyStatus.of(claim, key, hit=False)
             elif existing.status == PENDING:
-                raise IdempotencyInProgress(
-                    key, owner=existing.owner, created=existing.created, expires=existing.expires
-                )
+                gone = gone_local_claimant(existing.owner)
+                if gone is None:
+                    raise IdempotencyInProgress(
+                        key,
+                        owner=existing.owner,
+                        created=existing.created,
+                        expires=existing.expires,
+                    )
+                if store.replace(claim, expect_owner=existing.owner):
+                    log.info("idempotency key %r: took over the claim of pid %d (gone)", key, gone)
+                    return IdempotencyStatus.of(claim, key, hit=False)
             else:
                 raise IdempotencyError(
                     f"idempotency key {key!r} has a record in an unknown state "
