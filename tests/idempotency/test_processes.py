@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pipekit
 import pytest
-from pipekit import IdempotencyClaimLost, IdempotencyInProgress, IdempotencyManager
+from pipekit import IdempotencyClaimLost, IdempotencyManager
 from pipekit.idempotency import IdempotencyStatus
 
 CALLER = textwrap.dedent(
@@ -84,17 +84,14 @@ def test_a_killed_pending_caller_is_taken_over(tmp_path: Path, caller: Path) -> 
     victim.wait(timeout=30)
     assert victim.returncode == -signal.SIGKILL
 
-    # before the timeout, the claim still holds
-    with pytest.raises(IdempotencyInProgress):
-        m.begin(claim.key, claim.fingerprint, wait=0)
-
     @pipekit.idempotent(store=store, operation="tests.work", pending_timeout=pending_timeout)
     def work(order: str, amount: int) -> dict[str, object]:
         with open(log, "a") as f:
             f.write("next\n")
         return {"order": order, "amount": amount, "by": "next caller"}
 
-    # the next caller waits for the claim to expire, then runs
+    # the claimant was a process of this machine and is gone: the next
+    # caller takes its claim over at once (see test_claims.py), and runs
     t0 = time.monotonic()
     assert work("o-1", 250) == {"order": "o-1", "amount": 250, "by": "next caller"}
     assert time.monotonic() - t0 < 30
