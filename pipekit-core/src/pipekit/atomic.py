@@ -1,29 +1,39 @@
 """Crash-safe file writes: temp file + fsync + rename + folder fsync.
 
 A reader never sees a partial file under its final name: either the old
-content or the new one. Temp files are named ``.<name>.pipekit-tmp-<host>-<pid>-<n>``
-beside their target so that a rename never crosses a file system, and so that
-:func:`sweep_temp_files` can find what a killed process of this host left
-behind without touching a live writer's files (of this host or another).
+content or the new one. Temp files live beside their target, so that a
+rename never crosses a file system, under names nobody can plant a symlink
+at: a stage's temp output is ``<folder>/.pipekit-tmp-<host>-<pid>-<random>/<name>``,
+in a private folder (mode 0700, made by :func:`tempfile.mkdtemp`) that only
+this user can add entries to; a file written here is
+``.<name>.pipekit-tmp-<host>-<pid>-<random>``, created with ``O_EXCL`` (which
+never follows a symlink). :func:`sweep_temp_files` removes what a killed
+process left: at once for a dead process of this host, after a day without
+a change for another host's (see :data:`STALE_AFTER_S`), never a live writer's.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
+import secrets
+import shutil
 import sys
+import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "STALE_AFTER_S",
     "TEMP_MARK",
     "temp_path_for",
     "fsync_dir",
     "fsync_file",
     "atomic_write_bytes",
     "commit_files",
+    "move_into_place",
     "sweep_temp_files",
     "sync_files",
     "sync_dirs",
@@ -32,19 +42,49 @@ __all__ = [
 ]
 
 TEMP_MARK = ".pipekit-tmp-"
-_counter = itertools.count()
 _HOST = re.sub(r"[^A-Za-z0-9_.]", "_", os.uname().nodename if hasattr(os, "uname") else "host")
+
+STALE_AFTER_S = 24 * 3600.0
+"""A temp file of another host (whose processes cannot be asked whether they
+live) is swept once nothing in it changed for this long."""
 
 
 def temp_path_for(final: Path, tag: str = "") -> Path:
-    """A unique temp path beside ``final`` (same folder, same file system)."""
-    return final.with_name(temp_name_for(final.name, tag))
+    """A new temp path for ``final``: ``final``'s name in a new private
+    folder beside it (same file system). Nothing is at the path yet, and
+    nobody else can put anything there; :func:`move_into_place` renames it
+    to ``final``, :func:`unlink_quietly` discards it (with its folder)."""
+    extra = f"{tag}-" if tag else ""
+    folder = tempfile.mkdtemp(prefix=f"{TEMP_MARK}{extra}{_HOST}-{os.getpid()}-", dir=final.parent)
+    return Path(folder, final.name)
 
 
 def temp_name_for(name: str, tag: str = "") -> str:
-    """The unique temp file name of :func:`temp_path_for`, for file ``name``."""
+    """A new, unguessable temp file name for file ``name`` (in the same
+    folder); create it with ``O_EXCL``."""
     extra = f"{tag}-" if tag else ""
-    return f".{name}{TEMP_MARK}{extra}{_HOST}-{os.getpid()}-{next(_counter)}"
+    return f".{name}{TEMP_MARK}{extra}{_HOST}-{os.getpid()}-{secrets.token_hex(8)}"
+
+
+def _private_temp_folder(path: Path | str) -> str | None:
+    """The private temp folder of :func:`temp_path_for` that holds ``path``, or None."""
+    folder = os.path.dirname(path)
+    return folder if os.path.basename(folder).startswith(TEMP_MARK) else None
+
+
+def move_into_place(temp: Path | str, final: Path | str) -> None:
+    """Rename ``temp`` to ``final`` (atomically), then remove the private
+    temp folder it was in, now empty."""
+    os.replace(temp, final)
+    _remove_if_empty(_private_temp_folder(temp))
+
+
+def _remove_if_empty(folder: str | None) -> None:
+    if folder is not None:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # not empty (the stage left more there): swept later
 
 
 def fsync_dir(path: Path | str) -> None:
@@ -67,8 +107,8 @@ def fsync_file(path: Path | str) -> None:
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old or the new content."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    tmp = path.with_name(temp_name_for(path.name))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:
@@ -100,41 +140,70 @@ def commit_files(pairs: Iterable[tuple[Path, Path]]) -> None:
     folders: set[Path] = set()
     for tmp, final in pairs:
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+        move_into_place(tmp, final)
         folders.add(final.parent)
     sync_dirs(folders)
 
 
-def sweep_temp_files(folders: Iterable[Path]) -> list[Path]:
-    """Remove temp files left beside outputs by killed processes.
+def sweep_temp_files(folders: Iterable[Path], now: float | None = None) -> list[Path]:
+    """Remove the temp files and folders (see :func:`temp_path_for`) that
+    killed processes left in ``folders``; return them.
 
-    Only files carrying :data:`TEMP_MARK`, written on this host by a process
-    that is no longer alive, are removed: a concurrent runner's temp files
-    (here or on another host sharing the folder) are left alone.
+    A temp of this host is removed when its writer's process is gone; one
+    of another host when nothing in it changed for :data:`STALE_AFTER_S`.
+    A live writer's (of this host, or of another that still writes) stays.
     """
+    now = time.time() if now is None else now
     removed: list[Path] = []
     for folder in set(folders):
         try:
             entries = list(os.scandir(folder))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             continue
         for entry in entries:
-            name = entry.name
-            if TEMP_MARK not in name:
-                continue
-            host, pid = _writer_of(name)
-            if host != _HOST or pid is None or pid == os.getpid() or _alive(pid):
-                continue
-            try:
-                os.unlink(entry.path)
+            if TEMP_MARK in entry.name and _is_stale(entry, now):
+                _remove_temp(entry)
                 removed.append(Path(entry.path))
-            except FileNotFoundError:
-                pass
     return removed
 
 
+def _is_stale(entry: os.DirEntry[str], now: float) -> bool:
+    """Whether a temp's writer is gone: a dead process of this host, or
+    nothing changed in it for :data:`STALE_AFTER_S`."""
+    host, pid = _writer_of(entry.name)
+    if pid is None:
+        return False  # not a name of ours (a state file's own temp, say)
+    if host == _HOST:
+        return pid != os.getpid() and not _alive(pid)
+    try:
+        return now - _last_change(entry) > STALE_AFTER_S
+    except FileNotFoundError:
+        return False
+
+
+def _last_change(entry: os.DirEntry[str]) -> float:
+    """The newest modification time of a temp file, or of a temp folder
+    and what is in it (symlinks not followed)."""
+    newest = entry.stat(follow_symlinks=False).st_mtime
+    if entry.is_dir(follow_symlinks=False):
+        with os.scandir(entry.path) as inside:
+            for child in inside:
+                newest = max(newest, child.stat(follow_symlinks=False).st_mtime)
+    return newest
+
+
+def _remove_temp(entry: os.DirEntry[str]) -> None:
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)  # (rmtree never follows a symlink inside)
+        else:
+            os.unlink(entry.path)
+    except FileNotFoundError:
+        pass
+
+
 def _writer_of(name: str) -> tuple[str, int | None]:
-    """(host, pid) of a temp file's writer, from its name."""
+    """(host, pid) of a temp's writer, from its name."""
     parts = name.rsplit(TEMP_MARK, 1)[1].split("-")
     if len(parts) < 3:
         return "", None
@@ -155,11 +224,13 @@ def _alive(pid: int) -> bool:
 
 
 def unlink_quietly(path: Path | str) -> None:
-    """Remove ``path`` if it is there."""
+    """Remove ``path`` if it is there; for a temp path of
+    :func:`temp_path_for`, its private folder too when that is then empty."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    _remove_if_empty(_private_temp_folder(path))
 
 
 # -- batched durability -------------------------------------------------------

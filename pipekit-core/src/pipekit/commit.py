@@ -14,7 +14,6 @@ would cost the first one a hand-off each time.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -23,7 +22,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from .atomic import sync_dirs, sync_files, unlink_quietly
+from .atomic import move_into_place, sync_dirs, sync_files, unlink_quietly
 from .errors import FencedOut, LeaseLost
 from .hashcache import hash_file
 
@@ -141,7 +140,7 @@ class GroupCommitter:
                 continue
             try:
                 for tmp, final in zip(job.tmps, job.finals):
-                    os.replace(tmp, final)
+                    move_into_place(tmp, final)
                     folders.add(final.parent)
             except BaseException as exc:
                 errors[i] = exc

@@ -1,10 +1,22 @@
-"""Whole-file processors: ``copy`` and ``concat``."""
+"""Whole-file processors: ``copy`` and ``concat``.
+
+Outputs are opened with ``O_NOFOLLOW``: a symlink planted at an output's
+path fails the stage instead of redirecting what it writes.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+from typing import IO
 
 import pipekit
+
+
+def _open_output(path: os.PathLike[str] | str) -> IO[bytes]:
+    """``path`` opened for writing (created or emptied), never through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(path, flags, 0o666), "wb")
 
 
 class Copy(pipekit.Stage):
@@ -20,7 +32,8 @@ class Copy(pipekit.Stage):
 
     def run(self, ctx: pipekit.StageContext) -> None:
         for src, dst in zip(ctx.inputs, ctx.outputs):
-            shutil.copyfile(src, dst)
+            with open(src, "rb") as f, _open_output(dst) as out:
+                shutil.copyfileobj(f, out, 1 << 20)
 
 
 class Concat(pipekit.Stage):
@@ -35,7 +48,7 @@ class Concat(pipekit.Stage):
         return None
 
     def run(self, ctx: pipekit.StageContext) -> None:
-        with open(ctx.outputs[0], "wb") as out:
+        with _open_output(ctx.outputs[0]) as out:
             for src in ctx.inputs:
                 with open(src, "rb") as f:
                     shutil.copyfileobj(f, out, 1 << 20)
