@@ -99,6 +99,10 @@ class Runner:
         return self.services.options
 
     @property
+    def backends(self) -> Backends:
+        return self.services.backends
+
+    @property
     def cancel(self) -> Any:
         return self.services.cancel
 
