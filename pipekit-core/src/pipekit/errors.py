@@ -23,6 +23,8 @@ __all__ = [
     "IdempotencyClaimLost",
     "LeaseLost",
     "BackendUnavailable",
+    "StorageError",
+    "storage_error",
 ]
 
 EXIT_OK = 0
@@ -245,3 +247,59 @@ class IdempotencyClaimLost(IdempotencyError):
             key=key,
         )
         self.current = current
+
+
+class StorageError(PipekitError):
+    """pipekit could not write (or read) one of its own files: a read-only
+    or full file system, or no permission. One line naming the path and the
+    cause; nothing that is not durable was committed."""
+
+    def __init__(self, message: str, *, path: str | None = None, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
+
+
+def _storage_errnos() -> frozenset[int]:
+    import errno
+
+    names = ("EROFS", "ENOSPC", "EDQUOT", "EACCES", "EPERM", "EFBIG", "EIO")
+    return frozenset(getattr(errno, name) for name in names if hasattr(errno, name))
+
+
+STORAGE_ERRNOS = _storage_errnos()
+"""The ``OSError`` numbers that say the storage, not pipekit, is the problem."""
+
+_STORAGE_HINTS = {
+    "EROFS": "the file system is mounted read-only",
+    "ENOSPC": "the disk is full; free some space and run again",
+    "EDQUOT": "the disk quota is used up; free some space and run again",
+    "EACCES": "no permission; check the owner and mode of the folder",
+    "EPERM": "no permission; check the owner and mode of the folder",
+    "EFBIG": "the file is larger than the file system allows",
+    "EIO": "an input/output error of the device",
+}
+
+
+def storage_error(exc: BaseException, path: object = None) -> StorageError | None:
+    """The :class:`StorageError` that ``exc`` (an ``OSError`` about
+    ``path``, or the path the error names) stands for; None when ``exc``
+    is not a failure of the storage."""
+    import errno as _errno
+    import os
+
+    if isinstance(exc, StorageError):
+        return exc
+    if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRNOS:
+        return None
+    if isinstance(exc, NetworkRefused):
+        return None
+    where = exc.filename if exc.filename is not None else path
+    if where is not None and ".pipekit-tmp-" in os.path.basename(str(where)):
+        where = os.path.dirname(str(where))  # a temp file's name says nothing
+    name = _errno.errorcode.get(exc.errno or 0, "")
+    cause = exc.strerror or str(exc)
+    hint = _STORAGE_HINTS.get(name)
+    what = f"cannot write {where}" if where is not None else "cannot write pipekit's files"
+    message = f"{what}: {cause}" + (f" ({hint})" if hint and hint != cause else "")
+    return StorageError(message, path=None if where is None else str(where), errno=exc.errno)

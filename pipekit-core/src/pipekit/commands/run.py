@@ -114,6 +114,9 @@ def main(args: argparse.Namespace) -> int:
         from .status import print_plan
 
         return print_plan(args, pipeline, registry, force, force_all, dry_run=True)
+    from ..private_files import check_writable
+
+    check_writable(pipeline.state_dir)  # a read-only or full disk: one line, before any work
     options = RunOptions(
         jobs=args.jobs,
         force=force,
