@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _json
-from .errors import NetworkRefused, NonRetryable, StageFailed, StageTimeout
+from .errors import LeaseLost, NetworkRefused, NonRetryable, StageFailed, StageTimeout
 from .records import Interrupted, TooManyFailures, run_record_stage
 from .stage import RecordStage, StageContext
 
@@ -94,11 +94,17 @@ def run_in_worker(
     records: dict[str, Any] | None = None,
     progress: Any = None,
     policy: Any = None,
+    lease: Any = None,
 ) -> dict[str, Any]:
     """Run the attempt in ``python -m pipekit.worker``. When ``timeout``
     passes, kill its whole process group; when the run is interrupted, ask
     it to stop (SIGTERM: a record stage checkpoints first), and kill it if it
-    has not stopped within :data:`GRACE_S`.
+    has not stopped within :data:`GRACE_S`; when ``lease`` (the stage's
+    lock) is lost, kill it and raise :class:`pipekit.errors.LeaseLost`.
+
+    The worker dies with this process however it ends (see
+    :mod:`pipekit.worker`): this process keeps the worker's stdin open until
+    the worker has ended.
 
     ``records`` is what a record stage needs to checkpoint and dead-letter
     in the worker; ``progress(total, done, records)`` starts a progress
@@ -106,62 +112,20 @@ def run_in_worker(
     with tempfile.TemporaryDirectory(prefix="pipekit-worker-") as tmp:
         result_path = Path(tmp) / "result.json"
         progress_path = Path(tmp) / "progress"
-        job: dict[str, Any] = {
-            "file": str(pipeline_file),
-            "backend": backend,
-            "stage": st.name,
-            "outputs": [str(p) for p in ctx.outputs],
-            "run_id": ctx.run_id,
-            "attempt": ctx.attempt,
-            "result": str(result_path),
-            "network": policy.to_json() if policy is not None else None,
-        }
-        cp = ctx.checkpoint
-        if cp is not None:
-            job["checkpoint"] = {
-                "namespace": cp._namespace,
-                "fingerprint": cp._fingerprint,
-                "fence": cp._fence,
-            }
+        job = _job(st, ctx, pipeline_file, backend, result_path, policy)
         if records is not None:
             job["records"] = dict(records, progress=str(progress_path) if progress else None)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipekit.worker"],
-            stdin=subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert proc.stdin is not None
-        proc.stdin.write(_json.dumps(job))
-        proc.stdin.close()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        bar = None
-        interrupted = False
+        proc = _start_worker(job)
         try:
-            while True:
-                try:
-                    proc.wait(timeout=0.05)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if progress is not None:
-                    bar = _forward_progress(progress_path, progress, bar)
-                if ctx.cancelled.is_set() and not interrupted:
-                    interrupted = True
-                    if records is not None:
-                        _stop_group(proc)  # a record stage checkpoints first
-                    else:
-                        _kill_group(proc)
-                        raise Interrupted()
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    _kill_group(proc)
-                    raise StageTimeout(
-                        f"attempt {ctx.attempt} ran past the stage's timeout of {timeout:g}s "
-                        "and was stopped"
-                    )
+            watch = _Watch(ctx, timeout, records is not None, lease)
+            interrupted = watch.wait(proc, progress_path if progress else None, progress)
         finally:
-            if bar is not None:
-                bar.close()
+            # Whatever way this ends, no process of the worker's group stays
+            # (a child the stage left behind, or the worker itself when this
+            # thread is leaving early).
+            _kill_group(proc)
+            assert proc.stdin is not None
+            proc.stdin.close()
         try:
             result = _json.loads(result_path.read_bytes())
         except (FileNotFoundError, ValueError):
@@ -170,26 +134,124 @@ def run_in_worker(
             raise StageFailed(
                 f"the worker process died (exit code {proc.returncode}) without a result"
             ) from None
+    _raise_for_result(ctx, result)
+    if interrupted:
+        raise Interrupted()
+    return ctx.info
+
+
+def _job(
+    st: Any, ctx: StageContext, pipeline_file: Path, backend: str, result: Path, policy: Any
+) -> dict[str, Any]:
+    """What the worker is to do (records aside)."""
+    job: dict[str, Any] = {
+        "file": str(pipeline_file),
+        "backend": backend,
+        "stage": st.name,
+        "outputs": [str(p) for p in ctx.outputs],
+        "run_id": ctx.run_id,
+        "attempt": ctx.attempt,
+        "result": str(result),
+        "network": policy.to_json() if policy is not None else None,
+    }
+    cp = ctx.checkpoint
+    if cp is not None:
+        job["checkpoint"] = {
+            "namespace": cp._namespace,
+            "fingerprint": cp._fingerprint,
+            "fence": cp._fence,
+        }
+    return job
+
+
+def _start_worker(job: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """Start the worker in a session of its own and send it ``job`` as one
+    line on its stdin, which stays open: its end tells the worker that this
+    process is gone. The pipe's write end is close-on-exec, so no other
+    child of this process holds it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipekit.worker"],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(_json.dumps(job) + b"\n")
+        proc.stdin.flush()
+    except BrokenPipeError:  # it died at once: no result says so
+        pass
+    return proc
+
+
+class _Watch:
+    """The runner's side of a worker's life: its timeout, an interrupt of
+    the run, the stage's lease, and its progress reports."""
+
+    def __init__(self, ctx: StageContext, timeout: float | None, records: bool, lease: Any):
+        self.ctx = ctx
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.records = records
+        self.lease = lease
+
+    def wait(
+        self, proc: subprocess.Popen[bytes], progress_path: Path | None, progress: Any
+    ) -> bool:
+        """Until the worker ends; True when it was asked to stop for an
+        interrupt. Raises when it had to be killed."""
+        bar = None
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.05)
+                    return False
+                except subprocess.TimeoutExpired:
+                    pass
+                if progress_path is not None:
+                    bar = _forward_progress(progress_path, progress, bar)
+                if self.ctx.cancelled.is_set():
+                    if not self.records:
+                        _kill_group(proc)
+                        raise Interrupted()
+                    _stop_group(proc)  # a record stage checkpoints first
+                    return True
+                self._check(proc)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _check(self, proc: subprocess.Popen[bytes]) -> None:
+        if self.lease is not None and getattr(self.lease, "lost", False):
+            _kill_group(proc)  # another runner may hold the stage now
+            raise LeaseLost.of(self.lease)
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            _kill_group(proc)
+            raise StageTimeout(
+                f"attempt {self.ctx.attempt} ran past the stage's timeout of "
+                f"{self.timeout:g}s and was stopped"
+            )
+
+
+def _raise_for_result(ctx: StageContext, result: dict[str, Any]) -> None:
+    """Take the worker's result into ``ctx.info``; raise what it failed with."""
     ctx.info.update(result.get("info") or {})
     if result.get("network"):
         ctx.info["network"] = result["network"]
     if result.get("interrupted"):
         raise Interrupted("interrupted", result.get("interrupt_info") or {})
-    if not result.get("ok"):
-        etype = result.get("error_type")
-        message = f"{etype}: {result.get('message')}"
-        exc_cls: type[Exception] = NonRetryable if result.get("non_retryable") else StageFailed
-        if etype == TooManyFailures.__name__:
-            exc_cls, message = TooManyFailures, str(result.get("message"))
-        elif result.get("network_refused"):
-            exc_cls, message = NetworkRefused, str(result.get("message"))
-        exc = exc_cls(message)
-        exc.remote_traceback = result.get("traceback")  # type: ignore[attr-defined]
-        exc.info = dict(ctx.info)  # type: ignore[attr-defined]
-        raise exc
-    if interrupted:
-        raise Interrupted()
-    return ctx.info
+    if result.get("ok"):
+        return
+    etype = result.get("error_type")
+    message = f"{etype}: {result.get('message')}"
+    exc_cls: type[Exception] = NonRetryable if result.get("non_retryable") else StageFailed
+    if etype == TooManyFailures.__name__:
+        exc_cls, message = TooManyFailures, str(result.get("message"))
+    elif result.get("network_refused"):
+        exc_cls, message = NetworkRefused, str(result.get("message"))
+    exc = exc_cls(message)
+    exc.remote_traceback = result.get("traceback")  # type: ignore[attr-defined]
+    exc.info = dict(ctx.info)  # type: ignore[attr-defined]
+    raise exc
 
 
 def _forward_progress(path: Path, progress: Any, bar: Any) -> Any:
@@ -221,6 +283,9 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the worker's process group (what is left of it: its id stays
+    the group's while any member lives, even after the worker was reaped)
+    and reap the worker."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

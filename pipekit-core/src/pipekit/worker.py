@@ -5,7 +5,15 @@ killing. Reads a JSON job on stdin, writes a JSON result file.
 A record stage checkpoints and dead-letters here as it would in the runner
 (the runner holds the stage's lock meanwhile), calls ``on_record_failed``
 observers in this process, writes its progress to the file the job names,
-and on SIGTERM stops after the record in hand with a checkpoint."""
+and on SIGTERM stops after the record in hand with a checkpoint.
+
+The worker dies with its runner, whatever way the runner ends (even
+``kill -9``): the runner keeps the write end of the worker's stdin open
+while it waits, and only the runner holds it, so the end of that pipe
+means the runner is gone; a thread then kills the worker's whole process
+group (the worker leads a session of its own) at once, so that no orphan
+keeps writing the stage's partial output, checkpoints or dead letters
+while another run works on the stage."""
 
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -82,6 +91,35 @@ def _progress_writer(path: str) -> Any:
     return start
 
 
+def read_job() -> bytes:
+    """The job: one line of JSON on stdin. Then stdin becomes ``/dev/null``
+    (what the stage's own child processes inherit) and a thread watches the
+    pipe for the runner's end (:func:`_die_with_runner`)."""
+    job = sys.stdin.buffer.readline()
+    watched = os.dup(0)  # not inherited by the stage's child processes
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    threading.Thread(
+        target=_die_with_runner, args=(watched,), name="pipekit-runner-watch", daemon=True
+    ).start()
+    return job
+
+
+def _die_with_runner(fd: int) -> None:
+    """Wait for the end of the runner's pipe, then SIGKILL this process
+    group: the runner is gone (it closes the pipe only after this process
+    has ended)."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass
+    if os.getpgrp() == os.getpid():  # the leader of its own group, as the runner starts it
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def main() -> int:
     from . import _json
     from .errors import NonRetryable
@@ -91,7 +129,7 @@ def main() -> int:
     from .records import Interrupted
     from .stage import StageContext
 
-    job = _json.loads(sys.stdin.buffer.read())
+    job = _json.loads(read_job())
     result_path = Path(job["result"])
     sys.stdout = sys.stderr  # a processor's prints must not reach the protocol
     ctx: Any = None

@@ -1,0 +1,107 @@
+"""Issue 20 item 2: the worker process of a stage with a ``timeout`` (and
+every process in its group) dies with the runner, even when the runner is
+killed with SIGKILL, so that no orphan keeps appending to the partial output
+or saving checkpoints while the next run works on the same stage."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import Project
+
+N = 20_000
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.05)
+
+
+def _partial(project: Project) -> Path | None:
+    found = sorted((project.root / "out").glob(".up.txt.pipekit-partial-*"))
+    return found[0] if found else None
+
+
+def _partial_size(project: Project) -> int:
+    partial = _partial(project)
+    return partial.stat().st_size if partial is not None else 0
+
+
+def test_sigkill_of_the_runner_kills_its_worker_and_a_rerun_is_exactly_once(
+    project: Project,
+) -> None:
+    lines = [f"record {i:06d}" for i in range(N)]
+    project.write("in/a.txt", "\n".join(lines) + "\n")
+    marker = project.root.parent / "worker.pid"
+    child_file = project.root.parent / "child.pid"
+    gate = project.root.parent / "fast"  # absent: the stage takes about 100 s
+    project.pipeline(
+        [
+            {
+                "name": "up",
+                "uses": "gated-upper",
+                "inputs": ["in/a.txt"],
+                "outputs": ["out/up.txt"],
+                "timeout": 3600,  # runs in a worker process
+                "params": {"marker": str(marker), "gate": str(gate), "child": str(child_file)},
+                "checkpoint": {"every_records": 100},
+                "allow_network": True,  # the guard refuses a plain child process
+            }
+        ]
+    )
+    env = project.env()
+    env["PIPEKIT_PLUGIN_MODULES"] += ",pipekit_lifetest"
+    log = open(project.root.parent / "runner.log", "wb")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "pipekit", "run"],
+        cwd=project.root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    worker = child = 0
+    try:
+
+        def worker_started() -> bool:
+            assert runner.poll() is None, (project.root.parent / "runner.log").read_text()
+            return marker.exists() and marker.read_text() != ""
+
+        _wait_for(worker_started, 120, "the worker")
+        worker = int(marker.read_text())
+        child = int(child_file.read_text())
+        assert worker != runner.pid, "the stage must run in a worker process"
+        _wait_for(lambda: _partial_size(project) > 0, 60, "the partial output to grow")
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+        _wait_for(lambda: not _alive(worker), 30, "the orphaned worker to die")
+        _wait_for(lambda: not _alive(child), 30, "the worker's child process to die")
+        size = _partial_size(project)
+        time.sleep(0.5)
+        assert _partial_size(project) == size, "the partial output still grows"
+    finally:
+        for pid in (worker, child):
+            if pid and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    gate.write_text("")
+    summary = project.run_json(env=env)
+    assert summary["status"] == "ok"
+    out = (project.root / "out/up.txt").read_text().splitlines()
+    assert out == [line.upper() for line in lines]
