@@ -262,3 +262,37 @@ def test_strict_isolation_refuses_an_allow_list_it_cannot_keep() -> None:
         with netguard.guarded(policy):
             pass
     assert _thread_ns() == before
+    # loopback entries name the namespace's own loopback: kept
+    loopbacks = ["loopback", "127.0.0.1:5432", "127.0.0.0/8", "::1", "localhost"]
+    with netguard.guarded(netguard.Policy("s", "p", loopbacks, isolation="strict")) as g:
+        assert _thread_ns() != before and g.mode == "isolated"
+    assert _thread_ns() == before
+
+
+def test_the_runners_work_in_a_thread_the_processor_started_uses_the_hosts_network() -> None:
+    """A thread started by a processor moved into its namespace is born
+    there (so is its work); trusted() in it (the record loop's checkpoint
+    thread saving to a store) runs in the host's namespace."""
+    from pipekit import netguard
+
+    seen: dict[str, str] = {}
+
+    def helper() -> None:
+        seen["helper"] = _thread_ns()
+        with netguard.trusted():
+            seen["trusted"] = _thread_ns()
+        seen["after"] = _thread_ns()
+
+    def body() -> None:
+        seen["host"] = _thread_ns()
+        with netguard.guarded(netguard.Policy("s", "p", isolation="strict")):
+            seen["inside"] = _thread_ns()
+            t = threading.Thread(target=helper)
+            t.start()
+            t.join()
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert seen["helper"] == seen["inside"] == seen["after"] != seen["host"]
+    assert seen["trusted"] == seen["host"]

@@ -465,6 +465,32 @@ def _redis(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
         time.sleep(0.05)
 
 
+# Under isolation = "strict" (root only): a whole stage resuming from its
+# checkpoint, and a record stage whose checkpoints a thread of its own saves.
+STRICT_STAGES: list[dict[str, Any]] = (
+    [
+        {
+            "name": "resume-strict",
+            "uses": "resumable",
+            "inputs": ["in.txt"],
+            "outputs": ["r3.txt"],
+            "retry": {"attempts": 2, "backoff": 0.0, "jitter": 0.0},
+            "network": {"isolation": "strict"},
+        },
+        {
+            "name": "upper-strict",
+            "uses": "upper",
+            "inputs": ["in.txt"],
+            "outputs": ["up.txt"],
+            "checkpoint": {"every_records": 1},
+            "network": {"isolation": "strict"},
+        },
+    ]
+    if sys.platform.startswith("linux") and os.geteuid() == 0
+    else []
+)
+
+
 def test_backend_connections_are_not_guarded(project: Project, tmp_path: Path) -> None:
     """A backend on a real Redis at an address the processors may not
     reach: the runner's own connections (locks, the checkpoint store that
@@ -491,6 +517,7 @@ def test_backend_connections_are_not_guarded(project: Project, tmp_path: Path) -
                     "retry": {"attempts": 2, "backoff": 0.0, "jitter": 0.0},
                 },
                 connect_stage("sneaky", "127.0.0.2", port),
+                *STRICT_STAGES,
             ],
             backend={"name": "resp-test", "options": {"url": f"127.0.0.2:{port}"}},
             network={"allow": ["127.0.0.1"]},
@@ -502,6 +529,13 @@ def test_backend_connections_are_not_guarded(project: Project, tmp_path: Path) -
         assert project.read("r1.txt") == "loaded={'done_part': 1}\n"
         assert project.read("r2.txt") == "loaded={'done_part': 1}\n"
         assert f"connect to 127.0.0.2:{port}" in st["sneaky"]["reason"]
+        for strict in STRICT_STAGES:  # in the namespace; their checkpoints reach Redis
+            assert (st[strict["name"]]["status"], st[strict["name"]]["network"]) == (
+                "ok",
+                "isolated",
+            ), st
+        assert project.read("r3.txt") == "loaded={'done_part': 1}\n"
+        assert project.read("up.txt") == "X\n"
         with socket.create_connection(("127.0.0.2", port)) as c:
             c.sendall(b"LRANGE log 0 -1\r\n")
             time.sleep(0.2)

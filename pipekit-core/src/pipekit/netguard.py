@@ -356,7 +356,7 @@ def isolated(g: Guard) -> Iterator[None]:
         yield
         return
     p = g.policy
-    beyond = [e for e in p.entries if e != LOOPBACK]
+    beyond = [e for e in p.entries if not _names_loopback(e)]
     if beyond:
         raise NonRetryable(
             f'network guard: stage {p.stage!r} has network.isolation = "strict", which runs '
@@ -384,6 +384,22 @@ def isolated(g: Guard) -> Iterator[None]:
     message = _restore(g, netns.restore_thread(token))
     if message:  # the body ended well, yet something in it tried
         raise NetworkRefused(message)
+
+
+def _names_loopback(entry: str) -> bool:
+    """Whether an allow-list entry names nothing but loopback (in a
+    namespace: the namespace's own)."""
+    for rule in _rules(entry):
+        if rule.net is not None:
+            if not any(
+                rule.net.subnet_of(r.net)
+                for r in _rules(LOOPBACK)
+                if r.net is not None and r.net.version == rule.net.version
+            ):
+                return False
+        elif rule.name != "localhost":
+            return False
+    return True
 
 
 def _restore(g: Guard, tried: int) -> str | None:

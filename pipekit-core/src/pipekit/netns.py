@@ -227,7 +227,14 @@ class _ThreadNet(_Namespace):
         done = threading.Event()
         box: list[Any] = []
         self._requests.put((call, box, done))
-        done.wait()
+        try:
+            done.wait()
+        except BaseException:  # interrupted: what the call started must not live on unseen
+            done.wait()
+            if not box[0] and isinstance(box[1], subprocess.Popen):
+                box[1].kill()
+                box[1].wait()
+            raise
         if box[0]:
             raise box[1]
         return box[1]
@@ -324,6 +331,7 @@ def _forker(
     a command has approved it."""
     from .netguard import trusted
 
+    _local.pinned = True  # trusted() must not take it out of its namespace
     with trusted():
         try:
             if _setns_calls().setns(ns_fd, _CLONE_NEWNET) != 0:
@@ -665,18 +673,24 @@ def isolate_thread() -> Any:
         raise Unavailable("a thread can move only into a namespace it made (setns method)")
     if before is not None and before.namespace is namespace:
         return before
-    if before is not None:
-        host_fd = before.host_fd
-    else:
-        host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    host_fd = before.host_fd if before is not None else _host_fd()
     if _setns_calls().setns(namespace.ns_fd, _CLONE_NEWNET) != 0:
-        error = _os_error("setns")
-        if before is None:
-            os.close(host_fd)
-        raise Unavailable(f"cannot enter the network namespace: {error}")
+        raise Unavailable(f"cannot enter the network namespace: {_os_error('setns')}")
     namespace.last = None  # what runs in it now is no command's
     _local.isolation = _Isolation(namespace, host_fd)
     return before
+
+
+_host: list[int] = []  # a descriptor of the host's network namespace, once known
+
+
+def _host_fd() -> int:
+    """The host's network namespace (the one of a runner thread that was
+    never moved), opened once and kept for the process's life."""
+    with _lock:
+        if not _host:
+            _host.append(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+    return _host[0]
 
 
 def restore_thread(token: Any) -> int:
@@ -691,8 +705,6 @@ def restore_thread(token: Any) -> int:
     if _setns_calls().setns(fd, _CLONE_NEWNET) != 0:
         raise OSError(f"cannot leave the network namespace: {_os_error('setns')}")
     _local.isolation = token
-    if token is None:
-        os.close(current.host_fd)
     after = current.namespace.counters()
     current.namespace.last = None
     return after["beyond"] - current.before["beyond"]
@@ -715,7 +727,8 @@ def host_network() -> Iterator[None]:
     see :func:`pipekit.netguard.trusted`); a no-op elsewhere."""
     current: _Isolation | None = getattr(_local, "isolation", None)
     if current is None:
-        yield
+        with _out_of_inherited_namespace():
+            yield
         return
     if _setns_calls().setns(current.host_fd, _CLONE_NEWNET) != 0:
         raise OSError(f"cannot return to the host's network namespace: {_os_error('setns')}")
@@ -726,6 +739,32 @@ def host_network() -> Iterator[None]:
         _local.isolation = current
         if _setns_calls().setns(current.namespace.ns_fd, _CLONE_NEWNET) != 0:
             raise OSError(f"cannot go back into the network namespace: {_os_error('setns')}")
+
+
+@contextlib.contextmanager
+def _out_of_inherited_namespace() -> Iterator[None]:
+    """For a thread that a moved thread started (it was born in that
+    namespace: a processor's own thread pool, or the record loop's
+    checkpoint thread): the body in the host's namespace. A no-op for a
+    thread in the host's namespace, or one that lives in a namespace on
+    purpose (a forker)."""
+    if not _host or getattr(_local, "pinned", False):
+        yield
+        return
+    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if os.fstat(here).st_ino == os.fstat(_host[0]).st_ino:
+            yield
+            return
+        if _setns_calls().setns(_host[0], _CLONE_NEWNET) != 0:
+            raise OSError(f"cannot return to the host's network namespace: {_os_error('setns')}")
+        try:
+            yield
+        finally:
+            if _setns_calls().setns(here, _CLONE_NEWNET) != 0:
+                raise OSError(f"cannot go back into the network namespace: {_os_error('setns')}")
+    finally:
+        os.close(here)
 
 
 def _thread_lives_in(namespace: Any) -> bool:
