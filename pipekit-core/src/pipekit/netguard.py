@@ -419,28 +419,6 @@ def _restore(g: Guard, tried: int) -> str | None:
 
 
 @contextmanager
-def entered(g: Guard) -> Iterator[Guard]:
-    """Put the guard ``g`` (from :func:`guarded`) in force again for the
-    body: a stage started in one call and finished in another (see
-    :meth:`pipekit.Stage.start`) keeps one guard across both."""
-    token = _current.set(g)
-    try:
-        yield g
-    finally:
-        _current.reset(token)
-
-
-def enter(g: Guard) -> Any:
-    """:func:`entered` without the context manager: put ``g`` in force and
-    return what :func:`leave` takes to undo it."""
-    return _current.set(g)
-
-
-def leave(token: Any) -> None:
-    _current.reset(token)
-
-
-@contextmanager
 def trusted() -> Iterator[None]:
     """Lift the guard for the runner's own work in a processor's thread
     (e.g. a checkpoint store that talks to a server)."""
