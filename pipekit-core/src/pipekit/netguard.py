@@ -24,11 +24,18 @@ store backends) are never blocked, and :func:`trusted` lifts the guard for
 the runner's own work done on a processor's behalf (checkpoint store calls,
 observer hooks).
 
-What it cannot see: sockets opened by C code that bypasses Python's
-``socket`` module (a C extension's own networking), and Python processes
-started without going through the audited calls. Commands run through
+A socket is judged by the family the kernel gives its descriptor
+(``SO_DOMAIN``), never by its Python object, whose ``family`` a subclass
+may override.
+
+What it cannot see: whatever raises no audit event, such as sockets opened
+by C code that bypasses Python's ``socket`` module, ``ctypes`` calls, and
+programs started by ``_posixsubprocess.fork_exec``. Commands run through
 :func:`pipekit.isolate_command` get a kernel-level guarantee instead: a
-network namespace (see :mod:`pipekit.netns`).
+network namespace (see :mod:`pipekit.netns`); and with
+``network.isolation = "strict"`` the processor's own thread runs in one too
+(:func:`isolated`), so the kernel holds whatever it uses. The run record's
+mode says which held (:class:`Guard`).
 """
 
 from __future__ import annotations
