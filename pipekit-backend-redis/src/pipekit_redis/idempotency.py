@@ -87,6 +87,9 @@ class RedisIdempotencyStore:
         self._base = conn.key("idem", "")
         self._gen = conn.key("generation", "idem")
 
+    def __repr__(self) -> str:
+        return f"RedisIdempotencyStore({self.conn.where()}, keys {self._base}*)"
+
     def _rkey(self, key: str) -> str:
         return self._base + key
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, ConfigError, PipekitError
-from ._common import add_common, add_file, error, print_json
+from ._common import add_common, add_file, error, print_json, printable
 
 
 class NoRecord(PipekitError):
@@ -97,17 +97,35 @@ def manager(args: argparse.Namespace) -> Any:
         return IdempotencyManager(open_store(args.dir))
     file = _file(args)
     if file is None:
-        if getattr(args, "backend", None) not in (None, "file"):
-            from ..config import find_pipeline_file
-
-            find_pipeline_file()  # the error: --backend needs a pipeline
-        return IdempotencyManager(open_store(None))
+        name = getattr(args, "backend", None)
+        if name in (None, "file"):
+            return IdempotencyManager(open_store(None))
+        return IdempotencyManager(_store_of_backend(name))
     from ..runner import make_backends
     from ._common import load_for_run
 
     args.file = file
     pipeline, registry = load_for_run(args)
     return IdempotencyManager(make_backends(registry, pipeline).idempotency)
+
+
+def _store_of_backend(name: str) -> Any:
+    """The idempotency store of backend ``name`` with no options (its own
+    defaults and environment, e.g. ``$PIPEKIT_REDIS_URL``): ``--backend``
+    without a pipeline file, as ``pipekit doctor`` takes it."""
+    from ..backends.assemble import build_backends
+    from ..plugins import load_registry
+
+    registry = load_registry()
+    if name not in registry.backend_names():
+        raise ConfigError(f"--backend: {registry.unknown_backend_message(name)}")
+    return build_backends(registry, name, {}, Path(".pipekit").resolve()).idempotency
+
+
+def _where(store: Any) -> str:
+    """A store for people: its folder, or what it says of itself."""
+    root = getattr(store, "root", None)
+    return f"the file store {root}" if root is not None else printable(repr(store))
 
 
 def _when(t: float | None) -> str:
@@ -136,8 +154,8 @@ def main_list(args: argparse.Namespace) -> int:
         print_json([s.to_json(with_result=False) for s in statuses])
         return EXIT_OK
     for s in statuses:
-        print(f"{s.state:<8} {_when(s.created)}  expires in {_left(s):<6}  {s.key}")
-    print(f"{len(statuses)} record(s) in {mgr.store!r}")
+        print(f"{s.state:<8} {_when(s.created)}  expires in {_left(s):<6}  {printable(s.key)}")
+    print(f"{len(statuses)} record(s) in {_where(mgr.store)}")
     return EXIT_OK
 
 
@@ -147,27 +165,29 @@ def main_show(args: argparse.Namespace) -> int:
     s = mgr.get(key)
     if s.state == "ABSENT":
         raise NoRecord(
-            f"no live record for key {key!r} in {mgr.store!r} (pipekit idem list shows the keys)"
+            f"no live record for key {printable(repr(key))} in {_where(mgr.store)} "
+            "(pipekit idem list shows the keys)"
         )
     if args.json:
         print_json(s.to_json())
         return EXIT_OK
     from .. import _json
 
-    print(f"key:          {s.key}")
+    print(f"key:          {printable(s.key)}")
     print(f"state:        {s.state}")
-    print(f"fingerprint:  {s.fingerprint}")
+    print(f"fingerprint:  {printable(s.fingerprint or '')}")
     print(f"created:      {_when(s.created)}")
     print(f"updated:      {_when(s.updated)}")
     print(f"expires:      {_when(s.expires)} (in {_left(s)})")
     if s.owner:
-        print(f"owner:        {s.owner}")
+        print(f"owner:        {printable(s.owner)}")
     if s.error is not None:
         err = s.error if isinstance(s.error, dict) else {"message": s.error}
         retry = " (retryable)" if err.get("retryable") else ""
-        print(f"error:        {err.get('type', 'Error')}: {err.get('message', '')}{retry}")
+        text = f"{err.get('type', 'Error')}: {err.get('message', '')}"
+        print(f"error:        {printable(text)}{retry}")
     if s.state == "SUCCESS":
-        print("result:       " + _json.dumps(s.result).decode())
+        print("result:       " + printable(_json.dumps(s.result).decode()))
     return EXIT_OK
 
 
@@ -181,9 +201,12 @@ def main_forget(args: argparse.Namespace) -> int:
         print_json({"forgotten": gone, "missing": missing})
     else:
         for key in gone:
-            print(f"forgot {key}")
+            print(f"forgot {printable(key)}")
     for key in missing:
-        error(f"no live record for key {key!r} in {mgr.store!r} (pipekit idem list shows the keys)")
+        error(
+            f"no live record for key {printable(repr(key))} in {_where(mgr.store)} "
+            "(pipekit idem list shows the keys)"
+        )
     return EXIT_FAILED if missing else EXIT_OK
 
 
@@ -193,7 +216,7 @@ def main_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"removed": removed})
     else:
-        print(f"removed {removed} expired record(s) from {mgr.store!r}")
+        print(f"removed {removed} expired record(s) from {_where(mgr.store)}")
     return EXIT_OK
 
 
