@@ -296,3 +296,30 @@ def test_the_runners_work_in_a_thread_the_processor_started_uses_the_hosts_netwo
     t.join()
     assert seen["helper"] == seen["inside"] == seen["after"] != seen["host"]
     assert seen["trusted"] == seen["host"]
+
+
+def test_a_forked_child_starts_its_commands_with_a_forker_of_its_own() -> None:
+    """A processor's fork (multiprocessing's fork method) has no forker
+    thread: its isolated command must start anyway, in a namespace."""
+    from pipekit import netguard
+
+    def body() -> None:
+        with netguard.guarded(netguard.Policy("s", "p")):
+            netns.isolate_command(["/bin/true"]).popen().wait()  # this thread's forker
+            pid = os.fork()
+            if pid == 0:  # the child: one thread, a copy of the parent's namespace object
+                try:
+                    cmd = netns.isolate_command(
+                        [sys.executable, "-c", "import socket; print(socket.if_nameindex())"]
+                    )
+                    out = cmd.popen(stdout=subprocess.PIPE, text=True).communicate(timeout=30)[0]
+                    os._exit(0 if out.strip() == "[(1, 'lo')]" else 3)
+                finally:
+                    os._exit(4)
+            result["status"] = os.waitpid(pid, 0)[1]
+
+    result: dict[str, int] = {}
+    t = threading.Thread(target=body)
+    t.start()
+    t.join(60)
+    assert not t.is_alive() and result["status"] == 0, result

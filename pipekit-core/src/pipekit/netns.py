@@ -202,6 +202,7 @@ class _ThreadNet(_Namespace):
             self._leave()
         self.nsenter = shutil.which("nsenter")
         self.setpriv = shutil.which("setpriv")
+        self.pid = os.getpid()  # a forked child has no forker: it makes its own
         ready: list[BaseException | None] = []
         threading.Thread(
             target=_forker, args=(self.ns_fd, self._requests, ready), daemon=True
@@ -240,7 +241,7 @@ class _ThreadNet(_Namespace):
         return box[1]
 
     def alive(self) -> bool:
-        return self._finalizer.alive
+        return self._finalizer.alive and self.pid == os.getpid()
 
     def wrap(self, argv: Sequence[Any]) -> list[Any]:
         if not self.nsenter:
