@@ -50,7 +50,7 @@ import attrs
 
 from . import _json
 from .config import FailureLimit, RecordRetryPolicy
-from .errors import NonRetryable, StageFailed
+from .errors import NonRetryable, StageFailed, is_network_refusal
 from .stage import RecordStage, StageContext
 
 __all__ = [
@@ -485,7 +485,7 @@ class _RecordLoop:
         return list(self.proc.iter_process(rec, self.params))
 
     def _retryable(self, exc: BaseException) -> bool:
-        return not isinstance(exc, self.fatal)
+        return not isinstance(exc, self.fatal) and not is_network_refusal(exc)
 
     def _observe(self, rec: Any, exc: BaseException) -> None:
         cb = self.run_.on_failed
@@ -800,8 +800,17 @@ class _RecordLoop:
         if self.hasher is not None:
             st[DIGEST_KEY] = self.hasher.mark()  # the checkpointer waits for the digest
         if self.stateful:
-            st["processor_state"] = _json.loads(_json.dumps(self.proc.checkpoint_state()))
+            st["processor_state"] = self._processor_state()
         return st
+
+    def _processor_state(self) -> Any:
+        """A copy of the processor's ``checkpoint_state()`` as it will load
+        back; a value that would come back changed (a datetime, an int key)
+        is a :class:`pipekit.CheckpointStateError` that says where."""
+        from .checkpoints import codec
+
+        what = f"the checkpoint_state() of processor {self.proc.name!r}"
+        return codec.loads(codec.dumps(self.proc.checkpoint_state(), what))
 
     # -- the loop -----------------------------------------------------------------
 

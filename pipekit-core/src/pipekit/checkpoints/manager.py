@@ -34,7 +34,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import attrs
-import orjson
 
 from . import codec, delta
 from . import format as fmt
@@ -43,7 +42,6 @@ from .errors import (
     CheckpointCorrupted,
     CheckpointError,
     CheckpointNotFound,
-    CheckpointStateError,
 )
 from .index import INDEX_ID, CheckpointInfo, Index, blob_id, blob_number
 from .reports import CheckpointStats, Loaded, PruneResult, VerifyItem, VerifyReport
@@ -357,12 +355,7 @@ class CheckpointManager:
         meta = dict(metadata or {})
         if id is not None:
             self._check_id(id)
-        try:
-            orjson.dumps(meta)
-        except TypeError as exc:
-            raise CheckpointStateError(
-                f"checkpoint metadata must be JSON-shaped (a dict with str keys): {exc}"
-            ) from None
+        codec.dumps(meta, "the checkpoint metadata")  # refused before anything is written
         with self._lock, self._namespace_lock():
             index = self._read_index().copy()
             if not self._swept:
@@ -407,7 +400,7 @@ class CheckpointManager:
                     try:
                         with codec.gc_paused():
                             ops = delta.diff(base_obj, value)
-                        ops_payload = codec.dumps(ops)
+                        ops_payload = codec.dumps(ops, attrs_root=tname is not None)
                     except (TypeError, ValueError):
                         ops_payload = None  # not JSON-shaped: the full save says how
                     if (
@@ -419,7 +412,7 @@ class CheckpointManager:
                 assert ops_payload is not None
                 payload = ops_payload
             else:
-                payload = codec.dumps(value)
+                payload = codec.dumps(value, attrs_root=tname is not None)
                 if base_obj is None and self._warm_base(prev, len(payload)):
                     # a full save (forced, or the chain is at max_chain) while the
                     # manager holds the previous state: keep that copy current
@@ -429,7 +422,8 @@ class CheckpointManager:
                     base_obj = self._cache.obj if self._cache is not None else None
                     try:
                         with codec.gc_paused():
-                            ops_payload = codec.dumps(delta.diff(base_obj, value))
+                            ops = delta.diff(base_obj, value)
+                            ops_payload = codec.dumps(ops, attrs_root=tname is not None)
                     except (TypeError, ValueError):
                         ops_payload = None
                 if ops_payload is not None and len(ops_payload) > len(payload) // 2:
