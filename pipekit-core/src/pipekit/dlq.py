@@ -184,7 +184,7 @@ def _try(
 ) -> tuple[bytes | None, int, BaseException | None]:
     """Run one dead letter through the processor under the record retry
     policy: (encoded outputs or None, tries, last error)."""
-    from .errors import NonRetryable
+    from .errors import NonRetryable, is_network_refusal
 
     fatal = (NonRetryable, *tuple(getattr(processor, "non_retryable", ())))
     tries = 0
@@ -200,7 +200,7 @@ def _try(
             return _encode(letter.format, out), tries, None
         except Exception as exc:
             error = exc
-            if isinstance(exc, (*fatal, _json.JSONDecodeError)):
+            if isinstance(exc, (*fatal, _json.JSONDecodeError)) or is_network_refusal(exc):
                 break  # retrying cannot help
     return None, tries, error
 

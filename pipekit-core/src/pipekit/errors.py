@@ -25,6 +25,7 @@ __all__ = [
     "BackendUnavailable",
     "StorageError",
     "storage_error",
+    "is_network_refusal",
 ]
 
 EXIT_OK = 0
@@ -303,3 +304,24 @@ def storage_error(exc: BaseException, path: object = None) -> StorageError | Non
     what = f"cannot write {where}" if where is not None else "cannot write pipekit's files"
     message = f"{what}: {cause}" + (f" ({hint})" if hint and hint != cause else "")
     return StorageError(message, path=None if where is None else str(where), errno=exc.errno)
+
+
+def is_network_refusal(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or wraps, a :class:`NetworkRefused` (the network
+    guard's refusal): through ``__cause__``, ``__context__`` and a
+    ``reason`` attribute (``urllib.error.URLError`` keeps the socket's error
+    there). A refusal is never retryable, however wrapped."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, NetworkRefused):
+            return True
+        todo += [current.__cause__, current.__context__]
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+    return False
