@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +126,154 @@ def test_a_temp_path_is_in_a_private_folder_of_its_own(tmp_path: Path) -> None:
     unlink_quietly(second)
     assert not second.parent.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def dead_pid() -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout)
+
+
+def age(path: Path, seconds: float) -> None:
+    """Date ``path`` and what is in it ``seconds`` back."""
+    then = time.time() - seconds
+    for p in [path, *(path.rglob("*") if path.is_dir() else [])]:
+        os.utime(p, (then, then), follow_symlinks=False)
+
+
+def test_the_sweep_keeps_live_writers_temps_and_takes_gone_ones(tmp_path: Path) -> None:
+    host = atomic._HOST
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        names = {
+            "dead_here": f"{TEMP_MARK}{host}-{dead_pid()}-abc",
+            "live_here_old": f"{TEMP_MARK}{host}-{sleeper.pid}-abc",
+            "other_host_fresh": f".o.txt{TEMP_MARK}elsewhere-{sleeper.pid}-abc",
+            "other_host_old": f"{TEMP_MARK}elsewhere-{sleeper.pid}-def",
+            "other_host_old_inside_fresh": f"{TEMP_MARK}elsewhere-{sleeper.pid}-ghi",
+        }
+        for key, name in names.items():
+            (tmp_path / name).mkdir() if name.startswith(TEMP_MARK) else (tmp_path / name).touch()
+            if name.startswith(TEMP_MARK):
+                (tmp_path / name / "o.txt").write_text("partial\n")
+            if key.endswith("old") or key.endswith("inside_fresh"):
+                age(tmp_path / name, 2 * atomic.STALE_AFTER_S)
+        (tmp_path / names["other_host_old_inside_fresh"] / "o.txt").write_text("still written\n")
+        removed = atomic.sweep_temp_files([tmp_path])
+        assert sorted(p.name for p in removed) == sorted(
+            [names["dead_here"], names["other_host_old"]]
+        )
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            names[k] for k in ("live_here_old", "other_host_fresh", "other_host_old_inside_fresh")
+        )
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def can_fake_another_host() -> bool:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return False
+    probe = subprocess.run([unshare, "--uts", "hostname", "pipekit-test"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not can_fake_another_host(), reason="needs unshare --uts (root)")
+def test_temp_outputs_of_a_killed_runner_on_another_host_are_swept_once_old(
+    project: Project, tmp_path: Path
+) -> None:
+    """A runner on another host sharing the folders (another UTS
+    namespace: another host name) is SIGKILLed mid-stage. Its temp output
+    stays while it could be another host's live work, and goes once
+    nothing in it changed for a day (dated back with os.utime)."""
+    pid_file = tmp_path / "command.pid"
+    project.write("in.txt", "abc\n")
+    project.pipeline(
+        [
+            {
+                "name": "slow",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["out/slow.out"],
+                "params": {
+                    "cmd": f"echo partial > {{output}}; echo $$ > {pid_file}; exec sleep 60"
+                },
+            }
+        ]
+    )
+    other = subprocess.Popen(
+        [
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            'hostname otherhost && exec "$@"',
+            "sh",
+            sys.executable,
+            "-m",
+            "pipekit",
+            "run",
+            "--json",
+        ],
+        cwd=project.root,
+        env=project.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert other.poll() is None and time.monotonic() < deadline, other.communicate()
+            time.sleep(0.05)
+    finally:
+        other.kill()
+        other.communicate()
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    out = project.root / "out"
+    (left,) = [p for p in out.iterdir() if TEMP_MARK in p.name]
+    assert "otherhost" in left.name and (left / "slow.out").read_text() == "partial\n"
+    (note,) = (project.root / ".pipekit" / "inflight").glob("otherhost-*.txt")
+
+    project.pipeline(
+        [
+            {
+                "name": "slow",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["out/slow.out"],
+                "params": {"cmd": "cp {input} {output}"},
+            }
+        ]
+    )
+    assert project.statuses(project.run_json()) == {"slow": "ok"}
+    assert left.exists() and note.exists()  # it may be another host's live work
+
+    age(left, atomic.STALE_AFTER_S + 3600)
+    age(note, atomic.STALE_AFTER_S + 3600)
+    assert project.statuses(project.run_json()) == {"slow": "skipped"}
+    assert not left.exists() and not note.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["slow.out"]
+
+
+@pytest.mark.parametrize("damage", [b"\0" * 64, b"\xff\xfe" + bytes(range(256)) * 2])
+def test_a_damaged_in_flight_note_reads_as_absent_with_one_warning(
+    project: Project, damage: bytes
+) -> None:
+    project.write("in.txt", "abc\n")
+    project.pipeline([{"name": "copy", "uses": "copy", "inputs": ["in.txt"], "outputs": ["o.txt"]}])
+    note = project.root / ".pipekit" / "inflight" / f"{atomic._HOST}-{dead_pid()}.txt"
+    note.parent.mkdir(parents=True)
+    note.write_bytes(damage)  # what a torn write leaves
+    proc = project.cli("run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count(str(note)) == 1, proc.stderr
+    assert "damaged" in proc.stderr
+    assert project.read("o.txt") == "abc\n" and not note.exists()
+    again = project.cli("run", "--json")
+    assert again.returncode == 0 and str(note) not in again.stderr
