@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -128,3 +131,148 @@ def test_a_paused_holder_loses_its_lease(kit) -> None:
     a.release()  # must not free b's lock
     assert not kit.a.locks.lock("stage/p/paused", 0.3).acquire(timeout=0)
     b.release()
+
+
+# -- holder_state (issue 20 item 6): is the holder of a busy lock alive? ----------------
+
+HOLD_SCRIPT = """
+import sys, time
+kind, where, key, ttl = sys.argv[1:5]
+if kind == "file":
+    from pathlib import Path
+    from pipekit.backends.file_lock import FileLockBackend
+    locks = FileLockBackend(Path(where))
+else:
+    from pipekit_redis.connection import RedisConnection
+    from pipekit_redis.lock import RedisLockBackend
+    from pipekit_redis.options import parse_options
+    locks = RedisLockBackend(RedisConnection(parse_options({"url": where}, environ={})))
+lease = locks.lock(key, float(ttl))
+assert lease.acquire(timeout=10)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def _holder_process(kit, key: str, ttl: float) -> subprocess.Popen[str]:
+    """A real process that takes ``key`` on the kit's storage and holds it."""
+    if kit.name == "fakeredis":
+        pytest.skip("a fakeredis server cannot be shared with another process")
+    where = str(kit.a.locks.root) if kit.name == "file" else kit.a.locks.conn.options.url
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SCRIPT, kit.name, where, key, str(ttl)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "held\n"
+    return proc
+
+
+def test_holder_state_of_a_free_lock_is_gone(kit) -> None:
+    lease = kit.b.locks.lock("stage/p/free-state", 30)
+    assert lease.holder_state() == "gone"
+    a = kit.a.locks.lock("stage/p/free-state", 30)
+    assert a.acquire(timeout=0)
+    a.release()
+    assert lease.holder_state() == "gone"
+
+
+def test_holder_state_of_a_holder_in_this_process_is_alive(kit) -> None:
+    a = kit.a.locks.lock("stage/p/here-state", 30)
+    assert a.acquire(timeout=0)
+    b = kit.b.locks.lock("stage/p/here-state", 30)
+    assert not b.acquire(timeout=0)
+    assert b.holder_state() == "alive"
+    a.release()
+    assert b.holder_state() == "gone"
+
+
+def test_a_renewing_holder_stays_alive_past_its_ttl(kit) -> None:
+    a = kit.a.locks.lock("stage/p/renewing-state", 0.3)
+    assert a.acquire(timeout=0)
+    b = kit.b.locks.lock("stage/p/renewing-state", 0.3)
+    deadline = time.monotonic() + 1.2  # four TTLs
+    while time.monotonic() < deadline:
+        assert b.holder_state() == "alive"
+        time.sleep(0.05)
+    a.release()
+
+
+def test_a_paused_holder_whose_lease_ran_out_is_gone(kit) -> None:
+    if not kit.expiring:
+        pytest.skip(f"{kit.name} leases do not expire (OS locks)")
+    a = kit.a.locks.lock("stage/p/paused-state", 0.3)
+    assert a.acquire(timeout=0)
+    kit.a.locks.renewer.discard(a)  # as if the process were stopped
+    b = kit.b.locks.lock("stage/p/paused-state", 0.3)
+    assert b.holder_state() == "alive"
+    deadline = time.monotonic() + 10
+    while b.holder_state() != "gone":
+        assert time.monotonic() < deadline, "an expired lease still counts as alive"
+        time.sleep(0.05)
+    a.release()
+
+
+def test_holder_state_of_a_holder_process_alive_then_killed(kit) -> None:
+    holder = _holder_process(kit, "stage/p/process-state", 30)
+    try:
+        waiter = kit.b.locks.lock("stage/p/process-state", 30)
+        assert not waiter.acquire(timeout=0)
+        assert waiter.holder_state() == "alive"
+        assert waiter.holder() == f"pid {holder.pid} on host {os.uname().nodename}"
+    finally:
+        holder.kill()
+        holder.wait()
+    # file: the OS freed the lock; Redis: the key outlives its holder
+    # (until its TTL), whose pid is gone from this machine
+    assert waiter.holder_state() == "gone"
+    assert waiter.acquire(timeout=5)
+    waiter.release()
+
+
+def test_a_holder_on_another_machine_is_alive_until_its_lease_runs_out(kit) -> None:
+    """A lock value naming a process of another machine: its pid says
+    nothing here; the lease's TTL does."""
+    if kit.name == "file":
+        lock_file = kit.a.locks.lock("stage/p/remote-state").path
+        other = kit.a.locks.lock("stage/p/remote-state")
+        assert other.acquire(timeout=0)
+        lock_file.write_text("7 pid 999999999 on host elsewhere.example\n")
+        waiter = kit.b.locks.lock("stage/p/remote-state")
+        assert waiter.holder_state() == "alive"  # the OS lock is held for it
+        other.release()
+        assert waiter.holder_state() == "gone"
+        return
+    conn = kit.a.locks.conn
+    value = "0123abcd.othermachine pid 999999999 on host elsewhere.example"
+    conn.call(lambda c: c.set(conn.key("lock", "stage/p/remote-state"), value, px=400), "test")
+    waiter = kit.b.locks.lock("stage/p/remote-state", 30)
+    assert waiter.holder_state() == "alive"
+    assert not waiter.acquire(timeout=0)
+    deadline = time.monotonic() + 10
+    while waiter.holder_state() != "gone":
+        assert time.monotonic() < deadline, "an expired remote lease still counts as alive"
+        time.sleep(0.05)
+    assert waiter.acquire(timeout=0)
+    waiter.release()
+
+
+def test_a_lock_file_that_is_a_folder(tmp_path) -> None:
+    """Issue 20 item 12: an empty folder where a lock file goes is replaced
+    by the lock file; one with files in it is a clear error naming it."""
+    from pipekit.backends import file_factories
+    from pipekit.errors import StorageError
+
+    locks = file_factories.lock_backend({}, state_dir=tmp_path / "state")
+    lease = locks.lock("stage/p/folder")
+    lease.path.mkdir(parents=True)
+    assert lease.acquire(timeout=0)
+    assert lease.path.is_file()
+    lease.release()
+    lease.path.unlink()
+    (lease.path / "something").mkdir(parents=True)
+    with pytest.raises(StorageError, match=re.escape(str(lease.path)) + " is a folder"):
+        lease.acquire(timeout=0)
+    assert lease.holder() is None
+    assert lease.holder_state() == "unknown"

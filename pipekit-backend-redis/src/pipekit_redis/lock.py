@@ -227,6 +227,26 @@ class RedisLease:
         parts = value.split(" ", 1)
         return parts[1] if len(parts) == 2 else None
 
+    def holder_state(self) -> str:
+        """``alive`` while the lock key holds a lease with time left (its
+        holder renewed it within its TTL), unless that holder was a process
+        of this machine that no longer runs: ``gone``, as when the key is
+        absent (expired or released); ``unknown`` for a key that never
+        expires (not set by pipekit)."""
+
+        def build(pipe: Any) -> None:
+            pipe.get(self._rkey)
+            pipe.pttl(self._rkey)
+
+        value, ttl_ms = self._conn.pipeline(build, f"reading the lock {self.key!r}")
+        if value is None or ttl_ms == -2:
+            return "gone"
+        text = _text(value)
+        self._seen = (time.monotonic(), text)
+        if _dead_local_holder(text) is not None:
+            return "gone"
+        return "alive" if ttl_ms > 0 else "unknown"
+
     def __enter__(self) -> RedisLease:
         if self._owner is None:
             self.acquire()

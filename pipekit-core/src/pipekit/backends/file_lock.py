@@ -9,17 +9,22 @@ the lock (pid and host), so that a timeout can say who is in the way.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 from .._portalocker import portalocker as _portalocker
+from ..errors import StorageError
 
 __all__ = ["FileLockBackend", "FileLease"]
 
+log = logging.getLogger("pipekit.locks")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_HOLDER = re.compile(r"\d+ pid (?P<pid>\d+) on host (?P<host>\S+)")
 _HOST = os.uname().nodename
 _EX_NB: Any = None
 
@@ -39,12 +44,7 @@ class FileLease:
         global _EX_NB
         if _EX_NB is None:
             _EX_NB = portalocker.LOCK_EX | portalocker.LOCK_NB  # an enum operation: 2 µs
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-        try:
-            fd = os.open(self.path, flags, 0o644)
-        except FileNotFoundError:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, flags, 0o644)
+        fd = self._open()
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.002
         while True:
@@ -76,6 +76,30 @@ class FileLease:
         self._fd = fd
         return True
 
+    def _open(self) -> int:
+        """The lock file, opened for the lock (created, with its folder,
+        when missing). A folder in its place is removed when it is empty (a
+        lock file is never a folder: nothing of pipekit's is lost), else it
+        is a :class:`StorageError` naming it."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        try:
+            return os.open(self.path, flags, 0o644)
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except IsADirectoryError:
+            try:
+                os.rmdir(self.path)
+            except FileNotFoundError:
+                pass  # another runner removed it
+            except OSError:
+                raise StorageError(
+                    f"the lock file {self.path} is a folder with files in it; "
+                    "move it away and run again",
+                    path=str(self.path),
+                ) from None
+            log.warning("removed the empty folder %s that stood where a lock file goes", self.path)
+        return os.open(self.path, flags, 0o644)
+
     def release(self) -> None:
         portalocker = _portalocker()
 
@@ -93,10 +117,43 @@ class FileLease:
     def holder(self) -> str | None:
         try:
             text = self.path.read_text(errors="replace").strip()
-        except FileNotFoundError:
+        except OSError:  # missing, or not a file
             return None
         parts = text.split(" ", 1)
         return parts[1] if len(parts) == 2 else None
+
+    def holder_state(self) -> str:
+        """``alive`` when the OS lock is held and its holder, as the lock
+        file names it, is a process that runs (one on another host counts
+        as alive: the OS lock is held for it); ``gone`` when nobody holds
+        the OS lock, or the holder named is a process of this host that no
+        longer runs; ``unknown`` when the lock file names no holder or
+        cannot be read."""
+        portalocker = _portalocker()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return "gone"
+        except OSError:
+            return "unknown"
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return "unknown"  # e.g. a folder where the lock file goes
+            try:
+                portalocker.lock(fd, portalocker.LOCK_EX | portalocker.LOCK_NB)
+            except portalocker.LockException:
+                record = os.pread(fd, 256, 0)
+            else:  # free: nobody holds it
+                portalocker.unlock(fd)
+                return "gone"
+        finally:
+            os.close(fd)
+        found = _HOLDER.match(record.decode("utf-8", "replace"))
+        if found is None:
+            return "unknown"
+        if found["host"] != _HOST or _pid_runs(int(found["pid"])):
+            return "alive"
+        return "gone"
 
     def __enter__(self) -> FileLease:
         if self._fd is None:
@@ -105,6 +162,23 @@ class FileLease:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _pid_runs(pid: int) -> bool:
+    """Whether a process ``pid`` of this host runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists (e.g. another user's)
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False  # it ended meanwhile
+    except (OSError, IndexError):
+        return True
 
 
 class FileLockBackend:

@@ -38,6 +38,20 @@ class Lease(Protocol):
     def holder(self) -> str | None:
         """Who holds the lock now (e.g. ``pid 123 on host h``), where known."""
 
+    def holder_state(self) -> str:
+        """Whether whoever holds the lock now is working, asked by a
+        waiter (a lease that does not hold it) whose wait is long:
+
+        - ``"alive"``: the lock is held and its holder demonstrably alive
+          (an OS lock held by a process that runs; a lease renewed within
+          its TTL): the waiter keeps waiting;
+        - ``"gone"``: nobody holds it, or its holder is known to be dead
+          (e.g. a process of this machine that no longer runs, a lease that
+          expired);
+        - ``"unknown"``: neither can be told.
+
+        The runner treats a lease without this method as ``"unknown"``."""
+
     def __enter__(self) -> Lease: ...
 
     def __exit__(self, *exc: object) -> None: ...
