@@ -80,12 +80,27 @@ def _template_problem(value: str) -> str | None:
     return None
 
 
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_names(_inst: object, _attr: object, value: list[str]) -> None:
+    for name in value:
+        if not _VARIABLE_NAME.fullmatch(name):
+            raise ValueError(
+                f"{name!r} is not an environment variable name (letters, digits and '_')"
+            )
+
+
 @attrs.define
 class ShellParams:
     cmd: str = attrs.field(validator=_check_template)
     """The command template."""
     env: dict[str, str] = attrs.field(factory=dict)
-    """Extra environment variables for the command."""
+    """Extra environment variables for the command. Their values are part of
+    the stage's fingerprint and are recorded: no secrets here."""
+    env_pass: list[str] = attrs.field(factory=list, validator=_check_names)
+    """Names of the runner's environment variables the command needs (secrets):
+    passed through, each must be set; only the names are fingerprinted or recorded."""
 
 
 def render(template: str, inputs: list[str], outputs: list[str], stage: str, run_id: str) -> str:
@@ -253,11 +268,19 @@ def _conclude(
 
 def _environment(params: ShellParams) -> dict[str, str] | None:
     """The command's environment: None (this process's) when the stage adds
-    nothing."""
+    nothing. The variables of ``env_pass`` are this process's (checked here
+    to be set); their values are never put anywhere else."""
+    missing = [name for name in params.env_pass if name not in os.environ]
+    if missing:
+        raise pipekit.NonRetryable(
+            f"environment variable(s) named in params.env_pass not set: {', '.join(missing)}"
+        )
     if not params.env:
         return None
     env = os.environ.copy()
     env.update(params.env)
+    for name in params.env_pass:  # the runner's value, whatever `env` says
+        env[name] = os.environ[name]
     return env
 
 
