@@ -5,12 +5,14 @@ temp files a SIGKILLed writer leaves in the store are swept and reported
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 from pipekit import CheckpointManager
 from pipekit.atomic import TEMP_MARK
@@ -146,3 +148,56 @@ def test_the_first_save_of_a_manager_sweeps_leftover_temps(tmp_path: Path) -> No
     manager.save({"after": True})
     assert [p.name for p in (root / NS).iterdir() if TEMP_MARK in p.name] == []
     assert manager.load() == {"after": True}
+
+
+REDIS_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from pipekit_redis.factories import checkpoint_store
+    from pipekit.checkpoints import CheckpointManager
+
+    url, prefix, writer, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    store = checkpoint_store({"url": url, "prefix": prefix}, state_dir=Path("."))
+    m = CheckpointManager(store, "shared.ns", delta_min_size=1024)
+    while not go.exists():
+        time.sleep(0.001)
+    for i in range(30):
+        state = {"writer": writer, "i": i, "items": [writer * 1000 + i + j for j in range(400)]}
+        info = m.save(state, metadata={"writer": writer, "i": i})
+        print(info.id, flush=True)
+    """
+)
+
+
+def test_concurrent_writers_on_redis_lose_and_damage_nothing(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    from pipekit_redis.factories import checkpoint_store
+
+    prefix = f"w{os.getpid()}:"
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", REDIS_WRITER, redis_server.url, prefix, str(w), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(WRITERS)
+    ]
+    time.sleep(0.5)
+    go.touch()
+    saved: list[str] = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+        saved += out.split()
+    assert len(set(saved)) == WRITERS * SAVES, "two saves were given one id"
+    store = checkpoint_store({"url": redis_server.url, "prefix": prefix}, state_dir=tmp_path)
+    manager = CheckpointManager(store, NS)
+    assert manager.verify().ok
+    entries = manager.list()
+    assert sorted(e.id for e in entries) == sorted(saved), "a save that returned is not indexed"
+    for e in entries:
+        assert manager.load(e.id) == expected(e.metadata["writer"], e.metadata["i"])

@@ -9,12 +9,19 @@ script that checks the fencing token, checks the chunks are all there,
 removes their expiry, points the index at them and deletes the previous
 version's chunks: a reader (one script too) sees the old blob or the new one,
 never a mix. Chunks and the publish go out in one round trip.
+
+``namespace_lock(namespace)`` serializes the writers of a namespace across
+runners and hosts (:class:`pipekit.CheckpointManager` holds it around every
+change): a Redis lease, renewed while held, that a holder killed on this
+host leaves at once and one killed elsewhere when its TTL runs out.
 """
 
 from __future__ import annotations
 
 import builtins
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pipekit.errors import FencedOut
@@ -34,6 +41,21 @@ class RedisCheckpointStore:
         self.conn = conn
         self.chunk_size = conn.options.chunk_size
         self._chunks = conn.key("cpc", "")
+        self._locks: Any = None
+
+    @contextmanager
+    def namespace_lock(self, namespace: str, *, shared: bool = False) -> Iterator[None]:
+        """Hold the lease of the namespace's writers (a reader, ``shared``,
+        takes none: each ``get`` is one script, and sees a blob or none)."""
+        if shared:
+            yield
+            return
+        if self._locks is None:
+            from .lock import RedisLockBackend
+
+            self._locks = RedisLockBackend(self.conn, self.conn.options.lock_ttl)
+        with self._locks.lock(f"checkpoint-namespace:{namespace}"):
+            yield
 
     def _index(self, namespace: str) -> str:
         return self.conn.key("cpi", namespace)
