@@ -55,7 +55,10 @@ def _valid_entries(path: Path, raw: bytes) -> dict[str, list[object]]:
     except ValueError:
         warn_damaged(path, "not JSON", _AFRESH)
         return {}
-    if not isinstance(data, dict) or data.get("v") != 1:
+    if not isinstance(data, dict):
+        warn_damaged(path, "not a JSON object", _AFRESH)
+        return {}
+    if data.get("v") != 1:
         return {}  # another version's cache: not damage
     entries = data.get("entries")
     if not isinstance(entries, dict):

@@ -96,7 +96,10 @@ class RunnerState:
         (a hand edit, another version's file) read as absent, with a warning."""
         if data is None:  # no file yet
             return {}
-        stages = data.get("stages", {}) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            warn_damaged(self.path, "not a JSON object", _ENTRIES_IGNORED)
+            return {}
+        stages = data.get("stages", {})
         if not isinstance(stages, dict):
             warn_damaged(self.path, "'stages' is not an object", _ENTRIES_IGNORED)
             return {}
