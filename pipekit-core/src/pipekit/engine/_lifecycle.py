@@ -37,22 +37,12 @@ from ..netguard import Policy, trusted
 from ..records import Interrupted, RecordRun, partial_path_for, remove_stale_partials
 from ..results import Decision, StageResult
 from ..stage import RecordStage, StageContext
-from ._services import HOST, RunServices
+from ._services import HOST, LockBusy, RunServices
 from ._stage_checkpoints import StageCheckpoints
 
-__all__ = ["Lifecycle", "LockBusy"]
+__all__ = ["Lifecycle"]
 
 log = logging.getLogger("pipekit.runner")
-
-
-@attrs.frozen
-class LockBusy:
-    """Another runner holds the stage's lock: try again later.
-    ``holder_state`` is the lock backend's word on that holder: ``alive``,
-    ``gone`` or ``unknown``."""
-
-    holder: str | None
-    holder_state: str
 
 
 @attrs.define
@@ -125,7 +115,9 @@ class Lifecycle:
             return services.skipped(stage, decision, time.perf_counter() - started)
         if decision.fingerprint is None:  # e.g. an input is missing
             duration = time.perf_counter() - started
-            return StageResult(stage.name, "failed", duration, decision.reason, error=decision.reason)
+            return StageResult(
+                stage.name, "failed", duration, decision.reason, error=decision.reason
+            )
         return self.run_attempts(stage, decision, lease, started)
 
     # -- attempts ---------------------------------------------------------------
@@ -173,7 +165,11 @@ class Lifecycle:
             wait = state.next_action.sleep if state.next_action else 0.0
             log.warning(
                 "stage %s: attempt %d failed (%s: %s); retrying in %.2fs",
-                stage.name, state.attempt_number, type(exc).__name__, exc, wait,
+                stage.name,
+                state.attempt_number,
+                type(exc).__name__,
+                exc,
+                wait,
             )
 
         return tenacity.Retrying(
@@ -229,14 +225,15 @@ class Lifecycle:
         self, stage: Any, context: StageContext, record_run: RecordRun | None, policy: Policy
     ) -> None:
         records = None
-        if record_run is not None:
+        info = self.services.info
+        if record_run is not None and info is not None:
             self.services.hashcache.save()  # a resumed run must not hash the inputs again
             records = {
                 "pipeline": self.services.pipeline.name,
                 "fingerprint": record_run.fingerprint,
                 "namespace": record_run.checkpoint.namespace,
                 "fence": record_run.checkpoint.fence,
-                "run": attrs.asdict(self.services.info),
+                "run": attrs.asdict(info),
             }
         run_in_worker(
             stage,

@@ -21,12 +21,10 @@ from typing import Any
 import attrs
 
 from ..backends.assemble import Backends, make_backends
-from ..commit import GroupCommitter
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCK, EXIT_OK
 from ..observers import Observers
 from ..results import RunInfo, StageResult
 from ..runs import write_run_record
-from ._lifecycle import Lifecycle
 from ._scheduler import Scheduler
 from ._services import HOST, RunOptions, RunServices, new_run_id
 
@@ -123,20 +121,31 @@ class Runner:
         for path in services.inflight.recover():
             log.info("removed %s, left behind by a killed run", path)
         services.observers.call("on_run_start", run=services.info)
-        scheduler: Scheduler | None = None
+        committers: list[Any] = []
 
-        def busy() -> bool:
-            """Stages still at work: a commit lingers a moment for theirs."""
-            return scheduler is not None and bool(scheduler.working)
+        def make_lifecycle() -> Any:
+            # Imported when the first stage must run: a run that skips every
+            # stage never needs the attempt's machinery (the record loop, the
+            # network guard, the committer: about 60 ms of imports).
+            from ..commit import GroupCommitter
+            from ._lifecycle import Lifecycle
 
-        committer = GroupCommitter(
-            services.backends.idempotency, services.hashcache.remember, busy=busy
-        )
-        scheduler = Scheduler(services, Lifecycle(services, committer))
+            def busy() -> bool:
+                """Stages still at work: a commit lingers a moment for theirs."""
+                return bool(scheduler.working)
+
+            committer = GroupCommitter(
+                services.backends.idempotency, services.hashcache.remember, busy=busy
+            )
+            committers.append(committer)
+            return Lifecycle(services, committer)
+
+        scheduler = Scheduler(services, make_lifecycle)
         try:
             results = scheduler.run()
         finally:
-            committer.close()
+            for committer in committers:
+                committer.close()
         interrupted = scheduler.interrupted
         while True:
             # An interrupt while the run is being recorded marks it

@@ -24,12 +24,15 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..results import StageResult
-from ._lifecycle import Lifecycle, LockBusy
-from ._services import RunServices
+from ._services import LockBusy, RunServices
+
+if TYPE_CHECKING:
+    from ._lifecycle import Lifecycle
 
 __all__ = ["Scheduler"]
 
@@ -40,9 +43,12 @@ IDLE_WAKE_S = 0.5
 
 
 class Scheduler:
-    def __init__(self, services: RunServices, lifecycle: Lifecycle) -> None:
+    def __init__(self, services: RunServices, make_lifecycle: Callable[[], Lifecycle]) -> None:
         self.services = services
-        self.lifecycle = lifecycle
+        self.make_lifecycle = make_lifecycle
+        """Called when the first stage goes to the pool: a run that skips
+        every stage on the spot never makes (nor imports) the lifecycle."""
+        self.lifecycle: Lifecycle | None = None
         self.stages = services.pipeline.stages
         self.jobs = max(1, services.options.jobs)
         self.results: dict[str, StageResult] = {}
@@ -131,6 +137,8 @@ class Scheduler:
             self.submit(name)
 
     def submit(self, name: str) -> None:
+        if self.lifecycle is None:
+            self.lifecycle = self.make_lifecycle()
         if self.pool is None:
             self.pool = ThreadPoolExecutor(2 * self.jobs, thread_name_prefix="pipekit-stage")
         self.working[self.pool.submit(self.lifecycle.run_stage, name)] = name

@@ -20,13 +20,23 @@ from ..observers import Observers
 from ..results import Decision, RunInfo, StageResult
 from ..state import RunnerState
 
-__all__ = ["RunOptions", "RunServices", "new_run_id", "HOST"]
+__all__ = ["RunOptions", "RunServices", "LockBusy", "new_run_id", "HOST"]
 
 HOST = os.uname().nodename
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
+
+
+@attrs.frozen
+class LockBusy:
+    """Another runner holds the stage's lock: try again later.
+    ``holder_state`` is the lock backend's word on that holder: ``alive``,
+    ``gone`` or ``unknown``."""
+
+    holder: str | None
+    holder_state: str
 
 
 @attrs.define
@@ -128,9 +138,7 @@ class RunServices:
         entry = self.state.get(stage.name)
         if entry is None or entry.get("fingerprint") != decision.fingerprint:
             outputs = decision.outputs
-            self.state.update(
-                stage.name, self.state_entry(stage, decision, outputs, "ok", 0.0, 0)
-            )
+            self.state.update(stage.name, self.state_entry(stage, decision, outputs, "ok", 0.0, 0))
         elif entry.get("store_gen") != (generation := self.evaluator.store_generation()):
             self.state.update(stage.name, {**entry, "store_gen": generation})
         result = StageResult(
