@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import Project
 from pipekit import IdempotencyManager, PipelineState
 from pipekit.backends.file_dead_letters import FileDeadLetterStore
 from pipekit.backends.protocols import DeadLetter
@@ -70,3 +71,19 @@ def test_everything_kept_is_private(tmp_path: Path, umask: int) -> None:
     for name, mode in modes.items():
         path = tmp_path / "kept" / name
         assert mode == ("0o700" if path.is_dir() else "0o600"), (name, mode, modes)
+
+
+def test_a_run_keeps_its_state_private(project: Project, umask: int) -> None:
+    project.write("in.txt", "ok\nfatal\n")
+    project.pipeline([{"name": "r", "uses": "record-fatal", "inputs": ["in.txt"],
+                       "outputs": ["out.txt"], "max_failures": 5,
+                       "params": {"calls": str(project.root / "calls.txt")}}])
+    assert project.run_json()["status"] == "ok"  # one dead letter
+    state_dir = project.root / ".pipekit"
+    mine = [state_dir, state_dir / "idempotency", *state_dir.glob("state.json*"),
+            *state_dir.glob("idempotency/**/*"), *state_dir.glob("deadletters.sqlite*"),
+            state_dir / "hashcache.json"]
+    assert len(mine) >= 8, mine
+    for path in mine:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
