@@ -145,3 +145,23 @@ def test_a_damaged_dead_letter_database_is_moved_aside(project: Project, content
     listed = project.cli("dlq", "list")
     assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
     assert "fatal" in listed.stdout or "1 dead letter" in listed.stdout, listed.stdout
+
+
+@pytest.mark.parametrize(
+    "content",
+    [{"pipeline": "proj", "stage": "r", "path": 5}, [1], "folder"],
+    ids=["wrong types", "a list", "a folder"],
+)
+def test_a_damaged_retry_intent_is_moved_aside(project: Project, content: Any) -> None:
+    _record_pipeline(project)
+    intent = project.root / ".pipekit" / "dlq-retry" / "r.json"
+    intent.parent.mkdir(parents=True)
+    if content == "folder":
+        (intent / "inside").mkdir(parents=True)
+    else:
+        _write_json(intent, content)
+    proc = project.cli("dlq", "purge", "--stage", "r")
+    assert proc.returncode == 0, proc.stderr
+    _assert_one_warning(proc.stderr, intent)
+    assert not intent.exists()
+    assert len(list(intent.parent.glob("r.json.damaged-*"))) == 1

@@ -92,6 +92,25 @@ def _digest(path: Path) -> str | None:
         return None
 
 
+def _read_intent(path: Path) -> dict[str, Any] | None:
+    """A retry's intent; None, the file moved aside with a warning, when it
+    is damaged (nothing can be finished from it: its dead letters stay)."""
+    from .stored_shapes import check_retry_intent, move_aside, warn_damaged
+
+    try:
+        intent = _json.loads(path.read_bytes())
+        check_retry_intent(intent)
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        warn_damaged(path, why or "not JSON", "moved aside; its dead letters stay queued")
+        try:
+            move_aside(path)
+        except FileNotFoundError:
+            pass
+        return None
+    return intent  # type: ignore[no-any-return]
+
+
 def recover_intents(pipeline: Any, backends: Any) -> list[str]:
     """Finish (or drop) the appends of a ``dlq retry`` that was killed;
     return a line per intent found."""
@@ -105,12 +124,8 @@ def recover_intents(pipeline: Any, backends: Any) -> list[str]:
         if not name.endswith(".json") or name.startswith("."):
             continue
         path = folder / name
-        try:
-            intent = _json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            path.unlink(missing_ok=True)
-            continue
-        if intent.get("pipeline") != pipeline.name:
+        intent = _read_intent(path)
+        if intent is None or intent["pipeline"] != pipeline.name:
             continue
         if _digest(Path(intent["path"])) == intent["sha256"]:
             _finish(pipeline, backends, intent)

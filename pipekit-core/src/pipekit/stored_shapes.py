@@ -26,6 +26,7 @@ __all__ = [
     "check_stage_result",
     "stage_record",
     "check_hash_entry",
+    "check_retry_intent",
     "warn_damaged",
     "move_aside",
 ]
@@ -142,6 +143,20 @@ def check_hash_entry(entry: Any) -> None:
         and isinstance(entry[3], str),
         "an entry is not [size, mtime_ns, inode, sha256]",
     )
+
+
+def check_retry_intent(intent: Any) -> None:
+    """The note ``pipekit dlq retry`` leaves before it replaces an output."""
+    _need(isinstance(intent, dict), "it is not a JSON object")
+    for name in ("pipeline", "stage", "output", "path", "sha256", "key", "fingerprint"):
+        _need(isinstance(intent.get(name), str), f"{name!r} is not a string")
+    ids = intent.get("ids")
+    _need(
+        isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids),
+        "'ids' is not a list of numbers",
+    )
+    token = intent.get("token")
+    _need(token is None or (isinstance(token, int) and not isinstance(token, bool)), "bad 'token'")
 
 
 def warn_damaged(where: Any, why: str, consequence: str = "read as absent") -> None:
