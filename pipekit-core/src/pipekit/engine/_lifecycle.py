@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -62,16 +61,21 @@ class Lifecycle:
         self.committer = committer
         self.checkpoints = StageCheckpoints(services.pipeline.name, services.backends.checkpoints)
         self._policies: dict[str, Policy] = {}
-        self.work_slots = threading.BoundedSemaphore(max(1, services.options.jobs))
-        """``--jobs`` bounds the processors at work at once; the pool has
-        more threads, so that the next stages are locked, decided and have
-        their context made while the running ones work."""
 
     # -- lock and decision ----------------------------------------------------
 
     def run_stage(self, name: str) -> StageResult | Future[StageResult] | LockBusy:
         """Worker thread: the stage's result, the future of its commit, or
-        :class:`LockBusy`."""
+        :class:`LockBusy`. A failure stops the run (without --keep-going)
+        here, in the thread that saw it, so that no stage queued behind it
+        starts."""
+        outcome = self._run_stage(name)
+        if isinstance(outcome, StageResult) and outcome.status == "failed":
+            if not self.services.options.keep_going:
+                self.services.halt.set()
+        return outcome
+
+    def _run_stage(self, name: str) -> StageResult | Future[StageResult] | LockBusy:
         services = self.services
         if services.stopping():  # queued, then overtaken by a failure or an interrupt
             return services.not_run(name)
@@ -215,11 +219,10 @@ class Lifecycle:
         """Run the processor: in this thread, or in a worker process that
         can be killed at the stage's timeout."""
         policy = self.network_policy(stage)
-        with self.work_slots:
-            if not needs_worker(stage):
-                run_in_process(stage, context, record_run=record_run, policy=policy)
-                return
-            self._run_in_worker(stage, context, record_run, policy)
+        if not needs_worker(stage):
+            run_in_process(stage, context, record_run=record_run, policy=policy)
+            return
+        self._run_in_worker(stage, context, record_run, policy)
 
     def _run_in_worker(
         self, stage: Any, context: StageContext, record_run: RecordRun | None, policy: Policy

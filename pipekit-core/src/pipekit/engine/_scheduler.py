@@ -122,7 +122,7 @@ class Scheduler:
         that a thread that ends a stage starts the next at once)."""
         evaluator = self.services.evaluator
         options = self.services.options
-        while self.ready and len(self.working) < 3 * self.jobs:
+        while self.ready and len(self.working) < 2 * self.jobs:
             _, name = heapq.heappop(self.ready)
             if name in self.results:
                 continue
@@ -140,13 +140,13 @@ class Scheduler:
         if self.lifecycle is None:
             self.lifecycle = self.make_lifecycle()
         if self.pool is None:
-            self.pool = ThreadPoolExecutor(2 * self.jobs, thread_name_prefix="pipekit-stage")
+            self.pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="pipekit-stage")
         self.working[self.pool.submit(self.lifecycle.run_stage, name)] = name
 
     def retry_lock_waits(self) -> None:
         now = time.monotonic()
         while self.lock_waits and self.lock_waits[0][0] <= now:
-            if len(self.working) >= 3 * self.jobs:
+            if len(self.working) >= 2 * self.jobs:
                 return
             _, _, name = heapq.heappop(self.lock_waits)
             self.submit(name)
