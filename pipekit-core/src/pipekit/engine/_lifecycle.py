@@ -70,9 +70,9 @@ class Lifecycle:
         here, in the thread that saw it, so that no stage queued behind it
         starts."""
         outcome = self._run_stage(name)
-        if isinstance(outcome, StageResult) and outcome.status == "failed":
-            if not self.services.options.keep_going:
-                self.services.halt.set()
+        failed = isinstance(outcome, StageResult) and outcome.status == "failed"
+        if failed and not self.services.options.keep_going:
+            self.services.halt.set()
         return outcome
 
     def _run_stage(self, name: str) -> StageResult | Future[StageResult] | LockBusy:
