@@ -85,6 +85,7 @@ DAMAGES: dict[str, Callable[[Project], Path]] = {
     "hash cache is a folder": lambda p: _make_folder(p.root / HASHES),
     "hash cache is a list": lambda p: _write_json(p.root / HASHES, [1, 2]),
     "state is a list": lambda p: _write_json(p.root / STATE, [1, 2]),
+    "state is a folder": lambda p: _make_folder(p.root / STATE),
     "record result is a number": _edit_record(_set(["result"], 5)),
     "record outputs is a number": _edit_record(_set(["result", "outputs"], 5)),
     "record output digest is a number": _edit_record(_set(["result", "outputs", "out.txt"], 5)),

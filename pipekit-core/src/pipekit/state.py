@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _json
-from .stored_shapes import DamagedRecord, check_stage_entry, warn_damaged
+from .stored_shapes import DamagedRecord, check_stage_entry, move_aside, warn_damaged
 
 __all__ = ["RunnerState", "STATE_FILE", "RUNNER_BACKUPS", "runner_state_file"]
 
@@ -81,6 +81,9 @@ class RunnerState:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
+        except IsADirectoryError:
+            warn_damaged(self.path, "a folder, not a file", _ENTRIES_IGNORED)
+            return {}
         except OSError as exc:
             log.warning("cannot read %s (%s): stage reasons start afresh", self.path, exc)
             return {}
@@ -139,6 +142,8 @@ class RunnerState:
 
         state = runner_state_file(self.state_dir)
         try:
+            if self.path.is_dir():  # damaged (said at load): kept for a look, then replaced
+                move_aside(self.path)
             with state.transaction() as tx:
                 current = self._valid_stages(tx.data)
                 for name, entry in self._changed.items():
@@ -154,7 +159,7 @@ class RunnerState:
             else:
                 log.error("could not save this run's stage entries: %s", exc)
             return
-        except StateError as exc:
+        except (StateError, OSError) as exc:
             log.error("could not save this run's stage entries: %s", exc)
             return
         self.stages = current
