@@ -1024,7 +1024,11 @@ def test_values_are_structured_into_their_declared_types() -> None:
     assert stage.max_failures == "5%"
     params = config.structure_params(ShellParams, stage.params)
     assert params == ShellParams(cmd="cp {input} {output}", env={"A": "1"})
-    assert config.unstructure_params(params) == {"cmd": "cp {input} {output}", "env": {"A": "1"}}
+    assert config.unstructure_params(params) == {
+        "cmd": "cp {input} {output}",
+        "env": {"A": "1"},
+        "env_pass": [],
+    }
 
 
 @attrs.define

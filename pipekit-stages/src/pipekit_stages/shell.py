@@ -50,7 +50,6 @@ class _Paths(list):  # type: ignore[type-arg]
     __format__ = lambda self, spec: format(str(self), spec)  # noqa: E731
 
 
-PLACEHOLDERS = ("inputs", "outputs", "input", "output", "stage", "run_id")
 _HELP = (
     "use {inputs}, {inputs[0]}, {outputs}, {outputs[1]}, {input}, {output}, {stage}, "
     "{run_id}; write {{ and }} for literal braces"
@@ -65,18 +64,27 @@ def _check_template(_inst: object, _attr: object, value: str) -> None:
         raise ValueError(problem)
 
 
+# The fields a template may hold: the placeholders, and an index of the lists.
+_FIELD = re.compile(r"(?:inputs|outputs)\[[0-9]+\]|inputs|outputs|input|output|stage|run_id")
+
+
 @functools.lru_cache(maxsize=256)
 def _template_problem(value: str) -> str | None:
     """What is wrong with a command template, or None; once per template
-    (a generated pipeline repeats one template for thousands of stages)."""
+    (a generated pipeline repeats one template for thousands of stages).
+    Only the placeholders and the indexes of ``inputs`` and ``outputs`` are
+    allowed: no attribute, no key, no field inside a format spec."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        parsed = list(string.Formatter().parse(value))
     except ValueError as exc:
         return f"bad placeholder in command ({exc}); {_HELP}"
-    for field in fields:
-        root = re.split(r"[.\[]", field, maxsplit=1)[0]
-        if root not in PLACEHOLDERS:
+    for _, field, spec, _ in parsed:
+        if field is None:
+            continue
+        if not _FIELD.fullmatch(field):
             return f"unknown placeholder {{{field}}} in command; {_HELP}"
+        if spec and ("{" in spec or "}" in spec):
+            return f"a placeholder inside the format of {{{field}}} in command; {_HELP}"
     return None
 
 
