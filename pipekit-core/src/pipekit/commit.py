@@ -5,11 +5,6 @@ For each batch: every output temp file is hashed and fsynced, renamed into
 place, each touched folder fsynced once, then the idempotency records are
 written, then the leases released and the waiting futures resolved. A stage
 is done, and its dependents may start, only when its future resolves.
-
-Stages started by the runner's own thread (:meth:`pipekit.Stage.start`)
-are committed by that thread, in batches, with :meth:`GroupCommitter.commit`:
-a second thread that wants the GIL back after each of its system calls
-would cost the first one a hand-off each time.
 """
 
 from __future__ import annotations
@@ -112,8 +107,7 @@ class GroupCommitter:
             self.commit(batch)
 
     def commit(self, batch: list[CommitJob]) -> None:
-        """Commit ``batch`` in the calling thread (the committer's own
-        thread does this for what is submitted to it)."""
+        """Commit ``batch`` (in the committer's thread)."""
         digests: dict[int, dict[str, str]] = {}
         errors: dict[int, BaseException] = {}
         for i, job in enumerate(batch):
