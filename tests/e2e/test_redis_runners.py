@@ -207,3 +207,46 @@ def test_redis_restart_during_a_run(
     assert (shared / f"s{n - 1}.txt").read_text() == "x\n"
     if down_for > 2:
         assert proc.returncode == 1  # longer than the retries: failed cleanly
+
+
+@pytest.mark.parametrize("down_for", [3.0, 10.0], ids=["down-3s", "down-10s"])
+def test_a_run_survives_a_redis_restart_with_the_default_options(
+    tmp_path: Path, own_redis_server: RedisServer, down_for: float
+) -> None:
+    """Issue 20 item 7: a primary restart of up to 10 s (AOF persistence,
+    SIGKILL, the same port) is waited out with the default options: the run
+    exits 0 and each stage ran and was committed exactly once."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    log = shared / "executions.log"
+    (shared / "in.txt").write_text("x\n")
+    n = 4
+    stages = []
+    for i in range(n):
+        src = "../shared/in.txt" if i == 0 else f"../shared/s{i - 1}.txt"
+        stages.append({
+            "name": f"s{i}", "uses": "side-effect", "inputs": [src],
+            "outputs": [f"../shared/s{i}.txt"], "params": {"log": str(log), "seconds": 1.0},
+        })
+    (p,) = working_folders(tmp_path, 1)
+    write_everywhere([p], stages, {"name": "redis", "options": {"url": own_redis_server.url}})
+    proc = p.popen("run", "--json", env=env(p))
+    deadline = time.monotonic() + 60
+    while not (log.exists() and log_counts(log)["s1"] >= 1):  # kill while s1 works
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    own_redis_server.kill()
+    time.sleep(down_for)
+    own_redis_server.start()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (out, err)
+    assert "Traceback" not in err, err
+    summary = json.loads(out)
+    assert {s["name"]: s["status"] for s in summary["stages"]} == {f"s{i}": "ok" for i in range(n)}
+    assert log_counts(log) == Counter({f"s{i}": 1 for i in range(n)})  # each ran once
+    recs = records(own_redis_server, "pipekit:")
+    assert sorted(r["result"]["stage"] for r in recs.values()) == [f"s{i}" for i in range(n)]
+    run = json.loads(next((p.root / ".pipekit" / "runs").glob("*.json")).read_text())
+    assert [s.get("attempts") for s in run["stages"]] == [1] * n, run["stages"]
+    again = p.run_json(env=env(p))
+    assert {s["status"] for s in again["stages"]} == {"skipped"}

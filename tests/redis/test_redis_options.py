@@ -32,6 +32,9 @@ def test_defaults_and_env() -> None:
     assert parse({"url": "redis://a/0"}, {"PIPEKIT_REDIS_URL": "redis://b/0"}).url == "redis://a/0"
     o = parse({"prefix": "x:", "lock_ttl": 5, "socket_timeout": 1, "retries": 0, "chunk_size": 2048})
     assert (o.prefix, o.lock_ttl, o.socket_timeout, o.retries, o.chunk_size) == ("x:", 5.0, 1.0, 0, 2048)
+    # a restart of 10 s and more is waited out by default (issue 20 item 7)
+    assert (parse({}).retry_budget, parse({}).retries) == (30.0, None)
+    assert parse({"retry_budget": 90}).retry_budget == 90.0
 
 
 @pytest.mark.parametrize(
@@ -42,6 +45,10 @@ def test_defaults_and_env() -> None:
         ({"lock_ttl": "5"}, ["'lock_ttl'", "positive"]),
         ({"retries": -1}, ["'retries'"]),
         ({"retries": True}, ["'retries'"]),
+        ({"retry_budget": 0}, ["'retry_budget'", "positive"]),
+        ({"retry_budget": float("nan")}, ["'retry_budget'", "finite"]),
+        ({"retry_budget": float("inf")}, ["'retry_budget'", "finite"]),
+        ({"lock_ttl": float("nan")}, ["'lock_ttl'", "finite"]),
         ({"chunk_size": 10}, ["'chunk_size'", "1024"]),
         ({"prefix": 3}, ["'prefix'"]),
         ({"url": "http://h/0"}, ["redis://", "rediss://"]),

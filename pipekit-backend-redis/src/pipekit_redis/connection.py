@@ -3,12 +3,15 @@ backend, the stores and the dead-letter queue of a process.
 
 - Timeouts on connect and on every reply (``connect_timeout``,
   ``socket_timeout``).
-- Connection errors and timeouts are retried ``retries`` times with
-  exponential backoff and jitter, here rather than by redis-py (whose
-  retries differ between versions). That is safe because every command
-  pipekit sends is idempotent: reads, plain writes of the same bytes, and
-  Lua scripts written so that a second run after a lost reply changes
-  nothing (see ``scripts.py``).
+- Connection errors and timeouts (a server restarting, or still loading
+  its data) are retried with exponential backoff and jitter for
+  ``retry_budget`` seconds (and at most ``retries`` times, when set), here
+  rather than by redis-py (whose retries differ between versions). That is
+  safe because every command pipekit sends is idempotent: reads, plain
+  writes of the same bytes, and Lua scripts written so that a second run
+  after a lost reply changes nothing (see ``scripts.py``). The check at
+  start (``connect``) retries for ``connect_timeout`` at most, so that a
+  wrong URL is said at once.
 - Errors that remain become :class:`pipekit.errors.BackendUnavailable`
   naming the server by its URL without the password.
 - Scripts run with ``EVALSHA``; after a server restart (script cache empty)
@@ -94,24 +97,32 @@ class RedisConnection:
             client_name="pipekit",
         )
 
-    def _retrying(self, fn: Callable[[], T]) -> T:
-        """``fn()``, repeated after a connection error or timeout up to
-        ``retries`` times with exponential backoff and jitter (0.05 s
-        doubling up to 2 s). Every command pipekit sends is safe to repeat."""
+    def _retrying(self, fn: Callable[[], T], budget: float | None = None) -> T:
+        """``fn()``, repeated after a connection error or timeout with
+        exponential backoff and jitter (0.05 s doubling up to 2 s) until
+        ``budget`` seconds (default: the ``retry_budget`` option) have
+        passed since the first failure, or ``retries`` retries were made.
+        Every command pipekit sends is safe to repeat."""
         redis = _redis()
         retryable = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        limit = self.options.retries
         delay = _BACKOFF_BASE
         attempt = 0
+        deadline: float | None = None
         while True:
             try:
                 return fn()
             except redis.exceptions.AuthenticationError:
                 raise
             except retryable:
-                if attempt >= self.options.retries:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + (self.options.retry_budget if budget is None else budget)
+                if now >= deadline or (limit is not None and attempt >= limit):
                     raise
                 attempt += 1
-                time.sleep(delay / 2 + random.uniform(0, delay / 2))
+                pause = delay / 2 + random.uniform(0, delay / 2)
+                time.sleep(min(pause, deadline - now))
                 delay = min(delay * 2, _BACKOFF_CAP)
 
     # -- errors -----------------------------------------------------------------
@@ -120,9 +131,10 @@ class RedisConnection:
         return f"Redis at {self.options.safe_url}"
 
     @contextmanager
-    def errors(self, doing: str) -> Iterator[None]:
+    def errors(self, doing: str, budget: float | None = None) -> Iterator[None]:
         """Turn redis-py's exceptions into pipekit's, said with the URL
-        (never the password) and what was being done."""
+        (never the password), what was being done and for how long it was
+        retried (``budget``; default: ``retry_budget``)."""
         redis = _redis()
         try:
             yield
@@ -139,12 +151,17 @@ class RedisConnection:
             )
             raise BackendUnavailable(
                 f"{self.where()} is unreachable while {doing}: {detail} "
-                f"(after {self.options.retries} retries); {hint}"
+                f"(tried for {self._tried_for(budget)}); {hint}"
             ) from None
         except redis.exceptions.ResponseError as exc:
             raise RedisCommandError(
                 f"{self.where()} refused a command while {doing}: {exc}"
             ) from exc
+
+    def _tried_for(self, budget: float | None) -> str:
+        o = self.options
+        said = f"up to {o.retry_budget if budget is None else budget:g}s"
+        return said if o.retries is None else f"{said}, at most {o.retries} retries"
 
     def _has_password(self) -> bool:
         from urllib.parse import parse_qsl, urlsplit
@@ -170,9 +187,9 @@ class RedisConnection:
         """Check once per process that the server answers (``PING``)."""
         if self._checked:
             return
-        with self.errors("connecting"):
+        with self.errors("connecting", self.options.connect_timeout):
             try:
-                self._retrying(self.client.ping)
+                self._retrying(self.client.ping, self.options.connect_timeout)
             except _redis().exceptions.ResponseError as exc:
                 msg = str(exc)
                 if "NOAUTH" in msg or "WRONGPASS" in msg or "authenticated" in msg:
@@ -194,8 +211,17 @@ class RedisConnection:
             sha = hashlib.sha1(SCRIPTS[name].encode()).hexdigest()
         return sha
 
-    def script(self, name: str, keys: Sequence[Any], args: Sequence[Any], doing: str) -> Any:
-        """Run one script (one round trip; two more after a server restart)."""
+    def script(
+        self,
+        name: str,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        doing: str,
+        *,
+        budget: float | None = None,
+    ) -> Any:
+        """Run one script (one round trip; two more after a server restart),
+        retried for ``budget`` seconds (default: ``retry_budget``)."""
         redis = _redis()
         client = self.client
 
@@ -206,8 +232,8 @@ class RedisConnection:
                 self._load(client)
                 return client.evalsha(self.sha(name), len(keys), *keys, *args)
 
-        with self.errors(doing):
-            return self._retrying(run)
+        with self.errors(doing, budget):
+            return self._retrying(run, budget)
 
     def pipeline(self, build: Callable[[Any], None], doing: str) -> list[Any]:
         """Send the commands ``build(pipe)`` queues in one round trip

@@ -204,7 +204,11 @@ class RedisLease:
             return False
         started = time.monotonic()
         ok = self._conn.script(
-            "renew", [self._rkey], [owner, self.ttl_ms], f"renewing the lock {self.key!r}"
+            "renew",
+            [self._rkey],
+            [owner, self.ttl_ms],
+            f"renewing the lock {self.key!r}",
+            budget=max(0.0, self._valid_until - started),  # no use once the lease ran out
         )
         with self._mutex:
             if self._owner != owner:

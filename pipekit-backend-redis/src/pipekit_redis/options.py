@@ -5,6 +5,7 @@ without its password wherever it is printed."""
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -44,8 +45,8 @@ def redact_url(url: str) -> str:
 
 def _positive(name: str, value: Any, *, integer: bool = False) -> Any:
     wrong_kind = isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
-    if wrong_kind or value <= 0:
-        what = "a positive integer" if integer else "a positive number"
+    if wrong_kind or not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
+        what = "a positive integer" if integer else "a positive, finite number"
         raise ConfigError(f"backend option {name!r} must be {what}, got {value!r}")
     return value
 
@@ -68,9 +69,13 @@ class RedisOptions:
     """Seconds to wait for a reply before the command counts as failed."""
     connect_timeout: float = 5.0
     """Seconds to wait for a connection."""
-    retries: int = 5
-    """Retries of a command after a connection error or timeout, with
-    exponential backoff (every command pipekit sends is safe to repeat)."""
+    retry_budget: float = 30.0
+    """Seconds for which a command is retried after a connection error or
+    timeout, with exponential backoff (every command pipekit sends is safe
+    to repeat): a Redis that restarts within this time is waited out."""
+    retries: int | None = None
+    """At most this many retries of a command, within ``retry_budget``
+    (None: as many as the budget allows)."""
     chunk_size: int = 512 * 1024
     """Checkpoint blobs are stored in chunks of at most this many bytes."""
 
@@ -114,16 +119,20 @@ def parse_options(
     for name in ("socket_timeout", "connect_timeout"):
         if name in values:
             _positive(name, values[name])
-    retries = values.get("retries", 5)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+    retries = values.get("retries")
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
+    ):
         raise ConfigError(f"backend option 'retries' must be an integer >= 0, got {retries!r}")
+    if "retry_budget" in values:
+        _positive("retry_budget", values["retry_budget"])
     chunk = values.get("chunk_size", 512 * 1024)
     _positive("chunk_size", chunk, integer=True)
     if not 1024 <= chunk <= 256 * 1024 * 1024:
         raise ConfigError(
             f"backend option 'chunk_size' must be from 1024 to {256 * 1024 * 1024} bytes, got {chunk}"
         )
-    for name in ("lock_ttl", "socket_timeout", "connect_timeout"):
+    for name in ("lock_ttl", "socket_timeout", "connect_timeout", "retry_budget"):
         if values.get(name) is not None:
             values[name] = float(values[name])
     values["url"] = url
