@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ..atomic import temp_path_for, unlink_quietly
-from ..backends.protocols import IdemRecord
+from ..backends.protocols import IdemRecord, Lease
 from ..commit import CommitJob, GroupCommitter
 from ..config import failure_limit
 from ..errors import LeaseLost, NetworkRefused, NonRetryable, PipekitError, StageFailed
@@ -38,6 +38,9 @@ from ..results import Decision, StageResult
 from ..stage import RecordStage, StageContext
 from ._services import HOST, LockBusy, RunServices
 from ._stage_checkpoints import StageCheckpoints
+
+if TYPE_CHECKING:
+    from ..pipeline import PlannedStage
 
 __all__ = ["Lifecycle"]
 
@@ -98,7 +101,7 @@ class Lifecycle:
         except Exception as exc:  # a bug or an I/O error fails the stage, not the run
             return self.unexpected(name, started, exc)
 
-    def take_lock(self, stage: Any) -> Any:
+    def take_lock(self, stage: PlannedStage) -> Lease | LockBusy:
         """The stage's lease, taken; or :class:`LockBusy`."""
         options = self.services.options
         key = f"stage/{self.services.pipeline.name}/{stage.name}"
@@ -109,7 +112,7 @@ class Lifecycle:
         return LockBusy(lease.holder(), state() if state is not None else "unknown")
 
     def decide_and_run(
-        self, stage: Any, lease: Any, started: float
+        self, stage: PlannedStage, lease: Lease, started: float
     ) -> StageResult | Future[StageResult]:
         """Under the lease: skip a stage another runner (or an earlier run)
         made up to date, else run it."""
@@ -127,7 +130,7 @@ class Lifecycle:
     # -- attempts ---------------------------------------------------------------
 
     def run_attempts(
-        self, stage: Any, decision: Decision, lease: Any, started: float
+        self, stage: PlannedStage, decision: Decision, lease: Lease, started: float
     ) -> StageResult | Future[StageResult]:
         """Every attempt the stage's retry policy allows, until one is good."""
         services = self.services
@@ -149,7 +152,7 @@ class Lifecycle:
             return self.attempts_failed(stage, decision, started, tries, exc, last_info)
         return self.to_committer(stage, decision, lease, started, tries, attempted)
 
-    def _retrying(self, stage: Any) -> Any:
+    def _retrying(self, stage: PlannedStage) -> Any:
         """tenacity's loop over the stage's attempts (one attempt: one pass)."""
         import tenacity
 
@@ -188,7 +191,12 @@ class Lifecycle:
         )
 
     def attempt(
-        self, stage: Any, number: int, decision: Decision, lease: Any, info: dict[str, Any]
+        self,
+        stage: PlannedStage,
+        number: int,
+        decision: Decision,
+        lease: Lease,
+        info: dict[str, Any],
     ) -> _Attempted:
         """One attempt: run the processor on a fresh context, then check
         that it wrote every output while the lease was held. ``info`` gets
@@ -215,7 +223,9 @@ class Lifecycle:
         checkpointed = is_record or checkpoint is None or checkpoint.used
         return _Attempted(list(context.outputs), dict(context.info), known, checkpointed)
 
-    def execute(self, stage: Any, context: StageContext, record_run: RecordRun | None) -> None:
+    def execute(
+        self, stage: PlannedStage, context: StageContext, record_run: RecordRun | None
+    ) -> None:
         """Run the processor: in this thread, or in a worker process that
         can be killed at the stage's timeout."""
         policy = self.network_policy(stage)
@@ -225,7 +235,11 @@ class Lifecycle:
         self._run_in_worker(stage, context, record_run, policy)
 
     def _run_in_worker(
-        self, stage: Any, context: StageContext, record_run: RecordRun | None, policy: Policy
+        self,
+        stage: PlannedStage,
+        context: StageContext,
+        record_run: RecordRun | None,
+        policy: Policy,
     ) -> None:
         records = None
         info = self.services.info
@@ -250,7 +264,7 @@ class Lifecycle:
         )
 
     def context(
-        self, stage: Any, number: int, decision: Decision, lease: Any, is_record: bool
+        self, stage: PlannedStage, number: int, decision: Decision, lease: Lease, is_record: bool
     ) -> StageContext:
         """A fresh :class:`pipekit.StageContext` for attempt ``number``: its
         temporary outputs (output folders made), its checkpoint."""
@@ -280,7 +294,7 @@ class Lifecycle:
             cancelled=services.cancel,
         )
 
-    def record_run(self, stage: Any, decision: Decision, lease: Any) -> RecordRun:
+    def record_run(self, stage: PlannedStage, decision: Decision, lease: Lease) -> RecordRun:
         """What the record loop of a record stage needs."""
         services = self.services
         config = stage.config
@@ -307,7 +321,7 @@ class Lifecycle:
             on_checkpoint=services.hashcache.save,
         )
 
-    def _record_failed(self, stage: Any) -> Callable[[Any, BaseException], None]:
+    def _record_failed(self, stage: PlannedStage) -> Callable[[Any, BaseException], None]:
         def call(record: Any, error: BaseException) -> None:
             with trusted():  # observers are the runner's, not the processor's
                 self.services.observers.call(
@@ -320,7 +334,7 @@ class Lifecycle:
 
         return call
 
-    def network_policy(self, stage: Any) -> Policy:
+    def network_policy(self, stage: PlannedStage) -> Policy:
         """The network guard's policy for a stage (DESIGN §8): the
         pipeline's allow list plus the stage's, or everything when the
         stage or the command line allows the network."""
@@ -348,9 +362,9 @@ class Lifecycle:
 
     def to_committer(
         self,
-        stage: Any,
+        stage: PlannedStage,
         decision: Decision,
-        lease: Any,
+        lease: Lease,
         started: float,
         tries: int,
         attempted: _Attempted,
@@ -404,7 +418,7 @@ class Lifecycle:
 
     def committed(
         self,
-        stage: Any,
+        stage: PlannedStage,
         decision: Decision,
         duration: float,
         tries: int,
@@ -432,7 +446,7 @@ class Lifecycle:
 
     def attempts_failed(
         self,
-        stage: Any,
+        stage: PlannedStage,
         decision: Decision,
         started: float,
         tries: int,
@@ -456,7 +470,7 @@ class Lifecycle:
 
     def failed(
         self,
-        stage: Any,
+        stage: PlannedStage,
         decision: Decision,
         duration: float,
         tries: int,
@@ -503,7 +517,7 @@ class Lifecycle:
         return StageResult(name, "failed", duration, message, error=message)
 
 
-def check_attempt(stage: Any, temps: list[Path], lease: Any) -> None:
+def check_attempt(stage: PlannedStage, temps: list[Path], lease: Lease) -> None:
     """After an attempt's work: raise unless it wrote every output and its
     lease is still held."""
     for key, temp in zip(stage.outputs, temps):

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -27,6 +27,9 @@ from ..results import RunInfo, StageResult
 from ..runs import write_run_record
 from ._scheduler import Scheduler
 from ._services import HOST, RunOptions, RunServices, new_run_id
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
 
 __all__ = ["Runner", "RunOutcome"]
 
@@ -67,7 +70,7 @@ class RunOutcome:
 class Runner:
     def __init__(
         self,
-        pipeline: Any,
+        pipeline: Pipeline,
         registry: Any,
         options: RunOptions | None = None,
         *,

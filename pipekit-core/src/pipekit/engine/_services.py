@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -19,6 +19,9 @@ from ..inflight import InflightLog
 from ..observers import Observers
 from ..results import Decision, RunInfo, StageResult
 from ..state import RunnerState
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline, PlannedStage
 
 __all__ = ["RunOptions", "RunServices", "LockBusy", "new_run_id", "HOST"]
 
@@ -64,7 +67,7 @@ class RunServices:
     interrupted (work in hand stops soon); ``halt`` when a failure stops
     the run (stages not yet started do not start)."""
 
-    pipeline: Any
+    pipeline: Pipeline
     options: RunOptions
     backends: Backends
     run_id: str
@@ -81,7 +84,12 @@ class RunServices:
 
     @classmethod
     def build(
-        cls, pipeline: Any, options: RunOptions, backends: Backends, run_id: str, observers: Any
+        cls,
+        pipeline: Pipeline,
+        options: RunOptions,
+        backends: Backends,
+        run_id: str,
+        observers: Any,
     ) -> RunServices:
         state = RunnerState(pipeline.state_dir)
         hashcache = HashCache(pipeline.state_dir / "hashcache.json")
@@ -94,7 +102,7 @@ class RunServices:
     def stopping(self) -> bool:
         return self.halt.is_set() or self.cancel.is_set()
 
-    def observe_end(self, stage: Any, result: StageResult) -> None:
+    def observe_end(self, stage: PlannedStage, result: StageResult) -> None:
         if self.observers.active:
             self.observers.call("on_stage_end", run=self.info, stage=stage.config, result=result)
 
@@ -105,7 +113,7 @@ class RunServices:
 
     def state_entry(
         self,
-        stage: Any,
+        stage: PlannedStage,
         decision: Decision,
         outputs: dict[str, str],
         status: str,
@@ -132,7 +140,7 @@ class RunServices:
             "store_gen": self.evaluator.store_generation(),
         }
 
-    def skipped(self, stage: Any, decision: Decision, duration: float) -> StageResult:
+    def skipped(self, stage: PlannedStage, decision: Decision, duration: float) -> StageResult:
         """The result of a stage found up to date; its state entry brought
         up to date with what the decision read."""
         entry = self.state.get(stage.name)

@@ -6,36 +6,44 @@ namespace of the checkpoint store."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING
 
+from ..backends.protocols import CheckpointStore, Lease
 from ..netguard import trusted
 from ..record_checkpoint import RecordCheckpoint
 from ..results import Decision
 from ..stage import Checkpoint, stage_namespace
 
+if TYPE_CHECKING:
+    from ..pipeline import PlannedStage
+
 __all__ = ["StageCheckpoints", "fence_of"]
 
 
-def fence_of(lease: Any) -> tuple[str, int] | None:
+def fence_of(lease: Lease | None) -> tuple[str, int] | None:
     """``(lock key, fencing token)`` of a lease, when it has a token."""
     token = getattr(lease, "token", None) if lease is not None else None
     return (lease.key, token) if token is not None else None
 
 
 class StageCheckpoints:
-    def __init__(self, pipeline_name: str, store: Any) -> None:
+    def __init__(self, pipeline_name: str, store: CheckpointStore) -> None:
         self.pipeline_name = pipeline_name
         self.store = store
 
-    def namespace(self, stage: Any) -> str:
+    def namespace(self, stage: PlannedStage) -> str:
         return stage_namespace(self.pipeline_name, stage.name)
 
-    def whole_stage(self, stage: Any, decision: Decision, lease: Any = None) -> Checkpoint:
+    def whole_stage(
+        self, stage: PlannedStage, decision: Decision, lease: Lease | None = None
+    ) -> Checkpoint:
         return Checkpoint(
             self.store, self.namespace(stage), decision.fingerprint or "", fence=fence_of(lease)
         )
 
-    def records(self, stage: Any, decision: Decision, lease: Any = None) -> RecordCheckpoint:
+    def records(
+        self, stage: PlannedStage, decision: Decision, lease: Lease | None = None
+    ) -> RecordCheckpoint:
         return RecordCheckpoint(
             self.store,
             self.namespace(stage),
@@ -53,7 +61,7 @@ class StageCheckpoints:
         with trusted():
             return set(lister())
 
-    def clear(self, stage: Any, decision: Decision, touched: bool = True) -> None:
+    def clear(self, stage: PlannedStage, decision: Decision, touched: bool = True) -> None:
         """Remove a committed stage's checkpoints. ``touched`` False: this
         attempt neither saved nor loaded one, so there is one only if the
         namespace was there when the run first looked (one listing of the
