@@ -22,8 +22,9 @@ __all__ = ["StageCheckpoints", "fence_of"]
 
 def fence_of(lease: Lease | None) -> tuple[str, int] | None:
     """``(lock key, fencing token)`` of a lease, when it has a token."""
-    token = getattr(lease, "token", None) if lease is not None else None
-    return (lease.key, token) if token is not None else None
+    if lease is None or lease.token is None:
+        return None
+    return (lease.key, lease.token)
 
 
 class StageCheckpoints:
