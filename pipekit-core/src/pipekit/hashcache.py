@@ -18,7 +18,7 @@ from pathlib import Path
 from . import _json
 from .atomic import atomic_write_bytes
 from .private_files import make_private_dir
-from .stored_shapes import DamagedRecord, check_hash_entry, move_aside, warn_damaged
+from .stored_shapes import DamagedRecord, move_aside, warn_damaged
 
 log = logging.getLogger("pipekit.state")
 
@@ -64,15 +64,7 @@ def _valid_entries(path: Path, raw: bytes) -> dict[str, list[object]]:
     if not isinstance(entries, dict):
         warn_damaged(path, "'entries' is not an object", _AFRESH)
         return {}
-    good = {}
-    for key, entry in entries.items():
-        try:
-            check_hash_entry(entry)
-        except DamagedRecord as exc:
-            warn_damaged(path, f"{exc}: {key!r}", "such entries are dropped")
-            continue
-        good[key] = entry
-    return good
+    return entries  # each entry is checked where it is used (a check of all costs 1 us each)
 
 
 class HashCache:
@@ -103,13 +95,16 @@ class HashCache:
         except FileNotFoundError:
             return None, None
         entry = self._entries.get(key)
-        if (
-            entry is not None
-            and entry[0] == st.st_size
-            and entry[1] == st.st_mtime_ns
-            and entry[2] == st.st_ino
-        ):
-            return st, entry[3]  # type: ignore[return-value]
+        if entry is None:
+            return st, None
+        try:
+            if entry[0] == st.st_size and entry[1] == st.st_mtime_ns and entry[2] == st.st_ino:
+                digest = entry[3]
+                if isinstance(digest, str):
+                    return st, digest
+                raise DamagedRecord("its hash is not a string")
+        except (TypeError, LookupError, DamagedRecord) as exc:  # damaged: a miss
+            warn_damaged(self.path, f"the entry of {key!r}: {exc}", "such entries are dropped")
         return st, None
 
     def peek(self, key: str, path: Path | str, read_up_to: int = 0) -> str | None:

@@ -1,7 +1,9 @@
 """The shapes of what pipekit reads back from its own storage, checked in one
 place per record kind: idempotency records (and the runner's stage results
-inside them), the runner's stage entries in ``state.json``, and hash cache
-entries.
+inside them), the runner's stage entries in ``state.json``, and the notes
+``pipekit dlq retry`` leaves. (Hash cache entries are checked where they are
+used, in :mod:`pipekit.hashcache`: a check of every entry at every start
+would cost a microsecond an entry on every run.)
 
 A file (or Redis value) can parse and still have the wrong shape: a torn
 write, a hand edit, another program's file under our name. Such a record is
@@ -25,7 +27,6 @@ __all__ = [
     "check_stage_entry",
     "check_stage_result",
     "stage_record",
-    "check_hash_entry",
     "check_retry_intent",
     "warn_damaged",
     "move_aside",
@@ -120,29 +121,38 @@ def stage_record(store: Any, key: str) -> Any:
     return record
 
 
+_ENTRY_TEXT = (
+    "fingerprint",
+    "status",
+    "processor",
+    "version",
+    "params_sha",
+    "store_gen",
+    "key",
+    "run_id",
+)
+
+
 def check_stage_entry(entry: Any) -> None:
-    """One stage's entry in the runner's ``state.json``."""
-    _need(isinstance(entry, dict), "it is not an object")
-    for name in ("fingerprint", "status", "processor", "version", "params_sha", "store_gen"):
-        _optional_str(entry, name)
-    for name in ("key", "run_id"):
-        _optional_str(entry, name)
+    """One stage's entry in the runner's ``state.json`` (checked for every
+    stage at every run's start: kept to about a microsecond)."""
+    if type(entry) is not dict:
+        raise DamagedRecord("it is not an object")
+    get = entry.get
+    for name in _ENTRY_TEXT:
+        value = get(name)
+        if value is not None and type(value) is not str:
+            raise DamagedRecord(f"{name!r} is not a string")
     for name in ("finished_at", "duration_s"):
-        _optional_number(entry, name)
+        value = get(name)
+        if value is not None and not _is_number(value):
+            raise DamagedRecord(f"{name!r} is not a number")
     for name in ("inputs", "outputs"):
-        if name in entry:
-            _string_map(entry[name], name)
-
-
-def check_hash_entry(entry: Any) -> None:
-    """One hash cache entry: ``[size, mtime_ns, inode, sha256]``."""
-    _need(
-        isinstance(entry, list)
-        and len(entry) == 4
-        and all(isinstance(n, int) and not isinstance(n, bool) for n in entry[:3])
-        and isinstance(entry[3], str),
-        "an entry is not [size, mtime_ns, inode, sha256]",
-    )
+        found = get(name)
+        if found is not None and (
+            type(found) is not dict or not all(type(v) is str for v in found.values())
+        ):
+            raise DamagedRecord(f"{name!r} is not an object of strings")
 
 
 def check_retry_intent(intent: Any) -> None:
