@@ -5,15 +5,24 @@ or saving checkpoints while the next run works on the same stage."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Project
+import pytest
+from conftest import HELPERS, Project
+from pipekit.errors import LeaseLost
+from pipekit.execute import run_in_worker
+from pipekit.pipeline import load_pipeline
+from pipekit.plugins import load_registry
+from pipekit.stage import StageContext
+from redisfix import RedisServer, real_connection
 
 N = 20_000
 
@@ -105,3 +114,67 @@ def test_sigkill_of_the_runner_kills_its_worker_and_a_rerun_is_exactly_once(
     assert summary["status"] == "ok"
     out = (project.root / "out/up.txt").read_text().splitlines()
     assert out == [line.upper() for line in lines]
+
+
+def test_a_worker_is_killed_when_the_stage_lease_is_lost(
+    project: Project, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease lost while the worker works (another runner may hold the
+    stage now): the worker is killed at once and the attempt fails with
+    LeaseLost, instead of writing on."""
+    from pipekit_redis.lock import RedisLockBackend
+
+    monkeypatch.setenv("PIPEKIT_PLUGIN_MODULES", "pipekit_testplugin,pipekit_lifetest")
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(HELPERS), os.environ.get("PYTHONPATH", "")])
+    )
+    marker = project.root.parent / "worker.pid"
+    project.write("in.txt", "x\n")
+    project.pipeline(
+        [
+            {
+                "name": "hold",
+                "uses": "pid-sleep",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "timeout": 600,
+                "params": {"marker": str(marker)},
+            }
+        ]
+    )
+    stage = load_pipeline(project.file, load_registry()).stages["hold"]
+    conn = real_connection(redis_server)
+    lease = RedisLockBackend(conn).lock("stage/p/hold", 0.6)
+    assert lease.acquire(timeout=0)
+    context = StageContext(
+        stage_name="hold",
+        run_id="r",
+        inputs=list(stage.input_paths),
+        outputs=[project.root / ".out.tmp"],
+        params=stage.params,
+        log=logging.getLogger("test"),
+        workdir=project.root,
+    )
+
+    def take_the_lock_away() -> None:
+        _wait_for(lambda: marker.exists() and marker.read_text() != "", 120, "the worker")
+        redis_server.client().delete(conn.key("lock", "stage/p/hold"))
+
+    thief = threading.Thread(target=take_the_lock_away)
+    thief.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(LeaseLost):
+            run_in_worker(
+                stage,
+                context,
+                pipeline_file=project.file,
+                backend="file",
+                timeout=600,
+                lease=lease,
+            )
+    finally:
+        thief.join()
+        lease.release()
+    assert time.monotonic() - started < 300  # not the stage's 600 s
+    assert not _alive(int(marker.read_text()))

@@ -50,6 +50,28 @@ class GatedUpper(pipekit.RecordStage):
         yield record.upper()
 
 
+@attrs.define
+class PidSleepParams:
+    marker: str
+    """Written with this process's pid when the work starts."""
+    seconds: float = 600.0
+
+
+class PidSleep(pipekit.Stage):
+    """Say which process works, sleep, then write the output."""
+
+    name = "pid-sleep"
+    version = "1"
+    Params = PidSleepParams
+
+    def run(self, ctx: pipekit.StageContext) -> None:
+        Path(ctx.params.marker).write_text(str(os.getpid()))
+        time.sleep(ctx.params.seconds)
+        for out in ctx.outputs:
+            out.write_text("slept\n")
+
+
 @pipekit.hookimpl
 def register_stages(register: Callable[[Any], None]) -> None:
     register(GatedUpper())
+    register(PidSleep())
