@@ -12,10 +12,9 @@ loaded through pluggy, with its checks and ``PIPEKIT_DISABLE_PLUGINS``).
 
 A cached plan is valid while all of these are unchanged:
 
-- the pipeline file (size, mtime_ns, inode); for a file changed within the
-  racy window of its store (2 s: a later change in the same mtime tick would
-  leave those equal), its content's SHA-256 too, of the bytes the plan was
-  made from;
+- the pipeline file's content (its SHA-256: the file is read on every run,
+  which costs well under a millisecond even for 1,000 stages, and cannot be
+  fooled by a change within one mtime tick);
 - pipekit's version, the environment (``sys.prefix``) and Python's version,
   and every ``sys.path`` folder's mtime
   (installing or removing a distribution changes its folder);
@@ -43,7 +42,6 @@ import logging
 import os
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,19 +53,17 @@ from .config import (
     NetworkConfig,
     StageConfig,
     parse_pipeline_bytes,
-    read_pipeline_bytes,
     structure_params,
     structure_valid,
 )
-from .errors import StageFailed
+from .errors import ConfigError, StageFailed
 from .pipeline import Pipeline, PlannedStage
 from .plugins import Registry, RegistryLoader
 
 __all__ = ["load", "store", "enabled"]
 
-FORMAT = 8
+FORMAT = 9
 log = logging.getLogger("pipekit.plancache")
-RACY_NS = 2_000_000_000
 OBSERVER_HOOKS = frozenset(
     {"on_run_start", "on_stage_start", "on_stage_end", "on_record_failed", "on_run_end"}
 )
@@ -176,58 +172,37 @@ def load(file: Path, backend_override: str | None) -> Pipeline | None:
     file = Path(os.path.abspath(file))
     path = cache_path(file, backend_override)
     try:
-        raw = path.read_bytes()
-        head_end = raw.index(b"\n")
-        head = _json.loads(raw[:head_end])
+        doc = _json.loads(path.read_bytes())
+        source = file.read_bytes()
     except (OSError, ValueError):
         return _miss("no cached plan")
     try:
-        why = _stale(head, file, backend_override)
+        why = _stale(doc, source, backend_override)
         if why:
             return _miss(why)
-        # The head line says whether the plan is still valid; the plan itself
-        # (half a megabyte for 1,000 stages) is parsed only if it is.
-        doc = _json.loads(raw[head_end + 1 :])
-        for source in doc["sources"]:
-            if not os.path.exists(source):
-                # a full load reports it as the config error it is
-                return _miss(f"input {source} is missing")
         options = doc["backend"]["options"]
-        if options is None:
-            options = _options_from_file(file, doc["file_sha256"])
-            if options is None:
-                return _miss("the pipeline file changed (its content)")
+        if options is None:  # not cached: they hold a secret
+            options = parse_pipeline_bytes(file, source).get("backend", {}).get("options", {})
         pipeline = _pipeline(doc, options, path)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ConfigError):
         return _miss("unreadable cached plan")
     log.debug("plan cache: using %s", path)
     return pipeline
 
 
-def _stale(head: dict[str, Any], file: Path, backend_override: str | None) -> str | None:
-    """Why the plan whose head line is ``head`` is no longer valid, or None."""
-    if head.get("format") != FORMAT or head.get("file_sig") != _stat_sig(str(file)):
+def _stale(doc: dict[str, Any], source: bytes, backend_override: str | None) -> str | None:
+    """Why the cached plan ``doc`` is no longer valid, or None."""
+    if doc["format"] != FORMAT or doc["file_sha256"] != hashlib.sha256(source).hexdigest():
         return "the pipeline file changed"
-    content = head.get("file_sha256")
-    if content is not None and _sha256_of(file) != content:
-        return "the pipeline file changed (its content)"
-    if head.get("env") != _environment_sig(backend_override):
+    if doc["env"] != _environment_sig(backend_override):
         return "the Python environment or plugin settings changed"
-    for module_file, sig in head.get("modules", []):
+    for module_file, sig in doc["modules"]:
         if _stat_sig(module_file) != sig:
             return f"plugin file {module_file} changed"
+    for source_path in doc["sources"]:
+        if not os.path.exists(source_path):
+            return f"input {source_path} is missing"  # a full load says it as a config error
     return None
-
-
-def _options_from_file(file: Path, sha256: str) -> dict[str, Any] | None:
-    """The ``[backend].options`` of the pipeline file, if its content is the
-    one the plan was made from (they were not cached: they hold a secret)."""
-    source = read_pipeline_bytes(file)
-    if hashlib.sha256(source).hexdigest() != sha256:
-        return None
-    backend = parse_pipeline_bytes(file, source).get("backend", {})
-    options = backend.get("options", {})
-    return options if isinstance(options, dict) else None
 
 
 def _pipeline(doc: dict[str, Any], options: dict[str, Any], path: Path) -> Pipeline:
@@ -269,46 +244,25 @@ def _pipeline(doc: dict[str, Any], options: dict[str, Any], path: Path) -> Pipel
     )
 
 
-def _sha256_of(file: Path) -> str | None:
-    try:
-        return hashlib.sha256(file.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
 def _miss(why: str) -> Pipeline | None:
     log.debug("plan cache: not used: %s", why)
     return None
 
 
 def store(pipeline: Pipeline, registry: Registry, backend_override: str | None) -> None:
-    """Cache a freshly validated pipeline (unless its file is too new to trust)."""
+    """Cache a freshly validated pipeline."""
     if not enabled() or pipeline.source_sha256 is None:
         return  # a Pipeline made by hand: nothing to check the file against
-    file = pipeline.file
-    sig = _stat_sig(str(file))
-    if sig is None:
-        return
-    # A file changed within the racy window may change again without its
-    # (size, mtime, inode) changing, or may have changed since it was read:
-    # its plan is then valid only for the bytes it was made from.
-    racy = time.time_ns() - sig[1] < RACY_NS
-    head = {
-        "format": FORMAT,
-        "file_sig": sig,
-        "file_sha256": pipeline.source_sha256 if racy else None,
-        "env": _environment_sig(backend_override),
-        "modules": _module_sigs(pipeline, registry),
-    }
-    path = cache_path(Path(file), backend_override)
+    doc = _document(pipeline, registry)
+    doc.update(
+        format=FORMAT,
+        env=_environment_sig(backend_override),
+        modules=_module_sigs(pipeline, registry),
+    )
+    path = cache_path(pipeline.file, backend_override)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write_bytes(
-            path,
-            _json.dumps(head) + b"\n" + _json.dumps(_document(pipeline, registry)),
-            durable=False,
-            mode=0o600,
-        )
+        atomic_write_bytes(path, _json.dumps(doc), durable=False, mode=0o600)
     except OSError:
         pass  # a cache that cannot be written is only a slower rerun
 
