@@ -188,38 +188,6 @@ def test_counters_are_the_namespaces_not_the_hosts() -> None:
         tn.close()
 
 
-def test_a_commands_closing_reading_opens_the_next_only_when_it_left_nothing_behind() -> None:
-    """One counter reading per command: the namespace's last reading is the
-    next command's opening one, unless a process of the last command's group
-    is still there (it could use the network in between)."""
-    from pipekit import netguard
-
-    def started(argv: list[str]) -> Any:
-        cmd = netns.isolate_command(argv)
-        cmd.popen(start_new_session=True).wait()
-        cmd.check()
-        return cmd
-
-    result: dict[str, Any] = {}
-
-    def body() -> None:  # a thread of its own: its own namespace, read from scratch
-        with netguard.guarded(netguard.Policy("s", "p")):
-            first = started(["/bin/true"])
-            holder = first._holder
-            assert holder.last is first._after  # left nothing: kept
-            second = started(["/bin/sh", "-c", "sleep 2 & exit 0"])
-            result["reused"] = second._before is first._after
-            result["kept_after_leftover"] = holder.last is not None
-            third = netns.isolate_command(["/bin/true"])
-            result["third_fresh"] = third._before is not second._after
-            os.killpg(second._group, 9)
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    assert result == {"reused": True, "kept_after_leftover": False, "third_fresh": True}
-
-
 def test_a_thread_moved_into_its_namespace_stays_there_around_commands() -> None:
     """isolate_thread: the thread, and what it starts, live in the
     namespace; a command's popen returns the thread to it (not to the

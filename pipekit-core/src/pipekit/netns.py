@@ -3,9 +3,8 @@ processor starts (the ``shell`` stage's commands, and any processor's that
 uses :func:`pipekit.isolate_command`).
 
 Each thread that runs commands gets, on first use, a network namespace of
-its own with nothing but its own loopback, brought up (one per
-:func:`slot`, for a thread that runs several commands at once); every
-command of that thread starts in it, so the kernel gives the command no route beyond
+its own with nothing but its own loopback, brought up; every command of
+that thread starts in it, so the kernel gives the command no route beyond
 loopback, and the host's loopback services are out of its reach too. Two
 ways to make and enter one:
 
@@ -37,8 +36,8 @@ same capabilities.
 (``network.isolation = "strict"``, as root): all the processor then does
 and starts, through any API, has no network beyond that loopback.
 
-Because a thread runs one command at a time, the namespace's counters
-(``/proc/.../net/snmp``) tell what that command tried: routes it could not
+Since a thread runs one stage at a time, the namespace's counters
+(``/proc/.../net/snmp``), read before and after a command, tell what it tried: routes it could not
 get (an address beyond loopback, a DNS server) and connections refused on
 the namespace's own loopback (a service that lives on the host).
 
@@ -83,31 +82,21 @@ sys.stdout.flush()
 sys.stdin.buffer.read()
 """
 
-_COUNTERS = (
-    # (file, row prefix, column) -> what it means
-    ("snmp", "Ip:", "OutNoRoutes", "beyond"),
-    ("snmp6", None, "Ip6OutNoRoutes", "beyond"),
-    ("snmp", "Tcp:", "AttemptFails", "loopback"),
-    ("snmp", "Udp:", "NoPorts", "loopback"),
-    ("snmp6", None, "Udp6NoPorts", "loopback"),
-)
+_COUNTERS = {
+    # "row:column" of snmp, or the name in snmp6 -> what it means
+    "Ip:OutNoRoutes": "beyond",
+    "Ip6OutNoRoutes": "beyond",
+    "Tcp:AttemptFails": "loopback",
+    "Udp:NoPorts": "loopback",
+    "Udp6NoPorts": "loopback",
+}
 
 
 class Unavailable(Exception):
     """No network namespace can be made here; the message says why."""
 
 
-class _Namespace:
-    """What both kinds of namespace keep for :class:`IsolatedCommand`."""
-
-    last: dict[str, int] | None = None
-    """The closing counter reading of the last command, when nothing of
-    it is left: the next command's opening one (see ``IsolatedCommand``)."""
-    live = 0
-    """Commands started in it and not yet checked."""
-
-
-class _Holder(_Namespace):
+class _Holder:
     """A process holding a network namespace with only loopback, up."""
 
     method = "nsenter"
@@ -118,9 +107,9 @@ class _Holder(_Namespace):
         self.pid = proc.pid
         self.userns = userns
         self.nsenter = nsenter
-        self._fds: list[int] = []  # the counters' files, closed with the holder
-        self._counters: _Counters | None = None
-        self._finalizer = weakref.finalize(self, _stop, proc, self._fds)
+        fds: list[int] = []  # the counters' files, closed with the holder
+        self._counters = _Counters(f"/proc/{self.pid}/net", fds)
+        self._finalizer = weakref.finalize(self, _stop, proc, fds)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -133,8 +122,6 @@ class _Holder(_Namespace):
         return [*enter, "--", *_without_capabilities(shutil.which("setpriv")), *argv]
 
     def counters(self) -> dict[str, int]:
-        if self._counters is None:
-            self._counters = _Counters(f"/proc/{self.pid}/net", self._fds)
         return self._counters.read()
 
     def close(self) -> None:
@@ -167,7 +154,7 @@ def _os_error(call: str) -> OSError:
     return OSError(err, f"{call}: {os.strerror(err)}")
 
 
-class _ThreadNet(_Namespace):
+class _ThreadNet:
     """A network namespace with only loopback, up, made by this thread with
     ``unshare(CLONE_NEWNET)``; the thread is back in the host's namespace
     when this returns. Its commands are started by a thread of its own that
@@ -384,115 +371,61 @@ def _loopback_up() -> None:
 
 
 class _Counters:
-    """The counters of :data:`_COUNTERS` of one network namespace, from its
-    ``snmp`` and ``snmp6`` files. A ``/proc/.../net`` file shows the
-    namespace it was opened in for as long as it stays open, so both are
-    opened once and read again from offset 0: about 40 µs for the pair,
-    against 80 µs when each reading entered the namespace (two ``setns``)
-    and opened them anew. Read once per command (twice when the command
-    before left a process behind). Their descriptors go to ``keep``, which
-    the namespace's owner closes."""
+    """The counters of :data:`_COUNTERS` of one network namespace. A
+    ``/proc/.../net`` file shows the namespace it was opened in for as long
+    as it stays open, so ``snmp`` and ``snmp6`` are opened once (in or for
+    the namespace) and read again without entering it. Their descriptors go
+    to ``keep``, which the namespace's owner closes."""
 
     def __init__(self, netdir: str, keep: list[int]) -> None:
-        self.fds: list[int | None] = []
+        self.fds: list[int] = []
         for name in ("snmp", "snmp6"):
             try:
-                fd: int | None = os.open(f"{netdir}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                self.fds.append(os.open(f"{netdir}/{name}", os.O_RDONLY | os.O_CLOEXEC))
             except OSError:
-                fd = None  # read as no counters
-            self.fds.append(fd)
-            if fd is not None:
-                keep.append(fd)  # closed by the owner
+                continue  # (no IPv6): read as no counters
+            keep.append(self.fds[-1])
 
     def read(self) -> dict[str, int]:
-        return counts_from(_pread_all(self.fds[0]), _pread_all(self.fds[1]))
+        texts = []
+        for fd in self.fds:
+            try:
+                texts.append(os.pread(fd, 1 << 16, 0))  # a few kB
+            except OSError:
+                pass
+        return counts_from(b"\n".join(texts))
 
 
-def counts_from(snmp: bytes, snmp6: bytes) -> dict[str, int]:
+def counts_from(text: bytes) -> dict[str, int]:
     """The counters of :data:`_COUNTERS` in the text of a namespace's
-    ``snmp`` and ``snmp6`` files."""
-    texts = {"snmp": snmp, "snmp6": snmp6}
+    ``snmp`` and ``snmp6`` files; 0 for one not there."""
+    values = _values(text)
     out = {"beyond": 0, "loopback": 0}
-    for fname, prefix, column, kind in _COUNTERS:
-        out[kind] += _counter(texts[fname], prefix, column)
+    for name, kind in _COUNTERS.items():
+        value = values.get(name, "0")
+        out[kind] += int(value) if value.isdigit() else 0
     return out
 
 
-_READ_SIZE = 65536
+def _values(text: bytes) -> dict[str, str]:
+    """Every counter of ``snmp`` (``Ip: a b`` then ``Ip: 1 2``: a row of
+    names, then a row of their values; named ``Ip:a``) and ``snmp6``
+    (``Name value`` lines) text."""
+    values: dict[str, str] = {}
+    names: list[str] = []
+    for line in text.decode("ascii", "replace").splitlines():
+        words = line.split()
+        if len(words) == 2 and not words[0].endswith(":"):  # snmp6
+            values[words[0]] = words[1]
+        elif names and words and names[0] == words[0]:  # snmp: the values of names
+            values.update((words[0] + name, value) for name, value in zip(names[1:], words[1:]))
+            words = []
+        names = words
+    return values
 
 
-def _pread_all(fd: int | None) -> bytes:
-    if fd is None:
-        return b""
-    chunks: list[bytes] = []
-    offset = 0
-    try:
-        while True:
-            chunk = os.pread(fd, _READ_SIZE, offset)
-            chunks.append(chunk)
-            offset += len(chunk)
-            # A short read is the end: asking again at the end would have
-            # the kernel generate the whole file once more (28 µs for snmp6).
-            if len(chunk) < _READ_SIZE:
-                break
-    except OSError:
-        return b""
-    return b"".join(chunks)
-
-
-def _counter(text: bytes, prefix: str | None, column: str) -> int:
-    """A counter from ``snmp`` (``Ip: a b c`` then ``Ip: 1 2 3``, under
-    ``prefix``) or ``snmp6`` (``Name value`` lines, ``prefix`` None); 0 when
-    it is not there."""
-    if prefix is None:
-        text = b"\n" + text  # so that the first line is found like the others
-        i = text.find(b"\n" + column.encode() + b" ")
-        if i < 0:
-            return 0
-        end = text.find(b"\n", i + 1)
-        parts = text[i + 1 : end if end >= 0 else len(text)].split()
-        try:
-            return int(parts[1]) if len(parts) == 2 else 0
-        except ValueError:
-            return 0
-    tag = prefix.encode()
-    want = column.encode()
-    pos = 0
-    while True:  # header and value lines alternate under one prefix
-        head = _line_at(text, tag, pos)
-        if head is None:
-            return 0
-        head_line, pos = head
-        values = _line_at(text, tag, pos)
-        if values is None:
-            return 0
-        value_line, pos = values
-        names = head_line.split()
-        if want in names:
-            try:
-                return int(value_line.split()[names.index(want)])
-            except (IndexError, ValueError):
-                return 0
-
-
-def _line_at(text: bytes, tag: bytes, pos: int) -> tuple[bytes, int] | None:
-    """The next line from ``pos`` that starts with ``tag``, and where the
-    search goes on."""
-    while True:
-        if text.startswith(tag, pos):
-            start = pos
-        else:
-            i = text.find(b"\n" + tag, pos)
-            if i < 0:
-                return None
-            start = i + 1
-        end = text.find(b"\n", start)
-        end = len(text) if end < 0 else end
-        return text[start:end], end + 1
-
-
-def _stop(proc: subprocess.Popen[bytes], fds: list[int] | None = None) -> None:
-    _close_fds(fds or [])
+def _stop(proc: subprocess.Popen[bytes], fds: list[int]) -> None:
+    _close_fds(fds)
     try:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -573,38 +506,13 @@ def _method() -> str:
     return chosen
 
 
-@contextlib.contextmanager
-def slot(number: int) -> Iterator[None]:
-    """Commands isolated in the body get this thread's namespace number
-    ``number`` (0 outside any ``slot``). A thread that has several commands
-    running at once (the runner's, for stages started with
-    :meth:`pipekit.Stage.start`) gives each running command a slot of its
-    own, so that each namespace's counters tell what its one command tried."""
-    before = set_slot(number)
-    try:
-        yield
-    finally:
-        set_slot(before)
-
-
-def set_slot(number: int) -> int:
-    """Set this thread's :func:`slot` number; the one it had."""
-    before: int = getattr(_local, "slot", 0)
-    _local.slot = number
-    return before
-
-
 def _holder() -> _Holder | _ThreadNet:
-    """This thread's namespace for its current :func:`slot` (made on first
-    use, remade if its holder died)."""
+    """This thread's namespace (made on first use, remade if its holder
+    died)."""
     global _unavailable
     if _unavailable is not None:
         raise Unavailable(_unavailable)
-    holders: dict[int, _Holder | _ThreadNet] | None = getattr(_local, "holders", None)
-    if holders is None:
-        holders = _local.holders = {}
-    number = getattr(_local, "slot", 0)
-    h = holders.get(number)
+    h: _Holder | _ThreadNet | None = getattr(_local, "namespace", None)
     if h is not None and h.alive():
         return h
     method = _method()
@@ -628,7 +536,7 @@ def _holder() -> _Holder | _ThreadNet:
         with _lock:
             _unavailable = f"cannot start unshare: {exc}"
         raise Unavailable(_unavailable) from None
-    holders[number] = h
+    _local.namespace = h
     return h
 
 
@@ -655,7 +563,7 @@ class _Isolation:
 
 
 def isolate_thread() -> Any:
-    """Move the calling thread into its :func:`slot`'s network namespace
+    """Move the calling thread into its network namespace
     (only its own loopback, up), for a processor's work: every socket it
     makes, every thread it starts and every process it starts, through any
     API, has no network beyond that loopback. Returns what
@@ -677,7 +585,6 @@ def isolate_thread() -> Any:
     host_fd = before.host_fd if before is not None else _host_fd()
     if _setns_calls().setns(namespace.ns_fd, _CLONE_NEWNET) != 0:
         raise Unavailable(f"cannot enter the network namespace: {_os_error('setns')}")
-    namespace.last = None  # what runs in it now is no command's
     _local.isolation = _Isolation(namespace, host_fd)
     return before
 
@@ -707,18 +614,7 @@ def restore_thread(token: Any) -> int:
         raise OSError(f"cannot leave the network namespace: {_os_error('setns')}")
     _local.isolation = token
     after = current.namespace.counters()
-    current.namespace.last = None
     return after["beyond"] - current.before["beyond"]
-
-
-@contextlib.contextmanager
-def thread_isolated() -> Iterator[None]:
-    """The body runs in this thread's namespace (see :func:`isolate_thread`)."""
-    token = isolate_thread()
-    try:
-        yield
-    finally:
-        restore_thread(token)
 
 
 @contextlib.contextmanager
@@ -768,11 +664,6 @@ def _out_of_inherited_namespace() -> Iterator[None]:
         os.close(here)
 
 
-def _thread_lives_in(namespace: Any) -> bool:
-    current: _Isolation | None = getattr(_local, "isolation", None)
-    return current is not None and current.namespace is namespace
-
-
 class IsolatedCommand:
     """A command prepared by :func:`isolate_command`.
 
@@ -794,22 +685,13 @@ class IsolatedCommand:
         self._holder = holder
         self._guard = guard
         self._argv: list[Any] | None = None if holder is not None else argv
-        self._before: dict[str, int] | None = None
-        self._after: dict[str, int] | None = None
-        self._group: int | None = None  # the command's process group, when it leads one
-        self._live = False  # counted in its holder's live commands
+        self._before: dict[str, int] | None = None  # the counters when it started
+        self._after: dict[str, int] | None = None  # and when it was checked
 
     def _open(self) -> None:
         """The opening counter reading, taken just before the command starts."""
-        holder = self._holder
-        if holder is None or self._before is not None:
-            return
-        # The namespace's last command ended leaving no process behind:
-        # its closing reading is this one's opening (one reading per
-        # command instead of two; nothing ran in the namespace since).
-        self._before, holder.last = holder.last, None
-        if self._before is None or _thread_lives_in(holder):
-            self._before = holder.counters()
+        if self._holder is not None and self._before is None:
+            self._before = self._holder.counters()
 
     @property
     def argv(self) -> list[Any]:
@@ -830,56 +712,14 @@ class IsolatedCommand:
         if holder is None or not holder.can_enter:
             return subprocess.Popen(self.argv, **kwargs)
         self._open()
-        proc = holder.start(lambda: subprocess.Popen(self.command, **kwargs))
-        self._started(proc.pid, bool(kwargs.get("start_new_session")))
-        return proc
-
-    def _started(self, pid: int, leads_group: bool) -> None:
-        self._count_live()
-        self._group = pid if leads_group else None
-
-    def _count_live(self) -> None:
-        """Count this command among its namespace's live ones (once)."""
-        if self._holder is not None and not self._live:
-            self._holder.live += 1
-            self._live = True
-
-    def _uncount_live(self) -> bool:
-        """No longer among its namespace's live ones; whether it was."""
-        if not self._live:
-            return False
-        self._holder.live -= 1
-        self._live = False
-        return True
+        return holder.start(lambda: subprocess.Popen(self.command, **kwargs))
 
     def _delta(self) -> dict[str, int]:
         if self._holder is None or self._before is None:
             return {"beyond": 0, "loopback": 0}
         if self._after is None:
-            self._after = after = self._holder.counters()
-            holder = self._holder
-            # its end may open the next command's count
-            if (
-                self._uncount_live()
-                and holder.live == 0
-                and self._left_nothing()
-                and not _thread_lives_in(holder)  # the thread runs in it between commands
-            ):
-                holder.last = after
+            self._after = self._holder.counters()
         return {k: self._after[k] - self._before[k] for k in self._after}
-
-    def _left_nothing(self) -> bool:
-        """Whether the command led its own process group and no process of
-        that group is left (it ended, and so did all it started)."""
-        if self._group is None:
-            return False
-        try:
-            os.killpg(self._group, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False
-        return False
 
     def _where(self) -> str:
         p = self._guard.policy
