@@ -36,7 +36,6 @@ import hashlib
 import inspect
 import logging
 import os
-import queue
 import random
 import stat
 import threading
@@ -270,9 +269,6 @@ class _Checkpointer:
 
     def _write(self, state: dict[str, Any]) -> None:
         t0 = time.perf_counter()
-        mark = state.get(DIGEST_KEY)
-        if isinstance(mark, _Mark):  # the hash thread's digest of the output it covers
-            state[DIGEST_KEY] = mark.get()
         _sync_output(self._fd)
         self._cp.save(state)
         self.seconds += time.perf_counter() - t0
@@ -340,74 +336,6 @@ class _Checkpointer:
             self._thread.join()
 
 
-class _Mark:
-    """The digest of the output up to a point of the hash queue: what a
-    checkpoint records of the partial output it covers."""
-
-    __slots__ = ("_done", "digest", "error")
-
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self.digest: str | None = None
-        self.error: BaseException | None = None
-
-    def set(self, digest: str | None, error: BaseException | None) -> None:
-        self.digest, self.error = digest, error
-        self._done.set()
-
-    def get(self) -> str:
-        self._done.wait()
-        if self.digest is None:
-            raise OSError(f"hashing the partial output failed: {self.error}")
-        return self.digest
-
-
-class _Hasher:
-    """SHA-256 of the output, computed in a thread of its own from the very
-    bytes written (hashlib releases the GIL on large updates, so hashing
-    overlaps the loop). A resumed execution starts from the hash of the
-    partial output's kept prefix (read when it was verified). :meth:`mark`
-    gives the digest of what was fed so far, for a checkpoint."""
-
-    def __init__(self, start: Any = None) -> None:
-        self._h = start if start is not None else hashlib.sha256()
-        self._q: queue.Queue[Any] = queue.Queue(maxsize=16)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="pipekit-hash", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            if isinstance(item, _Mark):
-                digest = self._h.copy().hexdigest() if self._error is None else None
-                item.set(digest, self._error)
-                continue
-            if self._error is not None:
-                continue
-            try:
-                self._h.update(item)
-            except BaseException as exc:
-                self._error = exc
-
-    def feed(self, data: bytes) -> None:
-        self._q.put(data)
-
-    def mark(self) -> _Mark:
-        """The digest of every byte fed so far, once the thread has them."""
-        mark = _Mark()
-        self._q.put(mark)
-        return mark
-
-    def finish(self) -> str | None:
-        """The digest, or None when hashing failed (the commit then hashes)."""
-        self._q.put(None)
-        self._thread.join()
-        return None if self._error is not None else self._h.hexdigest()
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -473,7 +401,7 @@ class _RecordLoop:
         self.t_batch = 0.0
         self.checkpointer: _Checkpointer | None = None
         self.bar: Any = None
-        self.hasher: _Hasher | None = None
+        self.hash: Any = hashlib.sha256()
         self.process: Callable[[Any, Any], Any] = processor.iter_process
 
     # -- producing one record's outputs ----------------------------------------
@@ -730,7 +658,7 @@ class _RecordLoop:
         self.checkpointer = (
             _Checkpointer(run.checkpoint, fd, run.on_checkpoint) if run.checkpoint else None
         )
-        self.hasher = _Hasher(prefix_hash)
+        self.hash = prefix_hash if prefix_hash is not None else hashlib.sha256()
         self.bar = None
         if run.progress is not None:
             self.bar = run.progress(self.total, sum(sizes[:index]) + offset, self.c["records_in"])
@@ -751,9 +679,8 @@ class _RecordLoop:
                         self.checkpointer.close()
             finally:
                 os.close(fd)
-                digest = self.hasher.finish()
                 if ok:
-                    run.output_digest = digest
+                    run.output_digest = self.hash.hexdigest()
                 if self.bar is not None:
                     self.bar.close()
                 if not ok and not self._has_checkpoint:
@@ -797,8 +724,7 @@ class _RecordLoop:
             "run_id": self.ctx.run_id,
             "saved_at": time.time(),
         }
-        if self.hasher is not None:
-            st[DIGEST_KEY] = self.hasher.mark()  # the checkpointer waits for the digest
+        st[DIGEST_KEY] = self.hash.hexdigest()
         if self.stateful:
             st["processor_state"] = self._processor_state()
         return st
@@ -820,8 +746,7 @@ class _RecordLoop:
             data = b"".join(pending) if len(pending) > 1 else pending[0]
             _write_all(self.fd, data)
             self.length += len(data)
-            if self.hasher is not None:
-                self.hasher.feed(data)
+            self.hash.update(data)
             pending.clear()
             self.pending_len = 0
 
