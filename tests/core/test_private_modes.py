@@ -82,8 +82,8 @@ def test_a_run_keeps_its_state_private(project: Project, umask: int) -> None:
     state_dir = project.root / ".pipekit"
     mine = [state_dir, state_dir / "idempotency", *state_dir.glob("state.json*"),
             *state_dir.glob("idempotency/**/*"), *state_dir.glob("deadletters.sqlite*"),
-            state_dir / "hashcache.json"]
-    assert len(mine) >= 8, mine
+            state_dir / "hashcache.json", state_dir / "runs", *state_dir.glob("runs/*")]
+    assert len(mine) >= 10, mine
     for path in mine:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))

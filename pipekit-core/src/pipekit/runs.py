@@ -8,6 +8,7 @@ from typing import Any
 
 from . import _json
 from .atomic import TEMP_MARK, atomic_write_bytes
+from .private_files import FILE_MODE, make_private_dir
 
 __all__ = ["write_run_record", "list_runs", "KEEP_RUNS"]
 
@@ -19,7 +20,8 @@ def write_run_record(state_dir: Path, record: dict[str, Any], keep: int = KEEP_R
     keep only the ``keep`` newest."""
     folder = state_dir / "runs"
     path = folder / f"{record['run_id']}.json"
-    atomic_write_bytes(path, _json.dumps(record, indent=True), durable=False)
+    make_private_dir(folder)
+    atomic_write_bytes(path, _json.dumps(record, indent=True), durable=False, mode=FILE_MODE)
     names = [n for n in os.listdir(folder) if n.endswith(".json") and TEMP_MARK not in n]
     if len(names) > keep:
         for old in sorted(names)[: len(names) - keep]:

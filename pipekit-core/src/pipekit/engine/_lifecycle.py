@@ -29,7 +29,15 @@ from ..atomic import temp_path_for, unlink_quietly
 from ..backends.protocols import IdemRecord, Lease
 from ..commit import CommitJob, GroupCommitter
 from ..config import failure_limit
-from ..errors import LeaseLost, NetworkRefused, NonRetryable, PipekitError, StageFailed
+from ..errors import (
+    LeaseLost,
+    NetworkRefused,
+    NonRetryable,
+    PipekitError,
+    StageFailed,
+    is_network_refusal,
+    storage_error,
+)
 from ..execute import needs_worker, run_in_process, run_in_worker
 from ..fingerprint import processor_ref
 from ..netguard import Policy, trusted
@@ -161,7 +169,7 @@ class Lifecycle:
         never_retried += tuple(stage.processor.non_retryable)
 
         def retryable(exc: BaseException) -> bool:
-            return not isinstance(exc, never_retried) and not _is_refusal(exc)
+            return not isinstance(exc, never_retried) and not is_network_refusal(exc)
 
         def sleep(seconds: float) -> None:
             if self.services.cancel.wait(seconds):
@@ -507,7 +515,9 @@ class Lifecycle:
         return StageResult(name, "failed", duration, reason, error="interrupted", info=info)
 
     def unexpected(self, name: str, started: float, exc: Exception) -> StageResult:
-        """A stage failed by an error outside its processor's work."""
+        """A stage failed by an error outside its processor's work (a full
+        or read-only disk is said in one line, without a traceback)."""
+        exc = storage_error(exc) or exc
         if isinstance(exc, PipekitError):  # said in words (e.g. a backend is unreachable)
             log.debug("stage %s: %s", name, exc, exc_info=True)
         else:
@@ -525,20 +535,3 @@ def check_attempt(stage: PlannedStage, temps: list[Path], lease: Lease) -> None:
             raise StageFailed(f"the processor did not write output {key!r}")
     if getattr(lease, "lost", False):
         raise LeaseLost.of(lease)
-
-
-def _is_refusal(exc: BaseException) -> bool:
-    """Whether ``exc`` is, or wraps, the network guard's refusal (urllib
-    wraps it in ``URLError.reason``, others chain it): never retried."""
-    seen: set[int] = set()
-    current: Any = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, NetworkRefused):
-            return True
-        seen.add(id(current))
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            current = reason
-            continue
-        current = current.__cause__ or current.__context__
-    return False
