@@ -39,10 +39,6 @@ class Checkpoint:
     the runner's: its calls are outside the network guard.
     """
 
-    LEGACY_ID = "stage"
-    """Where pipekit 0.1 stored ``{"fingerprint", "data"}`` as plain JSON;
-    still read, and removed by ``clear()``."""
-
     def __init__(
         self,
         store: Any,
@@ -89,8 +85,7 @@ class Checkpoint:
             with trusted():
                 loaded = self.manager.load_info()
         except CheckpointNotFound:
-            with trusted():
-                return self._load_legacy()
+            return None
         except CheckpointError as exc:  # starting over is always safe
             logging.getLogger("pipekit.checkpoints").warning(
                 "%s; the stage starts without its checkpoint", exc
@@ -115,30 +110,13 @@ class Checkpoint:
             return False
         return bool(info.metadata.get("fingerprint") == self._fingerprint)
 
-    def _load_legacy(self) -> Any:
-        from . import _json
-
-        raw = self._store.get(self._namespace, self.LEGACY_ID)
-        if raw is None:
-            return None
-        try:
-            payload = _json.loads(raw)
-        except _json.JSONDecodeError:
-            return None
-        if not isinstance(payload, dict) or payload.get("fingerprint") != self._fingerprint:
-            return None
-        return payload.get("data")
-
     def clear(self) -> None:
         from .netguard import trusted
 
         with trusted():
-            ids = self._store.list(self._namespace)
-            if not ids:  # the usual case: nothing saved (one listing, no import)
+            if not self._store.list(self._namespace):  # the usual case: nothing saved
                 return
             self.manager.clear()
-            if self.LEGACY_ID in ids:
-                self._store.delete(self._namespace, self.LEGACY_ID)
 
 
 @attrs.define(eq=False)
