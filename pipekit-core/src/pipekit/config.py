@@ -517,25 +517,17 @@ def parse_pipeline_bytes(path: Path, raw: bytes) -> dict[str, Any]:
     return data
 
 
-class _KeyGivenTwice:
-    """A JSON object with a key given twice: the key, and the object."""
-
-    def __init__(self, key: str, table: dict[str, Any]) -> None:
-        self.key = key
-        self.table = table
-
-
 def _parse_json(path: Path, raw: bytes) -> Any:
     """Parse a JSON pipeline; a key given twice in one object is an error
     (a parser would keep the last silently), as are NaN and Infinity."""
     import json
 
-    twice: list[_KeyGivenTwice] = []
+    twice: list[tuple[str, dict[str, Any]]] = []  # (the key, its table)
 
     def table(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         made = dict(pairs)
         if len(made) != len(pairs):
-            twice.append(_KeyGivenTwice(_first_repeated(k for k, _ in pairs), made))
+            twice.append((repeated(k for k, _ in pairs)[0], made))
         return made
 
     def constant(name: str) -> Any:
@@ -548,19 +540,21 @@ def _parse_json(path: Path, raw: bytes) -> Any:
     except ValueError as exc:  # JSONDecodeError, bad UTF-8, a constant
         raise ConfigError(f"{path}: not valid JSON: {exc}") from None
     if twice:
-        where = _path_of(data, twice[0].table) or "$"
-        where = f"{where}.{twice[0].key}"
+        key, table_given_twice = twice[0]
+        where = f"{_path_of(data, table_given_twice) or '$'}.{key}"
         raise ConfigError(f"{path}: {_locate(where, data)[1]}: given twice")
     return data
 
 
-def _first_repeated(keys: Iterable[str]) -> str:
+def repeated(keys: Iterable[str]) -> list[str]:
+    """The keys given more than once, each once, in order."""
     seen: set[str] = set()
+    twice: list[str] = []
     for key in keys:
-        if key in seen:
-            return key
+        if key in seen and key not in twice:
+            twice.append(key)
         seen.add(key)
-    raise ValueError("no key is repeated")
+    return twice
 
 
 def _path_of(data: Any, target: Any) -> str | None:
@@ -603,12 +597,10 @@ def _toml_too_deep(path: Path, text: str) -> str:
         elif section == "stages" and _TOML_NAME.match(line):
             name = _TOML_NAME.match(line).group(1)  # type: ignore[union-attr]
     if stage >= 0 and (section == "stages" or section.startswith("stages.")):
-        label = f"stage {name!r} (stages[{stage}])" if name is not None else f"stages[{stage}]"
         field = ".".join(p for p in (section[len("stages.") :], field) if p)
-        where = f"{label}, field {field!r}" if field else label
+        where = place(stage, name, field)
     else:
-        dotted = ".".join(p for p in (section, field) if p)
-        where = f"field {dotted!r}" if dotted else "top level"
+        where = place(-1, None, ".".join(p for p in (section, field) if p))
     return f"{path}: {where}: {what} (at line {number})"
 
 
@@ -653,15 +645,22 @@ def _locate(path: str, data: dict[str, Any]) -> tuple[int, str]:
     m = re.match(r"^\$\.stages\[(\d+)\](?:\.(.*))?$", path)
     if m:
         index = int(m.group(1))
-        field = m.group(2) or ""
         name = None
         stages = data.get("stages")
         if isinstance(stages, list) and index < len(stages) and isinstance(stages[index], dict):
             name = stages[index].get("name")
-        label = f"stage {name!r} (stages[{index}])" if isinstance(name, str) else f"stages[{index}]"
-        return index, (f"{label}, field {field!r}" if field else label)
+        return index, place(index, name, m.group(2) or "")
     field = path[2:] if path.startswith("$.") else path
-    return -1, (f"field {field!r}" if field and field != "$" else "top level")
+    return -1, place(-1, None, "" if field == "$" else field)
+
+
+def place(index: int, name: Any, field: str) -> str:
+    """Where a problem is, for messages: ``stage 'upper' (stages[1]), field
+    'retry.attempts'``; ``field 'x'`` or ``top level`` outside a stage (-1)."""
+    if index < 0:
+        return f"field {field!r}" if field else "top level"
+    label = f"stage {name!r} (stages[{index}])" if isinstance(name, str) else f"stages[{index}]"
+    return f"{label}, field {field!r}" if field else label
 
 
 def _walk(exc: BaseException, path: str) -> Iterator[tuple[str, BaseException, Any]]:
@@ -868,18 +867,17 @@ def check_params(
 ) -> tuple[Any, list[tuple[int, str]]]:
     """Structure and validate stage ``index``'s ``params`` table:
     (params, []) or (None, lines naming each bad field)."""
-    prefix = f"$.stages[{index}].params"
+    params, problems = _params(params_cls, raw, f"$.stages[{index}].params")
+    return params, _lines(problems, data, file)
+
+
+def _params(params_cls: type | None, raw: dict[str, Any], prefix: str) -> tuple[Any, Any]:
+    """(params, []) or (None, [(path, problem), ...])."""
     if params_cls is None:
-        if raw:
-            names = ", ".join(repr(k) for k in sorted(raw))
-            return None, _lines(
-                [(prefix, f"this processor takes no params; remove {names}")], data, file
-            )
-        return None, []
+        names = ", ".join(repr(k) for k in sorted(raw))
+        return None, [(prefix, f"this processor takes no params; remove {names}")] if raw else []
     params, problems = _structure(raw, params_cls, prefix)
-    if problems:
-        return None, _lines(problems, data, file)
-    return params, []
+    return (None if problems else params), problems
 
 
 def structure_valid(value: Any, cls: type) -> Any:
@@ -902,12 +900,7 @@ def unstructure_params(params: Any) -> Any:
 def structure_params(params_cls: type | None, raw: dict[str, Any]) -> Any:
     """Structure a ``params`` table; raise :class:`ConfigError` (one line per
     problem, paths relative to the table) if it does not fit."""
-    if params_cls is None:
-        if raw:
-            names = ", ".join(repr(k) for k in sorted(raw))
-            raise ConfigError(f"params: this processor takes no params; remove {names}")
-        return None
-    params, problems = _structure(raw, params_cls, "$")
+    params, problems = _params(params_cls, raw, "$")
     if problems:
         raise ConfigError(
             "\n".join(

@@ -133,12 +133,10 @@ def load_pipeline(
 
     def err(index: int | None, field: str, msg: str) -> None:
         if index is None:
-            errors.append((-1, f"{file}: field {field!r}: {msg}"))
+            errors.append((-1, f"{file}: {_config.place(-1, None, field)}: {msg}"))
         else:
-            name = cfg.stages[index].name
-            errors.append(
-                (index, f"{file}: stage {name!r} (stages[{index}]), field {field!r}: {msg}")
-            )
+            where = _config.place(index, cfg.stages[index].name, field)
+            errors.append((index, f"{file}: {where}: {msg}"))
 
     if not cfg.stages:
         raise ConfigError(f"{file}: no stages: add at least one [[stages]] table")
@@ -189,7 +187,7 @@ def load_pipeline(
                 err(i, field, "an empty path")
         ins = [_config.relpath_key(root, p) for p in sc.inputs if p]
         outs = [_config.relpath_key(root, p) for p in sc.outputs if p]
-        for key in _repeated(k for k, _ in outs):
+        for key in _config.repeated(k for k, _ in outs):
             err(i, "outputs", f"{key!r} is listed twice")
         outs = list({k: (k, p) for k, p in outs}.values())
         for key, path in outs:
@@ -338,17 +336,6 @@ class _PathRules:
             mode = None
         self.kinds[path] = mode
         return mode
-
-
-def _repeated(keys: Iterable[str]) -> list[str]:
-    """The keys given more than once, each once, in order."""
-    seen: set[str] = set()
-    twice: list[str] = []
-    for key in keys:
-        if key in seen and key not in twice:
-            twice.append(key)
-        seen.add(key)
-    return twice
 
 
 def _inside_another_output(key: str, producers: dict[str, tuple[int, str]]) -> str | None:
