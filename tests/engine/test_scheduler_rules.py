@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -83,3 +84,19 @@ def test_a_runner_waits_past_its_lock_timeout_for_a_holder_that_is_alive(
     statuses = {s["name"]: s["status"] for s in json.loads(out_b)["stages"]}
     assert statuses["x"] == "skipped"
     assert project.read("x.txt") == "data\n"
+
+
+def test_a_temporary_output_replaced_by_a_symlink_is_not_committed(project: Project) -> None:
+    """The commit renames only regular files into place: a symlink left at
+    a temporary output's name (an attacker's swap) fails the stage, and no
+    output appears under its final name."""
+    secret = project.write("secret.txt", "do not publish\n")
+    project.pipeline(
+        [{"name": "s", "uses": "symlink-out", "inputs": ["secret.txt"], "outputs": ["out.txt"]}]
+    )
+    summary = project.run_json(expect=1)
+    (stage,) = summary["stages"]
+    assert stage["status"] == "failed"
+    assert "not a regular file" in stage["reason"], stage
+    assert not os.path.lexists(project.root / "out.txt")
+    assert secret.read_text() == "do not publish\n"

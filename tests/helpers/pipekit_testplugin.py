@@ -370,11 +370,22 @@ class StartedCopy(pipekit.Stage):
         return _PipeDone(ctx, r, p.fail_finish)
 
 
+class SymlinkOut(pipekit.Stage):
+    """Leaves a symlink to its input where its output should be: what an
+    attacker who swapped the temporary output would leave for the commit."""
+
+    name = "symlink-out"
+    version = "1"
+
+    def run(self, ctx: pipekit.StageContext) -> None:
+        os.symlink(ctx.inputs[0].resolve(), ctx.outputs[0])
+
+
 @pipekit.hookimpl
 def register_stages(register: Callable[[Any], None]) -> None:
     for proc in (
         Sleep(), Flaky(), SideEffect(), SlowWrite(), Versioned(), RecordBoom(),
         RecordFatal(), Tagged(), Resumable(), SlowUpper(), Poison(), Numbered(),
-        JsonTag(), ReturnsList(), StartedCopy(),
+        JsonTag(), ReturnsList(), StartedCopy(), SymlinkOut(),
     ):
         register(proc)

@@ -9,7 +9,9 @@ is done, and its dependents may start, only when its future resolves.
 
 from __future__ import annotations
 
+import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import move_into_place, sync_dirs, sync_files, unlink_quietly
-from .errors import FencedOut, LeaseLost
+from .errors import FencedOut, LeaseLost, StageFailed
 from .hashcache import hash_file
 
 __all__ = ["CommitJob", "GroupCommitter"]
@@ -134,6 +136,8 @@ class GroupCommitter:
                 continue
             try:
                 for tmp, final in zip(job.tmps, job.finals):
+                    if not stat.S_ISREG(os.lstat(tmp).st_mode):  # swapped since it was checked
+                        raise StageFailed(f"{tmp} is no longer a regular file")
                     move_into_place(tmp, final)
                     folders.add(final.parent)
             except BaseException as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -528,10 +529,14 @@ class Lifecycle:
 
 
 def check_attempt(stage: PlannedStage, temps: list[Path], lease: Lease) -> None:
-    """After an attempt's work: raise unless it wrote every output and its
-    lease is still held."""
+    """After an attempt's work: raise unless it wrote every output, as a
+    regular file, and its lease is still held."""
     for key, temp in zip(stage.outputs, temps):
-        if not temp.exists():
-            raise StageFailed(f"the processor did not write output {key!r}")
+        try:
+            mode = os.lstat(temp).st_mode
+        except FileNotFoundError:
+            raise StageFailed(f"the processor did not write output {key!r}") from None
+        if not stat.S_ISREG(mode):
+            raise StageFailed(f"output {key!r} is not a regular file (a link or a folder)")
     if getattr(lease, "lost", False):
         raise LeaseLost.of(lease)
