@@ -429,17 +429,8 @@ class CheckpointManager:
                 if ops_payload is not None and len(ops_payload) > len(payload) // 2:
                     ops_payload = None  # parsing the full payload later is cheaper
         size = len(payload)
-        full_size = base.full_size if base is not None else size
-        stored, compression = payload, None
-        if self._compressor is not None and size:
-            packed = self._compressor.compress(payload)
-            if len(packed) < size:
-                stored, compression = packed, "zstd"
-        key_id = None
         base_seq = base.seq if base is not None else None
-        if self.cipher is not None:
-            stored = self.cipher.encrypt(stored, _aad(n, kind, base_seq, codec_name, compression))
-            key_id = self.cipher.key_id
+        stored, compression, key_id = self._seal(payload, n, kind, base_seq, codec_name)
         entry = CheckpointInfo(
             id=cid,
             seq=n,
@@ -455,7 +446,7 @@ class CheckpointManager:
             base_seq=base_seq,
             base=base.id if base is not None else None,
             chain=base.chain + 1 if base is not None else 0,
-            full_size=full_size,
+            full_size=base.full_size if base is not None else size,
             keys=keys,
             n_keys=n_keys,
             metadata=meta,
@@ -463,12 +454,7 @@ class CheckpointManager:
             blob=blob_id(n),
             namespace=self.namespace,
         )
-        header = entry.to_entry()
-        del header["stored_size"], header["hidden"]
-        blob = fmt.pack(header, stored)
-        entry = attrs.evolve(entry, stored_size=len(blob))
-        self.store.put(self.namespace, entry.blob, blob, fence=self.fence)
-
+        entry = self._put_blob(entry, stored)
         old = index.find(cid)
         if old is not None:
             index.entries[old.seq] = attrs.evolve(old, hidden=True)
@@ -781,19 +767,7 @@ class CheckpointManager:
         payload = codec.dumps(state)
         n = index.next_seq
         index.next_seq = n + 1
-        stored, compression = payload, None
-        if self._compressor is not None and payload:
-            packed = self._compressor.compress(payload)
-            if len(packed) < len(payload):
-                stored, compression = packed, "zstd"
-        key_id = None
-        if dep.key_id is not None or self.cipher is not None:
-            if self.cipher is None:  # cannot happen: decrypting dep needed the key
-                raise CheckpointConfigError("rebasing an encrypted checkpoint needs its key")
-            stored = self.cipher.encrypt(
-                stored, _aad(dep.seq, "full", None, dep.codec, compression)
-            )
-            key_id = self.cipher.key_id
+        stored, compression, key_id = self._seal(payload, dep.seq, "full", None, dep.codec)
         entry = attrs.evolve(
             dep,
             kind="full",
@@ -808,6 +782,26 @@ class CheckpointManager:
             key_id=key_id,
             blob=blob_id(n),
         )
+        return self._put_blob(entry, stored)
+
+    def _seal(
+        self, payload: bytes, seq: int, kind: str, base_seq: int | None, codec_name: str
+    ) -> tuple[bytes, str | None, str | None]:
+        """(stored bytes, compression, key id) of a payload: compressed when
+        that makes it smaller, then encrypted when the manager has a key."""
+        stored, compression = payload, None
+        if self._compressor is not None and payload:
+            packed = self._compressor.compress(payload)
+            if len(packed) < len(payload):
+                stored, compression = packed, "zstd"
+        if self.cipher is None:
+            return stored, compression, None
+        aad = _aad(seq, kind, base_seq, codec_name, compression)
+        return self.cipher.encrypt(stored, aad), compression, self.cipher.key_id
+
+    def _put_blob(self, entry: CheckpointInfo, stored: bytes) -> CheckpointInfo:
+        """Store ``entry``'s blob (its header, then ``stored``); the entry
+        with its stored size."""
         header = entry.to_entry()
         del header["stored_size"], header["hidden"]
         blob = fmt.pack(header, stored)
