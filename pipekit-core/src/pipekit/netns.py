@@ -37,20 +37,22 @@ same capabilities.
 and starts, through any API, has no network beyond that loopback.
 
 Since a thread runs one stage at a time, the namespace's counters
-(``/proc/.../net/snmp``), read before and after a command, tell what it tried: routes it could not
-get (an address beyond loopback, a DNS server) and connections refused on
-the namespace's own loopback (a service that lives on the host).
+(``/proc/.../net/snmp``), read before and after a command, tell what it
+tried: routes it could not get (an address beyond loopback, a DNS server)
+and connections refused on the namespace's own loopback (a service that
+lives on the host).
 
 Where namespaces cannot be made (not Linux, not root and no
-``unshare``/``nsenter``, no permission), commands run with the host's network (the stage record says
-``unguarded`` and a warning is logged), unless the stage's
-``network.isolation`` is ``"required"``: then the stage fails. With
-``"off"`` commands always run with the host's network (``unguarded``).
+``unshare``/``nsenter``, no permission), commands run with the host's
+network (the stage record says ``unguarded`` and a warning is logged),
+unless the stage's ``network.isolation`` is ``"required"``: then the stage
+fails. With ``"off"`` commands always run with the host's network.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -129,22 +131,19 @@ class _Holder:
 
 
 _CLONE_NEWNET = 0x40000000
-_libc: Any = None
 
 
+@functools.cache
 def _setns_calls() -> Any:
     """libc, for ``unshare`` and ``setns`` (Python 3.11 has no os.setns)."""
-    global _libc
-    if _libc is None:
-        import ctypes
+    import ctypes
 
-        lib = ctypes.CDLL(None, use_errno=True)
-        lib.unshare.argtypes = [ctypes.c_int]
-        lib.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-        lib.prctl.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
-        lib.capget.argtypes = lib.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        _libc = lib
-    return _libc
+    lib = ctypes.CDLL(None, use_errno=True)
+    lib.unshare.argtypes = [ctypes.c_int]
+    lib.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+    lib.prctl.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+    lib.capget.argtypes = lib.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    return lib
 
 
 def _os_error(call: str) -> OSError:
@@ -174,7 +173,7 @@ class _ThreadNet:
         if home is None:
             self.host_fd = os.open("/proc/thread-self/ns/net", flags)
         else:  # made from inside an isolated thread: its way out is the same
-            self.host_fd = os.dup(home.host_fd)
+            self.host_fd = os.dup(_host_fd())
         fds.append(self.host_fd)
         if _setns_calls().unshare(_CLONE_NEWNET) != 0:
             raise _os_error("unshare(CLONE_NEWNET)")
@@ -441,29 +440,18 @@ def _stop(proc: subprocess.Popen[bytes], fds: list[int]) -> None:
 _local = threading.local()
 _lock = threading.Lock()
 _unavailable: str | None = None
-_tools: tuple[str, str] | None = None
-
-
-def _find_tools() -> tuple[str, str]:
-    global _tools
-    if _tools is None:
-        if not sys.platform.startswith("linux"):
-            raise Unavailable(f"network namespaces are a Linux feature (this is {sys.platform})")
-        unshare = shutil.which("unshare")
-        nsenter = shutil.which("nsenter")
-        if not unshare or not nsenter:
-            missing = " and ".join(
-                n for n, p in (("unshare", unshare), ("nsenter", nsenter)) if not p
-            )
-            raise Unavailable(f"{missing} not found (install util-linux)")
-        _tools = (unshare, nsenter)
-    return _tools
 
 
 def _start_holder() -> _Holder:
+    """A holder process (the nsenter method): as root, in a plain network
+    namespace, else in a user namespace too."""
     from .netguard import trusted
 
-    unshare, nsenter = _find_tools()
+    _check_linux()
+    unshare, nsenter = shutil.which("unshare"), shutil.which("nsenter")
+    if not unshare or not nsenter:
+        missing = " and ".join(n for n, p in (("unshare", unshare), ("nsenter", nsenter)) if not p)
+        raise Unavailable(f"{missing} not found (install util-linux)")
     variants = [["--net", "--map-root-user"]]
     if os.geteuid() == 0:
         variants.insert(0, ["--net"])
@@ -495,6 +483,11 @@ def _start_holder() -> _Holder:
     raise Unavailable("; ".join(errors))
 
 
+def _check_linux() -> None:
+    if not sys.platform.startswith("linux"):
+        raise Unavailable(f"network namespaces are a Linux feature (this is {sys.platform})")
+
+
 def _method() -> str:
     """``setns`` or ``nsenter``: the environment's choice, else setns as root."""
     chosen = os.environ.get("PIPEKIT_NETNS", "auto").strip().lower() or "auto"
@@ -518,10 +511,7 @@ def _holder() -> _Holder | _ThreadNet:
     method = _method()
     try:
         if method == "setns":
-            if not sys.platform.startswith("linux"):
-                raise Unavailable(
-                    f"network namespaces are a Linux feature (this is {sys.platform})"
-                )
+            _check_linux()
             try:
                 h = _ThreadNet()
             except OSError as exc:
@@ -551,14 +541,12 @@ def probe() -> str | None:
 
 class _Isolation:
     """A thread moved into a namespace by :func:`isolate_thread`: the
-    namespace, the way back to the host's (a descriptor), and the
-    namespace's counters when it moved in."""
+    namespace, and its counters when the thread moved in."""
 
-    __slots__ = ("before", "host_fd", "namespace")
+    __slots__ = ("before", "namespace")
 
-    def __init__(self, namespace: _ThreadNet, host_fd: int) -> None:
+    def __init__(self, namespace: _ThreadNet) -> None:
         self.namespace = namespace
-        self.host_fd = host_fd
         self.before = namespace.counters()
 
 
@@ -582,10 +570,10 @@ def isolate_thread() -> Any:
         raise Unavailable("a thread can move only into a namespace it made (setns method)")
     if before is not None and before.namespace is namespace:
         return before
-    host_fd = before.host_fd if before is not None else _host_fd()
+    _host_fd()  # known before the thread leaves it
     if _setns_calls().setns(namespace.ns_fd, _CLONE_NEWNET) != 0:
         raise Unavailable(f"cannot enter the network namespace: {_os_error('setns')}")
-    _local.isolation = _Isolation(namespace, host_fd)
+    _local.isolation = _Isolation(namespace)
     return before
 
 
@@ -609,7 +597,7 @@ def restore_thread(token: Any) -> int:
     current: _Isolation | None = getattr(_local, "isolation", None)
     if current is None or current is token:
         return 0
-    fd = current.host_fd if token is None else token.namespace.ns_fd
+    fd = _host[0] if token is None else token.namespace.ns_fd
     if _setns_calls().setns(fd, _CLONE_NEWNET) != 0:
         raise OSError(f"cannot leave the network namespace: {_os_error('setns')}")
     _local.isolation = token
@@ -619,33 +607,14 @@ def restore_thread(token: Any) -> int:
 
 @contextlib.contextmanager
 def host_network() -> Iterator[None]:
-    """The body runs with the host's network even where the thread was
-    moved into a namespace (the runner's own work in a processor's thread:
-    see :func:`pipekit.netguard.trusted`); a no-op elsewhere."""
+    """The body runs with the host's network (the runner's own work in a
+    processor's thread: see :func:`pipekit.netguard.trusted`), where the
+    thread was moved into a namespace or was born in one (a thread that a
+    moved thread started: a processor's own thread pool, or the record
+    loop's checkpoint thread). A no-op for a thread in the host's
+    namespace, or one that lives in a namespace on purpose (a forker)."""
     current: _Isolation | None = getattr(_local, "isolation", None)
-    if current is None:
-        with _out_of_inherited_namespace():
-            yield
-        return
-    if _setns_calls().setns(current.host_fd, _CLONE_NEWNET) != 0:
-        raise OSError(f"cannot return to the host's network namespace: {_os_error('setns')}")
-    _local.isolation = None
-    try:
-        yield
-    finally:
-        _local.isolation = current
-        if _setns_calls().setns(current.namespace.ns_fd, _CLONE_NEWNET) != 0:
-            raise OSError(f"cannot go back into the network namespace: {_os_error('setns')}")
-
-
-@contextlib.contextmanager
-def _out_of_inherited_namespace() -> Iterator[None]:
-    """For a thread that a moved thread started (it was born in that
-    namespace: a processor's own thread pool, or the record loop's
-    checkpoint thread): the body in the host's namespace. A no-op for a
-    thread in the host's namespace, or one that lives in a namespace on
-    purpose (a forker)."""
-    if not _host or getattr(_local, "pinned", False):
+    if current is None and (not _host or getattr(_local, "pinned", False)):
         yield
         return
     here = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -655,9 +624,11 @@ def _out_of_inherited_namespace() -> Iterator[None]:
             return
         if _setns_calls().setns(_host[0], _CLONE_NEWNET) != 0:
             raise OSError(f"cannot return to the host's network namespace: {_os_error('setns')}")
+        _local.isolation = None
         try:
             yield
         finally:
+            _local.isolation = current
             if _setns_calls().setns(here, _CLONE_NEWNET) != 0:
                 raise OSError(f"cannot go back into the network namespace: {_os_error('setns')}")
     finally:
