@@ -125,7 +125,10 @@ def run_in_worker(
             # thread is leaving early).
             _kill_group(proc)
             assert proc.stdin is not None
-            proc.stdin.close()
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:  # the job it never read
+                pass
         try:
             result = _json.loads(result_path.read_bytes())
         except (FileNotFoundError, ValueError):
