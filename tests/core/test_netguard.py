@@ -269,3 +269,28 @@ def test_a_socket_that_lies_about_its_family_is_judged_by_its_descriptor() -> No
             with pytest.raises(NetworkRefused, match=r"send a datagram to 192\.0\.2\.1:9"):
                 s.sendto(b"x", ("192.0.2.1", 9))
     assert len(g.violations) == 2
+
+
+def test_the_scan_sees_imports_by_a_literal_name_only() -> None:
+    import ast
+
+    from pipekit import netscan
+
+    source = (
+        "import importlib\n"
+        "importlib.import_module('socket')\n"
+        "__import__('http.client')\n"
+        "importlib.import_module(name)\n"
+        "__import__(5)\n"
+        "from . import sibling\n"
+    )
+    found = sorted(netscan._imports(ast.parse(source), "pkg.sub"))
+    assert found == sorted(
+        [
+            ("importlib", 1),
+            ("socket", 2),
+            ("http.client", 3),
+            ("pkg.sub", 6),
+            ("pkg.sub.sibling", 6),
+        ]
+    ), found

@@ -92,38 +92,10 @@ PROGRAM_MODULES = {
     "pty": "starts programs",
 }
 
-NETWORK_PROGRAMS = (
-    "curl",
-    "wget",
-    "ssh",
-    "scp",
-    "sftp",
-    "rsync",
-    "nc",
-    "ncat",
-    "netcat",
-    "telnet",
-    "ftp",
-    "aws",
-    "gsutil",
-    "gcloud",
-    "az",
-    "kubectl",
-    "docker",
-    "psql",
-    "mysql",
-    "redis-cli",
-    "mongo",
-    "mongosh",
-    "git",
-    "pip",
-    "npm",
-    "apt-get",
-    "apt",
-    "ping",
-    "dig",
-    "nslookup",
-    "host",
+NETWORK_PROGRAMS = tuple(
+    """curl wget ssh scp sftp rsync nc ncat netcat telnet ftp aws gsutil gcloud az kubectl
+    docker psql mysql redis-cli mongo mongosh git pip npm apt-get apt ping dig nslookup
+    host""".split()  # noqa: SIM905 (a list of words)
 )
 
 URL_RE = re.compile(r"\b([a-z][a-z0-9+.-]*)://([^/\s'\"{}]*)", re.I)
@@ -186,18 +158,10 @@ def _imports(tree: ast.AST, package: str) -> Iterator[tuple[str, int]]:
                 if alias.name != "*":
                     yield f"{base}.{alias.name}" if base else alias.name, node.lineno
         elif isinstance(node, ast.Call):
-            func = node.func
-            name = (
-                func.attr
-                if isinstance(func, ast.Attribute)
-                else func.id
-                if isinstance(func, ast.Name)
-                else ""
-            )
-            if name in ("import_module", "__import__") and node.args:
-                first = node.args[0]
-                if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                    yield first.value, node.lineno
+            name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            value = getattr(node.args[0], "value", None) if node.args else None
+            if name in ("import_module", "__import__") and isinstance(value, str):
+                yield value, node.lineno  # a literal name
 
 
 def _module_file(name: str) -> Path | None:
@@ -252,12 +216,10 @@ def scan_processor(processor: Any) -> tuple[str | None, list[Finding]]:
                 kind, label = found
                 if kind == "program" and isolates:
                     kind, label = "note", f"{label} through pipekit.isolate_command"
-                top = imported
-                # report the module as written, once per line
-                key = (str(path), kind, line)
+                key = (str(path), kind, line)  # the module as written, once per line
                 if key not in reported:
                     reported.add(key)
-                    findings.append(Finding(kind, f"imports {top} ({label})", str(path), line))
+                    findings.append(Finding(kind, f"imports {imported} ({label})", str(path), line))
                 continue
             if imported.split(".")[0] == root_pkg and imported != modname:
                 dep = _module_file(imported)
