@@ -1,25 +1,19 @@
-"""Checkpoints of record stages, kept through :class:`pipekit.CheckpointManager`.
-
-A record stage's checkpoint (input positions, output length, counters,
-processor state) is one checkpoint of the manager over the stage's namespace
-``<pipeline>.<stage>`` (the namespace ``ctx.checkpoint`` of a whole-stage
-processor uses; a stage is one or the other), keeping only the newest. So it
-gets what every checkpoint gets: a SHA-256 checked on load, the format
-version, compression, an index written after the blob it names, and fencing
-of each put with the stage lease's token. Its metadata holds the stage
-fingerprint it was saved for and ``kind = "records"``: a checkpoint of
-another fingerprint (the inputs, params or processor changed since) is never
-returned.
-
-Store calls run under :func:`pipekit.netguard.trusted`: the store is the
-runner's (a Redis store must connect), even when the record loop that saves
-runs inside a processor's network guard.
+"""Checkpoints of record stages: a :class:`pipekit.Checkpoint` over the
+stage's namespace ``<pipeline>.<stage>`` (a stage is a record stage or a
+whole-stage processor, never both), so each gets what every checkpoint gets:
+a SHA-256 checked on load, compression, an index written after the blob it
+names, and fencing of each put with the stage lease's token. Its metadata
+holds the stage fingerprint and ``kind = "records"``: a checkpoint of another
+fingerprint (the inputs, params or processor changed since) is never returned.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
+
+from .stage import Checkpoint
+from .stage import stage_namespace as namespace_for
 
 __all__ = ["RecordCheckpoint", "namespace_for", "RECORDS_KIND"]
 
@@ -28,14 +22,7 @@ log = logging.getLogger("pipekit.checkpoint")
 RECORDS_KIND = "records"
 
 
-def namespace_for(pipeline: str, stage: str) -> str:
-    """The checkpoint namespace of a stage (see :func:`pipekit.stage.stage_namespace`)."""
-    from .stage import stage_namespace
-
-    return stage_namespace(pipeline, stage)
-
-
-class RecordCheckpoint:
+class RecordCheckpoint(Checkpoint):
     """The checkpoint of one record stage execution (one fingerprint).
 
     ``save(state)`` stores a dict (positions, counters, processor state);
@@ -46,6 +33,9 @@ class RecordCheckpoint:
     ``fence`` is ``(lock key, fencing token)`` of the lease the writer holds.
     """
 
+    manager_options: ClassVar[dict[str, Any]] = {"compression": None, "deltas": False}
+    """A few hundred bytes: neither compression nor a delta would pay."""
+
     def __init__(
         self,
         store: Any,
@@ -55,35 +45,13 @@ class RecordCheckpoint:
         fence: tuple[str, int] | None = None,
         label: str = "",
     ) -> None:
-        self.store = store
+        super().__init__(store, namespace, fingerprint, fence=fence)
         self.namespace = namespace
-        self.fingerprint = fingerprint
         self.fence = fence
         self.label = label or namespace
-        self._mgr: Any = None
 
-    @property
-    def manager(self) -> Any:
-        if self._mgr is None:
-            from .checkpoints import CheckpointManager
-
-            self._mgr = CheckpointManager(
-                self.store,
-                self.namespace,
-                retention={"keep_last": 1},
-                compression=None,  # a few hundred bytes: neither compression
-                deltas=False,  # nor a delta would pay
-                fence=self.fence,
-            )
-        return self._mgr
-
-    def save(self, state: dict[str, Any]) -> None:
-        from .netguard import trusted
-
-        with trusted():
-            self.manager.save(
-                state, metadata={"fingerprint": self.fingerprint, "kind": RECORDS_KIND}
-            )
+    def metadata(self) -> dict[str, Any]:
+        return {"fingerprint": self._fingerprint, "kind": RECORDS_KIND}
 
     def _read(self) -> tuple[dict[str, Any] | None, str | None]:
         """(state, None), (None, None) when there is none, or (None, why
@@ -91,7 +59,7 @@ class RecordCheckpoint:
         from .netguard import trusted
 
         with trusted():
-            if not self.store.list(self.namespace):  # the usual case: nothing to import
+            if not self._store.list(self.namespace):  # the usual case: nothing to import
                 return None, None
         from .checkpoints import CheckpointError, CheckpointNotFound
 
@@ -105,7 +73,7 @@ class RecordCheckpoint:
         meta = loaded.info.metadata or {}
         if meta.get("kind") != RECORDS_KIND or not isinstance(loaded.state, dict):
             return None, "it is not a record stage's checkpoint"
-        if meta.get("fingerprint") != self.fingerprint:
+        if meta.get("fingerprint") != self._fingerprint:
             return None, "it was saved for other inputs, params or processor version"
         return loaded.state, None
 
@@ -128,10 +96,3 @@ class RecordCheckpoint:
             "%s: discarding its checkpoint: %s; starting from the beginning", self.label, why
         )
         self.clear()
-
-    def clear(self) -> None:
-        from .netguard import trusted
-
-        with trusted():
-            if self.store.list(self.namespace):
-                self.manager.clear()

@@ -39,6 +39,9 @@ class Checkpoint:
     the runner's: its calls are outside the network guard.
     """
 
+    manager_options: ClassVar[dict[str, Any]] = {}
+    """Options of the :class:`pipekit.CheckpointManager`, besides ``keep_last=1``."""
+
     def __init__(
         self,
         store: Any,
@@ -67,15 +70,23 @@ class Checkpoint:
             from .checkpoints import CheckpointManager
 
             self._mgr = CheckpointManager(
-                self._store, self._namespace, retention={"keep_last": 1}, fence=self._fence
+                self._store,
+                self._namespace,
+                retention={"keep_last": 1},
+                fence=self._fence,
+                **self.manager_options,
             )
         return self._mgr
+
+    def metadata(self) -> dict[str, Any]:
+        """What each save records beside the state: the fingerprint."""
+        return {"fingerprint": self._fingerprint}
 
     def save(self, data: Any) -> None:
         from .netguard import trusted
 
         with trusted():
-            self.manager.save(data, metadata={"fingerprint": self._fingerprint})
+            self.manager.save(data, metadata=self.metadata())
 
     def load(self) -> Any:
         from .checkpoints import CheckpointError, CheckpointNotFound
