@@ -946,6 +946,21 @@ def test_toml_nested_too_deep_names_the_stage_and_field(proj: Project) -> None:
     assert_nothing_ran(proj)
 
 
+def test_toml_nested_too_deep_over_many_lines_names_the_line(proj: Project) -> None:
+    """Brackets in strings and comments do not count; the line named is the
+    one where the nesting goes past the parser's limit."""
+    proj.pipeline([probe_stage(proj), upper_stage()])
+    depth = 1000
+    head = proj.file.read_text() + 'note = "[[[[" # [[[[\n'
+    text = head + "params = { x = " + "[\n" * depth + "]" * depth + " }\n"
+    proj.file.write_text(text)
+    lines = error_lines(proj.cli("run"))
+    assert len(lines) == 1 and lines[0].startswith(f"{proj.file.resolve()}: stage 'upper'")
+    line = int(lines[0].rsplit("at line ", 1)[1].rstrip(")"))
+    assert head.count("\n") + 300 < line < head.count("\n") + depth
+    assert_nothing_ran(proj)
+
+
 def test_json_nested_too_deep(proj: Project) -> None:
     file = proj.root / "pipeline.json"
     file.write_text('{"stages": [' + "[" * 5000 + "]" * 5000 + "]}")

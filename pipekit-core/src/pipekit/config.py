@@ -581,10 +581,8 @@ def _toml_too_deep(path: Path, text: str) -> str:
     """The message for TOML nested beyond the parser's limit, naming the
     line and, where the lines show them, the stage and the field."""
     what = f"not valid TOML: arrays or tables nested more than {_TOML_NESTING} levels deep"
-    number = _line_too_deep(text, _TOML_NESTING)
-    if number is None:
-        return f"{path}: {what}"
-    lines = text.splitlines()
+    number = _line_too_deep(text)
+    lines = text.split("\n")
     key = _TOML_KEY.match(lines[number - 1])
     field = key.group(1) if key else ""
     section, stage, name = "", -1, None
@@ -604,38 +602,25 @@ def _toml_too_deep(path: Path, text: str) -> str:
     return f"{path}: {where}: {what} (at line {number})"
 
 
-def _line_too_deep(text: str, limit: int) -> int | None:
-    """The line where brackets outside strings and comments first nest
-    deeper than ``limit``."""
-    depth, line, i, quote = 0, 1, 0, ""
-    while i < len(text):
-        c = text[i]
-        if c == "\n":
-            line += 1
-        if quote:
-            if text.startswith(quote, i):
-                i, quote = i + len(quote), ""
-                continue
-            if c == "\\" and quote[0] == '"':
-                line += text[i + 1 : i + 2] == "\n"
-                i += 2
-                continue
-        elif c == "#":
-            end = text.find("\n", i)
-            i = len(text) if end < 0 else end
+def _line_too_deep(text: str) -> int:
+    """The line at which the parser first nests too deeply: the fewest lines
+    of ``text`` whose parse raises RecursionError (found by bisection; the
+    full text does)."""
+    import tomli
+
+    lines = text.split("\n")
+    low, high = 1, len(lines)
+    while low < high:
+        middle = (low + high) // 2
+        try:
+            tomli.loads("\n".join(lines[:middle]))
+        except RecursionError:
+            high = middle
             continue
-        elif c in "\"'":
-            quote = text[i : i + 3] if text[i : i + 3] in ('"""', "'''") else c
-            i += len(quote)
-            continue
-        elif c in "[{":
-            depth += 1
-            if depth > limit:
-                return line
-        elif c in "]}":
-            depth -= 1
-        i += 1
-    return None
+        except tomli.TOMLDecodeError:
+            pass
+        low = middle + 1
+    return high
 
 
 def _locate(path: str, data: dict[str, Any]) -> tuple[int, str]:
