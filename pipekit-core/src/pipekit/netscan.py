@@ -113,11 +113,6 @@ class Finding:
     file: str | None = None
     line: int | None = None
 
-    def where(self) -> str:
-        if self.file is None:
-            return ""
-        return f"{self.file}:{self.line}" if self.line else self.file
-
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "what": self.what, "file": self.file, "line": self.line}
 
