@@ -214,7 +214,7 @@ class Lifecycle:
         context = self.context(stage, number, decision, lease, is_record)
         record_run = self.record_run(stage, decision, lease) if is_record else None
         try:
-            self.execute(stage, context, record_run)
+            self.execute(stage, context, record_run, lease)
             check_attempt(stage, context.outputs, lease)
         except BaseException as exc:
             info.update(context.info)
@@ -233,7 +233,11 @@ class Lifecycle:
         return _Attempted(list(context.outputs), dict(context.info), known, checkpointed)
 
     def execute(
-        self, stage: PlannedStage, context: StageContext, record_run: RecordRun | None
+        self,
+        stage: PlannedStage,
+        context: StageContext,
+        record_run: RecordRun | None,
+        lease: Lease,
     ) -> None:
         """Run the processor: in this thread, or in a worker process that
         can be killed at the stage's timeout."""
@@ -241,7 +245,7 @@ class Lifecycle:
         if not needs_worker(stage):
             run_in_process(stage, context, record_run=record_run, policy=policy)
             return
-        self._run_in_worker(stage, context, record_run, policy)
+        self._run_in_worker(stage, context, record_run, policy, lease)
 
     def _run_in_worker(
         self,
@@ -249,6 +253,7 @@ class Lifecycle:
         context: StageContext,
         record_run: RecordRun | None,
         policy: Policy,
+        lease: Lease,
     ) -> None:
         records = None
         info = self.services.info
@@ -270,6 +275,7 @@ class Lifecycle:
             records=records,
             progress=record_run.progress if record_run is not None else None,
             policy=policy,
+            lease=lease,
         )
 
     def context(
