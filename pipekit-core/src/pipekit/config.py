@@ -314,25 +314,20 @@ def _make_converter() -> Any:
                 f"expected a number, got an integer of {len(str(abs(value)))} digits (too large)"
             ) from None
 
-    def _int(value: Any, _t: type) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Bad(f"expected an integer, got {_describe(value)}")
-        return value
+    def _exactly(kind: type, label: str) -> Callable[[Any, Any], Any]:
+        """A hook that takes a value of ``kind`` as it is (a bool is no int)."""
 
-    def _str(value: Any, _t: type) -> str:
-        if not isinstance(value, str):
-            raise _Bad(f"expected a string, got {_describe(value)}")
-        return value
+        def hook(value: Any, _t: Any) -> Any:
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise _Bad(f"expected {label}, got {_describe(value)}")
+            return value
 
-    def _bool(value: Any, _t: type) -> bool:
-        if not isinstance(value, bool):
-            raise _Bad(f"expected true or false, got {_describe(value)}")
-        return value
+        return hook
 
     conv.register_structure_hook(float, _number)
-    conv.register_structure_hook(int, _int)
-    conv.register_structure_hook(str, _str)
-    conv.register_structure_hook(bool, _bool)
+    conv.register_structure_hook(int, _exactly(int, "an integer"))
+    conv.register_structure_hook(str, _exactly(str, "a string"))
+    conv.register_structure_hook(bool, _exactly(bool, "true or false"))
 
     def _limit(value: Any, _t: Any) -> int | float | str:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -361,21 +356,6 @@ def _make_converter() -> Any:
             raise IterableValidationError(f"While structuring {t!r}", errors, t)
         return out
 
-    # A list field given a string would otherwise become a list of its
-    # characters: ``inputs = "x.txt"`` must be an error, not ['x', '.', ...].
-    def _list_factory(t: Any) -> Callable[[Any, Any], list[Any]]:
-        args = get_args(t)
-        elem = args[0] if args else Any
-
-        def hook(value: Any, _t: Any) -> list[Any]:
-            if not isinstance(value, list):
-                raise _Bad(f"expected a list, got {_describe(value)}")
-            if elem is Any:
-                return list(value)
-            return [v for _, v in _items(t, ((i, v, elem) for i, v in enumerate(value)))]
-
-        return hook
-
     def _dict_factory(t: Any) -> Callable[[Any, Any], dict[Any, Any]]:
         args = get_args(t)
         val = args[1] if len(args) == 2 else Any
@@ -399,8 +379,11 @@ def _make_converter() -> Any:
 
         return hook
 
-    # Other collections a processor's Params may use: the same check, then
-    # the collection's own type (a fixed-length tuple checks its length).
+    # A list field given a string would otherwise become a list of its
+    # characters: ``inputs = "x.txt"`` must be an error, not ['x', '.', ...].
+    # Each collection is made as its own type (pinned here: cattrs' defaults
+    # for abstract ones changed between releases, and canonical params, so
+    # fingerprints, depend on it); a fixed-length tuple checks its length.
     def _collection_factory(t: Any) -> Callable[[Any, Any], Any]:
         origin = get_origin(t) or t
         args = get_args(t)
@@ -433,8 +416,8 @@ def _make_converter() -> Any:
     def _is(kinds: tuple[Any, ...]) -> Callable[[Any], bool]:
         return lambda t: (get_origin(t) or t) in kinds
 
-    conv.register_structure_hook_factory(_is((list,)), _list_factory)
     collections: tuple[Any, ...] = (
+        list,
         tuple,
         set,
         frozenset,
