@@ -2,40 +2,32 @@
 
 While a processor runs, its thread (and every thread it starts, and every
 process it forks) runs under a :class:`Guard`: an audit hook
-(``sys.addaudithook``, installed once per process, the first time a stage
-runs) refuses, before the system call is made,
+(``sys.addaudithook``, installed once per process) refuses, before the
+system call is made,
 
 - socket connections, datagrams and binds to addresses outside the stage's
   allowed set (default: loopback, ``127.0.0.0/8``, ``::1`` and
-  ``localhost``; ``AF_UNIX`` and ``AF_NETLINK`` sockets are always allowed);
-- name look-ups of names outside it (``localhost`` is loopback);
-- starting a program (``subprocess``, ``os.system``, ``os.exec*``,
-  ``os.posix_spawn``, ``os.spawn*``) that was not prepared with
-  :func:`pipekit.isolate_command`, since a program is out of the hook's
-  sight.
+  ``localhost``; ``AF_UNIX`` and ``AF_NETLINK`` sockets are always
+  allowed), judging a socket by the family the kernel gives its descriptor
+  (``SO_DOMAIN``), not by its Python object, whose ``family`` a subclass
+  may override;
+- name look-ups of names outside it;
+- starting a program not prepared with :func:`pipekit.isolate_command`
+  (a program is out of the hook's sight).
 
-A refusal raises :class:`pipekit.NetworkRefused` (a ``PermissionError``) in
-the processor and is also kept on the guard, so the stage fails with the
-guard's message even when the processor catches the error.
-
-The hook is process-wide but only acts in a thread whose context holds an
-active guard: the runner's own threads (scheduler, commit thread, lock and
-store backends) are never blocked, and :func:`trusted` lifts the guard for
-the runner's own work done on a processor's behalf (checkpoint store calls,
+A refusal raises :class:`pipekit.NetworkRefused` (a ``PermissionError``)
+and is kept on the guard, so the stage fails even when the processor
+catches it. The hook acts only in a thread that holds an active guard:
+the runner's own threads are never blocked, and :func:`trusted` lifts it
+for the runner's work on a processor's behalf (checkpoint store calls,
 observer hooks).
 
-A socket is judged by the family the kernel gives its descriptor
-(``SO_DOMAIN``), never by its Python object, whose ``family`` a subclass
-may override.
-
-What it cannot see: whatever raises no audit event, such as sockets opened
-by C code that bypasses Python's ``socket`` module, ``ctypes`` calls, and
-programs started by ``_posixsubprocess.fork_exec``. Commands run through
-:func:`pipekit.isolate_command` get a kernel-level guarantee instead: a
-network namespace (see :mod:`pipekit.netns`); and with
-``network.isolation = "strict"`` the processor's own thread runs in one too
-(:func:`isolated`), so the kernel holds whatever it uses. The run record's
-mode says which held (:class:`Guard`).
+What raises no audit event (C code that bypasses Python's ``socket``
+module, ``ctypes``, ``_posixsubprocess.fork_exec``) is out of the hook's
+sight. Commands run through :func:`pipekit.isolate_command` get a kernel
+guarantee instead (a network namespace: :mod:`pipekit.netns`), and with
+``network.isolation = "strict"`` so does the processor's own thread
+(:func:`isolated`). The run record's mode says which held (:class:`Guard`).
 """
 
 from __future__ import annotations
@@ -280,10 +272,7 @@ class Guard:
         self.busy: int | None = None  # the thread doing the guard's own look-up
         self.isolate = not policy.allow_all and policy.isolation == "strict"
         """Whether the processor's thread runs in a network namespace."""
-        if policy.allow_all:
-            self.mode = "allowed"
-        else:
-            self.mode = "isolated" if self.isolate else "guarded"
+        self.mode = "allowed" if policy.allow_all else "isolated" if self.isolate else "guarded"
 
     def approve(self, argv: Sequence[Any]) -> None:
         """Let the program ``argv`` start (it was isolated, or knowingly not)."""
@@ -318,10 +307,15 @@ _install_lock = threading.Lock()
 
 def current() -> Guard | None:
     """The guard in force in this thread, if any."""
+    g = _in_force()
+    return None if g is _TRUSTED else g  # type: ignore[no-any-return]
+
+
+def _in_force() -> Any:
+    """This thread's guard, :data:`_TRUSTED`, or None: its context's, else
+    the one the thread inherited from the thread that started it."""
     g = _current.get()
-    if g is None:
-        g = getattr(threading.current_thread(), _THREAD_ATTR, None)
-    return None if g is None or g is _TRUSTED else g  # type: ignore[no-any-return]
+    return g if g is not None else getattr(threading.current_thread(), _THREAD_ATTR, None)
 
 
 @contextmanager
@@ -440,10 +434,8 @@ def install() -> None:
         original_start = threading.Thread.start
 
         def start(self: threading.Thread) -> None:
-            g = _current.get()
-            if g is None:
-                g = getattr(threading.current_thread(), _THREAD_ATTR, None)
-            if g is not None and g is not _TRUSTED:
+            g = current()
+            if g is not None:
                 setattr(self, _THREAD_ATTR, g)
             original_start(self)
 
@@ -474,12 +466,8 @@ _SO_DOMAIN = getattr(_socket, "SO_DOMAIN", -1)  # Linux; elsewhere getsockopt fa
 def _hook(event: str, args: tuple[Any, ...]) -> None:
     if event not in _WATCHED:
         return
-    g = _current.get()
-    if g is None:
-        g = getattr(threading.current_thread(), _THREAD_ATTR, None)
-        if g is None:
-            return
-    if g is _TRUSTED or g.policy.allow_all or g.busy == threading.get_ident():
+    g = _in_force()
+    if g is None or g is _TRUSTED or g.policy.allow_all or g.busy == threading.get_ident():
         return
     if event in _SOCKET_EVENTS:
         _on_socket(g, event, args)

@@ -3,50 +3,42 @@ processor starts (the ``shell`` stage's commands, and any processor's that
 uses :func:`pipekit.isolate_command`).
 
 Each thread that runs commands gets, on first use, a network namespace of
-its own with nothing but its own loopback, brought up; every command of
-that thread starts in it, so the kernel gives the command no route beyond
-loopback, and the host's loopback services are out of its reach too. Two
-ways to make and enter one:
+its own with nothing but its own loopback, up; every command of that
+thread starts in it, so the kernel gives it no route beyond loopback and
+the host's loopback services are out of its reach. Two ways to make one:
 
 - **setns** (as root, the default there): the thread makes the namespace
   with ``unshare(CLONE_NEWNET)`` and goes back to the host's with
-  ``setns``, keeping a descriptor of each. A namespace belongs to a
-  thread, not to the process: the runner's other threads, and this one's
-  backend connections, keep the host's network. Each namespace has a
-  **forker** thread that lives in it and has dropped, for good, the
-  capabilities that would let a program leave it (``CAP_SYS_ADMIN`` for
-  ``setns``, ``CAP_SYS_PTRACE``, ``CAP_NET_ADMIN``, ``CAP_SYS_MODULE``,
-  ``CAP_BPF``); :meth:`IsolatedCommand.popen` has it start the command,
-  which is born in the namespace without them (a root command's
-  ``nsenter --net=/proc/1/ns/net`` is refused).
-- **nsenter** (other users, or ``PIPEKIT_NETNS=nsenter``): a **holder**, a
-  tiny process made with ``unshare --net --map-root-user`` (a user
-  namespace) or ``unshare --net``, holds the namespace; every command is
-  started in it through an ``nsenter`` exec (about 1 to 3 ms each) and the
-  holder's start costs a Python start-up per thread. A holder ends with its
-  thread, or when the runner's process ends (its stdin closes).
+  ``setns`` (a namespace belongs to a thread: the runner's other threads
+  keep the host's network). Its **forker** thread lives in it and has
+  dropped, for good, the capabilities that would let a program leave it
+  (:data:`_CAPABILITIES`); :meth:`IsolatedCommand.popen` has it start the
+  command, so that a root command's ``nsenter --net=/proc/1/ns/net`` is
+  refused.
+- **nsenter** (other users, or ``PIPEKIT_NETNS=nsenter``): a **holder**
+  process made with ``unshare --net`` (as root) or ``unshare --net
+  --map-root-user`` (a user namespace) holds it; commands enter it
+  through ``nsenter``. A holder ends with its thread, or with the runner
+  (its stdin closes).
 
-A command started from :attr:`IsolatedCommand.argv` (a processor's own
-``subprocess`` call) always goes through ``nsenter``: with setns, it enters
-the thread's namespace by its descriptor, ``/proc/<runner>/fd/<n>``. As
-root (no user namespace) it then goes through ``setpriv``, which drops the
-same capabilities.
-
-:func:`isolate_thread` moves a processor's own thread into its namespace
-(``network.isolation = "strict"``, as root): all the processor then does
-and starts, through any API, has no network beyond that loopback.
+A command started from :attr:`IsolatedCommand.argv` always goes through
+``nsenter`` (with setns: by the namespace's descriptor,
+``/proc/<runner>/fd/<n>``) and, as root without a user namespace, through
+``setpriv``, which drops the same capabilities. :func:`isolate_thread`
+moves a processor's own thread into its namespace (``network.isolation =
+"strict"``): all it then does and starts, through any API, has only that
+loopback.
 
 Since a thread runs one stage at a time, the namespace's counters
 (``/proc/.../net/snmp``), read before and after a command, tell what it
 tried: routes it could not get (an address beyond loopback, a DNS server)
-and connections refused on the namespace's own loopback (a service that
-lives on the host).
+and connections refused on its own loopback (a service on the host).
 
-Where namespaces cannot be made (not Linux, not root and no
+Where no namespace can be made (not Linux, not root and no
 ``unshare``/``nsenter``, no permission), commands run with the host's
-network (the stage record says ``unguarded`` and a warning is logged),
-unless the stage's ``network.isolation`` is ``"required"``: then the stage
-fails. With ``"off"`` commands always run with the host's network.
+network (``unguarded``, with a warning) unless the stage's
+``network.isolation`` is ``"required"``: then the stage fails. With
+``"off"`` commands always run with the host's network.
 """
 
 from __future__ import annotations
@@ -692,10 +684,6 @@ class IsolatedCommand:
             self._after = self._holder.counters()
         return {k: self._after[k] - self._before[k] for k in self._after}
 
-    def _where(self) -> str:
-        p = self._guard.policy
-        return f"stage {p.stage!r} (processor {p.processor!r})"
-
     def check(self) -> None:
         """Raise :class:`pipekit.NetworkRefused` if the command tried to
         reach an address beyond loopback (an isolated command only)."""
@@ -703,11 +691,10 @@ class IsolatedCommand:
         if delta["beyond"] > 0:
             p = self._guard.policy
             msg = (
-                f"network guard: the command of {self._where()} tried to reach the network "
-                f"({delta['beyond']} attempt(s) to an address beyond loopback, e.g. a server "
-                "or a DNS look-up): it ran in a network namespace with no network but its own "
-                f"loopback. To allow it: set allow_network = true on stage {p.stage!r}, "
-                f"or run `pipekit run --allow-network {p.stage}`."
+                f"network guard: the command of stage {p.stage!r} (processor {p.processor!r}) "
+                f"tried to reach the network ({delta['beyond']} attempt(s) to an address beyond "
+                "loopback, e.g. a server or a DNS look-up): it ran in a network namespace with "
+                f"no network but its own loopback. {p.how_to_allow(None)}"
             )
             self._guard.violations.append(msg)
             raise NetworkRefused(msg)
@@ -754,9 +741,7 @@ def isolate_command(argv: Sequence[Any]) -> IsolatedCommand:
         g.approve(argv)
         return IsolatedCommand(argv, "allowed", None, g)
     if g.policy.isolation == "off":  # the pipeline chose speed over isolation
-        g.approve(argv)
-        g.note_mode("unguarded")
-        return IsolatedCommand(argv, "unguarded", None, g, 'network.isolation = "off"')
+        return _unguarded(argv, g, 'network.isolation = "off"')
     try:
         holder = _holder()
     except Unavailable as exc:
@@ -776,8 +761,12 @@ def isolate_command(argv: Sequence[Any]) -> IsolatedCommand:
                 p.stage,
                 exc,
             )
-        g.approve(argv)
-        g.note_mode("unguarded")
-        return IsolatedCommand(argv, "unguarded", None, g, str(exc))
+        return _unguarded(argv, g, str(exc))
     g.note_mode("isolated")
     return IsolatedCommand(argv, "isolated", holder, g)
+
+
+def _unguarded(argv: list[Any], g: Any, why: str) -> IsolatedCommand:
+    g.approve(argv)
+    g.note_mode("unguarded")
+    return IsolatedCommand(argv, "unguarded", None, g, why)
