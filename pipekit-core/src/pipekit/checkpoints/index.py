@@ -85,58 +85,19 @@ class CheckpointInfo:
 
     def to_entry(self) -> dict[str, Any]:
         """The index entry (and, minus blob/stored_size/hidden, the header)."""
-        return {
-            "id": self.id,
-            "seq": self.seq,
-            "time": self.time,
-            "kind": self.kind,
-            "size": self.size,
-            "stored_size": self.stored_size,
-            "sha256": self.sha256,
-            "codec": self.codec,
-            "compression": self.compression,
-            "level": self.level,
-            "key_id": self.key_id,
-            "base_seq": self.base_seq,
-            "base": self.base,
-            "chain": self.chain,
-            "full_size": self.full_size,
-            "keys": list(self.keys),
-            "n_keys": self.n_keys,
-            "metadata": self.metadata,
-            "type": self.type,
-            "blob": self.blob,
-            "hidden": self.hidden,
-            "format": self.format,
-        }
+        entry = attrs.asdict(self, recurse=False)
+        del entry["namespace"]
+        entry["keys"] = list(self.keys)
+        return entry
 
     @classmethod
     def from_entry(cls, e: dict[str, Any], namespace: str = "") -> CheckpointInfo:
-        return cls(
-            id=e["id"],
-            seq=e["seq"],
-            time=e["time"],
-            kind=e["kind"],
-            size=e["size"],
-            stored_size=e["stored_size"],
-            sha256=e["sha256"],
-            codec=e["codec"],
-            compression=e.get("compression"),
-            level=e.get("level"),
-            key_id=e.get("key_id"),
-            base_seq=e.get("base_seq"),
-            base=e.get("base"),
-            chain=e.get("chain", 0),
-            full_size=e.get("full_size", e["size"]),
-            keys=tuple(e.get("keys") or ()),
-            n_keys=e.get("n_keys"),
-            metadata=e.get("metadata") or {},
-            type=e.get("type"),
-            blob=e["blob"],
-            hidden=bool(e.get("hidden", False)),
-            format=e.get("format", fmt.FORMAT_VERSION),
-            namespace=namespace,
-        )
+        """An entry as :meth:`to_entry` wrote it (a missing field is a
+        ``TypeError``, an unknown one is left out)."""
+        known = {a.name: e[a.name] for a in attrs.fields(cls) if a.name in e}
+        known["keys"] = tuple(known.get("keys") or ())
+        known["namespace"] = namespace
+        return cls(**known)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict for ``--json`` output."""

@@ -84,6 +84,16 @@ def _materialize(payloads: list[bytes]) -> Any:
     return state
 
 
+def _diff(base: Any, value: Any, attrs_root: bool) -> bytes | None:
+    """The serialized delta from ``base`` to ``value``, or None when
+    ``value`` is not JSON-shaped (the full save then says how)."""
+    try:
+        with codec.gc_paused():
+            return codec.dumps(delta.diff(base, value), attrs_root=attrs_root)
+    except (TypeError, ValueError):
+        return None
+
+
 def _aad(
     seq: int, kind: str, base_seq: int | None, codec_name: str, compression: str | None
 ) -> bytes:
@@ -375,7 +385,6 @@ class CheckpointManager:
         n = index.next_seq
         cid = id if id is not None else f"{n:08d}"
         prev = index.latest()
-        kind = "full"
         base: CheckpointInfo | None = None
         base_obj: Any = None
         ops_payload: bytes | None = None
@@ -383,8 +392,7 @@ class CheckpointManager:
         keys: tuple[str, ...] = ()
         n_keys: int | None = None
         if isinstance(state, (bytes, bytearray, memoryview)):
-            codec_name = codec.BYTES
-            payload = bytes(state)
+            codec_name, payload = codec.BYTES, bytes(state)
         else:
             codec_name = codec.JSON
             tname = codec.type_name(state)
@@ -393,41 +401,10 @@ class CheckpointManager:
                 n_keys = len(value)
                 if self.cipher is None:  # key names may be secrets too
                     keys = tuple(k for k in itertools.islice(value, MAX_KEYS) if type(k) is str)
-            if not full and self._delta_candidate(prev):
-                assert prev is not None
-                base_obj = self._base_state(index, prev)
-                if base_obj is not None:
-                    try:
-                        with codec.gc_paused():
-                            ops = delta.diff(base_obj, value)
-                        ops_payload = codec.dumps(ops, attrs_root=tname is not None)
-                    except (TypeError, ValueError):
-                        ops_payload = None  # not JSON-shaped: the full save says how
-                    if (
-                        ops_payload is not None
-                        and len(ops_payload) < self.delta_threshold * prev.full_size
-                    ):
-                        kind, base = "delta", prev
-            if kind == "delta":
-                assert ops_payload is not None
-                payload = ops_payload
-            else:
-                payload = codec.dumps(value, attrs_root=tname is not None)
-                if base_obj is None and self._warm_base(prev, len(payload)):
-                    # a full save (forced, or the chain is at max_chain) while the
-                    # manager holds the previous state: keep that copy current
-                    # with the (small) difference, instead of parsing this whole
-                    # payload at the next save
-                    assert prev is not None
-                    base_obj = self._cache.obj if self._cache is not None else None
-                    try:
-                        with codec.gc_paused():
-                            ops = delta.diff(base_obj, value)
-                            ops_payload = codec.dumps(ops, attrs_root=tname is not None)
-                    except (TypeError, ValueError):
-                        ops_payload = None
-                if ops_payload is not None and len(ops_payload) > len(payload) // 2:
-                    ops_payload = None  # parsing the full payload later is cheaper
+            payload, base, base_obj, ops_payload = self._encode(
+                index, prev, value, tname is not None, full
+            )
+        kind = "delta" if base is not None else "full"
         size = len(payload)
         base_seq = base.seq if base is not None else None
         stored, compression, key_id = self._seal(payload, n, kind, base_seq, codec_name)
@@ -476,6 +453,33 @@ class CheckpointManager:
         else:
             self._cache = _Cache(n, entry.sha256, [payload])
         return entry
+
+    def _encode(
+        self, index: Index, prev: CheckpointInfo | None, value: Any, attrs_root: bool, full: bool
+    ) -> tuple[bytes, CheckpointInfo | None, Any, bytes | None]:
+        """(payload, its delta base or None, the manager's copy of ``prev``'s
+        state or None, the delta from that copy or None) of a JSON state: a
+        delta when it is under ``delta_threshold`` of the full size."""
+        base_obj: Any = None
+        ops: bytes | None = None
+        if not full and self._delta_candidate(prev):
+            assert prev is not None
+            base_obj = self._base_state(index, prev)
+            if base_obj is not None:
+                ops = _diff(base_obj, value, attrs_root)
+                if ops is not None and len(ops) < self.delta_threshold * prev.full_size:
+                    return ops, prev, base_obj, ops
+        payload = codec.dumps(value, attrs_root=attrs_root)
+        if base_obj is None and self._warm_base(prev, len(payload)):
+            # a full save (forced, or the chain is at max_chain) while the manager
+            # holds the previous state: keep that copy current with the (small)
+            # difference, instead of parsing this whole payload at the next save
+            assert self._cache is not None
+            base_obj = self._cache.obj
+            ops = _diff(base_obj, value, attrs_root)
+        if ops is not None and len(ops) > len(payload) // 2:
+            ops = None  # parsing the full payload later is cheaper
+        return payload, None, base_obj, ops
 
     def _warm_base(self, prev: CheckpointInfo | None, size: int) -> bool:
         """Whether the manager holds ``prev``'s state as objects, for a state

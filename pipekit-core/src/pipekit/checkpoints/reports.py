@@ -31,13 +31,7 @@ class VerifyItem:
     hidden: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "seq": self.seq,
-            "ok": self.ok,
-            "problem": self.problem,
-            "hidden": self.hidden,
-        }
+        return attrs.asdict(self)
 
 
 @attrs.frozen
