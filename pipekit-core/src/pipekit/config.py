@@ -87,18 +87,19 @@ def check_duration(name: str, value: float, *, zero_allowed: bool = True) -> Non
         raise ConfigError(f"{name}: {problem}")
 
 
-def _seconds(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-    """A duration greater than 0 (None: no limit)."""
-    if value is not None:
-        problem = duration_problem(value, zero_allowed=False)
+def _duration(*, zero_allowed: bool) -> Callable[[Any, Any, Any], None]:
+    """An attrs validator of a number of seconds (None: no limit)."""
+
+    def check(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+        problem = value is not None and duration_problem(value, zero_allowed=zero_allowed)
         if problem:
             raise ValueError(problem)
 
+    return check
 
-def _seconds_or_zero(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-    problem = duration_problem(value, zero_allowed=True)
-    if problem:
-        raise ValueError(problem)
+
+_seconds = _duration(zero_allowed=False)
+_seconds_or_zero = _duration(zero_allowed=True)
 
 
 def _positive(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:

@@ -135,36 +135,6 @@ def _has_password(url: str) -> bool:
         return True  # not a URL we can read: keep it off the disk
 
 
-class _Binder:
-    """Binds a cached plan's stage when first needed: its config (from its
-    table, as a full load structures it), its processor (from the plugin
-    registry) and its params."""
-
-    def __init__(self, registry: RegistryLoader, tables: dict[str, Any], path: Path) -> None:
-        self.registry = registry
-        self.tables = tables
-        self.path = path
-
-    def __call__(self, stage: PlannedStage) -> tuple[StageConfig, Any, Any]:
-        config = structure_valid(self.tables[stage.name], StageConfig)
-        processor = self.registry.get().get("stages", stage.uses)
-        if processor.version != stage.version:
-            _unlink(self.path)
-            raise StageFailed(
-                f"processor {stage.uses!r} is now version {processor.version}, "
-                f"not {stage.version}: the plan cache was stale and is dropped; run again"
-            )
-        params = structure_params(getattr(processor, "Params", None), config.params)
-        return config, processor, params
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def load(file: Path, backend_override: str | None) -> Pipeline | None:
     """The cached plan of ``file`` if it is still valid, else None."""
     if not enabled():
@@ -208,7 +178,21 @@ def _stale(doc: dict[str, Any], source: bytes, backend_override: str | None) -> 
 def _pipeline(doc: dict[str, Any], options: dict[str, Any], path: Path) -> Pipeline:
     registry = RegistryLoader()
     tables = {s["name"]: s["table"] for s in doc["stages"]}
-    binder = _Binder(registry, tables, path)
+
+    def binder(stage: PlannedStage) -> tuple[StageConfig, Any, Any]:
+        """The stage's config (structured from its table as a full load
+        does), its processor (from the plugin registry) and its params."""
+        config = structure_valid(tables[stage.name], StageConfig)
+        processor = registry.get().get("stages", stage.uses)
+        if processor.version != stage.version:
+            path.unlink(missing_ok=True)
+            raise StageFailed(
+                f"processor {stage.uses!r} is now version {processor.version}, "
+                f"not {stage.version}: the plan cache was stale and is dropped; run again"
+            )
+        params = structure_params(getattr(processor, "Params", None), config.params)
+        return config, processor, params
+
     stages = {
         s["name"]: PlannedStage(
             config=None,
