@@ -340,10 +340,8 @@ def _release(fds: list[int], requests: queue.SimpleQueue[Any]) -> None:
 
 def _close_fds(fds: list[int]) -> None:
     for fd in fds:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 def _loopback_up() -> None:
@@ -416,17 +414,14 @@ def _values(text: bytes) -> dict[str, str]:
 
 
 def _stop(proc: subprocess.Popen[bytes], fds: list[int]) -> None:
+    """End a holder: its stdin closes, so it exits (else it is killed)."""
     _close_fds(fds)
     try:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        proc.wait(timeout=5)
+        proc.communicate(timeout=5)
     except Exception:
-        try:
+        with contextlib.suppress(Exception):
             proc.kill()
             proc.wait(timeout=5)
-        except Exception:
-            pass
 
 
 _local = threading.local()
@@ -455,22 +450,15 @@ def _start_holder() -> _Holder:
                 argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                close_fds=True,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's ^C is the runner's to handle
             )
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
         line = proc.stdout.readline()
         if line == b"ready\n":
             proc.stdout.close()
-            proc.stderr.close()
             return _Holder(proc, "--map-root-user" in flags, nsenter)
-        if proc.stdin is not None:
-            proc.stdin.close()
-        err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        proc.stdout.close()
-        proc.stderr.close()
-        proc.wait()
+        err = (line + proc.communicate()[0]).decode("utf-8", "replace").strip().splitlines()
         errors.append(f"`unshare {' '.join(flags)}`: {err[-1] if err else 'failed'}")
     raise Unavailable("; ".join(errors))
 
@@ -511,12 +499,10 @@ def _holder() -> _Holder | _ThreadNet:
         else:
             h = _start_holder()
     except Unavailable as exc:
-        with _lock:
-            _unavailable = str(exc)
+        _unavailable = str(exc)
         raise
     except OSError as exc:
-        with _lock:
-            _unavailable = f"cannot start unshare: {exc}"
+        _unavailable = f"cannot start unshare: {exc}"
         raise Unavailable(_unavailable) from None
     _local.namespace = h
     return h
