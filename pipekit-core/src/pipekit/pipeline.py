@@ -118,13 +118,15 @@ class Pipeline:
         return seen
 
 
+Report = Callable[[int | None, str, str], None]
+"""Notes a config problem: (stage index or None, field, message)."""
+
+
 def load_pipeline(
     file: Path, registry: Any, *, backend_override: str | None = None, check_inputs: bool = True
 ) -> Pipeline:
     """Read, structure and validate a pipeline file; every problem found is
     reported at once (one line each, in file order), and nothing has run."""
-    from . import _json
-
     file = file.resolve()
     source = _config.read_pipeline_bytes(file)
     data = _config.parse_pipeline_bytes(file, source)
@@ -157,10 +159,43 @@ def load_pipeline(
     if state_problem:
         err(None, "state_dir", state_problem)
 
+    planned, producers = _plan_stages(cfg.stages, registry, paths, err, errors, data)
+    _link_stages(planned, producers, [sc.name for sc in cfg.stages], paths, check_inputs, err)
+    if errors:
+        raise ConfigError(_config.join_lines(errors))
+
+    order = _toposort(planned, file)
+    return Pipeline(
+        file=file,
+        root=root,
+        name=cfg.name or root.name,
+        state_dir=state_dir,
+        backend=backend,
+        stages=planned,
+        order=order,
+        raw=data,
+        network=cfg.network,
+        source_sha256=hashlib.sha256(source).hexdigest(),
+        registry=RegistryLoader(registry),
+    )
+
+
+def _plan_stages(
+    configs: list[StageConfig],
+    registry: Any,
+    paths: _PathRules,
+    err: Report,
+    errors: list[tuple[int, str]],
+    data: dict[str, Any],
+) -> tuple[dict[str, PlannedStage], dict[str, tuple[int, str]]]:
+    """Each stage bound to its processor and params, its paths checked:
+    (stages by name, the (index, name) of the stage producing each output)."""
+    from . import _json
+
     seen_names: dict[str, int] = {}
     producers: dict[str, tuple[int, str]] = {}
     planned: dict[str, PlannedStage] = {}
-    for i, sc in enumerate(cfg.stages):
+    for i, sc in enumerate(configs):
         if sc.name in seen_names:
             err(
                 i,
@@ -176,17 +211,16 @@ def load_pipeline(
             err(i, "uses", str(exc))
             continue
         params, param_errors = _config.check_params(
-            getattr(processor, "Params", None), sc.params, data, i, file
+            getattr(processor, "Params", None), sc.params, data, i, paths.file_path
         )
         if param_errors:
             errors.extend(param_errors)
             continue
-        canon = _json.canonical(_config.unstructure_params(params))
         for field, given in (("inputs", sc.inputs), ("outputs", sc.outputs)):
             if "" in given:
                 err(i, field, "an empty path")
-        ins = [_config.relpath_key(root, p) for p in sc.inputs if p]
-        outs = [_config.relpath_key(root, p) for p in sc.outputs if p]
+        ins = [_config.relpath_key(paths.root_path, p) for p in sc.inputs if p]
+        outs = [_config.relpath_key(paths.root_path, p) for p in sc.outputs if p]
         for key in _config.repeated(k for k, _ in outs):
             err(i, "outputs", f"{key!r} is listed twice")
         outs = list({k: (k, p) for k, p in outs}.values())
@@ -214,13 +248,26 @@ def load_pipeline(
             index=i,
             processor=processor,
             params=params,
-            params_canonical=canon,
+            params_canonical=_json.canonical(_config.unstructure_params(params)),
             inputs=[k for k, _ in ins],
             outputs=[k for k, _ in outs],
             input_paths=[p for _, p in ins],
             output_paths=[p for _, p in outs],
         )
+    return planned, producers
 
+
+def _link_stages(
+    planned: dict[str, PlannedStage],
+    producers: dict[str, tuple[int, str]],
+    names: list[str],
+    paths: _PathRules,
+    check_inputs: bool,
+    err: Report,
+) -> None:
+    """Each stage's dependencies (the producers of its inputs, its ``after``),
+    and the checks that need every stage: outputs inside another's, inputs
+    nothing produces."""
     for st in planned.values():
         for key in st.outputs:
             problem = _inside_another_output(key, producers)
@@ -237,31 +284,13 @@ def load_pipeline(
                 if problem:
                     err(st.index, "inputs", problem)
         for name in st.config.after:
-            if name not in planned and name not in seen_names:
-                err(st.index, "after", _unknown_stage(name, list(seen_names)))
+            if name not in names:
+                err(st.index, "after", _unknown_stage(name, list(dict.fromkeys(names))))
             elif name == st.name:
                 err(st.index, "after", "a stage cannot run after itself")
             elif name in planned and name not in deps:
                 deps.append(name)
         st.deps = deps
-
-    if errors:
-        raise ConfigError(_config.join_lines(errors))
-
-    order = _toposort(planned, file)
-    return Pipeline(
-        file=file,
-        root=root,
-        name=cfg.name or root.name,
-        state_dir=state_dir,
-        backend=backend,
-        stages=planned,
-        order=order,
-        raw=data,
-        network=cfg.network,
-        source_sha256=hashlib.sha256(source).hexdigest(),
-        registry=RegistryLoader(registry),
-    )
 
 
 class _PathRules:
@@ -270,6 +299,7 @@ class _PathRules:
     What is on disk is looked at once per folder."""
 
     def __init__(self, file: Path, root: Path, state_dir: Path) -> None:
+        self.file_path, self.root_path = file, root
         self.file = os.fspath(file)
         self.root = os.fspath(root)
         self.state_dir = os.fspath(state_dir)
