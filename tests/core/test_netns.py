@@ -291,3 +291,36 @@ def test_a_forked_child_starts_its_commands_with_a_forker_of_its_own() -> None:
     t.start()
     t.join(60)
     assert not t.is_alive() and result["status"] == 0, result
+
+
+def test_a_namespace_made_by_a_thread_returns_it_where_it_lives() -> None:
+    """Making a namespace (a forked child's, say) from a thread moved into
+    another, or born in one, leaves the thread where it was."""
+    from pipekit import netguard
+
+    seen: dict[str, str] = {}
+
+    def helper() -> None:  # born in the processor's namespace
+        before = _thread_ns()
+        made = netns._ThreadNet()
+        try:
+            seen["helper"] = str(before == _thread_ns() != made.start(_thread_ns))
+        finally:
+            made.close()
+
+    def body() -> None:
+        with netguard.guarded(netguard.Policy("s", "p", isolation="strict")):
+            inside = _thread_ns()
+            made = netns._ThreadNet()
+            try:
+                seen["moved"] = str(inside == _thread_ns() != made.start(_thread_ns))
+            finally:
+                made.close()
+            t = threading.Thread(target=helper)
+            t.start()
+            t.join()
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert seen == {"moved": "True", "helper": "True"}

@@ -39,7 +39,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -287,7 +287,7 @@ class Guard:
 
     def refuse(
         self, tried: str, target: str | None, *, hint: str | None = None, outside: bool = True
-    ) -> None:
+    ) -> NoReturn:
         """Record and raise the refusal of what the processor ``tried``."""
         p = self.policy
         where = f", outside the stage's allowed network ({p.describe()})" if outside else ""
@@ -447,7 +447,13 @@ def install() -> None:
 
 # -- the audit hook ------------------------------------------------------------
 
-_SOCKET_EVENTS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg", "socket.bind"})
+_VERBS = {
+    "socket.connect": "connect to",
+    "socket.sendto": "send a datagram to",
+    "socket.sendmsg": "send a message to",
+    "socket.bind": "listen on (bind)",
+}
+_SOCKET_EVENTS = frozenset(_VERBS)
 _LOOKUP_EVENTS = frozenset(
     {"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "socket.getnameinfo"}
 )
@@ -482,15 +488,18 @@ def _to_port(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    text = str(value)
+    text = _text(value)
     if text.isdigit():
         return int(text)
     try:
         return _socket.getservbyname(text)
     except OSError:
         return None
+
+
+def _text(value: Any) -> str:
+    """A host or port from an audit event's arguments (str or bytes), as text."""
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _hostport(host: str, port: int | None) -> str:
@@ -500,9 +509,7 @@ def _hostport(host: str, port: int | None) -> str:
 
 
 def _allowed_address(g: Guard, host: Any, port: int | None) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode("ascii", "replace")
-    host = str(host)
+    host = _text(host)
     ip = _ip(host)
     if ip is None:
         return g.policy.allows_name(host, port) if host else False
@@ -541,18 +548,11 @@ def _on_socket(g: Guard, event: str, args: tuple[Any, ...]) -> None:
     family = _real_family(sock)
     if family in _LOCAL_FAMILIES:
         return
-    verb = {
-        "socket.connect": "connect to",
-        "socket.sendto": "send a datagram to",
-        "socket.sendmsg": "send a message to",
-        "socket.bind": "listen on (bind)",
-    }[event]
+    verb = _VERBS[event]
     if family not in _IP_FAMILIES:
         g.refuse(f"{verb} {address!r} over a socket of family {_family_name(family)}", None)
-        return
     if not isinstance(address, tuple) or len(address) < 2:
         g.refuse(f"{verb} {address!r}", None)
-        return
     host, port = address[0], _to_port(address[1])
     if event == "socket.bind" and host in ("", "0.0.0.0", "::"):
         if not _allowed_address(g, "0.0.0.0" if host in ("", "0.0.0.0") else "::", port):
@@ -564,8 +564,7 @@ def _on_socket(g: Guard, event: str, args: tuple[Any, ...]) -> None:
             )
         return
     if not _allowed_address(g, host, port):
-        host_text = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
-        target = _hostport(host_text, port)
+        target = _hostport(_text(host), port)
         g.refuse(f"{verb} {target}", target)
 
 
@@ -580,9 +579,7 @@ def _on_lookup(g: Guard, event: str, args: tuple[Any, ...]) -> None:
         host, port = args[0], None
     if host is None:  # a passive look-up (for bind): no name to resolve
         return
-    if isinstance(host, bytes):
-        host = host.decode("ascii", "replace")
-    host = str(host)
+    host = _text(host)
     ip = _ip(host)
     if ip is not None:
         if event in ("socket.getaddrinfo", "socket.gethostbyname"):
@@ -598,7 +595,6 @@ def _on_lookup(g: Guard, event: str, args: tuple[Any, ...]) -> None:
         if port is not None and g.policy.allows_name(name, None):
             g.refuse(f"look up the name {host!r} for port {port}", _hostport(host, port))
         g.refuse(f"look up the name {host!r}", host)
-        return
     _remember(g, host, port)
 
 

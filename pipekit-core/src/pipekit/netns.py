@@ -157,29 +157,24 @@ class _ThreadNet:
     can_enter = True
 
     def __init__(self) -> None:
-        flags = os.O_RDONLY | os.O_CLOEXEC
         fds: list[int] = []  # closed when this is closed or collected
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._finalizer = weakref.finalize(self, _release, fds, self._requests)
-        home = getattr(_local, "isolation", None)
-        if home is None:
-            self.host_fd = os.open("/proc/thread-self/ns/net", flags)
-        else:  # made from inside an isolated thread: its way out is the same
-            self.host_fd = os.dup(_host_fd())
-        fds.append(self.host_fd)
+        # where the thread lives (the host's namespace, or the one it was
+        # moved into or born in): it goes back there
+        fds.append(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
         if _setns_calls().unshare(_CLONE_NEWNET) != 0:
             raise _os_error("unshare(CLONE_NEWNET)")
         try:
-            self.ns_fd = os.open("/proc/thread-self/ns/net", flags)
+            self.ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             fds.append(self.ns_fd)
             _loopback_up()
             # Opened in the namespace, its counter files keep showing that
             # namespace's counters: read without entering it again.
             self._counters = _Counters("/proc/thread-self/net", fds)
         finally:
-            self._leave()
-        self.nsenter = shutil.which("nsenter")
-        self.setpriv = shutil.which("setpriv")
+            if _setns_calls().setns(fds[0], _CLONE_NEWNET) != 0:
+                raise OSError(f"cannot return to the thread's namespace: {_os_error('setns')}")
         self.pid = os.getpid()  # a forked child has no forker: it makes its own
         ready: list[BaseException | None] = []
         threading.Thread(
@@ -190,14 +185,6 @@ class _ThreadNet:
         except Unavailable:
             self.close()
             raise
-
-    def _leave(self) -> None:
-        """Back to where the thread lives: the host's namespace, or the one
-        :func:`isolate_thread` moved it into."""
-        home = getattr(_local, "isolation", None)
-        fd = self.host_fd if home is None else home.namespace.ns_fd
-        if _setns_calls().setns(fd, _CLONE_NEWNET) != 0:
-            raise OSError(f"cannot return to the thread's network namespace: {_os_error('setns')}")
 
     def start(self, call: Any) -> Any:
         """``call()`` in the namespace's forker thread (a child it forks is
@@ -222,13 +209,14 @@ class _ThreadNet:
         return self._finalizer.alive and self.pid == os.getpid()
 
     def wrap(self, argv: Sequence[Any]) -> list[Any]:
-        if not self.nsenter:
+        nsenter = shutil.which("nsenter")
+        if not nsenter:
             raise Unavailable(
                 "nsenter not found (install util-linux): start the command with "
                 "IsolatedCommand.popen() instead of its argv"
             )
-        enter = [self.nsenter, f"--net=/proc/{os.getpid()}/fd/{self.ns_fd}", "--"]
-        return [*enter, *_without_capabilities(self.setpriv), *argv]
+        enter = [nsenter, f"--net=/proc/{os.getpid()}/fd/{self.ns_fd}", "--"]
+        return [*enter, *_without_capabilities(shutil.which("setpriv")), *argv]
 
     def counters(self) -> dict[str, int]:
         return self._counters.read()
