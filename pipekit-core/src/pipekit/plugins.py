@@ -119,9 +119,12 @@ class Registry:
     idempotency_stores: dict[str, Registration] = attrs.field(factory=dict)
     checkpoint_stores: dict[str, Registration] = attrs.field(factory=dict)
     dead_letter_stores: dict[str, Registration] = attrs.field(factory=dict)
-    disabled: list[str] = attrs.field(factory=list)
-    """Names of the plugins that ``PIPEKIT_DISABLE_PLUGINS`` kept out."""
     disabled_plugins: list[PluginInfo] = attrs.field(factory=list)
+    """The plugins that ``PIPEKIT_DISABLE_PLUGINS`` kept out."""
+
+    @property
+    def disabled(self) -> list[str]:
+        return sorted(p.name for p in self.disabled_plugins)
 
     @property
     def hook(self) -> Any:
@@ -291,38 +294,73 @@ def load_registry(
     pass, a registration hook that raises or registers something that is not
     a processor, and a name registered twice.
     """
-    # See the module's docstring: these cost a no-op rerun 25 ms.
-    from importlib import metadata
-
-    import pluggy
+    import pluggy  # not with this module: see the module's docstring
 
     from . import hookspecs
 
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    plugins: list[PluginInfo] = []
-    disabled = _disabled_names()
-    matched: set[str] = set()
-    skipped: list[PluginInfo] = []
-
+    loading = _Loading(pm, _disabled_names())
     for name, modpath in BUILTIN_PLUGINS:
-        module = import_module(modpath)
-        info = PluginInfo(name, "pipekit-core", __version__, modpath)
-        _register(pm, module, info)
-        plugins.append(info)
-
+        loading.add(import_module(modpath), PluginInfo(name, "pipekit-core", __version__, modpath))
     if entry_points:
+        loading.add_entry_points()
+    loading.add_plugin_modules()
+    for name, obj in extra_plugins:
+        loading.add(obj, PluginInfo(name, IN_PROCESS, "", getattr(obj, "__name__", repr(obj))))
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:  # _check_hookimpls should have said it
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"plugin {name!r}: {_flat(str(exc))}") from exc
+    loading.warn_unmatched()
+
+    registry = Registry(pm, loading.plugins, disabled_plugins=loading.skipped)
+    by_name = {p.name: p for p in loading.plugins}
+    for info in loading.plugins:
+        callers = pm.get_hookcallers(pm.get_plugin(info.name)) or []
+        info.hooks = sorted(caller.name for caller in callers if caller.name)
+    for kind, hookname in KINDS.items():
+        for impl in getattr(pm.hook, hookname).get_hookimpls():
+            _call_register(registry, kind, impl.function, by_name[impl.plugin_name], hookname)
+    return registry
+
+
+class _Loading:
+    """The plugins being loaded into ``pm``, those ``PIPEKIT_DISABLE_PLUGINS``
+    kept out, and which of its names matched one."""
+
+    def __init__(self, pm: pluggy.PluginManager, disabled: set[str]) -> None:
+        self.pm = pm
+        self.disabled = disabled
+        self.matched: set[str] = set()
+        self.plugins: list[PluginInfo] = []
+        self.skipped: list[PluginInfo] = []
+
+    def add(self, obj: object, info: PluginInfo) -> None:
+        _register(self.pm, obj, info)
+        self.plugins.append(info)
+
+    def skip(self, info: PluginInfo, names: set[str]) -> bool:
+        """Whether ``info`` is disabled by one of ``names`` (noted if so)."""
+        hit = names & self.disabled
+        if hit:
+            self.matched |= hit
+            self.skipped.append(info)
+        return bool(hit)
+
+    def add_entry_points(self) -> None:
+        from importlib import metadata  # not with this module: see its docstring
+
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist_name = ep.dist.metadata["Name"] if ep.dist is not None else "?"
             dist_version = ep.dist.version if ep.dist is not None else "?"
             info = PluginInfo(ep.name, dist_name, dist_version, ep.value)
-            hit = {n for n in disabled if n == ep.name or _norm(n) == _norm(dist_name)}
-            if hit:
-                matched |= hit
-                skipped.append(info)
+            by_dist = {n for n in self.disabled if _norm(n) == _norm(dist_name)}
+            if self.skip(info, {ep.name} | by_dist):
                 continue
-            if pm.get_plugin(ep.name) is not None:
-                other = next(p for p in plugins if p.name == ep.name)
+            if self.pm.get_plugin(ep.name) is not None:
+                other = next(p for p in self.plugins if p.name == ep.name)
                 raise PluginError(
                     f"two plugins are named {ep.name!r}: {other.distribution} "
                     f"{other.version} ({other.module}) and {dist_name} {dist_version} "
@@ -337,67 +375,33 @@ def load_registry(
                     f"{info.label()} failed to load ({ep.value}): "
                     f"{type(exc).__name__}: {_flat(str(exc))}; {info.disable_hint()}"
                 ) from exc
-            _register(pm, obj, info)
-            plugins.append(info)
+            self.add(obj, info)
 
-    for modpath in [m.strip() for m in os.environ.get(MODULES_ENV, "").split(",") if m.strip()]:
-        info = PluginInfo(modpath, f"({MODULES_ENV})", "", modpath)
-        if modpath in disabled:
-            matched.add(modpath)
-            skipped.append(info)
-            continue
-        if pm.get_plugin(modpath) is not None:
-            continue  # named twice
-        try:
-            module = import_module(modpath)
-        except Exception as exc:
-            raise PluginError(
-                f"{info.label()} failed to import: {type(exc).__name__}: {_flat(str(exc))}; "
-                f"{info.disable_hint()}"
-            ) from exc
-        if pm.is_registered(module):
-            continue  # already loaded through its entry point
-        _register(pm, module, info)
-        plugins.append(info)
+    def add_plugin_modules(self) -> None:
+        """The modules named in ``PIPEKIT_PLUGIN_MODULES``."""
+        for modpath in [m.strip() for m in os.environ.get(MODULES_ENV, "").split(",")]:
+            info = PluginInfo(modpath, f"({MODULES_ENV})", "", modpath)
+            if not modpath or self.skip(info, {modpath}) or self.pm.get_plugin(modpath):
+                continue  # empty, disabled or named twice
+            try:
+                module = import_module(modpath)
+            except Exception as exc:
+                raise PluginError(
+                    f"{info.label()} failed to import: {type(exc).__name__}: "
+                    f"{_flat(str(exc))}; {info.disable_hint()}"
+                ) from exc
+            if not self.pm.is_registered(module):  # else loaded through its entry point
+                self.add(module, info)
 
-    for name, obj in extra_plugins:
-        info = PluginInfo(name, IN_PROCESS, "", getattr(obj, "__name__", repr(obj)))
-        _register(pm, obj, info)
-        plugins.append(info)
-
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:  # _check_hookimpls should have said it
-        name = pm.get_name(exc.plugin) or repr(exc.plugin)
-        raise PluginError(f"plugin {name!r}: {_flat(str(exc))}") from exc
-
-    unmatched = sorted(disabled - matched)
-    if unmatched:
-        log.warning(
-            "%s names %s, which matches no installed plugin (plugins: %s)",
-            DISABLE_ENV,
-            ", ".join(repr(n) for n in unmatched),
-            ", ".join(p.name for p in plugins) or "none",
-        )
-
-    registry = Registry(
-        plugin_manager=pm,
-        plugins=plugins,
-        disabled=sorted(p.name for p in skipped),
-        disabled_plugins=skipped,
-    )
-    by_name = {p.name: p for p in plugins}
-    for info in plugins:
-        plugin = pm.get_plugin(info.name)
-        info.hooks = sorted(
-            caller.name for caller in (pm.get_hookcallers(plugin) or []) if caller.name
-        )
-    for kind, hookname in KINDS.items():
-        caller = getattr(pm.hook, hookname)
-        for impl in caller.get_hookimpls():
-            info = by_name[impl.plugin_name]
-            _call_register(registry, kind, impl.function, info, hookname)
-    return registry
+    def warn_unmatched(self) -> None:
+        unmatched = sorted(self.disabled - self.matched)
+        if unmatched:
+            log.warning(
+                "%s names %s, which matches no installed plugin (plugins: %s)",
+                DISABLE_ENV,
+                ", ".join(repr(n) for n in unmatched),
+                ", ".join(p.name for p in self.plugins) or "none",
+            )
 
 
 def _call_register(
