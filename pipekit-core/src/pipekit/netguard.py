@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import ipaddress
+import re
 import socket as _socket
 import sys
 import threading
@@ -94,8 +96,6 @@ class Rule:
 def _ip(text: str) -> Any:
     """An IP address, or None when ``text`` is not one (IPv4-mapped IPv6
     addresses count as the IPv4 address; a zone index is dropped)."""
-    import ipaddress
-
     try:
         ip = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
@@ -111,8 +111,6 @@ def _port(text: str, entry: str) -> int:
 
 
 def _name(text: str, entry: str) -> str:
-    import re
-
     name = text.lower().rstrip(".")
     if not re.fullmatch(
         r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*", name
@@ -129,8 +127,6 @@ def parse_rule(entry: str) -> list[Rule]:
     ``10.1.2.3:5432``, ``[fd00::1]:5432``, ``fd00::1``, ``10.0.0.0/8``,
     ``db.internal``, ``db.internal:5432``, ``*.internal``. Raises
     ``ValueError`` with a message naming the entry."""
-    import ipaddress
-
     text = entry.strip()
     if text == LOOPBACK:
         return [
@@ -379,17 +375,13 @@ def isolated(g: Guard) -> Iterator[None]:
 def _names_loopback(entry: str) -> bool:
     """Whether an allow-list entry names nothing but loopback (in a
     namespace: the namespace's own)."""
-    for rule in _rules(entry):
-        if rule.net is not None:
-            if not any(
-                rule.net.subnet_of(r.net)
-                for r in _rules(LOOPBACK)
-                if r.net is not None and r.net.version == rule.net.version
-            ):
-                return False
-        elif rule.name != "localhost":
-            return False
-    return True
+    loopback = [r.net for r in _rules(LOOPBACK) if r.net is not None]
+    return all(
+        any(n.version == r.net.version and r.net.subnet_of(n) for n in loopback)
+        if r.net is not None
+        else r.name == "localhost"
+        for r in _rules(entry)
+    )
 
 
 def _restore(g: Guard, tried: int) -> str | None:

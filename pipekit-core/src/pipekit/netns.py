@@ -44,18 +44,23 @@ network (``unguarded``, with a warning) unless the stage's
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import functools
 import logging
 import os
 import queue
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+from . import netguard
 from .errors import NetworkRefused, NonRetryable
 
 __all__ = ["IsolatedCommand", "isolate_command", "probe", "Unavailable"]
@@ -128,8 +133,6 @@ _CLONE_NEWNET = 0x40000000
 @functools.cache
 def _setns_calls() -> Any:
     """libc, for ``unshare`` and ``setns`` (Python 3.11 has no os.setns)."""
-    import ctypes
-
     lib = ctypes.CDLL(None, use_errno=True)
     lib.unshare.argtypes = [ctypes.c_int]
     lib.setns.argtypes = [ctypes.c_int, ctypes.c_int]
@@ -139,8 +142,6 @@ def _setns_calls() -> Any:
 
 
 def _os_error(call: str) -> OSError:
-    import ctypes
-
     err = ctypes.get_errno()
     return OSError(err, f"{call}: {os.strerror(err)}")
 
@@ -262,8 +263,6 @@ def _drop_capabilities() -> None:
     """Take :data:`_CAPABILITIES` out of the calling thread's bounding,
     inheritable, permitted and effective sets, and clear its ambient set
     (capabilities belong to a thread): what it starts can never have them."""
-    import ctypes
-
     lib = _setns_calls()
     for number in _CAPABILITIES.values():
         if _capability_known(number) and lib.prctl(_PR_CAPBSET_DROP, number, 0, 0, 0) != 0:
@@ -296,10 +295,8 @@ def _forker(
     namespace, drops :data:`_CAPABILITIES` for good, then runs what it is
     handed until handed None. Trusted: the guard of the stage that handed
     a command has approved it."""
-    from .netguard import trusted
-
     _local.pinned = True  # trusted() must not take it out of its namespace
-    with trusted():
+    with netguard.trusted():
         try:
             if _setns_calls().setns(ns_fd, _CLONE_NEWNET) != 0:
                 raise _os_error("setns")
@@ -335,10 +332,6 @@ def _close_fds(fds: list[int]) -> None:
 def _loopback_up() -> None:
     """Bring up ``lo`` in the calling thread's network namespace
     (SIOCGIFFLAGS, SIOCSIFFLAGS | IFF_UP)."""
-    import fcntl
-    import socket
-    import struct
-
     # Neither making a socket nor ioctl is an event the guard watches; and
     # trusted() would take the thread out of the namespace being set up.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -420,8 +413,6 @@ _unavailable: str | None = None
 def _start_holder() -> _Holder:
     """A holder process (the nsenter method): as root, in a plain network
     namespace, else in a user namespace too."""
-    from .netguard import trusted
-
     _check_linux()
     unshare, nsenter = shutil.which("unshare"), shutil.which("nsenter")
     if not unshare or not nsenter:
@@ -433,7 +424,7 @@ def _start_holder() -> _Holder:
     errors = []
     for flags in variants:
         argv = [unshare, *flags, "--", sys.executable, "-I", "-S", "-c", _HOLDER_CODE]
-        with trusted():
+        with netguard.trusted():
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,
@@ -505,15 +496,12 @@ def probe() -> str | None:
     return None
 
 
-class _Isolation:
+class _Isolation(NamedTuple):
     """A thread moved into a namespace by :func:`isolate_thread`: the
     namespace, and its counters when the thread moved in."""
 
-    __slots__ = ("before", "namespace")
-
-    def __init__(self, namespace: _ThreadNet) -> None:
-        self.namespace = namespace
-        self.before = namespace.counters()
+    namespace: _ThreadNet
+    before: dict[str, int]
 
 
 def isolate_thread() -> Any:
@@ -539,7 +527,7 @@ def isolate_thread() -> Any:
     _host_fd()  # known before the thread leaves it
     if _setns_calls().setns(namespace.ns_fd, _CLONE_NEWNET) != 0:
         raise Unavailable(f"cannot enter the network namespace: {_os_error('setns')}")
-    _local.isolation = _Isolation(namespace)
+    _local.isolation = _Isolation(namespace, namespace.counters())
     return before
 
 
@@ -705,8 +693,6 @@ def isolate_command(argv: Sequence[Any]) -> IsolatedCommand:
     :class:`pipekit.NonRetryable`. A stage with ``allow_network`` runs it as
     it is. Outside a stage (no guard), ``argv`` is returned unchanged.
     """
-    from . import netguard
-
     argv = list(argv)
     g = netguard.current()
     if g is None:
