@@ -8,6 +8,8 @@ as one line naming the file, the stage and the field, before anything runs.
 from __future__ import annotations
 
 import difflib
+import functools
+import itertools
 import math
 import os
 import re
@@ -299,138 +301,127 @@ def _describe(value: Any) -> str:
     return f"{kind} {text}"
 
 
-def _make_converter() -> Any:
-    import cattrs
+def _number(value: Any, typ: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"expected a number, got {_describe(value)}")
+    try:
+        return typ(value)
+    except OverflowError:
+        raise _Bad(
+            f"expected a number, got an integer of {len(str(abs(value)))} digits (too large)"
+        ) from None
+
+
+def _exactly(kind: type, label: str) -> Callable[[Any, Any], Any]:
+    """A hook that takes a value of ``kind`` as it is (a bool is no int)."""
+
+    def hook(value: Any, _t: Any) -> Any:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise _Bad(f"expected {label}, got {_describe(value)}")
+        return value
+
+    return hook
+
+
+def _limit(value: Any, _t: Any) -> int | float | str:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _Bad(
+            "expected a count (integer), a fraction (number below 1) or a "
+            f'percentage (string such as "5%"), got {_describe(value)}'
+        )
+    return value
+
+
+def _items(conv: Any, t: Any, triples: Iterable[tuple[Any, Any, Any]]) -> list[tuple[Any, Any]]:
+    """Structure each (key, value, type); gather errors with their index/key."""
     from cattrs.errors import IterableValidationError, IterableValidationNote
 
-    conv = cattrs.Converter(forbid_extra_keys=True)
-
-    def _number(value: Any, typ: type) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Bad(f"expected a number, got {_describe(value)}")
+    out: list[tuple[Any, Any]] = []
+    errors: list[Exception] = []
+    for key, item, typ in triples:
         try:
-            return typ(value)
-        except OverflowError:
-            raise _Bad(
-                f"expected a number, got an integer of {len(str(abs(value)))} digits (too large)"
-            ) from None
+            out.append((key, conv.structure(item, typ)))
+        except Exception as exc:
+            exc.__notes__ = [
+                *getattr(exc, "__notes__", []),
+                IterableValidationNote(f"Structuring {t!r} @ {key!r}", key, typ),
+            ]
+            errors.append(exc)
+    if errors:
+        raise IterableValidationError(f"While structuring {t!r}", errors, t)
+    return out
 
-    def _exactly(kind: type, label: str) -> Callable[[Any, Any], Any]:
-        """A hook that takes a value of ``kind`` as it is (a bool is no int)."""
 
-        def hook(value: Any, _t: Any) -> Any:
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise _Bad(f"expected {label}, got {_describe(value)}")
-            return value
+def _dict_factory(conv: Any, t: Any) -> Callable[[Any, Any], dict[Any, Any]]:
+    args = get_args(t)
+    value_type = args[1] if len(args) == 2 else Any
 
-        return hook
+    def hook(value: Any, _t: Any) -> dict[Any, Any]:
+        if not isinstance(value, dict):
+            raise _Bad(f"expected a table, got {_describe(value)}")
+        return dict(_items(conv, t, ((k, v, value_type) for k, v in value.items())))
 
+    return hook
+
+
+def _attrs_factory(conv: Any, t: Any) -> Callable[[Any, Any], Any]:
+    base = conv.gen_structure_attrs_fromdict(t)
+
+    def hook(value: Any, _t: Any) -> Any:
+        if not isinstance(value, dict):
+            raise _Bad(f"expected a table, got {_describe(value)}")
+        return base(value, _t)
+
+    return hook
+
+
+_MADE_AS: dict[Any, Any] = {
+    abc.Sequence: tuple,
+    abc.Set: frozenset,
+    abc.MutableSet: set,
+    abc.MutableSequence: list,
+}
+_COLLECTIONS = (list, tuple, set, frozenset, *_MADE_AS)
+
+
+def _collection_factory(conv: Any, t: Any) -> Callable[[Any, Any], Any]:
+    """A list field given a string would otherwise become a list of its
+    characters: ``inputs = "x.txt"`` must be an error, not ['x', '.', ...].
+    Each collection is made as its own type (pinned here: cattrs' defaults
+    for abstract ones changed between releases, and canonical params, so
+    fingerprints, depend on it); a fixed-length tuple checks its length."""
+    origin = get_origin(t) or t
+    args = get_args(t)
+    make = _MADE_AS.get(origin, origin)
+    fixed = origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis)
+
+    def hook(value: Any, _t: Any) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _Bad(f"expected a list, got {_describe(value)}")
+        if fixed and len(value) != len(args):
+            raise _Bad(f"expected a list of {len(args)} items, got {len(value)}")
+        types = args if fixed else itertools.repeat(args[0] if args else Any)
+        typed = ((i, v, a) for i, (v, a) in enumerate(zip(value, types)))
+        return make(v for _, v in _items(conv, t, typed))
+
+    return hook
+
+
+def _make_converter() -> Any:
+    import cattrs
+
+    conv = cattrs.Converter(forbid_extra_keys=True)
     conv.register_structure_hook(float, _number)
     conv.register_structure_hook(int, _exactly(int, "an integer"))
     conv.register_structure_hook(str, _exactly(str, "a string"))
     conv.register_structure_hook(bool, _exactly(bool, "true or false"))
-
-    def _limit(value: Any, _t: Any) -> int | float | str:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise _Bad(
-                "expected a count (integer), a fraction (number below 1) or a "
-                f'percentage (string such as "5%"), got {_describe(value)}'
-            )
-        return value
-
     conv.register_structure_hook(int | float | str, _limit)
-
-    def _items(t: Any, triples: Iterable[tuple[Any, Any, Any]]) -> list[tuple[Any, Any]]:
-        """Structure each (key, value, type); gather errors with their index/key."""
-        out: list[tuple[Any, Any]] = []
-        errors: list[Exception] = []
-        for key, item, typ in triples:
-            try:
-                out.append((key, conv.structure(item, typ)))
-            except Exception as exc:
-                exc.__notes__ = [
-                    *getattr(exc, "__notes__", []),
-                    IterableValidationNote(f"Structuring {t!r} @ {key!r}", key, typ),
-                ]
-                errors.append(exc)
-        if errors:
-            raise IterableValidationError(f"While structuring {t!r}", errors, t)
-        return out
-
-    def _dict_factory(t: Any) -> Callable[[Any, Any], dict[Any, Any]]:
-        args = get_args(t)
-        val = args[1] if len(args) == 2 else Any
-
-        def hook(value: Any, _t: Any) -> dict[Any, Any]:
-            if not isinstance(value, dict):
-                raise _Bad(f"expected a table, got {_describe(value)}")
-            if val is Any:
-                return dict(value)
-            return dict(_items(t, ((k, v, val) for k, v in value.items())))
-
-        return hook
-
-    def _attrs_factory(t: Any) -> Callable[[Any, Any], Any]:
-        base = conv.gen_structure_attrs_fromdict(t)
-
-        def hook(value: Any, _t: Any) -> Any:
-            if not isinstance(value, dict):
-                raise _Bad(f"expected a table, got {_describe(value)}")
-            return base(value, _t)
-
-        return hook
-
-    # A list field given a string would otherwise become a list of its
-    # characters: ``inputs = "x.txt"`` must be an error, not ['x', '.', ...].
-    # Each collection is made as its own type (pinned here: cattrs' defaults
-    # for abstract ones changed between releases, and canonical params, so
-    # fingerprints, depend on it); a fixed-length tuple checks its length.
-    def _collection_factory(t: Any) -> Callable[[Any, Any], Any]:
-        origin = get_origin(t) or t
-        args = get_args(t)
-        make: Any = {
-            abc.Sequence: tuple,
-            abc.Set: frozenset,
-            abc.MutableSet: set,
-            abc.MutableSequence: list,
-        }.get(origin, origin)
-        fixed = origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis)
-
-        def hook(value: Any, _t: Any) -> Any:
-            if not isinstance(value, (list, tuple)):
-                raise _Bad(f"expected a list, got {_describe(value)}")
-            if fixed:
-                if len(value) != len(args):
-                    raise _Bad(f"expected a list of {len(args)} items, got {len(value)}")
-                typed = ((i, v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
-                return tuple(v for _, v in _items(t, typed))
-            elem = args[0] if args else Any
-            items = (
-                list(value)
-                if elem is Any
-                else [v for _, v in _items(t, ((i, v, elem) for i, v in enumerate(value)))]
-            )
-            return make(items)
-
-        return hook
-
-    def _is(kinds: tuple[Any, ...]) -> Callable[[Any], bool]:
-        return lambda t: (get_origin(t) or t) in kinds
-
-    collections: tuple[Any, ...] = (
-        list,
-        tuple,
-        set,
-        frozenset,
-        abc.Sequence,
-        abc.MutableSequence,
-        abc.Set,
-        abc.MutableSet,
-    )
-    conv.register_structure_hook_factory(_is(collections), _collection_factory)
-    conv.register_structure_hook_factory(_is((dict,)), _dict_factory)
+    for kinds, factory in ((_COLLECTIONS, _collection_factory), ((dict,), _dict_factory)):
+        conv.register_structure_hook_factory(
+            lambda t, kinds=kinds: (get_origin(t) or t) in kinds, functools.partial(factory, conv)
+        )
     conv.register_structure_hook_factory(
-        lambda t: isinstance(t, type) and attrs.has(t), _attrs_factory
+        lambda t: isinstance(t, type) and attrs.has(t), functools.partial(_attrs_factory, conv)
     )
     return conv
 
