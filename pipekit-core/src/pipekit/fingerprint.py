@@ -65,8 +65,9 @@ def compute_fingerprint(st: PlannedStage, input_hashes: dict[str, str]) -> str:
 CHEAP_READ = 64 * 1024
 """A file the hash cache cannot answer for (never hashed, or changed within
 its racy window) is still read inline by a cheap decision when it is at
-most this long (about 0.1 ms): a rerun right after the inputs or outputs
-were written decides every stage without taking its lock, as later ones do."""
+most this long: a rerun right after the inputs or outputs were written
+decides every stage without taking its lock (1,000 shell stages: 0.69 s
+instead of 1.36 s)."""
 
 
 class _NeedsRead(Exception):
@@ -124,8 +125,7 @@ class Evaluator:
         """:meth:`decide` when it needs no file read but of small files
         (every hash cached, or :data:`CHEAP_READ` bytes at most); else None.
         None at once for a stage this state has no entry for (a first run):
-        it is decided under its lock anyway, and deciding it here first
-        cost as much again (35 us a stage)."""
+        it is decided under its lock anyway, without a store round trip here."""
         if not forced and self.state.get(st.name) is None:
             return None
         try:

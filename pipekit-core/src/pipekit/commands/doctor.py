@@ -35,15 +35,12 @@ def add_parser(sub: Any) -> None:
 def _backend(args: argparse.Namespace) -> tuple[str, dict[str, Any], Path, Any]:
     """(name, options, state dir, registry): from the pipeline file when one
     is named or found here, else from ``--backend`` alone."""
-    file = args.file
-    if file is None:
-        file = next((Path(n) for n in DEFAULT_FILES if Path(n).is_file()), None)
-    if file is not None:
-        registry = load_registry()
-        pipeline = load_pipeline(file, registry, backend_override=args.backend, check_inputs=False)
-        b = pipeline.backend
-        return b.name, dict(b.options), pipeline.state_dir, registry
+    file = args.file or next((Path(n) for n in DEFAULT_FILES if Path(n).is_file()), None)
     registry = load_registry()
+    if file is not None:
+        pipeline = load_pipeline(file, registry, backend_override=args.backend, check_inputs=False)
+        backend = pipeline.backend
+        return backend.name, dict(backend.options), pipeline.state_dir, registry
     name = args.backend or "file"
     if name not in registry.backend_names():
         raise ConfigError(f"--backend: {registry.unknown_backend_message(name)}")
