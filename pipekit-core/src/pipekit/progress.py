@@ -60,10 +60,6 @@ class ProgressDisplay:
         self._bars = 0
         self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
 
-    @property
-    def active(self) -> bool:
-        return self._progress is not None
-
     def _start(self) -> None:
         from rich.console import Console
         from rich.progress import (

