@@ -364,10 +364,8 @@ def isolated(g: Guard) -> Iterator[None]:
         ) from None
     try:
         yield
-    except BaseException:
-        _restore(g, netns.restore_thread(token))
-        raise
-    message = _restore(g, netns.restore_thread(token))
+    finally:
+        message = _restore(g, netns.restore_thread(token))
     if message:  # the body ended well, yet something in it tried
         raise NetworkRefused(message)
 
@@ -418,8 +416,6 @@ def install() -> None:
     """Install the audit hook (once per process; it cannot be removed) and
     make threads inherit the guard of the thread that starts them."""
     global _installed
-    if _installed:
-        return
     with _install_lock:
         if _installed:
             return

@@ -99,7 +99,6 @@ class _Holder:
     """A process holding a network namespace with only loopback, up."""
 
     method = "nsenter"
-    can_enter = False
 
     def __init__(self, proc: subprocess.Popen[bytes], userns: bool, nsenter: str) -> None:
         self.proc = proc
@@ -116,8 +115,7 @@ class _Holder:
     def wrap(self, argv: Sequence[Any]) -> list[Any]:
         enter = [self.nsenter, "--target", str(self.pid), "--net"]
         if self.userns:  # capabilities of the user namespace only
-            enter += ["--user", "--preserve-credentials"]
-            return [*enter, "--", *argv]
+            return [*enter, "--user", "--preserve-credentials", "--", *argv]
         return [*enter, "--", *_without_capabilities(shutil.which("setpriv")), *argv]
 
     def counters(self) -> dict[str, int]:
@@ -155,7 +153,6 @@ class _ThreadNet:
     host's namespace again."""
 
     method = "setns"
-    can_enter = True
 
     def __init__(self) -> None:
         fds: list[int] = []  # closed when this is closed or collected
@@ -177,10 +174,7 @@ class _ThreadNet:
             if _setns_calls().setns(fds[0], _CLONE_NEWNET) != 0:
                 raise OSError(f"cannot return to the thread's namespace: {_os_error('setns')}")
         self.pid = os.getpid()  # a forked child has no forker: it makes its own
-        ready: list[BaseException | None] = []
-        threading.Thread(
-            target=_forker, args=(self.ns_fd, self._requests, ready), daemon=True
-        ).start()
+        threading.Thread(target=_forker, args=(self.ns_fd, self._requests), daemon=True).start()
         try:
             self.start(lambda: None)  # the forker is in place, or why not
         except Unavailable:
@@ -288,30 +282,28 @@ def _drop_capabilities() -> None:
         raise _os_error("capset")
 
 
-def _forker(
-    ns_fd: int, requests: queue.SimpleQueue[Any], ready: list[BaseException | None]
-) -> None:
+def _forker(ns_fd: int, requests: queue.SimpleQueue[Any]) -> None:
     """The thread that starts a namespace's commands: it enters the
     namespace, drops :data:`_CAPABILITIES` for good, then runs what it is
     handed until handed None. Trusted: the guard of the stage that handed
     a command has approved it."""
     _local.pinned = True  # trusted() must not take it out of its namespace
+    failure: Unavailable | None = None  # raised for every call
     with netguard.trusted():
         try:
             if _setns_calls().setns(ns_fd, _CLONE_NEWNET) != 0:
                 raise _os_error("setns")
             _drop_capabilities()
-            ready.append(None)
         except OSError as exc:
-            ready.append(Unavailable(f"cannot start commands in the namespace: {exc}"))
+            failure = Unavailable(f"cannot start commands in the namespace: {exc}")
         while True:
             item = requests.get()
             if item is None:
                 return
             call, box, done = item
             try:
-                if ready[0] is not None:
-                    raise ready[0]
+                if failure is not None:
+                    raise failure
                 box[:] = [False, call()]
             except BaseException as exc:
                 box[:] = [True, exc]
@@ -634,7 +626,7 @@ class IsolatedCommand:
         with no ``nsenter``, where a thread can live there (as root: by the
         namespace's forker thread, without the capabilities to leave it)."""
         holder = self._holder
-        if holder is None or not holder.can_enter:
+        if not isinstance(holder, _ThreadNet):
             return subprocess.Popen(self.argv, **kwargs)
         self._open()
         return holder.start(lambda: subprocess.Popen(self.command, **kwargs))
@@ -663,10 +655,7 @@ class IsolatedCommand:
 
     def explain(self) -> str | None:
         """Why a failed isolated command may have failed, or None."""
-        if self.mode != "isolated":
-            return None
-        delta = self._delta()
-        if delta["loopback"] <= 0:
+        if self.mode != "isolated" or self._delta()["loopback"] <= 0:
             return None
         p = self._guard.policy
         return (

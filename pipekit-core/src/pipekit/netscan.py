@@ -113,9 +113,6 @@ class Finding:
     file: str | None = None
     line: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "what": self.what, "file": self.file, "line": self.line}
-
 
 def _classify(module: str) -> tuple[str, str] | None:
     """(kind, label) of an imported module name, or None."""
@@ -160,8 +157,7 @@ def _imports(tree: ast.AST, package: str) -> Iterator[tuple[str, int]]:
 
 
 def _module_file(name: str) -> Path | None:
-    module = sys.modules.get(name)
-    path = getattr(module, "__file__", None) if module is not None else None
+    path = getattr(sys.modules.get(name), "__file__", None)
     if path is None:
         try:
             spec = importlib.util.find_spec(name)
@@ -198,8 +194,7 @@ def scan_processor(processor: Any) -> tuple[str | None, list[Finding]]:
         except (OSError, SyntaxError, ValueError) as exc:
             findings.append(Finding("note", f"cannot read: {exc}", str(path)))
             continue
-        is_pkg = path.name == "__init__.py"
-        package = modname if is_pkg else modname.rpartition(".")[0]
+        package = modname if path.name == "__init__.py" else modname.rpartition(".")[0]
         isolates = any(
             (isinstance(n, ast.Name) and n.id == "isolate_command")
             or (isinstance(n, ast.Attribute) and n.attr == "isolate_command")

@@ -7,6 +7,8 @@ import argparse
 import os
 from typing import Any
 
+import attrs
+
 from .. import netns, netscan
 from ..errors import EXIT_FAILED, EXIT_OK
 from ._common import add_common, add_file, load, print_json
@@ -61,7 +63,7 @@ def report(pipeline: Any) -> dict[str, Any]:
                 "network": "allowed" if allowed else "guarded",
                 "allow": list(dict.fromkeys([*net.allow, *cfg.network.allow])),
                 "isolation": cfg.network.isolation or net.isolation,
-                "findings": [{**f.to_json(), "file": _display(f.file)} for f in findings],
+                "findings": [{**attrs.asdict(f), "file": _display(f.file)} for f in findings],
                 "ok": allowed or not bad,
             }
         )
