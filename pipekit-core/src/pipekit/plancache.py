@@ -1,37 +1,21 @@
 """A cache of validated pipelines, so that a rerun does not parse, structure
 and validate the pipeline file, nor import a plugin, unless it must.
 
-A cached plan is a :class:`pipekit.pipeline.Pipeline` like the one a full
-load makes, and the runner cannot tell them apart. Its stages hold what
-deciding "up to date?" needs (processor name and version, canonical params,
-paths, dependencies); their config, processor and params are bound when
-first needed (:attr:`PlannedStage.binder`): the config structured from the
-stage's table as a full load structures it, the processor taken from the
-plugin registry (:class:`pipekit.plugins.RegistryLoader`: every plugin
-loaded through pluggy, with its checks and ``PIPEKIT_DISABLE_PLUGINS``).
-
-A cached plan is valid while all of these are unchanged:
-
-- the pipeline file's content (its SHA-256: the file is read on every run,
-  which costs well under a millisecond even for 1,000 stages, and cannot be
-  fooled by a change within one mtime tick);
-- pipekit's version, the environment (``sys.prefix``) and Python's version,
-  and every ``sys.path`` folder's mtime
-  (installing or removing a distribution changes its folder);
-- the file of every plugin module and of every processor's class (a bumped
-  ``version`` is an edit of that file);
-- ``PIPEKIT_DISABLE_PLUGINS``, ``PIPEKIT_PLUGIN_MODULES`` and ``--backend``.
-
-A processor whose version no longer matches the cached one drops the cache
-and fails the stage with a message to run again.
+A cached plan is the :class:`pipekit.pipeline.Pipeline` a full load makes.
+Its stages hold what deciding "up to date?" needs; their config, processor
+and params are bound when first needed (:attr:`PlannedStage.binder`), the
+processor taken from the plugin registry (loaded through pluggy with all its
+checks). A plan is valid while the pipeline file's content (SHA-256), the
+Python environment (pipekit's and Python's version, ``sys.prefix``, the
+mtime of every ``sys.path`` folder), every plugin module's and processor
+class's file, the plugin settings and ``--backend`` are unchanged; a
+processor whose version no longer matches drops the cache and fails its
+stage with a message to run again (see docs/user-guide.md#plan-cache).
 
 No secret is written: backend options that hold one (a URL with a password,
 an option named like a password, token, secret or credential) are not
-stored; a cached plan then reads them from the pipeline file again. Plans
-are written 0600 in a 0700 folder.
-
-The cache lives in ``$PIPEKIT_CACHE_DIR`` or ``$XDG_CACHE_HOME/pipekit``
-(default ``~/.cache/pipekit``); set ``PIPEKIT_PLAN_CACHE=0`` to turn it off.
+stored, and are read from the pipeline file again. Plans are written 0600
+in a 0700 folder.
 """
 
 from __future__ import annotations

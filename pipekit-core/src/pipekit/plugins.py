@@ -6,15 +6,12 @@ and the modules named in ``PIPEKIT_PLUGIN_MODULES`` (local, unpackaged plugins),
 registers core's own file backends, checks that every hookimpl matches a
 hookspec, then calls the registration hooks one plugin at a time so that a
 name registered twice is reported with both plugins' distributions.
-
-``RegistryLoader`` holds a registry that is loaded when first asked for: a
-plan from the plan cache decides which stages are up to date without any
-plugin, and a stage that must run gets its processor from the registry that
-``load_registry()`` builds, with every check and ``PIPEKIT_DISABLE_PLUGINS``.
+``RegistryLoader`` loads it when first asked for: a plan from the plan cache
+decides which stages are up to date without any plugin.
 
 pluggy (which imports ``importlib.metadata``, about 25 ms) and the hook
 specifications are imported by ``load_registry`` itself, not with this
-module: a no-op rerun imports this module and never loads a plugin.
+module, which a no-op rerun imports.
 """
 
 from __future__ import annotations
