@@ -146,8 +146,8 @@ def _os_error(call: str) -> OSError:
 
 class _ThreadNet:
     """A network namespace with only loopback, up, made by this thread with
-    ``unshare(CLONE_NEWNET)``; the thread is back in the host's namespace
-    when this returns. Its commands are started by a thread of its own that
+    ``unshare(CLONE_NEWNET)``; the thread is back in the namespace it was
+    in when this returns. Its commands are started by a thread of its own that
     lives in the namespace without the capabilities to leave it (see
     :func:`_forker`), so that a command, even as root, cannot enter the
     host's namespace again."""
