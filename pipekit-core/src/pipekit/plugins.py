@@ -486,10 +486,6 @@ class RegistryLoader:
         self._lock = threading.Lock()
         self._registry = registry
 
-    @property
-    def loaded(self) -> bool:
-        return self._registry is not None
-
     def get(self) -> Registry:
         with self._lock:
             if self._registry is None:
