@@ -295,8 +295,7 @@ def _link_stages(
 
 class _PathRules:
     """Where outputs and the state folder may go: never onto the pipeline
-    file or into the state folder, never onto a folder or under a file.
-    What is on disk is looked at once per folder."""
+    file or into the state folder, never onto a folder or under a file."""
 
     def __init__(self, file: Path, root: Path, state_dir: Path) -> None:
         self.file_path, self.root_path = file, root
@@ -304,7 +303,6 @@ class _PathRules:
         self.root = os.fspath(root)
         self.state_dir = os.fspath(state_dir)
         self.state_key = self.key(self.state_dir)
-        self.kinds: dict[str, int | None] = {}  # path -> its st_mode (None: missing)
 
     def key(self, path: str) -> str:
         return _config.relpath_key(Path(self.root), path)[0]
@@ -356,16 +354,11 @@ class _PathRules:
         return None
 
     def kind(self, path: str) -> int | None:
+        """``path``'s st_mode, or None when there is nothing there."""
         try:
-            return self.kinds[path]
-        except KeyError:
-            pass
-        try:
-            mode: int | None = os.stat(path).st_mode
+            return os.stat(path).st_mode
         except OSError:
-            mode = None
-        self.kinds[path] = mode
-        return mode
+            return None
 
 
 def _inside_another_output(key: str, producers: dict[str, tuple[int, str]]) -> str | None:
