@@ -61,15 +61,14 @@ class RecordCheckpoint(Checkpoint):
         with trusted():
             if not self._store.list(self.namespace):  # the usual case: nothing to import
                 return None, None
-        from .checkpoints import CheckpointError, CheckpointNotFound
+            from .checkpoints import CheckpointError, CheckpointNotFound
 
-        try:
-            with trusted():
+            try:
                 loaded = self.manager.load_info()
-        except CheckpointNotFound:
-            return None, None
-        except CheckpointError as exc:
-            return None, f"it is damaged ({exc})"
+            except CheckpointNotFound:
+                return None, None
+            except CheckpointError as exc:
+                return None, f"it is damaged ({exc})"
         meta = loaded.info.metadata or {}
         if meta.get("kind") != RECORDS_KIND or not isinstance(loaded.state, dict):
             return None, "it is not a record stage's checkpoint"

@@ -325,20 +325,11 @@ class _Checkpointer:
         self._thread.join()
 
 
-def run_record_stage(
-    processor: RecordStage, ctx: StageContext, run: RecordRun | None = None
-) -> dict[str, Any]:
+def run_record_stage(processor: RecordStage, ctx: StageContext, run: RecordRun) -> dict[str, Any]:
     """Run a record stage into ``ctx.outputs[0]`` (its partial output);
     return its counters. Raises :class:`Interrupted` (after a checkpoint)
     when ``ctx.cancelled`` is set, :class:`TooManyFailures` when more records
     were dead-lettered than ``max_failures`` allows."""
-    if run is None:
-        run = RecordRun(
-            pipeline="",
-            stage=ctx.stage_name,
-            fingerprint="",
-            input_keys=[p.name for p in ctx.inputs],
-        )
     return _RecordLoop(processor, ctx, run).run()
 
 
