@@ -57,13 +57,8 @@ log = logging.getLogger("pipekit.plugins")
 # Plugins that ship inside pipekit-core itself: (plugin name, module path).
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (("file-backend", "pipekit.backends.file"),)
 
-KINDS = {
-    "stages": "register_stages",
-    "lock_backends": "register_lock_backends",
-    "idempotency_stores": "register_idempotency_stores",
-    "checkpoint_stores": "register_checkpoint_stores",
-    "dead_letter_stores": "register_dead_letter_stores",
-}
+# What plugins register (each through the hook ``register_<kind>``), and
+# its name in messages.
 KIND_LABEL = {
     "stages": "stage processor",
     "lock_backends": "lock backend",
@@ -317,7 +312,8 @@ def load_registry(
     for info in loading.plugins:
         callers = pm.get_hookcallers(pm.get_plugin(info.name)) or []
         info.hooks = sorted(caller.name for caller in callers if caller.name)
-    for kind, hookname in KINDS.items():
+    for kind in KIND_LABEL:
+        hookname = f"register_{kind}"
         for impl in getattr(pm.hook, hookname).get_hookimpls():
             _call_register(registry, kind, impl.function, by_name[impl.plugin_name], hookname)
     return registry
