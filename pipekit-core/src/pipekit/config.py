@@ -623,33 +623,26 @@ def place(index: int, name: Any, field: str) -> str:
     return f"{label}, field {field!r}" if field else label
 
 
-def _walk(exc: BaseException, path: str) -> Iterator[tuple[str, BaseException, Any]]:
+def _walk(
+    exc: BaseException, path: str, typ: Any = None
+) -> Iterator[tuple[str, BaseException, Any]]:
     """Every leaf error of a cattrs validation error: (path, error, type)."""
-    from cattrs.errors import (
-        AttributeValidationNote,
-        ClassValidationError,
-        IterableValidationError,
-        IterableValidationNote,
-    )
+    from cattrs.errors import AttributeValidationNote, ClassValidationError, IterableValidationError
 
     if not isinstance(exc, (ClassValidationError, IterableValidationError)):
-        yield path, exc, None
+        yield path, exc, typ
         return
-    for sub in exc.exceptions:
-        p, typ = path, None
-        for note in reversed(getattr(sub, "__notes__", [])):
-            if isinstance(note, AttributeValidationNote):
-                p, typ = f"{path}.{note.name}", note.type
-                break
-            if isinstance(note, IterableValidationNote):
-                key = note.index
-                p = f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
-                typ = note.type
-                break
-        if isinstance(sub, (ClassValidationError, IterableValidationError)):
-            yield from _walk(sub, p)
+    noted, others = exc.group_exceptions()
+    for sub, note in noted:
+        if isinstance(note, AttributeValidationNote):
+            where = f"{path}.{note.name}"
         else:
-            yield p, sub, typ
+            where = (
+                f"{path}.{note.index}" if isinstance(note.index, str) else f"{path}[{note.index}]"
+            )
+        yield from _walk(sub, where, note.type)
+    for sub in others:
+        yield from _walk(sub, path)
 
 
 def _unknown_field(field: str, known: list[str]) -> str:
