@@ -472,9 +472,7 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
 
 
 def _to_port(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
+    if value is None or isinstance(value, int):
         return value
     text = _text(value)
     if text.isdigit():

@@ -76,9 +76,7 @@ signal.signal(signal.SIGINT, signal.SIG_IGN)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, struct.pack("16sh22x", b"lo", 0)))[1]
 fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))
-s.close()
-sys.stdout.write("ready\n")
-sys.stdout.flush()
+print("ready", flush=True)
 sys.stdin.buffer.read()
 """
 
@@ -384,9 +382,8 @@ def _count(name: bytes, snmp: bytes, snmp6: bytes) -> int | None:
 
 @functools.cache
 def _pattern(name: bytes) -> re.Pattern[bytes]:
-    """What finds :func:`_count`'s counter (compiled once: a search with
-    ``^`` in multi-line mode costs 20 us, one that starts with a newline
-    1 us)."""
+    """What finds :func:`_count`'s counter, compiled once (anchored by a
+    newline: ``^`` in multi-line mode made a search 20 times slower)."""
     row, _, column = name.rpartition(b":")
     if not row:
         return re.compile(rb"\n%s[ \t]+(\d+)" % re.escape(column))
@@ -504,14 +501,12 @@ class _Isolation(NamedTuple):
 
 
 def isolate_thread() -> Any:
-    """Move the calling thread into its network namespace
-    (only its own loopback, up), for a processor's work: every socket it
-    makes, every thread it starts and every process it starts, through any
-    API, has no network beyond that loopback. Returns what
+    """Move the calling thread into its network namespace (only its own
+    loopback, up): every socket it makes, thread and process it starts,
+    through any API, has no network beyond that loopback. Returns what
     :func:`restore_thread` takes to move it back. Raises :class:`Unavailable`
-    where this cannot be done: it needs the ``setns`` method (root on Linux),
-    since a thread of a process of several threads cannot enter a user
-    namespace."""
+    without the ``setns`` method (root on Linux): a thread of a process of
+    several threads cannot enter a user namespace."""
     before: _Isolation | None = getattr(_local, "isolation", None)
     if _method() != "setns":
         raise Unavailable(
@@ -554,8 +549,7 @@ def restore_thread(token: Any) -> int:
     if _setns_calls().setns(fd, _CLONE_NEWNET) != 0:
         raise OSError(f"cannot leave the network namespace: {_os_error('setns')}")
     _local.isolation = token
-    after = current.namespace.counters()
-    return after["beyond"] - current.before["beyond"]
+    return current.namespace.counters()["beyond"] - current.before["beyond"]
 
 
 @contextlib.contextmanager
