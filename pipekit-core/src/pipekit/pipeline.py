@@ -77,8 +77,7 @@ class PlannedStage:
 
     @property
     def output_files(self) -> list[str]:
-        """``output_paths`` as strings: what deciding stats (a cached plan's
-        stage holds these, and makes its paths only when asked)."""
+        """``output_paths`` as strings."""
         return [str(p) for p in self.output_paths]
 
 
