@@ -295,11 +295,7 @@ def _forker(ns_fd: int, requests: queue.SimpleQueue[Any]) -> None:
             _drop_capabilities()
         except OSError as exc:
             failure = Unavailable(f"cannot start commands in the namespace: {exc}")
-        while True:
-            item = requests.get()
-            if item is None:
-                return
-            call, box, done = item
+        for call, box, done in iter(requests.get, None):
             try:
                 if failure is not None:
                     raise failure
@@ -463,9 +459,8 @@ def _holder() -> _Holder | _ThreadNet:
     h: _Holder | _ThreadNet | None = getattr(_local, "namespace", None)
     if h is not None and h.alive():
         return h
-    method = _method()
     try:
-        if method == "setns":
+        if _method() == "setns":
             _check_linux()
             try:
                 h = _ThreadNet()
