@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 
 from . import _json
+from .atomic import unlink_quietly
 from .config import FailureLimit, RecordRetryPolicy
 from .errors import NonRetryable, StageFailed, is_network_refusal
 from .stage import RecordStage, StageContext
@@ -107,11 +108,8 @@ def remove_stale_partials(final: Path, keep: Path) -> None:
         return
     for name in names:
         if name.startswith(prefix) and name != keep.name:
-            try:
-                os.unlink(final.parent / name)
-                log.info("removed %s, the partial output of an outdated execution", name)
-            except FileNotFoundError:
-                pass
+            unlink_quietly(final.parent / name)
+            log.info("removed %s, the partial output of an outdated execution", name)
 
 
 def _sync_output(fd: int) -> None:
@@ -208,10 +206,7 @@ def _remove_partial(path: Path) -> None:
     problem = _not_ours(st)
     if problem is not None:
         log.warning("removing %s: it is %s (never written through)", path.name, problem)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    unlink_quietly(path)
 
 
 @attrs.define(eq=False)
@@ -446,9 +441,6 @@ class _RecordLoop:
             raw = rec.encode("utf-8", "surrogateescape") if isinstance(rec, str) else b""
         from .netguard import trusted  # the store is the runner's, not the processor's
 
-        if self._dl_store is None:
-            with trusted():
-                self._dl_store = run.dead_letters()
         letter = DeadLetter(
             pipeline=run.pipeline,
             stage=run.stage,
@@ -468,15 +460,15 @@ class _RecordLoop:
             last_failed=time.time(),
         )
         with trusted():
+            if self._dl_store is None:
+                self._dl_store = run.dead_letters()
             self._dl_store.add(letter)
         self.c["records_dead_lettered"] += 1
         dead = self.c["records_dead_lettered"]
-        text = f"stage {run.stage}: {label} dead-lettered after {tries} try(ies): {type(exc).__name__}: {message}"
-        if not self._warned_dead:
-            self._warned_dead = True
-            log.warning("%s", text)
-        else:
-            log.info("%s", text)
+        level = logging.INFO if self._warned_dead else logging.WARNING  # one warning a run
+        self._warned_dead = True
+        log.log(level, "stage %s: %s dead-lettered after %d try(ies): %s: %s",
+                run.stage, label, tries, type(exc).__name__, message)  # fmt: skip
         limit = run.max_failures
         if limit.count is not None and limit.exceeded(dead, self.c["records_in"]):
             raise TooManyFailures(
@@ -623,10 +615,7 @@ class _RecordLoop:
                 if self.bar is not None:
                     self.bar.close()
                 if not ok and not self._has_checkpoint:
-                    try:
-                        os.unlink(out_path)  # nothing can resume from it
-                    except FileNotFoundError:
-                        pass
+                    unlink_quietly(out_path)  # nothing can resume from it
                 ctx.info.update(self.counters(elapsed))
         dead = self.c["records_dead_lettered"]
         if dead:
@@ -831,7 +820,7 @@ class _RecordLoop:
         size the next batch, after records ``..i`` of block ``b``."""
         now = time.monotonic()
         if self.bar is not None:
-            self.bar.update(self.c["records_in"], self.done_before + b.approx(i))
+            self.bar.update(self.c["records_in"], self.done_before + b.offset(i))
         stopping = stopped or self.cancel.is_set()
         due = self.lines_done >= self.next_ckpt or now - self.last_ckpt >= self.run_.every_seconds
         if due:
@@ -878,7 +867,6 @@ class _Block:
             else raw.split(b"\n")
         )
         self.n = len(self.recs)
-        self.raw_len = len(raw)
         self.raw_ascii = raw.isascii()
         self.has_nl = has_nl
         self.index = index
@@ -905,10 +893,6 @@ class _Block:
                 )
             self._known_j = j
         return self.base + self._known_b + j
-
-    def approx(self, j: int) -> int:
-        """About where record ``j`` starts, without counting (for progress)."""
-        return self.base + (self.raw_len * j) // self.n if self.n else self.base
 
     def where(self, k: int) -> tuple[int, int, int]:
         """(input index, byte offset, 1-based line number) of record ``k``."""

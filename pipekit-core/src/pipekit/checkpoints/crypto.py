@@ -25,7 +25,6 @@ from .errors import CheckpointConfigError, CheckpointCorrupted, CheckpointDecryp
 __all__ = ["Encryption", "Cipher", "key_id_of", "parse_key", "generate_key", "NONCE_SIZE"]
 
 NONCE_SIZE = 12
-ALG = "AES-GCM"
 _EXTRA_HINT = "install the crypto extra: pip install 'pipekit-core[crypto]'"
 
 
@@ -132,8 +131,6 @@ def key_id_of(key: bytes) -> str:
 
 class Cipher:
     """AES-GCM with one key."""
-
-    alg = ALG
 
     def __init__(self, key: bytes) -> None:
         try:

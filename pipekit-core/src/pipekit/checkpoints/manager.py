@@ -29,8 +29,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import attrs
@@ -183,8 +183,7 @@ class CheckpointManager:
 
     # -- the namespace lock --------------------------------------------------
 
-    @contextmanager
-    def _namespace_lock(self, *, shared: bool = False) -> Iterator[None]:
+    def _namespace_lock(self, *, shared: bool = False) -> AbstractContextManager[None]:
         """Hold the store's lock of the namespace (exclusive for a change,
         ``shared`` for a read), when the store has one
         (``namespace_lock(namespace, shared=...)``, a context manager): with
@@ -192,11 +191,7 @@ class CheckpointManager:
         saves. A store without one relies on its callers to write one at a
         time (the runner does: it holds the stage's lock)."""
         hook = getattr(self.store, "namespace_lock", None)
-        if hook is None:
-            yield
-            return
-        with hook(self.namespace, shared=shared):
-            yield
+        return nullcontext() if hook is None else hook(self.namespace, shared=shared)
 
     # -- the index -----------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import EXIT_FAILED, EXIT_OK, ConfigError
 from ._common import add_common, add_file, print_json
@@ -109,13 +109,12 @@ def add_parser(sub: Any) -> None:
     cp.set_defaults(handler=main)
 
 
-class _Target:
+class _Target(NamedTuple):
     """One namespace to work on: the stage it belongs to (if any) and its manager."""
 
-    def __init__(self, namespace: str, stage: str | None, manager: Any) -> None:
-        self.namespace = namespace
-        self.stage = stage
-        self.manager = manager
+    namespace: str
+    stage: str | None
+    manager: Any
 
     def label(self) -> str:
         return f"stage {self.stage!r}" if self.stage else f"namespace {self.namespace!r}"
