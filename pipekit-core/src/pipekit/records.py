@@ -2,10 +2,9 @@
 append what it yields to the stage's partial output, checkpoint, retry
 failed records and dead-letter the ones that keep failing.
 
-Records of the ``lines`` format are ``str`` lines without their newline,
-decoded as UTF-8 with ``surrogateescape`` so that bytes which are not UTF-8
-pass through unchanged (nothing is lost on bad input). ``jsonl`` records are
-parsed JSON values; blank lines are skipped.
+Records are decoded as :class:`pipekit.RecordStage` says (``lines``: UTF-8
+with ``surrogateescape``, nothing lost on bad input; ``jsonl``: JSON values,
+blank lines skipped).
 
 Exactly once, whatever instant the process dies at: the output is appended
 to a partial file with a stable name (:func:`partial_path_for`), and a
@@ -496,28 +495,25 @@ class _RecordLoop:
         try:
             return "\n".join(outs).encode("utf-8", "surrogateescape")
         except (TypeError, UnicodeEncodeError):
-            pass
+            return b"".join(self._line(value) + b"\n" for value in outs[:-1])
         finally:
             outs.pop()
-        parts: list[bytes] = []
-        for value in outs:
-            if isinstance(value, bytes):
-                parts.append(value)
-            elif isinstance(value, str):
-                try:
-                    parts.append(value.encode("utf-8", "surrogateescape"))
-                except UnicodeEncodeError as exc:
-                    raise NonRetryable(
-                        f"processor {self.proc.name!r} yielded a str that is not encodable "
-                        f"as UTF-8 ({exc})"
-                    ) from None
-            else:
-                raise NonRetryable(
-                    f"processor {self.proc.name!r} yielded {type(value).__name__} "
-                    f"{value!r:.60}; a 'lines' processor must yield str or bytes"
-                )
-        parts.append(b"")
-        return b"\n".join(parts)
+
+    def _line(self, value: Any) -> bytes:
+        """One output of a ``lines`` processor as bytes, or why it cannot be."""
+        if isinstance(value, bytes):
+            return value
+        if not isinstance(value, str):
+            raise NonRetryable(
+                f"processor {self.proc.name!r} yielded {type(value).__name__} "
+                f"{value!r:.60}; a 'lines' processor must yield str or bytes"
+            )
+        try:
+            return value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as exc:
+            raise NonRetryable(
+                f"processor {self.proc.name!r} yielded a str that is not encodable as UTF-8 ({exc})"
+            ) from None
 
     # -- starting and resuming ------------------------------------------------------
 
