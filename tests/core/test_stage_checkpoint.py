@@ -95,6 +95,12 @@ def test_runs_without_checkpoints_do_not_import_the_checkpoint_machinery(project
         "print(rc, [m for m in heavy if m in sys.modules])\n"
     )
     for _ in ("first run: the stage runs and commits", "no-op rerun"):
-        proc = subprocess.run([sys.executable, "-c", code], cwd=project.root, env=project.env(),
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=project.root,
+            env=project.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.stdout.strip() == "0 []", (proc.stdout, proc.stderr)
