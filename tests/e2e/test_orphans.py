@@ -178,3 +178,46 @@ def test_a_worker_is_killed_when_the_stage_lease_is_lost(
         lease.release()
     assert time.monotonic() - started < 300  # not the stage's 600 s
     assert not _alive(int(marker.read_text()))
+
+
+def _processes_with(token: str) -> list[int]:
+    """Pids of the processes whose command line holds ``token``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if token.encode() in cmdline and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def test_sigkill_of_the_runner_kills_its_shell_commands_and_what_they_started(
+    project: Project, tmp_path: Path
+) -> None:
+    """A shell command runs in a session of its own (so that a timeout can
+    kill all it started); it must still die with a runner killed with
+    SIGKILL, with its children, instead of finishing its work later."""
+    token = f"{os.getpid() % 1000 + 100}.{time.monotonic_ns() % 1000:03d}"
+    marker = tmp_path / "late"
+    project.write("in.txt", "x\n")
+    project.pipeline([{
+        "name": "long", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out.txt"],
+        "params": {"cmd": f"(sleep {token}; touch {marker}) & sleep {token}; cp {{input}} {{output}}"},
+    }])
+    runner = project.popen("run", "--json")
+    try:
+        _wait_for(lambda: len(_processes_with(f"sleep {token}")) >= 2, 60, "the commands to start")
+    finally:
+        runner.kill()
+    try:
+        _wait_for(lambda: not _processes_with(f"sleep {token}"), 30, "the commands to die")
+    finally:
+        for pid in _processes_with(f"sleep {token}"):
+            os.kill(pid, signal.SIGKILL)
+        runner.communicate(timeout=30)  # the commands held its stderr
+    assert not marker.exists()
+    assert not (project.root / "out.txt").exists()

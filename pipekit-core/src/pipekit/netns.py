@@ -61,7 +61,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
-from . import netguard
+from . import netguard, sentinel
 from .errors import NetworkRefused, NonRetryable
 
 __all__ = ["IsolatedCommand", "isolate_command", "probe", "Unavailable"]
@@ -600,6 +600,7 @@ class IsolatedCommand:
         self._argv: list[Any] | None = None if holder is not None else argv
         self._before: dict[str, int] | None = None  # the counters when it started
         self._after: dict[str, int] | None = None  # and when it was checked
+        self._group: int | None = None  # its own process group, watched by the sentinel
 
     def _open(self) -> None:
         """The opening counter reading, taken just before the command starts."""
@@ -620,12 +621,20 @@ class IsolatedCommand:
         """Start the command: ``subprocess.Popen(argv, **kwargs)``, except
         that an isolated command is started straight into its namespace,
         with no ``nsenter``, where a thread can live there (as root: by the
-        namespace's forker thread, without the capabilities to leave it)."""
+        namespace's forker thread, without the capabilities to leave it).
+        A command started in a session of its own (``start_new_session``)
+        dies with its group when the runner dies, however (see
+        :mod:`pipekit.sentinel`), until :meth:`check` says it ended."""
         holder = self._holder
         if not isinstance(holder, _ThreadNet):
-            return subprocess.Popen(self.argv, **kwargs)
-        self._open()
-        return holder.start(lambda: subprocess.Popen(self.command, **kwargs))
+            proc = subprocess.Popen(self.argv, **kwargs)
+        else:
+            self._open()
+            proc = holder.start(lambda: subprocess.Popen(self.command, **kwargs))
+        if kwargs.get("start_new_session"):
+            self._group = proc.pid
+            sentinel.watch_group(proc.pid)
+        return proc
 
     def _delta(self) -> dict[str, int]:
         if self._holder is None or self._before is None:
@@ -635,8 +644,12 @@ class IsolatedCommand:
         return {k: self._after[k] - self._before[k] for k in self._after}
 
     def check(self) -> None:
-        """Raise :class:`pipekit.NetworkRefused` if the command tried to
-        reach an address beyond loopback (an isolated command only)."""
+        """After the command ended: raise :class:`pipekit.NetworkRefused`
+        if it tried to reach an address beyond loopback (an isolated
+        command only)."""
+        if self._group is not None:
+            sentinel.forget_group(self._group)
+            self._group = None
         delta = self._delta()
         if delta["beyond"] > 0:
             p = self._guard.policy
