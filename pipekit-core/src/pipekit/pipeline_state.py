@@ -36,6 +36,7 @@ from typing import Any
 import attrs
 import orjson
 
+from ._structuring import structure
 from .atomic import TEMP_MARK, sync_files, unlink_quietly
 from .errors import StateError, StateReadError, StateValidationError
 from .private_files import FILE_MODE, make_private_dir
@@ -421,9 +422,7 @@ class PipelineState:
         if schema is None:
             return
         if isinstance(schema, type) and attrs.has(schema):
-            from .config import _structure
-
-            _inst, problems = _structure(data, schema, "$")
+            _inst, problems = structure(data, schema, "$")
             if problems:
                 problems = [(p, m.replace("a table", "an object")) for p, m in problems]
                 raise StateValidationError(
