@@ -63,9 +63,9 @@ from typing import Any
 
 import orjson
 import zstandard
-from pipekit.atomic import atomic_write_bytes
-from pipekit.backends.file_checkpoint import FileCheckpointStore
+from pipekit._atomic import atomic_write_bytes
 from pipekit.checkpoints import CheckpointManager
+from pipekit.stores._file_checkpoint import FileCheckpointStore
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / ".work"

@@ -29,11 +29,11 @@ from pathlib import Path
 CHILD = """
 import sys, time
 from pathlib import Path
-from pipekit.plugins import load_registry
+from pipekit import load_registry
 registry = load_registry()
 registry.get("stages", "shell")
 start, cpu = time.perf_counter(), time.process_time()
-from pipekit.pipeline import load_pipeline
+from pipekit.plan._pipeline import load_pipeline
 pipeline = load_pipeline(Path(sys.argv[1]), registry)
 print(time.perf_counter() - start, time.process_time() - cpu, len(pipeline.stages))
 """

@@ -148,7 +148,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from pipekit import IdempotencyManager, __version__
-    from pipekit.backends.file_idempotency import FileIdempotencyStore
+    from pipekit.stores._file_idempotency import FileIdempotencyStore
 
     work = args.work or Path(tempfile.mkdtemp(prefix="pipekit-idem-bench-"))
     work.mkdir(parents=True, exist_ok=True)

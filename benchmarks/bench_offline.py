@@ -134,7 +134,7 @@ def main() -> int:
             [sys.executable, "-X", "importtime", "-m", "pipekit", "run", "-q"],
             cwd=shells, env=env, capture_output=True, text=True,
         )
-        results["noop_imports_netguard"] = "pipekit.netguard" in imp.stderr
+        results["noop_imports_netguard"] = "pipekit.isolation._guard" in imp.stderr
         # floors: the commands alone, from a Python loop
         holder = subprocess.Popen(
             ["unshare", "--net", "--", "sleep", "600"], stdout=subprocess.DEVNULL

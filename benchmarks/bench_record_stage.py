@@ -80,10 +80,10 @@ def pipekit_in_process(src: Path, work: Path, every: int) -> dict[str, Any]:
     """The record loop alone, with the file checkpoint store."""
     import shutil
 
-    from pipekit.backends.file_checkpoint import FileCheckpointStore
-    from pipekit.record_checkpoint import RecordCheckpoint
-    from pipekit.records import RecordRun, partial_path_for, run_record_stage
-    from pipekit.stage import StageContext
+    from pipekit.engine._record_checkpoint import RecordCheckpoint
+    from pipekit.engine._records import RecordRun, partial_path_for, run_record_stage
+    from pipekit.plugins._processors import StageContext
+    from pipekit.stores._file_checkpoint import FileCheckpointStore
     from pipekit_stages.records import Upper
 
     shutil.rmtree(work, ignore_errors=True)
@@ -163,9 +163,9 @@ def resume_after_kill(project: Path, fraction: float) -> dict[str, Any]:
     resume it and measure what the resumed process read."""
     import shutil
 
-    from pipekit.backends.file_checkpoint import FileCheckpointStore
     from pipekit.checkpoints import CheckpointError, CheckpointManager
-    from pipekit.record_checkpoint import namespace_for
+    from pipekit.engine._record_checkpoint import namespace_for
+    from pipekit.stores._file_checkpoint import FileCheckpointStore
 
     shutil.rmtree(project / ".pipekit", ignore_errors=True)
     for p in project.glob(".out.txt.*"):

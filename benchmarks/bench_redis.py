@@ -139,7 +139,7 @@ def main() -> int:
         args.n, args.n_large, args.rounds = 300, 10, 2
 
     import redis
-    from pipekit.backends.protocols import IdemRecord
+    from pipekit.stores import IdemRecord
     from pipekit_redis.checkpoint import RedisCheckpointStore
     from pipekit_redis.connection import RedisConnection
     from pipekit_redis.idempotency import RedisIdempotencyStore

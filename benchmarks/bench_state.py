@@ -49,7 +49,7 @@ class Doc:
 
 def make_state(target_bytes: int) -> dict[str, Any]:
     """A state of about ``target_bytes`` once serialized."""
-    from pipekit.pipeline_state import encode
+    from pipekit.state._pipeline_state import encode
 
     data: dict[str, Any] = {"counter": 0, "items": []}
     i = 0
@@ -105,7 +105,7 @@ def main() -> int:
     ap.add_argument("--json-out", type=Path, default=None, help="also write the figures as JSON")
     args = ap.parse_args()
 
-    from pipekit.pipeline_state import PipelineState, encode
+    from pipekit.state._pipeline_state import PipelineState, encode
 
     base = args.dir or ROOT / ".work"
     base.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,11 @@ from typing import Any
 import attrs
 import pipekit
 import pytest
-from pipekit import config, errors, hookspecs
-from pipekit.cli import build_parser
-from pipekit.stage import RecordStage
+from pipekit import errors
+from pipekit.cli._main import build_parser
+from pipekit.plan import _config as config
+from pipekit.plugins import _hookspecs as hookspecs
+from pipekit.plugins._processors import RecordStage
 from pipekit_stages.plugin import BUILTINS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -344,7 +346,7 @@ def test_toml_example_is_a_valid_pipeline(doc: str, code: str, tmp_path: Path) -
     unknown = [s.uses for s in cfg.stages if s.uses not in registry.stages]
     if not unknown:
         # Everything a run checks before it starts, but whether inputs exist.
-        from pipekit.pipeline import load_pipeline
+        from pipekit.plan._pipeline import load_pipeline
 
         file = tmp_path / "pipekit.toml"
         file.write_text(code, encoding="utf-8")

@@ -48,7 +48,7 @@ class Kit:
 
 
 def _file_side(root: Path) -> Side:
-    from pipekit.backends import file_factories as f
+    from pipekit.stores import _file_factories as f
 
     return Side(
         f.lock_backend({}, state_dir=root),

@@ -1,6 +1,6 @@
 """Conformance tests of the ``CheckpointStore`` byte protocol, for every backend.
 
-What a store must do (``pipekit.backends.protocols.CheckpointStore``): ``put``
+What a store must do (``pipekit.stores.CheckpointStore``): ``put``
 is atomic (a reader sees the old bytes or the new ones, never a mix) and
 durable when it returns; ``get`` returns the bytes or None; ``list`` the ids of
 a namespace, sorted, never an in-flight temporary; ``delete`` removes one id
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipekit.backends.file_checkpoint import FileCheckpointStore
+from pipekit.stores._file_checkpoint import FileCheckpointStore
 
 
 def _file_store(tmp_path: Path) -> Callable[[], Any]:

@@ -1,4 +1,4 @@
-"""Conformance tests for an :class:`~pipekit.backends.protocols.IdempotencyStore`.
+"""Conformance tests for an :class:`~pipekit.stores.IdempotencyStore`.
 
 Every idempotency store must pass these. A backend's test module imports
 them and provides one fixture, ``make_store``: a function that returns a new
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pipekit.backends.protocols import IdemRecord
+from pipekit.stores import IdemRecord
 
 __all__ = [name for name in dir() if name.startswith("test_")]  # filled at the end
 

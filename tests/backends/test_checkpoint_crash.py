@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipekit import CheckpointManager
-from pipekit.backends.file_checkpoint import FileCheckpointStore
+from pipekit.stores._file_checkpoint import FileCheckpointStore
 
 NS = "crash.ns"
 
@@ -33,7 +33,7 @@ CHILD = GEN + textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from pipekit.backends.file_checkpoint import FileCheckpointStore
+    from pipekit.stores._file_checkpoint import FileCheckpointStore
     from pipekit.checkpoints import CheckpointManager
 
     root, start = Path(sys.argv[1]), int(sys.argv[2])

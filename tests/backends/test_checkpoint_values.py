@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 from pipekit import CheckpointManager
-from pipekit.backends.file_checkpoint import FileCheckpointStore
 from pipekit.checkpoints import CheckpointStateError
-from pipekit.record_checkpoint import RecordCheckpoint
-from pipekit.records import RecordRun, partial_path_for, run_record_stage
-from pipekit.stage import Checkpoint, RecordStage, StageContext
+from pipekit.engine._record_checkpoint import RecordCheckpoint
+from pipekit.engine._records import RecordRun, partial_path_for, run_record_stage
+from pipekit.plugins._processors import Checkpoint, RecordStage, StageContext
+from pipekit.stores._file_checkpoint import FileCheckpointStore
 
 NS = "values.ns"
 

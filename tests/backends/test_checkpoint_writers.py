@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pipekit import CheckpointManager
-from pipekit.atomic import TEMP_MARK
-from pipekit.backends.file_checkpoint import FileCheckpointStore
+from pipekit._atomic import TEMP_MARK
+from pipekit.stores._file_checkpoint import FileCheckpointStore
 
 NS = "shared.ns"
 WRITERS = 3
@@ -26,7 +26,7 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from pipekit.backends.file_checkpoint import FileCheckpointStore
+    from pipekit.stores._file_checkpoint import FileCheckpointStore
     from pipekit.checkpoints import CheckpointManager
 
     root, writer, go = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
@@ -83,7 +83,7 @@ KILLED = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from pipekit.backends.file_checkpoint import FileCheckpointStore
+    from pipekit.stores._file_checkpoint import FileCheckpointStore
     from pipekit.checkpoints import CheckpointManager
 
     m = CheckpointManager(FileCheckpointStore(Path(sys.argv[1])), "shared.ns",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipekit.backends import protocols
+from pipekit.stores import _protocols as protocols
 from redisfix import fake_connection, real_connection
 
 DeadLetter = getattr(protocols, "DeadLetter", None)
@@ -24,7 +24,7 @@ if DeadLetter is None:
 def make_dlq(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """A function returning a new handle on one empty store."""
     if request.param == "file":
-        from pipekit.backends.file_dead_letters import FileDeadLetterStore
+        from pipekit.stores._file_dead_letters import FileDeadLetterStore
 
         return lambda: FileDeadLetterStore(tmp_path / "dl.sqlite")
     from pipekit_redis.dead_letters import RedisDeadLetterStore

@@ -10,8 +10,8 @@ import time
 
 import pytest
 from backend_kits import kit_fixture  # noqa: F401  (the fixture "kit")
-from pipekit.backends.protocols import IdemRecord
 from pipekit.errors import FencedOut
+from pipekit.stores import IdemRecord
 
 
 def rec(key: str, status: str = "SUCCESS", **kw) -> IdemRecord:

@@ -140,7 +140,7 @@ import sys, time
 kind, where, key, ttl = sys.argv[1:5]
 if kind == "file":
     from pathlib import Path
-    from pipekit.backends.file_lock import FileLockBackend
+    from pipekit.stores._file_lock import FileLockBackend
     locks = FileLockBackend(Path(where))
 else:
     from pipekit_redis.connection import RedisConnection
@@ -261,8 +261,8 @@ def test_a_holder_on_another_machine_is_alive_until_its_lease_runs_out(kit) -> N
 def test_a_lock_file_that_is_a_folder(tmp_path) -> None:
     """Issue 20 item 12: an empty folder where a lock file goes is replaced
     by the lock file; one with files in it is a clear error naming it."""
-    from pipekit.backends import file_factories
     from pipekit.errors import StorageError
+    from pipekit.stores import _file_factories as file_factories
 
     locks = file_factories.lock_backend({}, state_dir=tmp_path / "state")
     lease = locks.lock("stage/p/folder")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from idem_conformance import *  # noqa: F403
 from idem_conformance import MakeStore, past, rec
-from pipekit.backends.file_idempotency import FileIdempotencyStore
+from pipekit.stores._file_idempotency import FileIdempotencyStore
 
 
 @pytest.fixture(params=["link", "no-link"])
@@ -82,7 +82,7 @@ def test_sweep_removes_temp_files_of_dead_writers(tmp_path: Path) -> None:
     final = store.path_for("op:k1")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
-    from pipekit.atomic import _HOST, TEMP_MARK
+    from pipekit._atomic import _HOST, TEMP_MARK
 
     orphan = final.with_name(f".{final.name}{TEMP_MARK}{_HOST}-{pid}-0")
     orphan.write_bytes(b"{}")
@@ -119,8 +119,8 @@ def test_records_written_by_an_older_version_still_read(tmp_path: Path) -> None:
 RACE = textwrap.dedent(
     """
     import json, sys, time
-    from pipekit.backends.file_idempotency import FileIdempotencyStore
-    from pipekit.backends.protocols import IdemRecord
+    from pipekit.stores._file_idempotency import FileIdempotencyStore
+    from pipekit.stores import IdemRecord
     root, me, link, start = sys.argv[1], sys.argv[2], sys.argv[3] == "1", float(sys.argv[4])
     store = FileIdempotencyStore(root)
     store._can_link = link

@@ -680,8 +680,8 @@ def test_a_valid_pipeline_after_fixing_runs(proj: Project) -> None:
 
 def test_load_pipeline_raises_config_error_with_the_same_lines(proj: Project) -> None:
     import pipekit
-    from pipekit.pipeline import load_pipeline
-    from pipekit.plugins import load_registry
+    from pipekit.plan._pipeline import load_pipeline
+    from pipekit.plugins._manager import load_registry
 
     proj.pipeline([probe_stage(proj), upper_stage(retry={"attempts": "three"})])
     with pytest.raises(pipekit.ConfigError) as info:
@@ -695,7 +695,7 @@ def test_load_pipeline_raises_config_error_with_the_same_lines(proj: Project) ->
 
 def test_structure_params_names_the_field(proj: Project) -> None:
     import pipekit
-    from pipekit.config import structure_params
+    from pipekit.plan._config import structure_params
     from pipekit_stages.records import FilterParams
 
     assert structure_params(FilterParams, {"pattern": "a"}) == FilterParams(pattern="a")
@@ -709,9 +709,9 @@ def test_validators_are_on_again_after_a_load(proj: Project) -> None:
     """Loading switches attrs validators off while it structures; they must
     be back on afterwards, whatever happened."""
     import attrs
-    from pipekit.config import RetryPolicy
-    from pipekit.pipeline import load_pipeline
-    from pipekit.plugins import load_registry
+    from pipekit.plan._config import RetryPolicy
+    from pipekit.plan._pipeline import load_pipeline
+    from pipekit.plugins._manager import load_registry
 
     proj.pipeline([probe_stage(proj), upper_stage(timeout=-1)])
     with pytest.raises(Exception):
@@ -1019,7 +1019,7 @@ def test_bad_lock_timeout(proj: Project, value: str, expected: str) -> None:
 
 
 def test_values_are_structured_into_their_declared_types() -> None:
-    from pipekit import config
+    from pipekit.plan import _config as config
     from pipekit_stages.shell import ShellParams
 
     raw = {
@@ -1055,7 +1055,8 @@ class Odd:
 
 def test_params_may_use_other_collection_types() -> None:
     import pipekit
-    from pipekit import _json, config
+    from pipekit import _json
+    from pipekit.plan import _config as config
 
     odd = config.structure_params(Odd, {"pair": [1, 2], "tags": ["b", "a"], "mode": "b"})
     assert odd == Odd((1, 2), frozenset({"a", "b"}), "b")
@@ -1068,7 +1069,7 @@ def test_params_may_use_other_collection_types() -> None:
 
 def test_a_table_of_strings_refuses_a_number() -> None:
     import pipekit
-    from pipekit import config
+    from pipekit.plan import _config as config
     from pipekit_stages.shell import ShellParams
 
     with pytest.raises(pipekit.ConfigError) as info:

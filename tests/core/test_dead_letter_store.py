@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import attrs
-from pipekit.backends.file_dead_letters import FileDeadLetterStore
-from pipekit.backends.protocols import DeadLetter
+from pipekit.stores import DeadLetter
+from pipekit.stores._file_dead_letters import FileDeadLetterStore
 
 
 def letter(offset: int, *, stage: str = "s", fp: str = "f1", index: int = 0, **kw: object) -> DeadLetter:

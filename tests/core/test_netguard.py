@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 from conftest import Project
-from pipekit import NetworkRefused, netguard
+from pipekit import NetworkRefused
+from pipekit.isolation import _guard as netguard
 
 
 @pytest.fixture
@@ -115,7 +116,7 @@ def test_guard_is_scoped_to_its_thread_and_the_threads_it_starts(listener: socke
         child = threading.Thread(target=connect, args=("child",))
         child.start()
         child.join()
-        with netguard.trusted():
+        with netguard.lifted():
             connect("trusted")
     other.join()
     connect("after")
@@ -274,7 +275,7 @@ def test_a_socket_that_lies_about_its_family_is_judged_by_its_descriptor() -> No
 def test_the_scan_sees_imports_by_a_literal_name_only() -> None:
     import ast
 
-    from pipekit import netscan
+    from pipekit.isolation import _scan as netscan
 
     source = (
         "import importlib\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipekit import netns
+from pipekit.isolation import _namespaces as netns
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.geteuid() != 0,
@@ -193,19 +193,19 @@ def test_a_thread_moved_into_its_namespace_stays_there_around_commands() -> None
     namespace; a command's popen returns the thread to it (not to the
     host's); trusted() (the runner's own work) runs with the host's
     network; restore_thread brings the thread home."""
-    from pipekit import netguard
+    from pipekit.isolation import _guard as netguard
 
     seen: dict[str, Any] = {}
 
     def body() -> None:
         host = _thread_ns()
-        with netguard.guarded(netguard.Policy("s", "p", isolation="strict")) as g:
+        with netns.guarded(netguard.Policy("s", "p", isolation="strict")) as g:
             seen["inside"] = _thread_ns()
             cmd = netns.isolate_command(["/bin/true"])
             cmd.popen().wait()
             cmd.check()
             seen["after_command"] = _thread_ns()
-            with netguard.trusted():
+            with netns.trusted():
                 seen["trusted"] = _thread_ns()
             seen["after_trusted"] = _thread_ns()
             seen["mode"] = g.mode
@@ -222,17 +222,18 @@ def test_a_thread_moved_into_its_namespace_stays_there_around_commands() -> None
 
 
 def test_strict_isolation_refuses_an_allow_list_it_cannot_keep() -> None:
-    from pipekit import NonRetryable, netguard
+    from pipekit import NonRetryable
+    from pipekit.isolation import _guard as netguard
 
     policy = netguard.Policy("s", "p", ["loopback", "10.0.0.0/8"], isolation="strict")
     before = _thread_ns()
     with pytest.raises(NonRetryable, match=r"cannot let 10\.0\.0\.0/8 in"):
-        with netguard.guarded(policy):
+        with netns.guarded(policy):
             pass
     assert _thread_ns() == before
     # loopback entries name the namespace's own loopback: kept
     loopbacks = ["loopback", "127.0.0.1:5432", "127.0.0.0/8", "::1", "localhost"]
-    with netguard.guarded(netguard.Policy("s", "p", loopbacks, isolation="strict")) as g:
+    with netns.guarded(netguard.Policy("s", "p", loopbacks, isolation="strict")) as g:
         assert _thread_ns() != before and g.mode == "isolated"
     assert _thread_ns() == before
 
@@ -241,19 +242,19 @@ def test_the_runners_work_in_a_thread_the_processor_started_uses_the_hosts_netwo
     """A thread started by a processor moved into its namespace is born
     there (so is its work); trusted() in it (the record loop's checkpoint
     thread saving to a store) runs in the host's namespace."""
-    from pipekit import netguard
+    from pipekit.isolation import _guard as netguard
 
     seen: dict[str, str] = {}
 
     def helper() -> None:
         seen["helper"] = _thread_ns()
-        with netguard.trusted():
+        with netns.trusted():
             seen["trusted"] = _thread_ns()
         seen["after"] = _thread_ns()
 
     def body() -> None:
         seen["host"] = _thread_ns()
-        with netguard.guarded(netguard.Policy("s", "p", isolation="strict")):
+        with netns.guarded(netguard.Policy("s", "p", isolation="strict")):
             seen["inside"] = _thread_ns()
             t = threading.Thread(target=helper)
             t.start()
@@ -269,10 +270,10 @@ def test_the_runners_work_in_a_thread_the_processor_started_uses_the_hosts_netwo
 def test_a_forked_child_starts_its_commands_with_a_forker_of_its_own() -> None:
     """A processor's fork (multiprocessing's fork method) has no forker
     thread: its isolated command must start anyway, in a namespace."""
-    from pipekit import netguard
+    from pipekit.isolation import _guard as netguard
 
     def body() -> None:
-        with netguard.guarded(netguard.Policy("s", "p")):
+        with netns.guarded(netguard.Policy("s", "p")):
             netns.isolate_command(["/bin/true"]).popen().wait()  # this thread's forker
             pid = os.fork()
             if pid == 0:  # the child: one thread, a copy of the parent's namespace object
@@ -296,7 +297,7 @@ def test_a_forked_child_starts_its_commands_with_a_forker_of_its_own() -> None:
 def test_a_namespace_made_by_a_thread_returns_it_where_it_lives() -> None:
     """Making a namespace (a forked child's, say) from a thread moved into
     another, or born in one, leaves the thread where it was."""
-    from pipekit import netguard
+    from pipekit.isolation import _guard as netguard
 
     seen: dict[str, str] = {}
 
@@ -309,7 +310,7 @@ def test_a_namespace_made_by_a_thread_returns_it_where_it_lives() -> None:
             made.close()
 
     def body() -> None:
-        with netguard.guarded(netguard.Policy("s", "p", isolation="strict")):
+        with netns.guarded(netguard.Policy("s", "p", isolation="strict")):
             inside = _thread_ns()
             made = netns._ThreadNet()
             try:

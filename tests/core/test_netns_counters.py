@@ -3,7 +3,7 @@ network are read from /proc text; the reader finds them in any order."""
 
 from __future__ import annotations
 
-from pipekit.netns import _COUNTERS, _close_fds, _count, _Counters, counts_from
+from pipekit.isolation._namespaces import _COUNTERS, _close_fds, _count, _Counters, counts_from
 
 SNMP = b"""Ip: Forwarding DefaultTTL InReceives OutNoRoutes ReasmTimeout
 Ip: 1 64 7 3 0

@@ -28,9 +28,9 @@ from pipekit import (
     StateReadError,
     StateValidationError,
 )
-from pipekit.atomic import TEMP_MARK
+from pipekit._atomic import TEMP_MARK
 from pipekit.errors import EXIT_LOCK
-from pipekit.state_lock import HOST
+from pipekit.state._lock import HOST
 
 # -- helpers ------------------------------------------------------------------
 
@@ -59,8 +59,8 @@ def hold_lock(path: Path, *, shared: bool = False, seconds: float = 30) -> subpr
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from pipekit.pipeline_state import PipelineState\n"
-        "from pipekit.state_lock import StateLock\n"
+        "from pipekit.state._pipeline_state import PipelineState\n"
+        "from pipekit.state._lock import StateLock\n"
         f"p = Path({str(path)!r})\n"
         f"if {shared!r}:\n"
         "    st = PipelineState(p)\n"

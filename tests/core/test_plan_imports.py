@@ -11,12 +11,12 @@ import pipekit
 
 PACKAGE = Path(pipekit.__file__).parent
 PLAN_MODULES = {
-    "pipekit.plugins",
-    "pipekit.plancache",
-    "pipekit.pipeline",
-    "pipekit.hookspecs",
-    "pipekit.fingerprint",
-    "pipekit.config",
+    "pipekit.plugins._manager",
+    "pipekit.plan._plan_cache",
+    "pipekit.plan._pipeline",
+    "pipekit.plugins._hookspecs",
+    "pipekit.engine._decisions",
+    "pipekit.plan._config",
 }
 
 
@@ -84,12 +84,12 @@ def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
 
 def test_no_plan_or_plugin_module_is_in_an_import_cycle() -> None:
     graph = _graph()
-    assert "pipekit.entrypoints" not in graph
+    assert "pipekit.plugins._entry_points" not in graph
     in_cycle = sorted(m for m in PLAN_MODULES if _reaches(graph, m, m))
     assert in_cycle == [], in_cycle
 
 
 def test_the_plugin_manager_does_not_import_the_plan_cache() -> None:
     graph = _graph()
-    assert not _reaches(graph, "pipekit.plugins", "pipekit.plancache")
-    assert _reaches(graph, "pipekit.plancache", "pipekit.plugins")
+    assert not _reaches(graph, "pipekit.plugins._manager", "pipekit.plan._plan_cache")
+    assert _reaches(graph, "pipekit.plan._plan_cache", "pipekit.plugins._manager")

@@ -233,7 +233,7 @@ def test_one_plugin_registering_a_name_twice(project: Project, site: Site) -> No
 
 
 def test_unknown_stage_processor_lists_the_registered_ones(project: Project) -> None:
-    from pipekit.plugins import load_registry
+    from pipekit.plugins._manager import load_registry
 
     registry = load_registry()
     with pytest.raises(pipekit.PluginError) as info:
@@ -249,7 +249,7 @@ def test_unknown_stage_processor_lists_the_registered_ones(project: Project) -> 
 
 @pytest.mark.parametrize("kind", ["lock_backends", "idempotency_stores", "checkpoint_stores"])
 def test_unknown_backend_kind_lists_the_registered_ones(kind: str) -> None:
-    from pipekit.plugins import KIND_LABEL, load_registry
+    from pipekit.plugins._manager import KIND_LABEL, load_registry
 
     registry = load_registry()
     with pytest.raises(pipekit.PluginError) as info:
@@ -268,7 +268,7 @@ def test_unknown_backend_in_a_run_lists_the_registered_ones(project: Project) ->
 
 
 def test_redis_without_its_package_says_to_install_it() -> None:
-    from pipekit.plugins import load_registry
+    from pipekit.plugins._manager import load_registry
 
     registry = load_registry(entry_points=False)  # as if pipekit-backend-redis were absent
     assert registry.unknown_backend_message("redis") == (
@@ -372,7 +372,7 @@ def test_hook_validation_names_the_distribution_of_an_entry_point(
 
 
 def test_optional_hooks_and_extra_defaulted_arguments_are_accepted(site: Site) -> None:
-    from pipekit.plugins import load_registry
+    from pipekit.plugins._manager import load_registry
 
     class Plugin:
         @pipekit.hookimpl(optionalhook=True)
@@ -443,7 +443,7 @@ def test_plugins_json_lists_distribution_version_hooks_and_registrations(
         "name": "file-backend",
         "distribution": "pipekit-core",
         "version": pipekit.__version__,
-        "module": "pipekit.backends.file",
+        "module": "pipekit.plugins._file_backend",
         "hooks": BACKEND_HOOKS,
         "registered": {
             "lock_backends": ["file"],
@@ -504,7 +504,7 @@ def test_plugins_text_form(project: Project) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     lines = proc.stdout.splitlines()
-    assert f"file-backend  (pipekit-core {pipekit.__version__}, pipekit.backends.file)" in lines
+    assert f"file-backend  (pipekit-core {pipekit.__version__}, pipekit.plugins._file_backend)" in lines
     assert (
         f"stages  (pipekit-stages {dist_version('pipekit-stages')}, pipekit_stages.plugin)"
     ) in lines
@@ -801,7 +801,7 @@ def _registering(*objs: Any, hook: str = "register_stages") -> Any:
 def test_registering_the_wrong_thing_is_a_clear_plugin_error(
     objs: list[Any], hook: str, expected: str
 ) -> None:
-    from pipekit.plugins import load_registry
+    from pipekit.plugins._manager import load_registry
 
     with pytest.raises(pipekit.PluginError) as info:
         load_registry(extra_plugins=(("bad", _registering(*objs, hook=hook)),), entry_points=False)
@@ -811,7 +811,7 @@ def test_registering_the_wrong_thing_is_a_clear_plugin_error(
 
 
 def test_registering_an_instance_works(project: Project) -> None:
-    from pipekit.plugins import load_registry
+    from pipekit.plugins._manager import load_registry
 
     registry = load_registry(extra_plugins=(("ok", _registering(_Good())),), entry_points=False)
     assert isinstance(registry.get("stages", "good"), _Good)
@@ -965,7 +965,7 @@ def test_an_observer_that_raises_does_not_hide_a_failure(project: Project, site:
 # -- entry points are scanned at every load -------------------------------------------
 
 PROBE = """
-from pipekit.plugins import load_registry
+from pipekit import load_registry
 r = load_registry()
 print(*sorted(f"{p.name}={p.distribution}:{p.version}" for p in r.plugins))
 """

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import Project
 from pipekit import IdempotencyManager, PipelineState
-from pipekit.backends.file_dead_letters import FileDeadLetterStore
-from pipekit.backends.protocols import DeadLetter
-from pipekit.hashcache import HashCache
+from pipekit.state._hash_cache import HashCache
+from pipekit.stores import DeadLetter
+from pipekit.stores._file_dead_letters import FileDeadLetterStore
 
 
 @pytest.fixture(params=[0o022, 0o000], ids=["umask 022", "umask 000"])

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
-from pipekit.backends.file_checkpoint import FileCheckpointStore
-from pipekit.backends.file_dead_letters import FileDeadLetterStore
-from pipekit.config import RecordRetryPolicy
-from pipekit.record_checkpoint import RecordCheckpoint
-from pipekit.records import Interrupted, RecordRun, partial_path_for, run_record_stage
-from pipekit.stage import RecordStage, StageContext
+from pipekit.engine._record_checkpoint import RecordCheckpoint
+from pipekit.engine._records import Interrupted, RecordRun, partial_path_for, run_record_stage
+from pipekit.plan._config import RecordRetryPolicy
+from pipekit.plugins._processors import RecordStage, StageContext
+from pipekit.stores._file_checkpoint import FileCheckpointStore
+from pipekit.stores._file_dead_letters import FileDeadLetterStore
 
 
 class Upper(RecordStage):
@@ -201,7 +201,7 @@ def test_a_partial_output_shorter_than_its_checkpoint_is_not_resumed(
 
 
 def test_a_damaged_record_checkpoint_is_discarded_not_used(tmp_path: Path) -> None:
-    from pipekit.backends.file_checkpoint import FileCheckpointStore
+    from pipekit.stores._file_checkpoint import FileCheckpointStore
 
     store = FileCheckpointStore(tmp_path / "cp")
     cp = RecordCheckpoint(store, "p.s", "f" * 64)

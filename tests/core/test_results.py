@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 from pipekit import _json
-from pipekit.results import StageResult
+from pipekit.engine._results import StageResult
 
 
 def test_record_has_every_field_as_asdict_would() -> None:

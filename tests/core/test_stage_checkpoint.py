@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import Project
 from pipekit import Checkpoint
-from pipekit.backends.file_checkpoint import FileCheckpointStore
-from pipekit.stage import stage_namespace
+from pipekit.plugins._processors import stage_namespace
+from pipekit.stores._file_checkpoint import FileCheckpointStore
 
 NS = "demo.stage"
 

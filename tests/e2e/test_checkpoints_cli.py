@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from conftest import Project
 from pipekit import CheckpointManager
-from pipekit.backends.file_checkpoint import FileCheckpointStore
-from pipekit.backends.file_lock import FileLockBackend
 from pipekit.checkpoints import crypto
+from pipekit.stores._file_checkpoint import FileCheckpointStore
+from pipekit.stores._file_lock import FileLockBackend
 
 
 def cli_json(project: Project, *args: str, expect: int = 0) -> Any:

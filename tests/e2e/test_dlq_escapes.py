@@ -8,8 +8,8 @@ import json
 import time
 
 from conftest import Project
-from pipekit.backends.file_dead_letters import FileDeadLetterStore
-from pipekit.backends.protocols import DeadLetter
+from pipekit.stores import DeadLetter
+from pipekit.stores._file_dead_letters import FileDeadLetterStore
 
 POISON = "fatal\x1b]0;pwned\x07\x1b[2J\x1b[31mred\r\x08\x9b1m \u202eevil"
 
@@ -55,7 +55,7 @@ def test_dlq_show_and_list_escape_control_characters(project: Project) -> None:
 
 
 def test_printable_keeps_every_script_and_escapes_controls() -> None:
-    from pipekit.commands._common import printable
+    from pipekit.cli._common import printable
 
     assert printable("héllo 日本 ✓ \\path") == "héllo 日本 ✓ \\path"
     assert printable("a\tb\nc\x7f\u2028") == "a\\tb\\nc\\x7f\\u2028"

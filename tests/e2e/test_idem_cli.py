@@ -12,8 +12,8 @@ from pathlib import Path
 
 from conftest import Project
 from pipekit import IdempotencyManager
-from pipekit.backends.file_idempotency import FileIdempotencyStore
-from pipekit.backends.protocols import IdemRecord
+from pipekit.stores import IdemRecord
+from pipekit.stores._file_idempotency import FileIdempotencyStore
 
 
 def two_stages(project: Project) -> None:
@@ -148,7 +148,7 @@ def test_without_a_pipeline_the_default_store_or_dir(tmp_path: Path, project: Pr
 
 
 def test_wrong_arguments_are_usage_errors(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    from pipekit.cli import main
+    from pipekit.cli._main import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PIPEKIT_IDEMPOTENCY_DIR", raising=False)

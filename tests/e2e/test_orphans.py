@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 from conftest import HELPERS, Project
+from pipekit.engine._execute import run_in_worker
 from pipekit.errors import LeaseLost
-from pipekit.execute import run_in_worker
-from pipekit.pipeline import load_pipeline
-from pipekit.plugins import load_registry
-from pipekit.stage import StageContext
+from pipekit.plan._pipeline import load_pipeline
+from pipekit.plugins._manager import load_registry
+from pipekit.plugins._processors import StageContext
 from redisfix import RedisServer, real_connection
 
 N = 20_000

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from conftest import Project
-from pipekit import plancache
 from pipekit.errors import PluginError
-from pipekit.pipeline import Pipeline, PlannedStage, load_pipeline
-from pipekit.plugins import load_registry
+from pipekit.plan import _plan_cache as plancache
+from pipekit.plan._pipeline import Pipeline, PlannedStage, load_pipeline
+from pipekit.plugins._manager import load_registry
 
 PROBE = (
     "import json, sys, pipekit.cli; rc = pipekit.cli.main(['run', '--json']); "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Project
-from pipekit.commands import COMMANDS
+from pipekit.cli._commands import COMMANDS
 from redisfix import RedisServer
 
 if "dlq" not in COMMANDS:

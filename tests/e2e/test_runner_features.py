@@ -117,7 +117,7 @@ def test_a_lock_whose_holder_is_gone_gives_exit_3_naming_the_holder(project: Pro
     (here: the lock file names a process of this host that no longer runs,
     while the OS lock is still held), naming it; a holder that is alive is
     waited for (tests/engine/test_scheduler_rules.py)."""
-    from pipekit.backends.file_lock import FileLockBackend
+    from pipekit.stores._file_lock import FileLockBackend
 
     project.write("in.txt", "x\n")
     project.pipeline([{"name": "u", "uses": "upper", "inputs": ["in.txt"], "outputs": ["out.txt"]}])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import Project
 from pipekit import PipelineState
-from pipekit.state_lock import HOST
+from pipekit.state._lock import HOST
 
 
 def two_stages(project: Project) -> None:

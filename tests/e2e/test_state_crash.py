@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 from pipekit import PipelineState
-from pipekit.atomic import TEMP_MARK
-from pipekit.pipeline_state import encode
+from pipekit._atomic import TEMP_MARK
+from pipekit.state._pipeline_state import encode
 
 pytestmark = pytest.mark.skipif(
     "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork()"
@@ -138,7 +138,7 @@ def test_sigkill_during_transactions_leaves_old_or_new_content_and_a_readable_lo
 ) -> None:
     """With one syncfs per commit (Linux) and with an fsync per folder and log."""
     assert FORK is not None
-    from pipekit import atomic
+    from pipekit import _atomic as atomic
 
     monkeypatch.setenv("PIPEKIT_SYNC", sync)
     monkeypatch.setattr(atomic, "_syncfs", None)  # decided again, from the variable

@@ -191,14 +191,14 @@ def _checkpoints(options: dict[str, Any], *, state_dir: Path) -> Any:
 
 
 def _locks(options: dict[str, Any], *, state_dir: Path) -> Any:
-    from pipekit.backends import file_factories
+    from pipekit.stores import _file_factories as file_factories
 
     RespCheckpointStore(options["url"]).r.call("RPUSH", "log", "locks")
     return file_factories.lock_backend({}, state_dir=state_dir)
 
 
 def _idempotency(options: dict[str, Any], *, state_dir: Path) -> Any:
-    from pipekit.backends import file_factories
+    from pipekit.stores import _file_factories as file_factories
 
     return file_factories.idempotency_store({}, state_dir=state_dir)
 

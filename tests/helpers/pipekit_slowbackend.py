@@ -61,13 +61,13 @@ class SlowCheckpointStore:
 
 
 def _slow_checkpoints(options: dict[str, Any], *, state_dir: Path) -> Any:
-    from pipekit.backends import file_factories
+    from pipekit.stores import _file_factories as file_factories
 
     return SlowCheckpointStore(file_factories.checkpoint_store(options, state_dir=state_dir))
 
 
 def _patch_sync() -> None:
-    from pipekit import records
+    from pipekit.engine import _records as records
 
     real = records._sync_output
     if getattr(real, "slow", False):
@@ -84,7 +84,7 @@ def _patch_sync() -> None:
 
 @pipekit.hookimpl
 def register_lock_backends(register: Callable[[str, Any], None]) -> None:
-    from pipekit.backends import file_factories
+    from pipekit.stores import _file_factories as file_factories
 
     register("slowfile", file_factories.lock_backend)
 
@@ -110,7 +110,7 @@ class SlowIdempotencyStore:
 
 
 def _slow_idempotency(options: dict[str, Any], *, state_dir: Path) -> Any:
-    from pipekit.backends import file_factories
+    from pipekit.stores import _file_factories as file_factories
 
     return SlowIdempotencyStore(file_factories.idempotency_store(options, state_dir=state_dir))
 

@@ -16,9 +16,9 @@ from pipekit import (
     IdempotencyManager,
     IdempotencyStatus,
 )
-from pipekit.backends.file_idempotency import FileIdempotencyStore
 from pipekit.errors import IdempotencyError, PipekitError
 from pipekit.idempotency import default_store_dir, open_store
+from pipekit.stores._file_idempotency import FileIdempotencyStore
 
 
 @pytest.fixture

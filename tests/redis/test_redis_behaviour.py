@@ -58,7 +58,7 @@ def test_lock_of_a_killed_local_holder_is_taken_over_at_once(redis_server: Redis
 
 
 def test_scripts_are_loaded_again_after_the_cache_is_flushed(redis_server: RedisServer) -> None:
-    from pipekit.backends.protocols import IdemRecord
+    from pipekit.stores import IdemRecord
 
     locks, store, cps = backend(real_connection(redis_server))
     lease = locks.lock("stage/p/s", 30)
@@ -76,7 +76,7 @@ def test_scripts_are_loaded_again_after_the_cache_is_flushed(redis_server: Redis
 
 
 def test_commands_retry_through_a_restart(own_redis_server: RedisServer) -> None:
-    from pipekit.backends.protocols import IdemRecord
+    from pipekit.stores import IdemRecord
 
     conn = real_connection(own_redis_server, {"retries": 6})
     locks, store, _ = backend(conn)

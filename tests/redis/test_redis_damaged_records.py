@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 from pipekit import IdempotencyManager
-from pipekit.backends.protocols import DeadLetter
-from pipekit.stored_shapes import stage_record
+from pipekit.state._shapes import stage_record
+from pipekit.stores import DeadLetter
 from redisfix import RedisServer, real_connection
 
 

@@ -17,7 +17,7 @@ def _needs_package() -> None:
 
 
 def test_a_ten_second_restart_is_waited_out_by_default(own_redis_server: RedisServer) -> None:
-    from pipekit.backends.protocols import IdemRecord
+    from pipekit.stores import IdemRecord
     from pipekit_redis.idempotency import RedisIdempotencyStore
     from pipekit_redis.lock import RedisLockBackend
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from conftest import Project
-from pipekit import atomic
-from pipekit.atomic import TEMP_MARK, temp_path_for, unlink_quietly
+from pipekit import _atomic as atomic
+from pipekit._atomic import TEMP_MARK, temp_path_for, unlink_quietly
 
 OUTPUTS = ["copy.out", "concat.out", "simple.out", "piped.out"]
 

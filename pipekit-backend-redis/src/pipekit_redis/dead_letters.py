@@ -27,8 +27,8 @@ import builtins
 from collections.abc import Iterable
 from typing import Any
 
-from pipekit.backends.protocols import DEAD_LETTER_FIELDS, DeadLetter
-from pipekit.stored_shapes import warn_damaged
+from pipekit.state import warn_damaged
+from pipekit.stores import DEAD_LETTER_FIELDS, DeadLetter
 
 from .connection import RedisConnection
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from pipekit.doctor import FAIL, OK, WARN, Check
+from pipekit.stores import FAIL, OK, WARN, Check
 
 from .connection import RedisConnection
 
@@ -181,7 +181,7 @@ def _kind_check(conn: RedisConnection, kind: str) -> Check:
             conn.call(lambda c: c.delete(conn.key("fence", tag)), "cleaning up")
             return Check("locks", OK, f"lock taken and released ({ms:.1f} ms, token {lease.token})")
         if kind == "idempotency":
-            from pipekit.backends.protocols import IdemRecord
+            from pipekit.stores import IdemRecord
 
             from .idempotency import RedisIdempotencyStore
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import attrs
 from pipekit import _json
-from pipekit.backends.protocols import IdemRecord
 from pipekit.errors import FencedOut
-from pipekit.stored_shapes import idem_record_fields, warn_damaged
+from pipekit.state import idem_record_fields, warn_damaged
+from pipekit.stores import IdemRecord
 
 from .connection import RedisConnection
 

@@ -67,7 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
         CheckpointVersionError,
         Retention,
     )
-    from .config import PipelineConfig, StageConfig
+    from .engine._results import RunInfo, StageResult
     from .errors import (
         ConfigError,
         IdempotencyClaimLost,
@@ -87,10 +87,10 @@ if TYPE_CHECKING:  # pragma: no cover
         StateReadError,
         StateValidationError,
     )
-    from .hookspecs import hookimpl, hookspec
     from .idempotency import IdempotencyManager, IdempotencyStatus, idempotent, make_key
-    from .netns import IsolatedCommand, isolate_command
-    from .pipeline_state import PipelineState
-    from .plugins import load_registry
-    from .results import RunInfo, StageResult
-    from .stage import Checkpoint, RecordStage, Stage, StageContext, Started
+    from .isolation._namespaces import IsolatedCommand, isolate_command
+    from .plan._config import PipelineConfig, StageConfig
+    from .plugins._hookspecs import hookimpl, hookspec
+    from .plugins._manager import load_registry
+    from .plugins._processors import Checkpoint, RecordStage, Stage, StageContext, Started
+    from .state._pipeline_state import PipelineState

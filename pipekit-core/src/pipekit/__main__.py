@@ -1,3 +1,3 @@
-from .cli import entry
+from .cli._main import entry
 
 entry()

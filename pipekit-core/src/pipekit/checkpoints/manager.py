@@ -1,5 +1,5 @@
 """``CheckpointManager``: format, integrity, compression, encryption, deltas,
-index and retention, once, over any :class:`~pipekit.backends.protocols.CheckpointStore`.
+index and retention, once, over any :class:`~pipekit.stores._protocols.CheckpointStore`.
 
 Layout of a namespace in the store:
 

@@ -26,10 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..atomic import temp_path_for, unlink_quietly
-from ..backends.protocols import IdemRecord, Lease
-from ..commit import CommitJob, GroupCommitter
-from ..config import failure_limit
+from .._atomic import temp_path_for, unlink_quietly
 from ..errors import (
     LeaseLost,
     NetworkRefused,
@@ -39,17 +36,21 @@ from ..errors import (
     is_network_refusal,
     storage_error,
 )
-from ..execute import needs_worker, run_in_process, run_in_worker
-from ..fingerprint import processor_ref
-from ..netguard import Policy, trusted
-from ..records import Interrupted, RecordRun, partial_path_for, remove_stale_partials
-from ..results import Decision, StageResult
-from ..stage import RecordStage, StageContext
+from ..isolation._guard import Policy
+from ..isolation._namespaces import trusted
+from ..plan._config import failure_limit
+from ..plugins._processors import RecordStage, StageContext
+from ..stores._protocols import IdemRecord, Lease
+from ._commit import CommitJob, GroupCommitter
+from ._decisions import processor_ref
+from ._execute import needs_worker, run_in_process, run_in_worker
+from ._records import Interrupted, RecordRun, partial_path_for, remove_stale_partials
+from ._results import Decision, StageResult
 from ._services import HOST, LockBusy, RunServices
 from ._stage_checkpoints import StageCheckpoints
 
 if TYPE_CHECKING:
-    from ..pipeline import PlannedStage
+    from ..plan._pipeline import PlannedStage
 
 __all__ = ["Lifecycle"]
 

@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..backends.assemble import Backends, make_backends
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCK, EXIT_OK
-from ..observers import Observers
-from ..results import RunInfo, StageResult
-from ..runs import write_run_record
+from ..plugins._observers import Observers
+from ..state._run_records import write_run_record
+from ..stores._assemble import Backends, make_backends
+from ._results import RunInfo, StageResult
 from ._scheduler import Scheduler
 from ._services import HOST, RunOptions, RunServices, new_run_id
 
 if TYPE_CHECKING:
-    from ..pipeline import Pipeline
+    from ..plan._pipeline import Pipeline
 
 __all__ = ["Runner", "RunOutcome"]
 
@@ -130,7 +130,7 @@ class Runner:
             # Imported when the first stage must run: a run that skips every
             # stage never needs the attempt's machinery (the record loop, the
             # network guard, the committer: about 60 ms of imports).
-            from ..commit import GroupCommitter
+            from ._commit import GroupCommitter
             from ._lifecycle import Lifecycle
 
             def busy() -> bool:

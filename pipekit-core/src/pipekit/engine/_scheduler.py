@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
-from ..results import StageResult
+from ._results import StageResult
 from ._services import LockBusy, RunServices
 
 if TYPE_CHECKING:

@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..backends.assemble import Backends
-from ..fingerprint import Evaluator, params_digest, processor_ref
-from ..hashcache import HashCache
-from ..inflight import InflightLog
-from ..observers import Observers
-from ..results import Decision, RunInfo, StageResult
-from ..state import RunnerState
+from ..plugins._observers import Observers
+from ..state._hash_cache import HashCache
+from ..state._inflight import InflightLog
+from ..state._runner_state import RunnerState
+from ..stores._assemble import Backends
+from ._decisions import Evaluator, params_digest, processor_ref
+from ._results import Decision, RunInfo, StageResult
 
 if TYPE_CHECKING:
-    from ..pipeline import Pipeline, PlannedStage
+    from ..plan._pipeline import Pipeline, PlannedStage
 
 __all__ = ["RunOptions", "RunServices", "LockBusy", "new_run_id", "HOST"]
 

@@ -1,6 +1,6 @@
 """A stage's checkpoints, as the runner makes and clears them: the
 whole-stage :class:`pipekit.Checkpoint` and a record stage's
-:class:`~pipekit.record_checkpoint.RecordCheckpoint`, both in the stage's
+:class:`~pipekit.engine._record_checkpoint.RecordCheckpoint`, both in the stage's
 namespace of the checkpoint store."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from ..backends.protocols import CheckpointStore, Lease
-from ..netguard import trusted
-from ..record_checkpoint import RecordCheckpoint
-from ..results import Decision
-from ..stage import Checkpoint, stage_namespace
+from ..isolation._namespaces import trusted
+from ..plugins._processors import Checkpoint, stage_namespace
+from ..stores._protocols import CheckpointStore, Lease
+from ._record_checkpoint import RecordCheckpoint
+from ._results import Decision
 
 if TYPE_CHECKING:
-    from ..pipeline import PlannedStage
+    from ..plan._pipeline import PlannedStage
 
 __all__ = ["StageCheckpoints", "fence_of"]
 

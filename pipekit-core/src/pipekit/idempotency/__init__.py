@@ -2,7 +2,7 @@
 
 - :func:`idempotent`: the decorator (plain and ``async`` functions).
 - :class:`IdempotencyManager`: ``begin``/``complete``/``fail`` over any
-  :class:`~pipekit.backends.protocols.IdempotencyStore`, plus ``get``,
+  :class:`~pipekit.stores._protocols.IdempotencyStore`, plus ``get``,
   ``list``, ``forget`` and ``sweep``.
 - :func:`make_key`: deterministic keys ``operation:hash``.
 

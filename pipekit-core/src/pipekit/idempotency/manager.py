@@ -1,5 +1,5 @@
 """The idempotency manager: Stripe's semantics over any
-:class:`~pipekit.backends.protocols.IdempotencyStore`.
+:class:`~pipekit.stores._protocols.IdempotencyStore`.
 
 - ``begin(key, fingerprint)``: the first caller claims the key (a PENDING
   record with a random ``owner``) and runs; a concurrent caller waits up to
@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..backends.protocols import IdemRecord
 from ..errors import (
     IdempotencyClaimLost,
     IdempotencyConflict,
@@ -35,6 +34,7 @@ from ..errors import (
     IdempotencyInProgress,
     NonRetryable,
 )
+from ..stores._protocols import IdemRecord
 from . import codec
 from .claimant import gone_local_claimant, new_owner
 from .status import FAILED, PENDING, SUCCESS, IdempotencyStatus
@@ -87,7 +87,7 @@ def open_store(store: Any = None) -> Any:
     with _stores_lock:
         found = _stores.get(key)
         if found is None:
-            from ..backends.file_idempotency import FileIdempotencyStore
+            from ..stores._file_idempotency import FileIdempotencyStore
 
             found = _stores[key] = FileIdempotencyStore(root)
     return found

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from ..backends.protocols import IdemRecord
+from ..stores._protocols import IdemRecord
 
 __all__ = ["IdempotencyStatus", "PENDING", "SUCCESS", "FAILED", "ABSENT"]
 

@@ -1,0 +1,153 @@
+"""Pieces every subcommand shares: common options, loading the pipeline,
+printing errors and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import EXIT_INTERRUPTED
+
+__all__ = [
+    "add_file",
+    "add_common",
+    "error",
+    "print_json",
+    "load",
+    "load_for_run",
+    "install_signal_handlers",
+    "printable",
+]
+
+# Characters a terminal acts on instead of showing: C0 and C1 controls (ESC,
+# CSI, BEL, backspace, carriage return...), DEL, the bidirectional
+# overrides and isolates that reorder what is shown around them, and the
+# line and paragraph separators.
+_UNSAFE = frozenset(
+    [
+        *range(0x20),
+        *range(0x7F, 0xA0),
+        0x2028,
+        0x2029,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    ]
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def add_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-f",
+        "--file",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="the pipeline file (default: pipekit.toml, pipeline.toml or pipeline.json here)",
+    )
+    p.add_argument(
+        "--backend",
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help="backend for locks, idempotency and checkpoints (overrides [backend].name)",
+    )
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """Options accepted before or after the command (``pipekit -q run`` and
+    ``pipekit run -q`` alike)."""
+    top = p.prog == "pipekit"
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text" if top else argparse.SUPPRESS,
+        help="format of log lines on stderr (default: text)",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top else argparse.SUPPRESS,
+        help="more log output (-vv: debug)",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="print only errors",
+    )
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on written as an
+    escape (``\\x1b``, ``\\n``, ``\\u202e``), so that data from a record (a
+    dead letter, an idempotency key) cannot retitle, clear or rewrite the
+    terminal; printable characters, any script, stay as they are."""
+    if text.isprintable():
+        return text
+    return "".join(_escape(ch) if ord(ch) in _UNSAFE else ch for ch in text)
+
+
+def _escape(ch: str) -> str:
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def error(message: str) -> None:
+    for line in message.splitlines() or [""]:
+        print(f"pipekit: error: {line}", file=sys.stderr)
+
+
+def print_json(doc: Any, *, indent: bool = False) -> None:
+    from .. import _json
+
+    sys.stdout.write(_json.dumps(doc, indent=indent).decode() + "\n")
+
+
+def load(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Load and validate the pipeline, with every plugin loaded."""
+    from ..plan._config import find_pipeline_file
+    from ..plan._pipeline import load_pipeline
+    from ..plugins._manager import load_registry
+
+    file = args.file or find_pipeline_file()
+    registry = load_registry()
+    pipeline = load_pipeline(file, registry, backend_override=args.backend)
+    return pipeline, registry
+
+
+def load_for_run(args: argparse.Namespace) -> tuple[Any, Any]:
+    """A cached plan when one is valid (registry None: plugins load only if
+    a stage must run), else a full load that is then cached."""
+    from ..plan import _plan_cache as plancache
+    from ..plan._config import find_pipeline_file
+
+    file = args.file or find_pipeline_file()
+    cached = plancache.load(file, args.backend)
+    if cached is not None:
+        return cached, None
+    pipeline, registry = load(args)
+    plancache.store(pipeline, registry, args.backend)
+    return pipeline, registry
+
+
+def install_signal_handlers() -> None:
+    """SIGINT/SIGTERM: the first one stops the run gracefully (exit 130);
+    a second one stops at once."""
+    count = 0
+
+    def handler(signum: int, _frame: Any) -> None:
+        nonlocal count
+        count += 1
+        if count > 1:
+            os._exit(EXIT_INTERRUPTED)
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,92 @@
+"""``pipekit status`` and ``pipekit run --dry-run``: what would run, and why,
+without running or locking anything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ..engine._record_checkpoint import RecordCheckpoint, namespace_for
+from ..plugins._processors import Checkpoint
+
+__all__ = ["StageStatus", "plan", "resume_point", "describe_resume"]
+
+
+@attrs.define
+class StageStatus:
+    name: str
+    status: str  # up-to-date | will-run
+    reason: str
+    resume: dict[str, Any] | None = None
+    """Where a stage that will run resumes from (its checkpoint), if it does."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "status": self.status, "reason": self.reason}
+        if self.resume is not None:
+            out["resume"] = self.resume
+        return out
+
+
+def resume_point(store: Any, pipeline: str, stage: str, fingerprint: str) -> dict[str, Any] | None:
+    """What a stage's checkpoint for ``fingerprint`` says it will resume
+    from, or None when it has none (read only: nothing is deleted)."""
+    namespace = namespace_for(pipeline, stage)
+    state = RecordCheckpoint(store, namespace, fingerprint).peek()
+    if state is not None:
+        total = state.get("total_bytes") or 0
+        done = state.get("done_bytes") or 0
+        return {
+            "kind": "records",
+            "record": (state.get("counters") or {}).get("records_in", 0),
+            "input_fraction": round(done / total, 4) if total else 1.0,
+            "saved_at": state.get("saved_at"),
+        }
+    if Checkpoint(store, namespace, fingerprint).exists():
+        return {"kind": "stage"}
+    return None
+
+
+def describe_resume(resume: dict[str, Any]) -> str:
+    if resume.get("kind") == "records":
+        return (
+            f"will resume from record {resume['record']:,} "
+            f"(input {resume['input_fraction']:.0%} read)"
+        )
+    return "will resume from the checkpoint its processor saved"
+
+
+def plan(
+    pipeline: Any,
+    evaluator: Any,
+    *,
+    forced: Any = lambda name: False,
+    checkpoints: Any = None,
+) -> list[StageStatus]:
+    out: list[StageStatus] = []
+    will_run: set[str] = set()
+    for name in pipeline.order:
+        st = pipeline.stages[name]
+        upstream = [d for d in st.deps if d in will_run]
+        if upstream and not forced(name):
+            will_run.add(name)
+            out.append(StageStatus(name, "will-run", f"upstream stage {upstream[0]!r} will run"))
+            continue
+        d = evaluator.decide(st, forced=forced(name))
+        if d.run:
+            will_run.add(name)
+            resume = None
+            if checkpoints is not None and d.fingerprint is not None:
+                resume = resume_point(checkpoints, pipeline.name, name, d.fingerprint)
+            reason = d.reason
+            if resume is not None:
+                why = (
+                    "did not finish"
+                    if d.reason in ("never run", "last run did not finish")
+                    else d.reason
+                )
+                reason = f"{why}; {describe_resume(resume)}"
+            out.append(StageStatus(name, "will-run", reason, resume))
+        else:
+            out.append(StageStatus(name, "up-to-date", d.reason))
+    return out

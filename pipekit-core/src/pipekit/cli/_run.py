@@ -1,0 +1,163 @@
+"""``pipekit run``."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import signal
+import sys
+from typing import Any
+
+from ._common import add_common, add_file, error, install_signal_handlers, load_for_run, print_json
+
+
+def add_parser(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run the pipeline: skip what is up to date, run the rest",
+        description="Run every stage that is not up to date, in dependency order.",
+    )
+    add_file(run)
+    add_common(run)
+    run.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N independent stages at once (default: 1)",
+    )
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON summary on stdout (run_id, status, stages)",
+    )
+    run.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="run STAGE even if it is up to date (repeatable; 'all' for every stage)",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="say what would run and why; run nothing"
+    )
+    run.add_argument(
+        "-k",
+        "--keep-going",
+        action="store_true",
+        help="after a failure, go on with stages that do not depend on it",
+    )
+    run.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up (exit 3) when a stage's lock is held longer (default: 600)",
+    )
+    run.add_argument(
+        "--allow-network",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="let STAGE use the network: no guard, no namespace "
+        "(repeatable; 'all' for every stage)",
+    )
+    run.set_defaults(handler=main)
+
+
+def stage_names(option: str, values: list[str], pipeline: Any) -> tuple[frozenset[str], bool]:
+    """The stages an option names (``all``: every stage), checked."""
+    names = set(values)
+    every = "all" in names
+    names.discard("all")
+    unknown = sorted(names - set(pipeline.stages))
+    if unknown:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"{option}: unknown stage {unknown[0]!r}; stages: {', '.join(pipeline.order)}"
+        )
+    return frozenset(names), every
+
+
+def forced(args: argparse.Namespace, pipeline: Any) -> tuple[frozenset[str], bool]:
+    return stage_names("--force", args.force, pipeline)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..engine import Runner, RunOptions
+
+    install_signal_handlers()
+    # The cyclic GC would walk the whole plan again and again while it is
+    # built (130 young and a dozen older collections for 1,000 stages) and
+    # then at every full collection of the run. Off while loading, then
+    # what loading made is set aside for good (gc.freeze: it lives as long
+    # as the run); the run's own garbage is collected as usual. A first run
+    # of 1,000 shell stages: 0.89 s -> 0.82 s.
+    gc.disable()
+    try:
+        pipeline, registry = load_for_run(args)
+    finally:
+        gc.freeze()
+        gc.enable()
+    force, force_all = forced(args, pipeline)
+    allow_network, allow_network_all = stage_names("--allow-network", args.allow_network, pipeline)
+    if args.jobs < 1:
+        from ..errors import ConfigError
+
+        raise ConfigError("--jobs must be 1 or more")
+    from ..plan._config import check_duration
+
+    check_duration("--lock-timeout", args.lock_timeout)
+    if args.dry_run:
+        from ._status import print_plan
+
+        return print_plan(args, pipeline, registry, force, force_all, dry_run=True)
+    from .._private_files import check_writable
+
+    check_writable(pipeline.state_dir)  # a read-only or full disk: one line, before any work
+    options = RunOptions(
+        jobs=args.jobs,
+        force=force,
+        force_all=force_all,
+        keep_going=args.keep_going,
+        lock_timeout=args.lock_timeout,
+        allow_network=allow_network,
+        allow_network_all=allow_network_all,
+    )
+    from ._progress import ProgressDisplay, wanted
+    from ._report import Reporter
+
+    reporter = Reporter(None, enabled=not args.json and not args.quiet)
+    display = ProgressDisplay() if wanted(quiet=args.quiet, json=args.json) else None
+    runner = Runner(pipeline, registry, options, on_result=reporter.stage, progress=display)
+    reporter.start(pipeline, runner)
+    try:
+        outcome = runner.run()
+    finally:
+        if display is not None:
+            display.close()
+    # The run is over and recorded: a signal now must not cost its summary.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.json:
+        print_json(outcome.summary(pipeline.name))
+    else:
+        reporter.end(outcome)
+    if outcome.status == "interrupted":
+        resumable = [
+            f"stage {r.name!r} resumes from record {r.info['checkpoint_record']:,}"
+            for r in outcome.results
+            if r.info.get("checkpoint_record") is not None
+        ]
+        print(
+            "pipekit: interrupted; run the same command again to go on where it stopped"
+            + (f" ({'; '.join(resumable)})" if resumable else ""),
+            file=sys.stderr,
+        )
+    elif outcome.status == "failed" and not args.quiet:
+        for r in outcome.results:
+            if r.status == "failed":
+                error(f"stage {r.name!r}: {r.reason}")
+    return int(outcome.exit_code)

@@ -1,0 +1,75 @@
+"""``pipekit status`` (and the plan ``pipekit run --dry-run`` prints)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..engine._decisions import Evaluator
+from ..errors import EXIT_OK
+from ..plan import _plan_cache as plancache
+from ..plan._config import find_pipeline_file
+from ..state._hash_cache import HashCache
+from ..state._runner_state import RunnerState
+from ..stores._assemble import make_backends
+from ._common import add_common, add_file, load, print_json
+from ._plan_view import plan
+
+
+def add_parser(sub: Any) -> None:
+    status = sub.add_parser(
+        "status",
+        help="say for each stage whether it is up to date or would run, and why",
+        description="For each stage: up to date, or will run and why. Runs nothing.",
+    )
+    add_file(status)
+    add_common(status)
+    status.add_argument("--json", action="store_true", help="print JSON on stdout")
+    status.set_defaults(handler=main)
+
+
+def print_plan(
+    args: argparse.Namespace,
+    pipeline: Any,
+    registry: Any,
+    force: frozenset[str],
+    force_all: bool,
+    *,
+    dry_run: bool,
+) -> int:
+    backends = make_backends(registry, pipeline)
+    state = RunnerState(pipeline.state_dir)
+    cache = HashCache(pipeline.state_dir / "hashcache.json")
+    evaluator = Evaluator(pipeline, cache, backends.idempotency, state)
+    statuses = plan(
+        pipeline,
+        evaluator,
+        forced=lambda n: force_all or n in force,
+        checkpoints=backends.checkpoints,
+    )
+    if args.json:
+        print_json(
+            {
+                "pipeline": pipeline.name,
+                "dry_run": dry_run,
+                "stages": [s.to_json() for s in statuses],
+            }
+        )
+        return EXIT_OK
+    width = max(len(s.name) for s in statuses)
+    for s in statuses:
+        label = "would run" if dry_run and s.status == "will-run" else s.status
+        print(f"  {label:<11} {s.name:<{width}}  {s.reason}")
+    n = sum(1 for s in statuses if s.status == "will-run")
+    verb = "would run" if dry_run else "will run"
+    print(f"{pipeline.name}: {n} of {len(statuses)} stage(s) {verb}")
+    return EXIT_OK
+
+
+def main(args: argparse.Namespace) -> int:
+    # A cached plan when one is valid; never one written: status writes nothing.
+    pipeline = plancache.load(args.file or find_pipeline_file(), args.backend)
+    registry = None
+    if pipeline is None:
+        pipeline, registry = load(args)
+    return print_plan(args, pipeline, registry, frozenset(), False, dry_run=False)

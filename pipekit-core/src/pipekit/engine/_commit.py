@@ -1,0 +1,191 @@
+"""Group commit: stages that finished their work are committed together by
+one thread, so that the fsyncs of one stage overlap the work of the next.
+
+For each batch: every output temp file is hashed and fsynced, renamed into
+place, each touched folder fsynced once, then the idempotency records are
+written, then the leases released and the waiting futures resolved. A stage
+is done, and its dependents may start, only when its future resolves.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from .._atomic import move_into_place, sync_dirs, sync_files, unlink_quietly
+from ..errors import FencedOut, LeaseLost, StageFailed
+from ..state._hash_cache import hash_file
+
+__all__ = ["CommitJob", "GroupCommitter"]
+
+
+class CommitJob:
+    __slots__ = ("done", "finals", "future", "keys", "known", "lease", "make_record", "tmps")
+
+    def __init__(
+        self,
+        keys: list[str],
+        tmps: list[Path],
+        finals: list[Path],
+        lease: Any,
+        make_record: Callable[[dict[str, str]], Any],
+        done: Callable[[dict[str, str] | None, BaseException | None], Any],
+        known: dict[str, str] | None = None,
+    ) -> None:
+        self.known = known or {}
+        """Output key -> content hash already computed while writing it."""
+        self.keys = keys
+        self.tmps = tmps
+        self.finals = finals
+        self.lease = lease
+        self.make_record = make_record
+        self.done = done
+        self.future: Future[Any] = Future()
+
+
+class GroupCommitter:
+    LINGER_S = 0.004
+    MAX_BATCH = 256
+
+    def __init__(
+        self,
+        store: Any,
+        remember: Callable[[str, Path, str], None],
+        busy: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._busy = busy
+        self._store = store
+        self._remember = remember
+        self._queue: queue.SimpleQueue[CommitJob | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="pipekit-commit", daemon=True)
+        self._started = False
+        self._lock = threading.Lock()
+
+    def submit(self, job: CommitJob) -> Future[Any]:
+        with self._lock:
+            if not self._started:
+                self._thread.start()
+                self._started = True
+        self._queue.put(job)
+        return job.future
+
+    def close(self) -> None:
+        """Commit what is queued, then stop."""
+        with self._lock:
+            if not self._started:
+                return
+        self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch: list[CommitJob] = [item]
+            # While other stages are still working, linger a moment so that
+            # their commits share this batch's syncs (asleep: one wake-up per
+            # batch, not one per stage); when nothing else runs this commit
+            # is on the critical path and goes at once.
+            if self._busy():
+                time.sleep(self.LINGER_S)
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self.commit(batch)
+
+    def commit(self, batch: list[CommitJob]) -> None:
+        """Commit ``batch`` (in the committer's thread)."""
+        digests: dict[int, dict[str, str]] = {}
+        errors: dict[int, BaseException] = {}
+        for i, job in enumerate(batch):
+            try:
+                digests[i] = {
+                    key: job.known.get(key) or hash_file(tmp)
+                    for key, tmp in zip(job.keys, job.tmps)
+                }
+            except BaseException as exc:
+                errors[i] = exc
+        try:
+            sync_files([t for i, job in enumerate(batch) if i not in errors for t in job.tmps])
+        except BaseException as exc:
+            for i in range(len(batch)):
+                errors.setdefault(i, exc)
+        folders: set[Path] = set()
+        for i, job in enumerate(batch):
+            if i in errors:
+                continue
+            if getattr(job.lease, "lost", False):
+                # Another runner may hold the stage now: do not put this
+                # holder's outputs over its work.
+                errors[i] = LeaseLost.of(job.lease)
+                continue
+            try:
+                for tmp, final in zip(job.tmps, job.finals):
+                    if not stat.S_ISREG(os.lstat(tmp).st_mode):  # swapped since it was checked
+                        raise StageFailed(f"{tmp} is no longer a regular file")
+                    move_into_place(tmp, final)
+                    folders.add(final.parent)
+            except BaseException as exc:
+                errors[i] = exc
+        folder_error: BaseException | None = None
+        try:
+            sync_dirs(folders)
+        except BaseException as exc:
+            folder_error = exc
+        records = []
+        owners: list[int] = []
+        for i, job in enumerate(batch):
+            if i in errors:
+                continue
+            if folder_error is not None:
+                errors[i] = folder_error
+                continue
+            for key, final in zip(job.keys, job.finals):
+                self._remember(key, final, digests[i][key])
+            records.append(job.make_record(digests[i]))
+            owners.append(i)
+        if records:
+            try:
+                # Not fsynced: the outputs are durable and in place before the
+                # records are written, so a record that survives a power loss
+                # implies its outputs did; a lost record only makes its stage
+                # run again (and every skip re-checks the outputs' hashes).
+                self._store.put_many(records, durable=False)
+            except FencedOut as exc:
+                # A store that refuses stale fencing tokens names the refused
+                # records; the rest of the batch was stored.
+                refused = set(exc.keys)
+                for i, rec in zip(owners, records):
+                    if not refused or rec.key in refused:
+                        errors.setdefault(i, exc)
+            except BaseException as exc:
+                for i in range(len(batch)):
+                    errors.setdefault(i, exc)
+        for i, job in enumerate(batch):
+            err = errors.get(i)
+            if err is not None:
+                for tmp in job.tmps:
+                    unlink_quietly(tmp)
+            try:
+                job.lease.release()
+            except Exception:
+                pass
+            try:
+                job.future.set_result(job.done(digests.get(i) if err is None else None, err))
+            except BaseException as exc:  # never leave a waiter hanging
+                job.future.set_exception(exc)

@@ -1,0 +1,198 @@
+"""Stage fingerprints, idempotency keys, and the reasons a stage would run.
+
+fingerprint = sha256 over (processor name, processor version, canonical
+params, each input's path and content hash, the output paths). A stage is up
+to date when the idempotency store holds SUCCESS for its key and every output
+it recorded is still there with the same content. The runner's state, written
+after the store's record, answers for the fingerprints this machine saw
+committed, so an unchanged rerun makes no store round trip per stage; any
+other fingerprint (another runner's work, a lost state) asks the store. The
+state is trusted only under the store generation it was written under (see
+``IdempotencyStore.generation``): once a record is removed (``pipekit idem
+forget``, a sweep, a wiped store), every stage asks the store again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..state._shapes import stage_record
+from ._results import Decision
+
+if TYPE_CHECKING:
+    from ..plan._pipeline import PlannedStage
+
+__all__ = ["stage_key", "compute_fingerprint", "Evaluator", "ProcessorRef", "processor_ref"]
+
+
+def stage_key(pipeline: str, stage: str, fingerprint: str) -> str:
+    """The idempotency key of one stage execution: ``operation:hash``."""
+    return f"stage/{pipeline}/{stage}:{fingerprint}"
+
+
+def params_digest(params_canonical: bytes) -> str:
+    return hashlib.sha256(params_canonical).hexdigest()
+
+
+class ProcessorRef(NamedTuple):
+    """A stage processor's name and version."""
+
+    name: str
+    version: str
+
+
+def processor_ref(st: PlannedStage) -> ProcessorRef:
+    """Name and version of a stage's processor, known to every plan without
+    binding the processor (a plan from the plan cache binds it only for a
+    stage that runs)."""
+    return ProcessorRef(st.uses, st.version)
+
+
+def compute_fingerprint(st: PlannedStage, input_hashes: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    proc = processor_ref(st)
+    h.update(b"pipekit-fp-v1\0")
+    h.update(proc.name.encode() + b"\0" + proc.version.encode() + b"\0")
+    h.update(st.params_canonical + b"\0")
+    for key in st.inputs:
+        h.update(b"i\0" + key.encode() + b"\0" + input_hashes[key].encode() + b"\0")
+    for key in st.outputs:
+        h.update(b"o\0" + key.encode() + b"\0")
+    return h.hexdigest()
+
+
+CHEAP_READ = 64 * 1024
+"""A file the hash cache cannot answer for (never hashed, or changed within
+its racy window) is still read inline by a cheap decision when it is at
+most this long: a rerun right after the inputs or outputs were written
+decides every stage without taking its lock (1,000 shell stages: 0.69 s
+instead of 1.36 s)."""
+
+
+class _NeedsRead(Exception):
+    pass
+
+
+_UNSET: Any = object()
+
+
+class Evaluator:
+    """Decides, for one stage, whether it must run and why."""
+
+    def __init__(self, pipeline: Any, hashcache: Any, store: Any, state: Any) -> None:
+        self.pipeline = pipeline
+        self.hashcache = hashcache
+        self.store = store
+        self.state = state
+        self._generation = _UNSET
+
+    def store_generation(self) -> str | None:
+        """The store's generation, read once (before any decision of this
+        run): state entries are trusted only when they carry it."""
+        if self._generation is _UNSET:
+            fn = getattr(self.store, "generation", None)
+            self._generation = fn() if fn is not None else None
+        return self._generation  # type: ignore[no-any-return]
+
+    def trusts(self, entry: dict[str, Any] | None, fp: str) -> bool:
+        """Whether the state entry alone says ``fp`` is committed."""
+        if entry is None or entry.get("fingerprint") != fp or entry.get("status") != "ok":
+            return False
+        gen = self.store_generation()
+        return gen is not None and entry.get("store_gen") == gen
+
+    def _hash(self, key: str, path: Any, cached_only: bool) -> str | None:
+        if cached_only:
+            digest = self.hashcache.peek(key, path, CHEAP_READ)
+            if digest == self.hashcache.MISS:
+                raise _NeedsRead()
+            return digest
+        return self.hashcache.digest(key, path)  # type: ignore[no-any-return]
+
+    def input_hashes(
+        self, st: Any, *, cached_only: bool = False
+    ) -> tuple[dict[str, str], str | None]:
+        hashes: dict[str, str] = {}
+        for key, path in zip(st.inputs, st.input_paths):
+            digest = self._hash(key, path, cached_only)
+            if digest is None:
+                return hashes, key
+            hashes[key] = digest
+        return hashes, None
+
+    def decide_cheaply(self, st: Any, *, forced: bool = False) -> Decision | None:
+        """:meth:`decide` when it needs no file read but of small files
+        (every hash cached, or :data:`CHEAP_READ` bytes at most); else None.
+        None at once for a stage this state has no entry for (a first run):
+        it is decided under its lock anyway, without a store round trip here."""
+        if not forced and self.state.get(st.name) is None:
+            return None
+        try:
+            return self.decide(st, forced=forced, cached_only=True)
+        except _NeedsRead:
+            return None
+
+    def decide(self, st: Any, *, forced: bool = False, cached_only: bool = False) -> Decision:
+        hashes, missing = self.input_hashes(st, cached_only=cached_only)
+        if missing is not None:
+            return Decision(st.name, True, f"input {missing!r} is missing")
+        fp = compute_fingerprint(st, hashes)
+        key = stage_key(self.pipeline.name, st.name, fp)
+        decision = Decision(st.name, True, "", fingerprint=fp, key=key, inputs=hashes)
+        if forced:
+            decision.reason = "forced (--force)"
+            return decision
+        entry = self.state.get(st.name)
+        record = None
+        if self.trusts(entry, fp):
+            # This machine saw this very fingerprint committed (the state entry
+            # is written after the store's record), and no record was removed
+            # from the store since: no store round trip.
+            recorded = entry.get("outputs", {})
+        else:
+            record = stage_record(self.store, key)  # None when damaged
+            if record is None or record.status != "SUCCESS":
+                decision.reason = self._why_changed(st, hashes, fp)
+                return decision
+            recorded = (record.result or {}).get("outputs", {})
+        for okey, opath in zip(st.outputs, st.output_files):
+            current = self._hash(okey, opath, cached_only)
+            if current is None:
+                decision.reason = f"output {okey!r} is missing"
+                return decision
+            if current != recorded.get(okey):
+                decision.reason = f"output {okey!r} was modified"
+                return decision
+        decision.run = False
+        decision.outputs = recorded
+        if record is None:
+            decision.reason = "up to date"
+        else:
+            by = (record.result or {}).get("by", "another runner")
+            decision.reason = f"up to date (done by {by})"
+        return decision
+
+    def _why_changed(self, st: Any, hashes: dict[str, str], fp: str) -> str:
+        entry = self.state.get(st.name)
+        if entry is None:
+            return "never run"
+        proc = processor_ref(st)
+        if entry.get("processor") != proc.name:
+            return f"processor changed ({entry.get('processor')} -> {proc.name})"
+        if entry.get("version") != proc.version:
+            return f"processor version changed ({entry.get('version')} -> {proc.version})"
+        if entry.get("params_sha") != params_digest(st.params_canonical):
+            return "params changed"
+        old_inputs: dict[str, str] = entry.get("inputs", {})
+        if list(old_inputs) != list(st.inputs):
+            return "inputs changed (" + ", ".join(st.inputs) + ")"
+        changed = [k for k in st.inputs if old_inputs.get(k) != hashes.get(k)]
+        if changed:
+            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+            return f"input {changed[0]!r} changed{more}"
+        if list(entry.get("outputs", {})) != list(st.outputs):
+            return "outputs changed"
+        if entry.get("fingerprint") == fp and entry.get("status") == "ok":
+            return "no record of its last success in the idempotency store"
+        return "last run did not finish"

@@ -1,0 +1,469 @@
+"""A loaded, validated pipeline: stages bound to processors, in DAG order."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import stat
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ..errors import ConfigError, PluginError
+from ..plugins._manager import RegistryLoader
+from . import _config
+from ._config import StageConfig
+
+__all__ = ["PlannedStage", "Pipeline", "load_pipeline"]
+
+
+Binder = Callable[["PlannedStage"], tuple[StageConfig, Any, Any]]
+"""What binds a stage of a cached plan when first needed: its config, its
+processor (from the plugin registry) and its structured params."""
+
+
+@attrs.define(eq=False)
+class PlannedStage:
+    """A stage of a plan. A plan from the plan cache gives its stages a
+    ``binder`` instead of config, processor and params: deciding whether a
+    stage is up to date needs only its name, its processor's name
+    (``uses``) and ``version``, its canonical params and its paths."""
+
+    _config: StageConfig | None = attrs.field(alias="config")
+    index: int
+    _processor: Any = attrs.field(alias="processor")
+    _params: Any = attrs.field(alias="params")
+    params_canonical: bytes
+    inputs: list[str]
+    outputs: list[str]
+    input_paths: list[Path]
+    output_paths: list[Path]
+    deps: list[str] = attrs.field(factory=list)
+    name: str = attrs.field(
+        kw_only=True, default=attrs.Factory(lambda st: st._config.name, takes_self=True)
+    )
+    uses: str = attrs.field(
+        kw_only=True, default=attrs.Factory(lambda st: st._processor.name, takes_self=True)
+    )
+    version: str = attrs.field(
+        kw_only=True, default=attrs.Factory(lambda st: st._processor.version, takes_self=True)
+    )
+    binder: Binder | None = attrs.field(default=None, kw_only=True, repr=False)
+
+    def _bound(self) -> None:
+        binder = self.binder
+        if binder is not None:
+            self._config, self._processor, self._params = binder(self)
+            self.binder = None
+
+    @property
+    def config(self) -> StageConfig:
+        self._bound()
+        assert self._config is not None
+        return self._config
+
+    @property
+    def processor(self) -> Any:
+        self._bound()
+        return self._processor
+
+    @property
+    def params(self) -> Any:
+        self._bound()
+        return self._params
+
+    @property
+    def output_files(self) -> list[str]:
+        """``output_paths`` as strings."""
+        return [str(p) for p in self.output_paths]
+
+
+@attrs.define(eq=False)
+class Pipeline:
+    file: Path
+    root: Path
+    name: str
+    state_dir: Path
+    backend: _config.BackendConfig
+    stages: dict[str, PlannedStage]
+    order: list[str]
+    raw: dict[str, Any]
+    network: _config.NetworkConfig = attrs.field(factory=_config.NetworkConfig)
+    source_sha256: str | None = None
+    """SHA-256 of the pipeline file's bytes this was read from."""
+    registry: RegistryLoader = attrs.field(factory=RegistryLoader, kw_only=True)
+    """The plugin registry the stages' processors come from."""
+    has_observers: bool = attrs.field(default=True, kw_only=True)
+    """False when no plugin implements an observer hook (known to a cached
+    plan without loading the plugins)."""
+
+    def downstream_of(self, names: Iterable[str]) -> set[str]:
+        """The named stages and every stage that depends on them."""
+        children: dict[str, list[str]] = {n: [] for n in self.stages}
+        for st in self.stages.values():
+            for dep in st.deps:
+                children[dep].append(st.name)
+        seen: set[str] = set()
+        todo = list(names)
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            todo.extend(children[n])
+        return seen
+
+
+Report = Callable[[int | None, str, str], None]
+"""Notes a config problem: (stage index or None, field, message)."""
+
+
+def load_pipeline(
+    file: Path, registry: Any, *, backend_override: str | None = None, check_inputs: bool = True
+) -> Pipeline:
+    """Read, structure and validate a pipeline file; every problem found is
+    reported at once (one line each, in file order), and nothing has run."""
+    file = file.resolve()
+    source = _config.read_pipeline_bytes(file)
+    data = _config.parse_pipeline_bytes(file, source)
+    cfg, errors = _config.structure_pipeline_lenient(data, file)
+    root = file.parent
+
+    def err(index: int | None, field: str, msg: str) -> None:
+        if index is None:
+            errors.append((-1, f"{file}: {_config.place(-1, None, field)}: {msg}"))
+        else:
+            where = _config.place(index, cfg.stages[index].name, field)
+            errors.append((index, f"{file}: {where}: {msg}"))
+
+    if not cfg.stages:
+        raise ConfigError(f"{file}: no stages: add at least one [[stages]] table")
+
+    backend = cfg.backend
+    if backend_override:
+        backend = attrs.evolve(backend, name=backend_override)
+    if backend.name not in registry.backend_names():
+        msg = registry.unknown_backend_message(backend.name)
+        if backend_override:
+            errors.append((-2, f"--backend: {msg}"))  # the command line: said first
+        else:
+            err(None, "backend.name", msg)
+
+    state_dir = Path(os.path.normpath(root / cfg.state_dir))
+    paths = _PathRules(file, root, state_dir)
+    state_problem = paths.state_dir_problem()
+    if state_problem:
+        err(None, "state_dir", state_problem)
+
+    planned, producers = _plan_stages(cfg.stages, registry, paths, err, errors, data)
+    _link_stages(planned, producers, [sc.name for sc in cfg.stages], paths, check_inputs, err)
+    if errors:
+        raise ConfigError(_config.join_lines(errors))
+
+    order = _toposort(planned, file)
+    return Pipeline(
+        file=file,
+        root=root,
+        name=cfg.name or root.name,
+        state_dir=state_dir,
+        backend=backend,
+        stages=planned,
+        order=order,
+        raw=data,
+        network=cfg.network,
+        source_sha256=hashlib.sha256(source).hexdigest(),
+        registry=RegistryLoader(registry),
+    )
+
+
+def _plan_stages(
+    configs: list[StageConfig],
+    registry: Any,
+    paths: _PathRules,
+    err: Report,
+    errors: list[tuple[int, str]],
+    data: dict[str, Any],
+) -> tuple[dict[str, PlannedStage], dict[str, tuple[int, str]]]:
+    """Each stage bound to its processor and params, its paths checked:
+    (stages by name, the (index, name) of the stage producing each output)."""
+    from .. import _json
+
+    seen_names: dict[str, int] = {}
+    producers: dict[str, tuple[int, str]] = {}
+    planned: dict[str, PlannedStage] = {}
+    for i, sc in enumerate(configs):
+        if sc.name in seen_names:
+            err(
+                i,
+                "name",
+                f"duplicate stage name: stages[{seen_names[sc.name]}] is also named "
+                f"{sc.name!r}; stage names must be unique",
+            )
+            continue
+        seen_names[sc.name] = i
+        try:
+            processor = registry.get("stages", sc.uses)
+        except PluginError as exc:
+            err(i, "uses", str(exc))
+            continue
+        params, param_errors = _config.check_params(
+            getattr(processor, "Params", None), sc.params, data, i, paths.file_path
+        )
+        if param_errors:
+            errors.extend(param_errors)
+            continue
+        for field, given in (("inputs", sc.inputs), ("outputs", sc.outputs)):
+            if "" in given:
+                err(i, field, "an empty path")
+        ins = [_config.relpath_key(paths.root_path, p) for p in sc.inputs if p]
+        outs = [_config.relpath_key(paths.root_path, p) for p in sc.outputs if p]
+        for key in _config.repeated(k for k, _ in outs):
+            err(i, "outputs", f"{key!r} is listed twice")
+        outs = list({k: (k, p) for k, p in outs}.values())
+        for key, path in outs:
+            problem = paths.output_problem(key, path)
+            if problem:
+                err(i, "outputs", problem)
+            if key in {k for k, _ in ins}:
+                err(i, "outputs", f"{key!r} is both an input and an output of this stage")
+            if key in producers:
+                j, other = producers[key]
+                err(
+                    i,
+                    "outputs",
+                    f"{key!r} is also written by stage {other!r} (stages[{j}]); "
+                    "each output must have one writer",
+                )
+            else:
+                producers[key] = (i, sc.name)
+        kind_error = _check_arity(processor, len(sc.inputs), len(sc.outputs))
+        if kind_error:
+            err(i, kind_error[0], kind_error[1])
+        planned[sc.name] = PlannedStage(
+            config=sc,
+            index=i,
+            processor=processor,
+            params=params,
+            params_canonical=_json.canonical(_config.unstructure_params(params)),
+            inputs=[k for k, _ in ins],
+            outputs=[k for k, _ in outs],
+            input_paths=[p for _, p in ins],
+            output_paths=[p for _, p in outs],
+        )
+    return planned, producers
+
+
+def _link_stages(
+    planned: dict[str, PlannedStage],
+    producers: dict[str, tuple[int, str]],
+    names: list[str],
+    paths: _PathRules,
+    check_inputs: bool,
+    err: Report,
+) -> None:
+    """Each stage's dependencies (the producers of its inputs, its ``after``),
+    and the checks that need every stage: outputs inside another's, inputs
+    nothing produces."""
+    for st in planned.values():
+        for key in st.outputs:
+            problem = _inside_another_output(key, producers)
+            if problem:
+                err(st.index, "outputs", problem)
+        deps: list[str] = []
+        for key, path in zip(st.inputs, st.input_paths):
+            prod = producers.get(key)
+            if prod is not None:
+                if prod[1] != st.name and prod[1] not in deps:
+                    deps.append(prod[1])
+            elif check_inputs:
+                problem = paths.input_problem(key, path)
+                if problem:
+                    err(st.index, "inputs", problem)
+        for name in st.config.after:
+            if name not in names:
+                err(st.index, "after", _unknown_stage(name, list(dict.fromkeys(names))))
+            elif name == st.name:
+                err(st.index, "after", "a stage cannot run after itself")
+            elif name in planned and name not in deps:
+                deps.append(name)
+        st.deps = deps
+
+
+class _PathRules:
+    """Where outputs and the state folder may go: never onto the pipeline
+    file or into the state folder, never onto a folder or under a file."""
+
+    def __init__(self, file: Path, root: Path, state_dir: Path) -> None:
+        self.file_path, self.root_path = file, root
+        self.file = os.fspath(file)
+        self.root = os.fspath(root)
+        self.state_dir = os.fspath(state_dir)
+        self.state_key = self.key(self.state_dir)
+
+    def key(self, path: str) -> str:
+        return _config.relpath_key(Path(self.root), path)[0]
+
+    def state_dir_problem(self) -> str | None:
+        key = self.state_key
+        if _is_within(self.root, self.state_dir):
+            what = "is" if self.state_dir == self.root else "holds"
+            return f"{key!r} {what} the pipeline's folder; the state needs a folder of its own"
+        mode = self.kind(self.state_dir)
+        if mode is not None and not stat.S_ISDIR(mode):
+            return f"{key!r} is a file, not a folder"
+        return self.under_a_file(key, self.state_dir)
+
+    def output_problem(self, key: str, path: Path) -> str | None:
+        where = os.fspath(path)
+        if where == self.root:
+            return f"{key!r} is the pipeline's folder; an output is a file"
+        if where == self.file:
+            return f"{key!r} would overwrite the pipeline file"
+        if not _is_within(self.root, self.state_dir):  # else the state folder's own error
+            if _is_within(where, self.state_dir):
+                return f"{key!r} is inside the state folder {self.state_key!r}"
+            if _is_within(self.state_dir, where):
+                return f"{key!r} holds the state folder {self.state_key!r}"
+        mode = self.kind(where)
+        if mode is not None and stat.S_ISDIR(mode):
+            return f"{key!r} is an existing folder; an output is a file"
+        return self.under_a_file(key, where)
+
+    def input_problem(self, key: str, path: Path) -> str | None:
+        mode = self.kind(os.fspath(path))
+        if mode is None:
+            return f"{key!r} does not exist and no stage produces it"
+        if stat.S_ISDIR(mode):
+            return f"{key!r} is a folder; an input is a file (folders are not supported yet)"
+        return None
+
+    def under_a_file(self, key: str, path: str) -> str | None:
+        """``path`` cannot be made because a folder above it is a file."""
+        folder = os.path.dirname(path)
+        while folder != path:
+            mode = self.kind(folder)
+            if mode is not None:
+                if stat.S_ISDIR(mode):
+                    return None
+                return f"{key!r} is under {self.key(folder)!r}, which is a file"
+            path, folder = folder, os.path.dirname(folder)
+        return None
+
+    def kind(self, path: str) -> int | None:
+        """``path``'s st_mode, or None when there is nothing there."""
+        try:
+            return os.stat(path).st_mode
+        except OSError:
+            return None
+
+
+def _inside_another_output(key: str, producers: dict[str, tuple[int, str]]) -> str | None:
+    """``o/x`` when another stage (or this one) writes ``o``: neither can be made."""
+    folder = posixpath.dirname(key)
+    while folder and folder != key:
+        producer = producers.get(folder)
+        if producer is not None:
+            return (
+                f"{key!r} is inside {folder!r}, an output of stage "
+                f"{producer[1]!r} (stages[{producer[0]}])"
+            )
+        key, folder = folder, posixpath.dirname(folder)
+    return None
+
+
+def _is_within(path: str, folder: str) -> bool:
+    """``path`` is ``folder`` or somewhere below it (both normalized)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _unknown_stage(name: str, known: list[str]) -> str:
+    import difflib
+
+    msg = f"unknown stage {name!r}"
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        msg += f" (did you mean {close[0]!r}?)"
+    return msg + "; stages: " + ", ".join(known)
+
+
+def _check_arity(processor: Any, n_in: int, n_out: int) -> tuple[str, str] | None:
+    from ..plugins._processors import RecordStage
+
+    if isinstance(processor, RecordStage):
+        if n_out != 1:
+            return (
+                "outputs",
+                f"record stage {processor.name!r} needs exactly one output, got {n_out}",
+            )
+        if n_in < 1:
+            return ("inputs", f"record stage {processor.name!r} needs at least one input")
+    check = getattr(processor, "check_arity", None)
+    if check is not None:
+        msg = check(n_in, n_out)
+        if msg:
+            return ("outputs" if "output" in msg else "inputs", msg)
+    return None
+
+
+def _toposort(stages: dict[str, PlannedStage], file: Path) -> list[str]:
+    """Declared order, constrained by dependencies; a cycle is a config error
+    naming the stages in it and why each needs the one before."""
+    state: dict[str, int] = {}
+    order: list[str] = []
+    for start in sorted(stages, key=lambda n: stages[n].index):
+        if state.get(start):
+            continue
+        stack: list[tuple[str, int]] = [(start, 0)]
+        path: list[str] = []
+        while stack:
+            name, i = stack.pop()
+            if i == 0:
+                if state.get(name) == 2:
+                    continue
+                state[name] = 1
+                path.append(name)
+            deps = stages[name].deps
+            if i < len(deps):
+                stack.append((name, i + 1))
+                dep = deps[i]
+                s = state.get(dep)
+                if s == 1:
+                    raise ConfigError(_cycle_message(stages, path[path.index(dep) :], file))
+                if s is None:
+                    stack.append((dep, 0))
+            else:
+                state[name] = 2
+                path.pop()
+                order.append(name)
+    return order
+
+
+def _cycle_message(stages: dict[str, PlannedStage], cycle: list[str], file: Path) -> str:
+    """``cycle`` lists stages each of which depends on the next (the last on
+    the first). Reported on the cycle's first stage in the file, in run order:
+    ``a -> b`` means b needs a."""
+    flow = list(reversed(cycle))  # each needs the one before it
+    first = min(range(len(flow)), key=lambda k: stages[flow[k]].index)
+    flow = flow[first:] + flow[:first]
+    why: list[str] = []
+    fields: list[str] = []
+    for k, name in enumerate(flow):
+        before = stages[flow[k - 1]]
+        st = stages[name]
+        shared = [key for key in st.inputs if key in before.outputs]
+        if shared:
+            why.append(f"{name!r} reads {shared[0]!r} from {before.name!r}")
+            fields.append("inputs")
+        else:
+            why.append(f"{name!r} runs after {before.name!r}")
+            fields.append("after")
+    why = why[1:] + why[:1]  # in chain order: the edge into flow[0] closes it
+    head = stages[flow[0]]
+    chain = " -> ".join([*flow, flow[0]])
+    return (
+        f"{file}: stage {head.name!r} (stages[{head.index}]), field {fields[0]!r}: "
+        f"dependency cycle {chain} ({'; '.join(why)})"
+    )

@@ -1,0 +1,179 @@
+"""The lock of a :class:`~pipekit.PipelineState` file.
+
+A sibling ``<name>.lock`` holding an OS lock, which the OS frees when its
+holder dies (never a stale lock): exclusive for a transaction, shared for a
+read. The exclusive holder writes ``pid P on host H`` into the file, so that
+a timeout can say who is in the way; on Linux, ``/proc/locks`` also names the
+pids holding it right now (readers included).
+
+The lock is taken through portalocker (``flock`` on POSIX, ``msvcrt`` locks
+on Windows), like every file lock of pipekit's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .._private_files import FILE_MODE, make_private_dir
+from ..errors import StateLockError
+
+__all__ = ["StateLock", "HOST", "describe_holder"]
+
+HOST = os.uname().nodename if hasattr(os, "uname") else "localhost"
+_RECORD_RE = re.compile(r"pid (\d+) on host (\S+)")
+
+
+class StateLock:
+    """One acquisition of the lock file ``path`` guarding ``state_path``."""
+
+    def __init__(self, path: Path, state_path: Path, timeout: float | None) -> None:
+        self.path = path
+        self.state_path = state_path
+        self.timeout = timeout
+        self._fh: Any = None
+
+    def acquire(self, *, exclusive: bool) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except FileNotFoundError:
+            make_private_dir(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except PermissionError:
+            if exclusive:
+                raise
+            fd = os.open(self.path, os.O_RDONLY)  # another user's lock file: a read may share it
+        fh = os.fdopen(fd, "r+b" if exclusive else "rb", buffering=0)
+        try:
+            locker = _Locker()
+            if self.timeout is None:
+                locker.lock(fh, exclusive, block=True)
+            else:
+                self._poll(locker, fh, exclusive)
+        except BaseException:
+            fh.close()
+            raise
+        if exclusive:
+            mine = f"pid {os.getpid()} on host {HOST}\n".encode()
+            if os.pread(fd, 256, 0) != mine:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, mine, 0)
+        self._fh = fh
+
+    def _poll(self, locker: _Locker, fh: Any, exclusive: bool) -> None:
+        assert self.timeout is not None
+        deadline = time.monotonic() + self.timeout
+        delay = 0.0005
+        while not locker.lock(fh, exclusive, block=False):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                holder = describe_holder(self.path, fh.fileno())
+                who = f"held by {holder}" if holder else "held by another process"
+                raise StateLockError(
+                    f"could not lock {self.state_path} within {self.timeout:g}s: {who}. "
+                    "Wait for it to finish (or stop it), or allow a longer lock timeout",
+                    path=self.state_path,
+                    holder=holder,
+                ) from None
+            # short sleeps: under contention the lock changes hands every
+            # millisecond or so, and a long sleep would leave it idle
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.01)
+
+    def release(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        try:
+            _Locker().unlock(fh)
+        finally:
+            fh.close()
+
+    def __enter__(self) -> StateLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _Locker:
+    """The OS lock, through portalocker."""
+
+    def lock(self, fh: Any, exclusive: bool, *, block: bool) -> bool:
+        from .._portalocker import portalocker as _portalocker
+
+        portalocker = _portalocker()
+        flags = portalocker.LOCK_EX if exclusive else portalocker.LOCK_SH
+        try:
+            portalocker.lock(fh, flags if block else flags | portalocker.LOCK_NB)
+        except portalocker.LockException:
+            return False
+        return True
+
+    def unlock(self, fh: Any) -> None:
+        from .._portalocker import portalocker as _portalocker
+
+        _portalocker().unlock(fh)
+
+
+def describe_holder(path: Path, fd: int | None = None) -> str | None:
+    """Who holds the lock file ``path``: ``pid P on host H``, from what the
+    last exclusive holder recorded and, on Linux, from ``/proc/locks``."""
+    recorded: tuple[int, str] | None = None
+    try:
+        m = _RECORD_RE.search(path.read_text(errors="replace"))
+        if m:
+            recorded = (int(m.group(1)), m.group(2))
+    except OSError:
+        pass
+    live = _linux_holders(path, fd)
+    if live is None:  # the OS does not tell: trust the record
+        return f"pid {recorded[0]} on host {recorded[1]}" if recorded else None
+    writers = [pid for pid, kind in live if kind == "WRITE"]
+    readers = [pid for pid, kind in live if kind != "WRITE"]
+    me = os.getpid()
+
+    def label(pid: int) -> str:
+        return f"pid {pid} on host {HOST}" + (" (this process)" if pid == me else "")
+
+    if writers:
+        return label(writers[0])
+    if readers:
+        return "readers: " + ", ".join(label(p) for p in sorted(set(readers)))
+    if recorded and recorded[1] != HOST:
+        # a holder on another machine (a shared file system): only its record names it
+        return f"pid {recorded[0]} on host {recorded[1]}"
+    return None
+
+
+def _linux_holders(path: Path, fd: int | None) -> list[tuple[int, str]] | None:
+    """(pid, READ|WRITE) of every flock on ``path`` per ``/proc/locks``;
+    None where there is no such file."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        st = os.fstat(fd) if fd is not None else os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    out: list[tuple[int, str]] = []
+    for line in lines:
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:1474572 0 EOF"; a waiter's line starts "->"
+        if len(parts) < 6 or parts[1] == "->" or parts[1] != "FLOCK":
+            continue
+        if parts[5] != want:
+            continue
+        try:
+            pid = int(parts[4])
+        except ValueError:
+            continue
+        if pid > 0:
+            out.append((pid, parts[3]))
+    return out

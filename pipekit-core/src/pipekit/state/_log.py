@@ -1,0 +1,167 @@
+"""The append-only transaction log of a :class:`~pipekit.PipelineState`:
+one JSON object per line (JSONL), one line per transaction, committed or not.
+
+Each line is appended with a single ``write()`` on a descriptor opened with
+``O_APPEND`` and then made durable with ``fdatasync``, so a kill leaves whole
+lines; a power loss may still leave a torn last line, which :func:`read_log`
+skips (saying so at debug level), and the next append starts on a new line
+so that it does not glue itself to the torn one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+
+from .._atomic import fsync_dir
+from .._private_files import FILE_MODE
+
+__all__ = ["StateLogEntry", "append_entry", "read_log", "last_content_checksum"]
+
+log = logging.getLogger("pipekit.state")
+
+_MAX_ERROR = 2000  # characters of an error message kept in the log
+_BLOCK = 64 * 1024
+
+
+@attrs.frozen
+class StateLogEntry:
+    """One transaction as the log recorded it."""
+
+    time: float  #: when it ended (seconds since the epoch)
+    pid: int | None  #: None for ``external``
+    host: str | None  #: None for ``external``
+    #: ``transaction``, ``write``, ``restore``, or ``external``: a content
+    #: that no logged transaction wrote (a writer killed between its commit
+    #: and its log line, or an edit by hand), logged by the next transaction
+    operation: str
+    success: bool
+    error: str | None = None  #: why it failed (None when it succeeded)
+    bytes: int | None = None  #: size of the content written (None when nothing was)
+    checksum: str | None = None  #: ``sha256:<hex>`` of the content written
+    changed: bool = False  #: False for a transaction that left the data as it was
+    backup: str | None = None  #: the backup made of the content it replaced
+    restored_from: str | None = None  #: for ``restore``: the backup restored
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> StateLogEntry:
+        names = {a.name for a in attrs.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+
+def append_entry(path: Path, entry: StateLogEntry, *, sync: bool = True) -> int:
+    """Append ``entry`` as one line; durably unless ``sync`` is False (the
+    caller then makes the line and, for a new log, its folder durable).
+    Returns the log's size just after the line."""
+    doc = entry.to_json()
+    if doc["error"] and len(doc["error"]) > _MAX_ERROR:
+        doc["error"] = doc["error"][:_MAX_ERROR] + "..."
+    line = orjson.dumps(doc) + b"\n"
+    created = False
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        created = True
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # the last line is torn: leave it on its own
+        if os.write(fd, line) != len(line):
+            raise OSError(f"short write to {path}")
+        end = os.fstat(fd).st_size
+        if sync:
+            if hasattr(os, "fdatasync"):
+                os.fdatasync(fd)
+            else:  # macOS, Windows
+                os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created and sync:
+        fsync_dir(path.parent)
+    return end
+
+
+def read_log(path: Path, limit: int | None = None) -> list[StateLogEntry]:
+    """The newest ``limit`` entries (all when None), newest first. Lines
+    that do not parse (a torn last line) are skipped."""
+    if limit is not None and limit <= 0:
+        return []
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:
+        return []
+    out: list[StateLogEntry] = []
+    with fh:
+        for from_end, line in _lines_backwards(fh):
+            if not line.strip():
+                continue
+            try:
+                doc = orjson.loads(line)
+                if not isinstance(doc, dict):
+                    raise ValueError("not a JSON object")
+                out.append(StateLogEntry.from_json(doc))
+            except (ValueError, TypeError) as exc:
+                log.debug(
+                    "%s: skipping a line that does not parse (line %d from the end): %s",
+                    path,
+                    from_end,
+                    exc,
+                )
+                continue
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+def last_content_checksum(path: Path) -> str | None:
+    """The checksum of the content the newest successful entry left (None
+    when there is no such entry, or when it left no file)."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:
+        return None
+    with fh:
+        for _n, line in _lines_backwards(fh):
+            if not line:
+                continue
+            try:
+                doc = orjson.loads(line)
+            except ValueError:
+                continue  # a torn line is no entry
+            if isinstance(doc, dict) and doc.get("success") is True:
+                checksum = doc.get("checksum")
+                return checksum if isinstance(checksum, str) else None
+    return None
+
+
+def _lines_backwards(fh: Any) -> Any:
+    """(line number counted from the end, bytes) of each line, last first,
+    reading the file backwards in blocks (a long log is not read whole)."""
+    fh.seek(0, os.SEEK_END)
+    pos = fh.tell()
+    rest = b""
+    n = 0
+    block = 4096  # the last entries are usually all that is wanted
+    while pos > 0:
+        step = min(block, pos)
+        block = _BLOCK
+        pos -= step
+        fh.seek(pos)
+        chunk = fh.read(step) + rest
+        lines = chunk.split(b"\n")
+        rest = lines[0]  # may continue in the previous block
+        for line in reversed(lines[1:]):
+            n += 1
+            yield n, line
+    if rest:
+        n += 1
+        yield n, rest
