@@ -49,63 +49,29 @@ def add_parser(sub: Any) -> None:
     actions = cp.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
 
-    p = actions.add_parser("list", help="list checkpoints with their metadata")
-    _add_target(p, top=False)
-    p.add_argument(
-        "--sort",
-        default="seq",
-        metavar="FIELD",
-        help="seq (default), id, time, size, stored_size or chain; --sort=-FIELD for descending",
-    )
-    p.add_argument(
-        "--filter",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="only checkpoints whose metadata KEY equals VALUE (JSON, else text); repeatable",
-    )
-    p.add_argument(
-        "--all",
-        action="store_true",
-        help="include replaced checkpoints kept only as delta bases",
-    )
+    # fmt: off
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, help=help)
+        _add_target(p, top=False)
+        return p
 
-    p = actions.add_parser("show", help="show one checkpoint's metadata")
-    _add_target(p, top=False)
-    p.add_argument("id", metavar="ID", help="a checkpoint id, or 'latest'")
-
-    p = actions.add_parser(
-        "verify", help="check every stored checkpoint (or one) against its SHA-256"
-    )
-    _add_target(p, top=False)
+    latest = "a checkpoint id, or 'latest'"
+    p = action("list", "list checkpoints with their metadata")
+    p.add_argument("--sort", default="seq", metavar="FIELD", help="seq (default), id, time, size, stored_size or chain; --sort=-FIELD for descending")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help="only checkpoints whose metadata KEY equals VALUE (JSON, else text); repeatable")
+    p.add_argument("--all", action="store_true", help="include replaced checkpoints kept only as delta bases")
+    action("show", "show one checkpoint's metadata").add_argument("id", metavar="ID", help=latest)
+    p = action("verify", "check every stored checkpoint (or one) against its SHA-256")
     p.add_argument("id", metavar="ID", nargs="?", help="only this checkpoint and its bases")
-
-    p = actions.add_parser("restore", help="write a checkpoint's state to a file")
-    _add_target(p, top=False)
-    p.add_argument("id", metavar="ID", help="a checkpoint id, or 'latest'")
-    p.add_argument(
-        "--to",
-        required=True,
-        metavar="FILE",
-        help="where to write the state (JSON, or the bytes saved); '-' for stdout",
-    )
+    p = action("restore", "write a checkpoint's state to a file")
+    p.add_argument("id", metavar="ID", help=latest)
+    p.add_argument("--to", required=True, metavar="FILE", help="where to write the state (JSON, or the bytes saved); '-' for stdout")
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
-
-    p = actions.add_parser("prune", help="delete old checkpoints and orphan blobs")
-    _add_target(p, top=False)
-    p.add_argument(
-        "--keep-last", type=int, default=None, metavar="N", help="keep the N newest checkpoints"
-    )
-    p.add_argument(
-        "--max-age",
-        type=float,
-        default=None,
-        metavar="DAYS",
-        help="delete checkpoints older than DAYS days",
-    )
-    p.add_argument(
-        "--dry-run", action="store_true", help="say what would be deleted; delete nothing"
-    )
+    p = action("prune", "delete old checkpoints and orphan blobs")
+    p.add_argument("--keep-last", type=int, default=None, metavar="N", help="keep the N newest checkpoints")
+    p.add_argument("--max-age", type=float, default=None, metavar="DAYS", help="delete checkpoints older than DAYS days")
+    p.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
+    # fmt: on
     cp.set_defaults(handler=main)
 
 

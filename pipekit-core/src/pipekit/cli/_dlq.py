@@ -28,14 +28,14 @@ def add_parser(sub: Any) -> None:
         p.add_argument("--json", action="store_true", help="print JSON on stdout")
         return p
 
-    p = action("list", "list the dead letters (oldest stage position first)")
-    p.add_argument("--stage", metavar="STAGE", help="only those of STAGE")
+    for name, text in (
+        ("list", "list the dead letters (oldest stage position first)"),
+        ("retry", "run dead letters through their processor again; append what succeeds"),
+        ("purge", "delete dead letters without retrying them"),
+    ):
+        action(name, text).add_argument("--stage", metavar="STAGE", help="only those of STAGE")
     p = action("show", "show one dead letter, with its record and traceback")
     p.add_argument("id", type=int, metavar="ID", help="the dead letter's id (see `dlq list`)")
-    p = action("retry", "run dead letters through their processor again; append what succeeds")
-    p.add_argument("--stage", metavar="STAGE", help="only those of STAGE")
-    p = action("purge", "delete dead letters without retrying them")
-    p.add_argument("--stage", metavar="STAGE", help="only those of STAGE")
     dlq.set_defaults(handler=main, json=False)
 
 
@@ -71,8 +71,15 @@ def _show(letter: Any) -> None:
         print(f"    {printable(line)}")
 
 
+def _recover(pipeline: Any, backends: Any) -> None:
+    from ..engine._dead_letter_queue import recover_intents
+
+    for line in recover_intents(pipeline, backends):
+        print(f"pipekit: {line}", file=sys.stderr)
+
+
 def main(args: argparse.Namespace) -> int:
-    from ..engine._dead_letter_queue import letter_json, recover_intents
+    from ..engine._dead_letter_queue import letter_json
 
     command = getattr(args, "dlq_command", None)
     if command is None:
@@ -85,8 +92,7 @@ def main(args: argparse.Namespace) -> int:
     backends = make_backends(registry, pipeline)
     store = backends.dead_letters
     if command == "purge":
-        for line in recover_intents(pipeline, backends):
-            print(f"pipekit: {line}", file=sys.stderr)
+        _recover(pipeline, backends)
         n = store.purge(pipeline.name, stage=args.stage)
         if args.json:
             print_json({"pipeline": pipeline.name, "stage": args.stage, "purged": n})
@@ -134,7 +140,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    from ..engine._dead_letter_queue import recover_intents, retry_dead_letters
+    import attrs
+
+    from ..engine._dead_letter_queue import retry_dead_letters
     from ..engine._decisions import Evaluator
     from ..state._hash_cache import HashCache
     from ..state._runner_state import RunnerState
@@ -146,8 +154,7 @@ def _retry(args: argparse.Namespace) -> int:
             f"--stage: unknown stage {args.stage!r}; stages: {', '.join(pipeline.order)}"
         )
     backends = make_backends(registry, pipeline)
-    for line in recover_intents(pipeline, backends):
-        print(f"pipekit: {line}", file=sys.stderr)
+    _recover(pipeline, backends)
     evaluator = Evaluator(
         pipeline,
         HashCache(pipeline.state_dir / "hashcache.json"),
@@ -163,19 +170,7 @@ def _retry(args: argparse.Namespace) -> int:
             {
                 "pipeline": pipeline.name,
                 "status": "failed" if failed else "ok",
-                "stages": [
-                    {
-                        "stage": r.stage,
-                        "retried": r.retried,
-                        "succeeded": r.succeeded,
-                        "still_failing": r.still_failing,
-                        "appended_records": r.appended_records,
-                        "output": r.output,
-                        "outdated": r.outdated,
-                        "skipped": r.skipped,
-                    }
-                    for r in reports
-                ],
+                "stages": [attrs.asdict(r) for r in reports],
             }
         )
         return EXIT_FAILED if failed else EXIT_OK

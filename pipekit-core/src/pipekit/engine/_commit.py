@@ -19,6 +19,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from .._atomic import move_into_place, sync_dirs, sync_files, unlink_quietly
 from ..errors import FencedOut, LeaseLost, StageFailed
 from ..state._hash_cache import hash_file
@@ -26,28 +28,23 @@ from ..state._hash_cache import hash_file
 __all__ = ["CommitJob", "GroupCommitter"]
 
 
-class CommitJob:
-    __slots__ = ("done", "finals", "future", "keys", "known", "lease", "make_record", "tmps")
+def _or_empty(known: dict[str, str] | None) -> dict[str, str]:
+    return known or {}
 
-    def __init__(
-        self,
-        keys: list[str],
-        tmps: list[Path],
-        finals: list[Path],
-        lease: Any,
-        make_record: Callable[[dict[str, str]], Any],
-        done: Callable[[dict[str, str] | None, BaseException | None], Any],
-        known: dict[str, str] | None = None,
-    ) -> None:
-        self.known = known or {}
-        """Output key -> content hash already computed while writing it."""
-        self.keys = keys
-        self.tmps = tmps
-        self.finals = finals
-        self.lease = lease
-        self.make_record = make_record
-        self.done = done
-        self.future: Future[Any] = Future()
+
+@attrs.define(eq=False)
+class CommitJob:
+    """One stage's outputs to put in place (temp -> final) and its record."""
+
+    keys: list[str]
+    tmps: list[Path]
+    finals: list[Path]
+    lease: Any
+    make_record: Callable[[dict[str, str]], Any]
+    done: Callable[[dict[str, str] | None, BaseException | None], Any]
+    known: dict[str, str] = attrs.field(default=None, converter=_or_empty)
+    """Output key -> content hash already computed while writing it."""
+    future: Future[Any] = attrs.field(init=False, factory=Future)
 
 
 class GroupCommitter:

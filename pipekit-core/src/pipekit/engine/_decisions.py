@@ -1,15 +1,13 @@
 """Stage fingerprints, idempotency keys, and the reasons a stage would run.
 
-fingerprint = sha256 over (processor name, processor version, canonical
-params, each input's path and content hash, the output paths). A stage is up
-to date when the idempotency store holds SUCCESS for its key and every output
-it recorded is still there with the same content. The runner's state, written
-after the store's record, answers for the fingerprints this machine saw
-committed, so an unchanged rerun makes no store round trip per stage; any
-other fingerprint (another runner's work, a lost state) asks the store. The
-state is trusted only under the store generation it was written under (see
-``IdempotencyStore.generation``): once a record is removed (``pipekit idem
-forget``, a sweep, a wiped store), every stage asks the store again.
+fingerprint = sha256 over (processor name and version, canonical params,
+each input's path and content hash, the output paths). A stage is up to date
+when the idempotency store holds SUCCESS for its key and every output it
+recorded is still there with the same content. The runner's state (written
+after the store's record) answers for fingerprints this machine saw
+committed, but only under the store generation it was written under, so a
+removed record (``pipekit idem forget``, a sweep, a wiped store) sends every
+stage back to the store.
 """
 
 from __future__ import annotations
@@ -43,9 +41,7 @@ class ProcessorRef(NamedTuple):
 
 
 def processor_ref(st: PlannedStage) -> ProcessorRef:
-    """Name and version of a stage's processor, known to every plan without
-    binding the processor (a plan from the plan cache binds it only for a
-    stage that runs)."""
+    """Name and version of a stage's processor (known without binding it)."""
     return ProcessorRef(st.uses, st.version)
 
 
@@ -63,11 +59,8 @@ def compute_fingerprint(st: PlannedStage, input_hashes: dict[str, str]) -> str:
 
 
 CHEAP_READ = 64 * 1024
-"""A file the hash cache cannot answer for (never hashed, or changed within
-its racy window) is still read inline by a cheap decision when it is at
-most this long: a rerun right after the inputs or outputs were written
-decides every stage without taking its lock (1,000 shell stages: 0.69 s
-instead of 1.36 s)."""
+"""A cheap decision still reads a file the hash cache cannot answer for when
+it is at most this long (1,000 shell stages rerun: 0.69 s instead of 1.36 s)."""
 
 
 class _NeedsRead(Exception):
@@ -145,10 +138,7 @@ class Evaluator:
             return decision
         entry = self.state.get(st.name)
         record = None
-        if self.trusts(entry, fp):
-            # This machine saw this very fingerprint committed (the state entry
-            # is written after the store's record), and no record was removed
-            # from the store since: no store round trip.
+        if self.trusts(entry, fp):  # no store round trip
             recorded = entry.get("outputs", {})
         else:
             record = stage_record(self.store, key)  # None when damaged

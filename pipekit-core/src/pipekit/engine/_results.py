@@ -53,20 +53,8 @@ class StageResult:
     ``unguarded`` or ``allowed`` (None: it did not run)."""
 
     def record(self) -> dict[str, Any]:
-        """The stage's entry in the run record: every field (``info`` as
-        it is, not copied: it is serialized at once)."""
-        return {
-            "name": self.name,
-            "status": self.status,
-            "duration_s": self.duration_s,
-            "reason": self.reason,
-            "attempts": self.attempts,
-            "key": self.key,
-            "fingerprint": self.fingerprint,
-            "error": self.error,
-            "info": self.info,
-            "network": self.network,
-        }
+        """The stage's entry in the run record: every field (``info`` not copied)."""
+        return attrs.asdict(self, recurse=False)
 
     def summary(self) -> dict[str, Any]:
         """The stage's entry in ``pipekit run --json``: the **contract** keys
