@@ -57,10 +57,9 @@ class StateLogEntry:
         return cls(**{k: v for k, v in doc.items() if k in names})
 
 
-def append_entry(path: Path, entry: StateLogEntry, *, sync: bool = True) -> int:
+def append_entry(path: Path, entry: StateLogEntry, *, sync: bool = True) -> None:
     """Append ``entry`` as one line; durably unless ``sync`` is False (the
-    caller then makes the line and, for a new log, its folder durable).
-    Returns the log's size just after the line."""
+    caller then makes the line and, for a new log, its folder durable)."""
     doc = entry.to_json()
     if doc["error"] and len(doc["error"]) > _MAX_ERROR:
         doc["error"] = doc["error"][:_MAX_ERROR] + "..."
@@ -77,7 +76,6 @@ def append_entry(path: Path, entry: StateLogEntry, *, sync: bool = True) -> int:
             line = b"\n" + line  # the last line is torn: leave it on its own
         if os.write(fd, line) != len(line):
             raise OSError(f"short write to {path}")
-        end = os.fstat(fd).st_size
         if sync:
             if hasattr(os, "fdatasync"):
                 os.fdatasync(fd)
@@ -87,7 +85,6 @@ def append_entry(path: Path, entry: StateLogEntry, *, sync: bool = True) -> int:
         os.close(fd)
     if created and sync:
         fsync_dir(path.parent)
-    return end
 
 
 def read_log(path: Path, limit: int | None = None) -> list[StateLogEntry]:
@@ -150,10 +147,8 @@ def _lines_backwards(fh: Any) -> Any:
     pos = fh.tell()
     rest = b""
     n = 0
-    block = 4096  # the last entries are usually all that is wanted
     while pos > 0:
-        step = min(block, pos)
-        block = _BLOCK
+        step = min(_BLOCK, pos)
         pos -= step
         fh.seek(pos)
         chunk = fh.read(step) + rest

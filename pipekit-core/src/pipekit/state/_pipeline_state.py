@@ -168,14 +168,6 @@ class PipelineState:
         # lock writes it, so a killed writer's leftover is simply replaced by
         # the next commit (no sweeping, never more than one).
         self._tmp = self.path.with_name(f".{name}{TEMP_MARK}commit")
-        # What this instance left after its last commit: (log size, inode,
-        # size, mtime_ns of the file) and the backups' names. While the log
-        # and the file are still exactly that, no other writer has been here,
-        # so the next transaction skips re-reading the log's tail, hashing
-        # the current content and listing the backups folder.
-        self._seen: tuple[int, int, int, int] | None = None
-        self._seen_names: list[str] | None = None
-        self._fresh = False  # the current transaction found ``_seen`` valid
 
     def __repr__(self) -> str:
         return f"PipelineState({str(self.path)!r})"
@@ -217,27 +209,6 @@ class PipelineState:
                 f"cannot read {self.path}: {exc.strerror or exc}; check that it is a readable file",
                 path=self.path,
             ) from None
-
-    def _read_current(self) -> tuple[bytes | None, os.stat_result | None]:
-        """The content and its stat, under the exclusive lock."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None, None
-        except OSError:
-            return self._read_raw(), None  # raises the same error, worded
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISDIR(st.st_mode):
-                return self._read_raw(), None
-            chunks = []
-            while chunk := os.read(fd, max(st.st_size + 1, 65536)):
-                chunks.append(chunk)
-            return b"".join(chunks), st
-        except OSError:
-            return self._read_raw(), None
-        finally:
-            os.close(fd)
 
     def _parse(self, raw: bytes | None) -> Any:
         if raw is None:
@@ -367,29 +338,18 @@ class PipelineState:
         """The current content, under the exclusive lock; first logs it as
         ``external`` if no logged transaction accounts for it."""
         try:
-            raw, st = self._read_current()
+            raw = self._read_raw()
         except StateError as exc:
             self._log_failure(operation, exc)
             raise
-        self._account_for(raw, st)
+        self._account_for(raw)
         return raw
 
-    def _account_for(self, raw: bytes | None, st: os.stat_result | None) -> None:
+    def _account_for(self, raw: bytes | None) -> None:
         """The log is written after the commit, so a writer killed in between
         leaves a content no entry accounts for (as does an edit by hand):
         log it now, before it is replaced, so that the log has every content
         the file held."""
-        self._fresh = False
-        seen = self._seen
-        if seen is not None and st is not None:
-            try:
-                log_size = os.stat(self.log_path).st_size
-            except OSError:
-                log_size = -1
-            if seen == (log_size, st.st_ino, st.st_size, st.st_mtime_ns):
-                self._fresh = True  # nobody else was here since our last commit
-                return
-        self._seen = None
         current = None if raw is None else "sha256:" + hashlib.sha256(raw).hexdigest()
         if current == last_content_checksum(self.log_path):
             return
@@ -477,16 +437,14 @@ class PipelineState:
         checksum = "sha256:" + hashlib.sha256(new_raw).hexdigest()
         if new_raw == old_raw:
             entry = self._entry(operation, True, new_raw, checksum, restored_from=restored_from)
-            log_size = self._append(entry)
-            if self._fresh and log_size is not None and self._seen is not None:
-                self._seen = (log_size, *self._seen[1:])
+            self._append(entry)
             return entry
         backup: Path | None = None
         existing: list[str] = []
         try:
             if old_raw is not None and self.backup_before_write and self.max_backups > 0:
                 backup, existing = self._make_backup(old_raw)
-            new_st = self._replace(new_raw)
+            self._replace(new_raw)
         except BaseException as exc:
             if backup is not None:
                 unlink_quietly(backup)
@@ -511,12 +469,10 @@ class PipelineState:
             backup=backup.name if backup else None,
             restored_from=restored_from,
         )
-        log_size = self._append(entry, sync=False)
+        logged = self._append(entry, sync=False)
         durable = [self.path.parent, self.backup_dir] if backup else [self.path.parent]
         try:
-            # one syncfs per file system on Linux (PIPEKIT_SYNC=fsync: an
-            # fsync each), as the runner's group commit does
-            sync_files([*durable, self.log_path] if log_size is not None else durable)
+            sync_files([*durable, self.log_path] if logged else durable)
         except OSError as exc:
             self._log_failure(operation, exc, restored_from=restored_from)
             raise StateError(
@@ -524,21 +480,12 @@ class PipelineState:
                 "lose this change. Check the disk, then read the state back",
                 path=self.path,
             ) from exc
-        names: list[str] | None = None
         if backup is not None:
-            names = self._rotate([*existing, backup.name])
-        elif self._fresh:
-            names = self._seen_names  # no backup made: as they were
-        if log_size is None:
-            self._seen = None
-        else:
-            self._seen = (log_size, new_st.st_ino, new_st.st_size, new_st.st_mtime_ns)
-            self._seen_names = names
+            self._rotate([*existing, backup.name])
         return entry
 
-    def _replace(self, new_raw: bytes) -> os.stat_result:
-        """temp file + fsync + rename (the folder fsync is the caller's);
-        returns the new file's stat."""
+    def _replace(self, new_raw: bytes) -> None:
+        """temp file + fsync + rename (the folder fsync is the caller's)."""
         tmp = self._tmp
         unlink_quietly(tmp)  # left by a writer killed mid-commit
         try:
@@ -557,7 +504,6 @@ class PipelineState:
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
-            st = os.fstat(fd)
         except BaseException:
             os.close(fd)
             unlink_quietly(tmp)
@@ -568,7 +514,6 @@ class PipelineState:
         except BaseException:
             unlink_quietly(tmp)
             raise
-        return st
 
     # -- backups -------------------------------------------------------------
 
@@ -576,8 +521,7 @@ class PipelineState:
         """Keep the current file in the backups folder: a hard link (the
         file is never changed in place), or a copy of ``old_raw`` where
         links are not supported. Returns (backup, names already there)."""
-        known = self._seen_names if self._fresh else None
-        existing = list(known) if known is not None else self._backup_names()
+        existing = self._backup_names()
         for _attempt in range(3):
             now_us = time.time_ns() // 1000
             if existing:  # names sort in time order: keep them strictly increasing
@@ -632,9 +576,8 @@ class PipelineState:
         prefix = self._backup_prefix
         return sorted(n for n in names if n.startswith(prefix) and TEMP_MARK not in n)
 
-    def _rotate(self, names: list[str]) -> list[str]:
-        """Remove the oldest of ``names`` (oldest first) beyond
-        ``max_backups``; returns the names kept."""
+    def _rotate(self, names: list[str]) -> None:
+        """Remove the oldest of ``names`` (oldest first) beyond ``max_backups``."""
         extra = max(0, len(names) - self.max_backups)
         for name in names[:extra]:
             try:
@@ -643,7 +586,6 @@ class PipelineState:
                 pass
             except OSError as exc:
                 log.warning("could not remove old backup %s: %s", self.backup_dir / name, exc)
-        return names[extra:]
 
     def list_backups(self, limit: int | None = None) -> list[StateBackup]:
         """The backups, newest first (at most ``limit``)."""
@@ -736,38 +678,22 @@ class PipelineState:
             restored_from=restored_from,
         )
 
-    def _append(self, entry: StateLogEntry, *, sync: bool = True) -> int | None:
-        """Append to the log; returns its size after the line, or None when
-        it failed (a warning: the state itself is fine)."""
+    def _append(self, entry: StateLogEntry, *, sync: bool = True) -> bool:
+        """Append to the log; False when it failed (a warning: the state
+        itself is fine)."""
         try:
-            return append_entry(self.log_path, entry, sync=sync)
+            append_entry(self.log_path, entry, sync=sync)
         except OSError as exc:
             log.warning("could not append to the transaction log %s: %s", self.log_path, exc)
-            return None
-
-    def _log(
-        self,
-        operation: str,
-        success: bool,
-        raw: bytes | None = None,
-        checksum: str | None = None,
-        *,
-        error: str | None = None,
-        restored_from: str | None = None,
-    ) -> StateLogEntry:
-        entry = self._entry(
-            operation, success, raw, checksum, error=error, restored_from=restored_from
-        )
-        self._append(entry)
-        return entry
+            return False
+        return True
 
     def _log_failure(
         self, operation: str, exc: BaseException, *, restored_from: str | None = None
     ) -> None:
-        self._seen = None
         text = str(exc)
         error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-        self._log(operation, False, error=error, restored_from=restored_from)
+        self._append(self._entry(operation, False, error=error, restored_from=restored_from))
 
 
 def _where(path: str) -> str:
