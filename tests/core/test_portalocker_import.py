@@ -11,8 +11,10 @@ from importlib.metadata import version
 def test_portalocker_is_imported_unpatched() -> None:
     code = (
         "import sys\n"
-        "from pipekit._portalocker import portalocker\n"
-        "p = portalocker()\n"
+        "import pathlib, tempfile\n"
+        "from pipekit.stores._file_lock import FileLockBackend\n"
+        "FileLockBackend(pathlib.Path(tempfile.mkdtemp())).lock('k').acquire(timeout=5)\n"
+        "p = sys.modules['portalocker']\n"
         "print(p.__version__, p.RedisLock.__module__, sys.modules['redis'] is not None)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -104,9 +104,8 @@ class _Locker:
     """The OS lock, through portalocker."""
 
     def lock(self, fh: Any, exclusive: bool, *, block: bool) -> bool:
-        from .._portalocker import portalocker as _portalocker
+        import portalocker  # deferred: it imports redis-py and importlib.metadata
 
-        portalocker = _portalocker()
         flags = portalocker.LOCK_EX if exclusive else portalocker.LOCK_SH
         try:
             portalocker.lock(fh, flags if block else flags | portalocker.LOCK_NB)
@@ -115,9 +114,9 @@ class _Locker:
         return True
 
     def unlock(self, fh: Any) -> None:
-        from .._portalocker import portalocker as _portalocker
+        import portalocker  # deferred: see lock
 
-        _portalocker().unlock(fh)
+        portalocker.unlock(fh)
 
 
 def describe_holder(path: Path, fd: int | None = None) -> str | None:

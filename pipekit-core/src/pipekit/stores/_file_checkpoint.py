@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .._atomic import TEMP_MARK, atomic_write_bytes, unlink_quietly
-from .._portalocker import portalocker as _portalocker
 
 __all__ = ["FileCheckpointStore"]
 
@@ -75,7 +74,8 @@ class FileCheckpointStore:
         """Hold the namespace's lock (its folder's): exclusive (a writer) or
         ``shared`` (a reader: it sees no blob deleted under it). A reader of
         a namespace that has no folder yet reads without one."""
-        portalocker = _portalocker()
+        import portalocker  # deferred: it imports redis-py and importlib.metadata
+
         folder = self.root / _check(namespace, "namespace")
         flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | getattr(os, "O_DIRECTORY", 0)
         if not shared:

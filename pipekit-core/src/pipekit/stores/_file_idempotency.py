@@ -174,11 +174,10 @@ class FileIdempotencyStore:
     @contextmanager
     def _locked(self, path: str) -> Iterator[None]:
         """The shard's lock: a thread lock here, an OS lock across processes."""
-        from .._portalocker import portalocker as _portalocker
+        import portalocker  # deferred: it imports redis-py and importlib.metadata
 
         shard = os.path.dirname(path)
         with _thread_lock(shard):
-            portalocker = _portalocker()
             lock_path = f"{shard}/{LOCK_FILE}"
             try:
                 fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)

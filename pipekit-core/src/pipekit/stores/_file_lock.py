@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._portalocker import portalocker as _portalocker
 from ..errors import StorageError
 
 __all__ = ["FileLockBackend", "FileLease"]
@@ -26,7 +25,6 @@ log = logging.getLogger("pipekit.locks")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _HOLDER = re.compile(r"\d+ pid (?P<pid>\d+) on host (?P<host>\S+)")
 _HOST = os.uname().nodename
-_EX_NB: Any = None
 
 
 class FileLease:
@@ -37,19 +35,18 @@ class FileLease:
         self._fd: int | None = None
 
     def acquire(self, timeout: float | None = None) -> bool:
-        portalocker = _portalocker()
+        import portalocker  # deferred: it imports redis-py and importlib.metadata
 
         if self._fd is not None:
             raise RuntimeError(f"lock {self.key!r} is already held by this lease")
-        global _EX_NB
-        if _EX_NB is None:
-            _EX_NB = portalocker.LOCK_EX | portalocker.LOCK_NB  # an enum operation: 2 µs
         fd = self._open()
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.002
         while True:
             try:
-                portalocker.lock(fd, _EX_NB)  # held while the descriptor is open
+                portalocker.lock(
+                    fd, portalocker.LOCK_EX | portalocker.LOCK_NB
+                )  # held while the descriptor is open
                 break
             except portalocker.LockException:
                 if deadline is not None and time.monotonic() >= deadline:
@@ -101,7 +98,7 @@ class FileLease:
         return os.open(self.path, flags, 0o644)
 
     def release(self) -> None:
-        portalocker = _portalocker()
+        import portalocker  # deferred: see acquire
 
         fd, self._fd = self._fd, None
         if fd is None:
@@ -129,7 +126,8 @@ class FileLease:
         the OS lock, or the holder named is a process of this host that no
         longer runs; ``unknown`` when the lock file names no holder or
         cannot be read."""
-        portalocker = _portalocker()
+        import portalocker  # deferred: see acquire
+
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -184,16 +182,12 @@ def _pid_runs(pid: int) -> bool:
 class FileLockBackend:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._paths: dict[str, Path] = {}  # key -> its lock file (a retried key: no new path)
 
     def lock(self, key: str, ttl: float | None = None) -> FileLease:
-        path = self._paths.get(key)
-        if path is None:
-            safe = _SAFE.sub("_", key)
-            if len(safe) > 120:
-                safe = safe[:80] + "-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-            path = self._paths[key] = self.root / f"{safe}.lock"
-        return FileLease(path, key)
+        safe = _SAFE.sub("_", key)
+        if len(safe) > 120:
+            safe = safe[:80] + "-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        return FileLease(self.root / f"{safe}.lock", key)
 
     def doctor(self) -> list[Any]:
         return _doctor(self.root)
