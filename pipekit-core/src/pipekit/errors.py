@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import time
+
 __all__ = [
     "PipekitError",
     "ConfigError",
@@ -180,8 +184,6 @@ class IdempotencyInProgress(IdempotencyError):
     def __init__(
         self, key: str, *, owner: str | None, created: float | None, expires: float | None
     ) -> None:
-        import time
-
         now = time.time()
         age = f" {now - created:.1f}s ago" if created else ""
         after = f"; it can be taken over in {max(0.0, expires - now):.1f}s" if expires else ""
@@ -221,8 +223,6 @@ class IdempotencyFailed(IdempotencyError):
     def __init__(
         self, key: str, *, error_type: str, error_message: str, expires: float | None
     ) -> None:
-        import time
-
         until = f" for {max(0.0, expires - time.time()):.0f}s more" if expires is not None else ""
         super().__init__(
             f"idempotency key {key!r} failed before with {error_type}: {error_message}. "
@@ -261,16 +261,6 @@ class StorageError(PipekitError):
         self.errno = errno
 
 
-def _storage_errnos() -> frozenset[int]:
-    import errno
-
-    names = ("EROFS", "ENOSPC", "EDQUOT", "EACCES", "EPERM", "EFBIG", "EIO")
-    return frozenset(getattr(errno, name) for name in names if hasattr(errno, name))
-
-
-STORAGE_ERRNOS = _storage_errnos()
-"""The ``OSError`` numbers that say the storage, not pipekit, is the problem."""
-
 _STORAGE_HINTS = {
     "EROFS": "the file system is mounted read-only",
     "ENOSPC": "the disk is full; free some space and run again",
@@ -280,15 +270,14 @@ _STORAGE_HINTS = {
     "EFBIG": "the file is larger than the file system allows",
     "EIO": "an input/output error of the device",
 }
+STORAGE_ERRNOS = frozenset(getattr(errno, name) for name in _STORAGE_HINTS if hasattr(errno, name))
+"""The ``OSError`` numbers that say the storage, not pipekit, is the problem."""
 
 
 def storage_error(exc: BaseException, path: object = None) -> StorageError | None:
     """The :class:`StorageError` that ``exc`` (an ``OSError`` about
     ``path``, or the path the error names) stands for; None when ``exc``
     is not a failure of the storage."""
-    import errno as _errno
-    import os
-
     if isinstance(exc, StorageError):
         return exc
     if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRNOS:
@@ -298,7 +287,7 @@ def storage_error(exc: BaseException, path: object = None) -> StorageError | Non
     where = exc.filename if exc.filename is not None else path
     if where is not None and ".pipekit-tmp-" in os.path.basename(str(where)):
         where = os.path.dirname(str(where))  # a temp file's name says nothing
-    name = _errno.errorcode.get(exc.errno or 0, "")
+    name = errno.errorcode.get(exc.errno or 0, "")
     cause = exc.strerror or str(exc)
     hint = _STORAGE_HINTS.get(name)
     what = f"cannot write {where}" if where is not None else "cannot write pipekit's files"

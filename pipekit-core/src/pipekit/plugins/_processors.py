@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import select
@@ -17,7 +16,6 @@ import attrs
 __all__ = ["Stage", "RecordStage", "StageContext", "Started", "Checkpoint", "stage_namespace"]
 
 
-@functools.lru_cache(maxsize=4096)
 def stage_namespace(pipeline: str, stage: str) -> str:
     """The checkpoint namespace of a stage: ``<pipeline>.<stage>``, with any
     character a store id may not hold replaced by ``_``."""

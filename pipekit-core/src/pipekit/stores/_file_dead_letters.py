@@ -16,14 +16,13 @@ from typing import Any
 
 from .._private_files import make_private_dir
 from ..state._shapes import move_aside, warn_damaged
-from ._protocols import DEAD_LETTER_FIELDS, DeadLetter
+from ._protocols import DEAD_LETTER_FIELDS as _COLUMNS
+from ._protocols import DeadLetter
 
 __all__ = ["FileDeadLetterStore", "DB_NAME"]
 
 DB_NAME = "deadletters.sqlite"
 _READ_AS_EMPTY = "read as holding no dead letters; the next dead letter moves it aside"
-
-_COLUMNS = DEAD_LETTER_FIELDS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -176,16 +175,8 @@ class FileDeadLetterStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(_UPSERT, [getattr(letter, c) for c in _COLUMNS])
-                row = conn.execute(
-                    _ID_OF,
-                    (
-                        letter.pipeline,
-                        letter.stage,
-                        letter.fingerprint,
-                        letter.input_index,
-                        letter.offset,
-                    ),
-                ).fetchone()
+                key = ("pipeline", "stage", "fingerprint", "input_index", "offset")
+                row = conn.execute(_ID_OF, [getattr(letter, k) for k in key]).fetchone()
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -235,16 +226,13 @@ class FileDeadLetterStore:
                 return 0
             conn.execute("BEGIN IMMEDIATE")
             try:
-                n = 0
-                for i in ids:
-                    n += conn.execute(
-                        "DELETE FROM dead_letters WHERE pipeline = ? AND id = ?", (pipeline, i)
-                    ).rowcount
+                sql = "DELETE FROM dead_letters WHERE pipeline = ? AND id = ?"
+                n = conn.executemany(sql, [(pipeline, i) for i in ids]).rowcount
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            return n
+            return int(n)
 
     def purge(
         self,
