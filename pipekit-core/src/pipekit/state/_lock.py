@@ -22,7 +22,7 @@ from typing import Any
 from .._private_files import FILE_MODE, make_private_dir
 from ..errors import StateLockError
 
-__all__ = ["StateLock", "HOST", "describe_holder"]
+__all__ = ["StateLock", "HOST"]
 
 HOST = os.uname().nodename if hasattr(os, "uname") else "localhost"
 _RECORD_RE = re.compile(r"pid (\d+) on host (\S+)")
@@ -49,26 +49,23 @@ class StateLock:
             fd = os.open(self.path, os.O_RDONLY)  # another user's lock file: a read may share it
         fh = os.fdopen(fd, "r+b" if exclusive else "rb", buffering=0)
         try:
-            locker = _Locker()
             if self.timeout is None:
-                locker.lock(fh, exclusive, block=True)
+                _lock(fh, exclusive, block=True)
             else:
-                self._poll(locker, fh, exclusive)
+                self._poll(fh, exclusive)
         except BaseException:
             fh.close()
             raise
         if exclusive:
-            mine = f"pid {os.getpid()} on host {HOST}\n".encode()
-            if os.pread(fd, 256, 0) != mine:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, mine, 0)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on host {HOST}\n".encode(), 0)
         self._fh = fh
 
-    def _poll(self, locker: _Locker, fh: Any, exclusive: bool) -> None:
+    def _poll(self, fh: Any, exclusive: bool) -> None:
         assert self.timeout is not None
         deadline = time.monotonic() + self.timeout
         delay = 0.0005
-        while not locker.lock(fh, exclusive, block=False):
+        while not _lock(fh, exclusive, block=False):
             left = deadline - time.monotonic()
             if left <= 0:
                 holder = describe_holder(self.path, fh.fileno())
@@ -89,34 +86,23 @@ class StateLock:
         if fh is None:
             return
         try:
-            _Locker().unlock(fh)
+            import portalocker  # deferred: see _lock
+
+            portalocker.unlock(fh)
         finally:
             fh.close()
 
-    def __enter__(self) -> StateLock:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+def _lock(fh: Any, exclusive: bool, *, block: bool) -> bool:
+    """Take the OS lock on ``fh``; False when it is held and ``block`` is False."""
+    import portalocker  # deferred: it imports redis-py and importlib.metadata
 
-
-class _Locker:
-    """The OS lock, through portalocker."""
-
-    def lock(self, fh: Any, exclusive: bool, *, block: bool) -> bool:
-        import portalocker  # deferred: it imports redis-py and importlib.metadata
-
-        flags = portalocker.LOCK_EX if exclusive else portalocker.LOCK_SH
-        try:
-            portalocker.lock(fh, flags if block else flags | portalocker.LOCK_NB)
-        except portalocker.LockException:
-            return False
-        return True
-
-    def unlock(self, fh: Any) -> None:
-        import portalocker  # deferred: see lock
-
-        portalocker.unlock(fh)
+    flags = portalocker.LOCK_EX if exclusive else portalocker.LOCK_SH
+    try:
+        portalocker.lock(fh, flags if block else flags | portalocker.LOCK_NB)
+    except portalocker.LockException:
+        return False
+    return True
 
 
 def describe_holder(path: Path, fd: int | None = None) -> str | None:

@@ -10,7 +10,7 @@ from .. import _json
 from .._atomic import TEMP_MARK, atomic_write_bytes
 from .._private_files import FILE_MODE, make_private_dir
 
-__all__ = ["write_run_record", "list_runs", "KEEP_RUNS"]
+__all__ = ["write_run_record", "KEEP_RUNS"]
 
 KEEP_RUNS = 200
 
@@ -30,12 +30,3 @@ def write_run_record(state_dir: Path, record: dict[str, Any], keep: int = KEEP_R
             except FileNotFoundError:
                 pass
     return path
-
-
-def list_runs(state_dir: Path) -> list[Path]:
-    folder = state_dir / "runs"
-    try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(".json") and TEMP_MARK not in n)
-    except FileNotFoundError:
-        return []
-    return [folder / n for n in names]

@@ -1,9 +1,8 @@
 """The shapes of what pipekit reads back from its own storage, checked in one
 place per record kind: idempotency records (and the runner's stage results
 inside them), the runner's stage entries in ``state.json``, and the notes
-``pipekit dlq retry`` leaves. (Hash cache entries are checked where they are
-used, in :mod:`pipekit.state._hash_cache`: a check of every entry at every start
-would cost a microsecond an entry on every run.)
+``pipekit dlq retry`` leaves. (Hash cache entries are checked where they
+are used, in :mod:`pipekit.state._hash_cache`.)
 
 A file (or Redis value) can parse and still have the wrong shape: a torn
 write, a hand edit, another program's file under our name. Such a record is
@@ -134,25 +133,19 @@ _ENTRY_TEXT = (
 
 
 def check_stage_entry(entry: Any) -> None:
-    """One stage's entry in the runner's ``state.json`` (checked for every
-    stage at every run's start: kept to about a microsecond)."""
-    if type(entry) is not dict:
-        raise DamagedRecord("it is not an object")
-    get = entry.get
+    """One stage's entry in the runner's ``state.json``."""
+    _need(isinstance(entry, dict), "it is not an object")
     for name in _ENTRY_TEXT:
-        value = get(name)
-        if value is not None and type(value) is not str:
-            raise DamagedRecord(f"{name!r} is not a string")
+        _optional_str(entry, name)
     for name in ("finished_at", "duration_s"):
-        value = get(name)
-        if value is not None and not _is_number(value):
-            raise DamagedRecord(f"{name!r} is not a number")
+        _optional_number(entry, name)
     for name in ("inputs", "outputs"):
-        found = get(name)
-        if found is not None and (
-            type(found) is not dict or not all(type(v) is str for v in found.values())
-        ):
-            raise DamagedRecord(f"{name!r} is not an object of strings")
+        found = entry.get(name)
+        _need(
+            found is None
+            or (isinstance(found, dict) and all(isinstance(v, str) for v in found.values())),
+            f"{name!r} is not an object of strings",
+        )
 
 
 def check_retry_intent(intent: Any) -> None:
