@@ -72,35 +72,17 @@ def _float_text(f: float) -> bytes:
     return f.hex().encode()
 
 
-def _enc_str(v: Any, stack: set[int]) -> bytes:
-    return _chunk(b"s", str(v).encode("utf-8", "surrogatepass"))
-
-
-def _enc_int(v: Any, stack: set[int]) -> bytes:
-    return _chunk(b"i", b"%d" % v)
-
-
-def _enc_float(v: Any, stack: set[int]) -> bytes:
-    return _chunk(b"f", _float_text(float(v)))
-
-
-def _enc_bool(v: Any, stack: set[int]) -> bytes:
-    return b"T" if v else b"F"
-
-
-def _enc_none(v: Any, stack: set[int]) -> bytes:
-    return b"N"
-
-
-def _enc_bytes(v: Any, stack: set[int]) -> bytes:
-    return _chunk(b"b", bytes(v))
-
-
-def _enc_seq(v: Any, stack: set[int]) -> bytes:
-    ident = id(v)
+def _enter(value: Any, stack: set[int]) -> int:
+    """Mark ``value`` as being encoded; refuse a value that contains itself."""
+    ident = id(value)
     if ident in stack:
         raise _NoForm("it contains itself")
     stack.add(ident)
+    return ident
+
+
+def _enc_seq(v: Any, stack: set[int]) -> bytes:
+    ident = _enter(v, stack)
     parts = [b"%s%d:" % (b"l" if isinstance(v, list) else b"t", len(v))]
     i = 0
     try:
@@ -115,10 +97,7 @@ def _enc_seq(v: Any, stack: set[int]) -> bytes:
 
 
 def _enc_set(v: Any, stack: set[int]) -> bytes:
-    ident = id(v)
-    if ident in stack:
-        raise _NoForm("it contains itself")
-    stack.add(ident)
+    ident = _enter(v, stack)
     try:
         items = sorted(_enc(item, stack) for item in v)
     except _NoForm as exc:
@@ -130,73 +109,42 @@ def _enc_set(v: Any, stack: set[int]) -> bytes:
 
 
 def _enc_map(v: Any, stack: set[int]) -> bytes:
-    ident = id(v)
-    if ident in stack:
-        raise _NoForm("it contains itself")
-    stack.add(ident)
+    ident = _enter(v, stack)
     pairs = []
+    where = " key"
     try:
         for k, val in v.items():
-            try:
-                ek = _enc(k, stack)
-            except _NoForm as exc:
-                exc.path.append(" key")
-                raise
-            try:
-                pairs.append(ek + _enc(val, stack))
-            except _NoForm as exc:
-                exc.path.append(f"[{k!r}]" if _plain(k) else "[...]")
-                raise
+            where = " key"
+            ek = _enc(k, stack)
+            where = f"[{k!r}]" if _plain(k) else "[...]"
+            pairs.append(ek + _enc(val, stack))
+    except _NoForm as exc:
+        exc.path.append(where)
+        raise
     finally:
         stack.discard(ident)
     pairs.sort()
     return b"d%d:%s" % (len(pairs), b"".join(pairs))
 
 
-def _enc_record(tag: bytes, cls: type, fields: list[tuple[str, Any]], stack: set[int]) -> bytes:
-    parts = [_chunk(tag, _qualname(cls).encode()), b"%d:" % len(fields)]
-    for name, val in sorted(fields):
-        parts.append(_chunk(b"s", name.encode()))
-        try:
+def _enc_record(tag: bytes, value: Any, fields: list[tuple[str, Any]], stack: set[int]) -> bytes:
+    ident = _enter(value, stack)
+    parts = [_chunk(tag, _qualname(type(value)).encode()), b"%d:" % len(fields)]
+    name = ""
+    try:
+        for name, val in sorted(fields):
+            parts.append(_chunk(b"s", name.encode()))
             parts.append(_enc(val, stack))
-        except _NoForm as exc:
-            exc.path.append(f".{name}")
-            raise
+    except _NoForm as exc:
+        exc.path.append(f".{name}")
+        raise
+    finally:
+        stack.discard(ident)
     return b"".join(parts)
 
 
-_EXACT: dict[type, Any] = {
-    str: _enc_str,
-    int: _enc_int,
-    float: _enc_float,
-    bool: _enc_bool,
-    type(None): _enc_none,
-    bytes: _enc_bytes,
-    list: _enc_seq,
-    tuple: _enc_seq,
-    dict: _enc_map,
-    set: _enc_set,
-    frozenset: _enc_set,
-}
-
-
-def _enc(value: Any, stack: set[int]) -> bytes:
-    fast = _EXACT.get(type(value))
-    if fast is not None:
-        return fast(value, stack)  # type: ignore[no-any-return]
-    cls = type(value)
-    if isinstance(value, enum.Enum):  # before int/str: IntEnum, StrEnum
-        return _chunk(b"E", f"{_qualname(cls)}.{value.name}".encode())
-    if isinstance(value, int):
-        return _enc_int(int(value), stack)
-    if isinstance(value, str):
-        return _enc_str(value, stack)
-    if isinstance(value, float):
-        return _enc_float(value, stack)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return _enc_bytes(value, stack)
-    if isinstance(value, decimal.Decimal):
-        return _chunk(b"m", _decimal_text(value).encode())
+def _enc_time(value: Any) -> bytes:
+    """A datetime, date or time by value (a datetime as its UTC instant)."""
     if isinstance(value, _dt.datetime):  # before date: a datetime is a date
         if value.tzinfo is None or value.utcoffset() is None:
             raise _NoForm(
@@ -207,18 +155,55 @@ def _enc(value: Any, stack: set[int]) -> bytes:
         return _chunk(b"D", utc.isoformat(timespec="microseconds").encode())
     if isinstance(value, _dt.date):
         return _chunk(b"a", value.isoformat().encode())
-    if isinstance(value, _dt.time):
-        offset = value.utcoffset()
-        text = value.replace(tzinfo=None, fold=0).isoformat(timespec="microseconds")
-        if offset is not None:
-            text += f"@{offset.total_seconds():g}"
-        return _chunk(b"h", text.encode())
+    offset = value.utcoffset()
+    text = value.replace(tzinfo=None, fold=0).isoformat(timespec="microseconds")
+    if offset is not None:
+        text += f"@{offset.total_seconds():g}"
+    return _chunk(b"h", text.encode())
+
+
+# The common exact types, dispatched at once: the isinstance chain below
+# doubles the time of a typical key (13 us against 25 us, about a tenth of a
+# decorated call's hit).
+_EXACT: dict[type, Any] = {
+    str: lambda v, _s: _chunk(b"s", v.encode("utf-8", "surrogatepass")),
+    int: lambda v, _s: _chunk(b"i", b"%d" % v),
+    float: lambda v, _s: _chunk(b"f", _float_text(v)),
+    list: _enc_seq,
+    tuple: _enc_seq,
+    dict: _enc_map,
+}
+
+
+def _enc(value: Any, stack: set[int]) -> bytes:
+    cls = type(value)
+    fast = _EXACT.get(cls)
+    if fast is not None:
+        return fast(value, stack)  # type: ignore[no-any-return]
+    if value is None:
+        return b"N"
+    if isinstance(value, bool):
+        return b"T" if value else b"F"
+    if isinstance(value, enum.Enum):  # before int/str: IntEnum, StrEnum
+        return _chunk(b"E", f"{_qualname(cls)}.{value.name}".encode())
+    if isinstance(value, int):
+        return _chunk(b"i", b"%d" % int(value))
+    if isinstance(value, str):
+        return _chunk(b"s", str(value).encode("utf-8", "surrogatepass"))
+    if isinstance(value, float):
+        return _chunk(b"f", _float_text(float(value)))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _chunk(b"b", bytes(value))
+    if isinstance(value, decimal.Decimal):
+        return _chunk(b"m", _decimal_text(value).encode())
+    if isinstance(value, (_dt.date, _dt.time)):
+        return _enc_time(value)
     if isinstance(value, _dt.timedelta):
         us = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
         return _chunk(b"r", b"%d" % us)
+    if isinstance(value, PureWindowsPath):
+        return _chunk(b"w", str(value).casefold().encode())
     if isinstance(value, PurePath):
-        if isinstance(value, PureWindowsPath):
-            return _chunk(b"w", str(value).casefold().encode())
         return _chunk(b"p", str(value).encode())
     if isinstance(value, uuid.UUID):
         return _chunk(b"u", value.hex.encode())
@@ -232,28 +217,15 @@ def _enc(value: Any, stack: set[int]) -> bytes:
         import attrs
 
         fields = [(a.name, getattr(value, a.name)) for a in attrs.fields(cls) if a.eq]
-        return _enc_guarded(b"A", cls, fields, value, stack)
+        return _enc_record(b"A", value, fields, stack)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value) if f.compare]
-        return _enc_guarded(b"C", cls, fields, value, stack)
+        return _enc_record(b"C", value, fields, stack)
     raise _NoForm(
         f"type {_qualname(cls)} has no canonical form. Pass a value of a supported type "
         "(see docs/idempotency.md), leave the argument out of the key (ignore=...), or "
         "give a key= function"
     )
-
-
-def _enc_guarded(
-    tag: bytes, cls: type, fields: list[tuple[str, Any]], value: Any, stack: set[int]
-) -> bytes:
-    ident = id(value)
-    if ident in stack:
-        raise _NoForm("it contains itself")
-    stack.add(ident)
-    try:
-        return _enc_record(tag, cls, fields, stack)
-    finally:
-        stack.discard(ident)
 
 
 def _plain(k: Any) -> bool:
