@@ -7,7 +7,8 @@ through the one :class:`~._lifecycle.Lifecycle`.
         start_ready()       cheap decisions inline (up to date: skipped at
                             once); the rest to the pool, 2 x jobs at most
         retry_lock_waits()  stages whose lock another runner held
-        wait_for_events()   a stage's work ended, or its commit did
+        wait_for_events()   a stage's work ended, or its commit did (one
+                            queue of ended futures, fed by their callbacks)
         handle(...)         result -> dependents ready | LockBusy -> wait
       KeyboardInterrupt (SIGINT/SIGTERM) at any point sets a flag: nothing
       new starts, work in hand stops (its processor sees ``cancel``), and
@@ -23,9 +24,10 @@ from __future__ import annotations
 
 import heapq
 import logging
+import queue
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ._results import StageResult
@@ -68,6 +70,7 @@ class Scheduler:
         self.lock_tries: dict[str, int] = {}
         self.waited_past_timeout: set[str] = set()
         self.lock_timed_out: list[str] = []
+        self.ended: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         self.working: dict[Future[Any], str] = {}  # in the pool
         self.committing: dict[Future[Any], str] = {}  # handed to the committer
         self.interrupted = False
@@ -141,7 +144,13 @@ class Scheduler:
             self.lifecycle = self.make_lifecycle()
         if self.pool is None:
             self.pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="pipekit-stage")
-        self.working[self.pool.submit(self.lifecycle.run_stage, name)] = name
+        self.track(self.pool.submit(self.lifecycle.run_stage, name), name, self.working)
+
+    def track(self, future: Future[Any], name: str, table: dict[Future[Any], str]) -> None:
+        """Keep ``future`` in ``table`` until handled; it goes to the queue
+        of ended ones when it ends."""
+        table[future] = name
+        future.add_done_callback(self.ended.put)
 
     def retry_lock_waits(self) -> None:
         now = time.monotonic()
@@ -154,21 +163,36 @@ class Scheduler:
     # -- events ------------------------------------------------------------------
 
     def wait_for_events(self) -> None:
+        """Handle what ended: one future, waited for, then every other that
+        ended meanwhile. When nothing came in time, look at every future in
+        hand (one an interrupt made the loop drop is handled then)."""
         timeout = IDLE_WAKE_S
         if self.lock_waits and not self.stopping():
             timeout = min(timeout, max(0.0, self.lock_waits[0][0] - time.monotonic()))
-        done, _ = wait([*self.working, *self.committing], timeout, FIRST_COMPLETED)
-        for future in done:
+        try:
+            future = self.ended.get(timeout=timeout)
+        except queue.Empty:
+            for future in [*self.working, *self.committing]:
+                if future.done():
+                    self.handle(future)
+            return
+        while True:
             self.handle(future)
+            try:
+                future = self.ended.get_nowait()
+            except queue.Empty:
+                return
 
     def handle(self, future: Future[Any]) -> None:
         """A future that is done: a stage's work or its commit. Handled
         before it is forgotten, so that an interrupt in between only makes
         it handled again."""
-        name = self.working.get(future) or self.committing[future]
+        name = self.working.get(future) or self.committing.get(future)
+        if name is None:  # handled already
+            return
         outcome = future.result()  # run_stage and the commit never raise
         if isinstance(outcome, Future):
-            self.committing[outcome] = name
+            self.track(outcome, name, self.committing)
         elif isinstance(outcome, LockBusy):
             self.lock_busy(name, outcome)
         else:
