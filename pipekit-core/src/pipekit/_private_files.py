@@ -18,8 +18,6 @@ def make_private_dir(path: Path | str) -> None:
     """Make ``path`` and its missing parents as folders of mode 0700
     (folders that exist are left as they are)."""
     path = Path(path)
-    if path.is_dir():
-        return
     missing = []
     while not path.is_dir():
         missing.append(path)

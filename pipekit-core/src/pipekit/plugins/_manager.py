@@ -118,10 +118,6 @@ class Registry:
     def disabled(self) -> list[str]:
         return sorted(p.name for p in self.disabled_plugins)
 
-    @property
-    def hook(self) -> Any:
-        return self.plugin_manager.hook
-
     def get(self, kind: str, name: str, *, where: str = "") -> Any:
         table: dict[str, Registration] = getattr(self, kind)
         reg = table.get(name)
