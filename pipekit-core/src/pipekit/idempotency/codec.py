@@ -13,6 +13,7 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import functools
 import math
 import types
 import typing
@@ -83,27 +84,33 @@ def _namedtuple_in(c: cattrs.Converter, t: Any) -> Callable[[Any, Any], Any]:
     return lambda v, _t: t(*[c.structure(x, ft) for x, ft in zip(v, types_)])
 
 
-def make_converter() -> cattrs.Converter:
+# Value types beyond JSON: (type, to JSON, from JSON).
+_VALUE_HOOKS: list[tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = [
+    (float, _float_out, float),
+    (
+        bytes,
+        lambda b: base64.b64encode(b).decode("ascii"),
+        lambda v: base64.b64decode(v, validate=True),
+    ),
+    (decimal.Decimal, str, decimal.Decimal),
+    (_dt.datetime, _dt.datetime.isoformat, _dt.datetime.fromisoformat),
+    (_dt.date, _dt.date.isoformat, _dt.date.fromisoformat),
+    (_dt.time, _dt.time.isoformat, _dt.time.fromisoformat),
+    (_dt.timedelta, _td_out, lambda v: _dt.timedelta(microseconds=v)),
+    (uuid.UUID, str, uuid.UUID),
+]
+
+
+@functools.cache
+def converter() -> cattrs.Converter:
+    """The converter of stored results (made once)."""
     from cattrs.strategies import configure_union_passthrough
 
     c = cattrs.Converter()
     configure_union_passthrough(typing.Union[str, int, float, bool, None], c)  # noqa: UP007
-    c.register_unstructure_hook(float, _float_out)
-    c.register_structure_hook(float, lambda v, _t: float(v))
-    c.register_unstructure_hook(bytes, lambda b: base64.b64encode(b).decode("ascii"))
-    c.register_structure_hook(bytes, lambda v, _t: base64.b64decode(v, validate=True))
-    c.register_unstructure_hook(decimal.Decimal, str)
-    c.register_structure_hook(decimal.Decimal, lambda v, _t: decimal.Decimal(v))
-    c.register_unstructure_hook(_dt.datetime, lambda d: d.isoformat())
-    c.register_structure_hook(_dt.datetime, lambda v, _t: _dt.datetime.fromisoformat(v))
-    c.register_unstructure_hook(_dt.date, lambda d: d.isoformat())
-    c.register_structure_hook(_dt.date, lambda v, _t: _dt.date.fromisoformat(v))
-    c.register_unstructure_hook(_dt.time, lambda d: d.isoformat())
-    c.register_structure_hook(_dt.time, lambda v, _t: _dt.time.fromisoformat(v))
-    c.register_unstructure_hook(_dt.timedelta, _td_out)
-    c.register_structure_hook(_dt.timedelta, lambda v, _t: _dt.timedelta(microseconds=v))
-    c.register_unstructure_hook(uuid.UUID, str)
-    c.register_structure_hook(uuid.UUID, lambda v, _t: uuid.UUID(v))
+    for tp, out, back in _VALUE_HOOKS:
+        c.register_unstructure_hook(tp, out)
+        c.register_structure_hook(tp, lambda v, _t, back=back: back(v))
     c.register_unstructure_hook_factory(_is_namedtuple, lambda t: _namedtuple_out(c, t))
     c.register_structure_hook_factory(_is_namedtuple, lambda t: _namedtuple_in(c, t))
     c.register_unstructure_hook_func(lambda t: isinstance(t, type) and issubclass(t, PurePath), str)
@@ -111,16 +118,6 @@ def make_converter() -> cattrs.Converter:
         lambda t: isinstance(t, type) and issubclass(t, PurePath), lambda v, t: t(v)
     )
     return c
-
-
-_converter: cattrs.Converter | None = None
-
-
-def converter() -> cattrs.Converter:
-    global _converter
-    if _converter is None:
-        _converter = make_converter()
-    return _converter
 
 
 def type_name(tp: Any) -> str:
@@ -145,7 +142,8 @@ _as_any_cache: dict[Any, Any] = {}
 
 def as_any(tp: Any) -> Any:
     """``tp`` with ``object`` replaced by ``Any`` (cattrs knows only the
-    latter), at the top and in generic arguments."""
+    latter), at the top and in generic arguments. Cached: 11 us a call
+    uncached, a tenth of a decorated call's hit."""
     try:
         return _as_any_cache[tp]
     except (KeyError, TypeError):
