@@ -90,12 +90,10 @@ def _targets(args: argparse.Namespace, pipeline: Any, store: Any) -> list[_Targe
     from ..checkpoints import CheckpointManager
     from ..plugins._processors import stage_namespace
 
-    encryption = None
     if args.key_file and args.key_env:
         raise ConfigError("give --key-file or --key-env, not both")
-    if args.key_file:
-        encryption = {"key_file": args.key_file}
-    elif args.key_env:
+    encryption = {"key_file": args.key_file} if args.key_file else None
+    if args.key_env:
         encryption = {"key_env": args.key_env}
 
     def manager(ns: str) -> Any:
@@ -157,10 +155,6 @@ def _size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _when(info: Any) -> str:
-    return str(info.to_json()["created"])
-
-
 def _filters(items: list[str]) -> dict[str, Any]:
     from .. import _json
 
@@ -185,12 +179,8 @@ def _list(args: argparse.Namespace, targets: list[_Target], pipeline: Any) -> in
     filt = _filters(args.filter) or None
     rows = [(t, t.manager.list(sort=args.sort, filter=filt, hidden=args.all)) for t in targets]
     if args.json:
-        print_json(
-            {
-                "pipeline": pipeline.name,
-                "checkpoints": [_with_stage(e.to_json(), t) for t, es in rows for e in es],
-            }
-        )
+        checkpoints = [_with_stage(e.to_json(), t) for t, es in rows for e in es]
+        print_json({"pipeline": pipeline.name, "checkpoints": checkpoints})
         return EXIT_OK
     shown = [(t, es) for t, es in rows if es]
     if not shown:
@@ -202,16 +192,12 @@ def _list(args: argparse.Namespace, targets: list[_Target], pipeline: Any) -> in
         print(f"{t.label()} ({t.namespace}): {len(entries)} checkpoint(s)")
         width = max(len(e.id) for e in entries)
         for e in entries:
-            flags = "".join(
-                [
-                    " encrypted" if e.encrypted else "",
-                    f" base={e.base}" if e.base else "",
-                    " hidden" if e.hidden else "",
-                ]
-            )
+            flags = " encrypted" if e.encrypted else ""
+            flags += f" base={e.base}" if e.base else ""
+            flags += " hidden" if e.hidden else ""
             meta = f"  {_json.dumps(e.metadata).decode()}" if e.metadata else ""
             print(
-                f"  {e.id:<{width}}  {e.kind:<5}  {_when(e)}  {_size(e.size):>10}  "
+                f"  {e.id:<{width}}  {e.kind:<5}  {e.to_json()['created']}  {_size(e.size):>10}  "
                 f"stored {_size(e.stored_size):>10}{flags}{meta}"
             )
     return EXIT_OK
@@ -263,15 +249,9 @@ def _verify(args: argparse.Namespace, targets: list[_Target]) -> int:
                 print(f"ok       {t.label()}: {item.id}")
             else:
                 print(f"DAMAGED  {t.label()}: {item.id}: {item.problem}")
-        if r.orphans:
-            print(
-                f"note     {t.label()}: {len(r.orphans)} orphan blob(s); 'pipekit checkpoints prune' removes them"
-            )
-        if r.temps:
-            print(
-                f"note     {t.label()}: {len(r.temps)} temp file(s) left by a killed writer; "
-                "'pipekit checkpoints prune' removes them"
-            )
+        for found, what in ((r.orphans, "orphan blob(s)"), (r.temps, "temp file(s) left by a killed writer")):  # fmt: skip
+            if found:
+                print(f"note     {t.label()}: {len(found)} {what}; 'pipekit checkpoints prune' removes them")  # fmt: skip
     bad = sum(len(r.damaged) + (r.index_problem is not None) for _t, r in reports)
     if bad:
         print(f"{bad} problem(s) in {total} checkpoint(s)", file=sys.stderr)
@@ -337,12 +317,8 @@ def _prune(args: argparse.Namespace, targets: list[_Target], pipeline: Any, lock
             if lease is not None:
                 lease.release()
     if args.json:
-        print_json(
-            {
-                "policy": policy.describe(),
-                "namespaces": [_with_stage(r.to_json(), t) for t, r in results],
-            }
-        )
+        namespaces = [_with_stage(r.to_json(), t) for t, r in results]
+        print_json({"policy": policy.describe(), "namespaces": namespaces})
         return EXIT_OK
     verb = "would delete" if args.dry_run else "deleted"
     for t, r in results:
@@ -367,10 +343,6 @@ def main(args: argparse.Namespace) -> int:
     targets = _targets(args, pipeline, backends.checkpoints)
     if args.action == "list":
         return _list(args, targets, pipeline)
-    if args.action == "show":
-        return _show(args, targets)
-    if args.action == "verify":
-        return _verify(args, targets)
-    if args.action == "restore":
-        return _restore(args, targets)
-    return _prune(args, targets, pipeline, backends.locks)
+    if args.action == "prune":
+        return _prune(args, targets, pipeline, backends.locks)
+    return {"show": _show, "verify": _verify, "restore": _restore}[args.action](args, targets)

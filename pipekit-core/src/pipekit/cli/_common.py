@@ -12,74 +12,35 @@ from typing import Any
 
 from ..errors import EXIT_INTERRUPTED
 
-__all__ = [
-    "add_file",
-    "add_common",
-    "error",
-    "print_json",
-    "load",
-    "load_for_run",
-    "install_signal_handlers",
-    "printable",
-]
+__all__ = ["add_file", "add_common", "error", "print_json", "load", "load_for_run"]
+__all__ += ["install_signal_handlers", "printable"]
 
-# Characters a terminal acts on instead of showing: C0 and C1 controls (ESC,
-# CSI, BEL, backspace, carriage return...), DEL, the bidirectional
-# overrides and isolates that reorder what is shown around them, and the
-# line and paragraph separators.
+# Characters a terminal acts on instead of showing: C0 and C1 controls, DEL,
+# the bidirectional overrides and isolates, the line and paragraph separators.
 _UNSAFE = frozenset(
-    [
-        *range(0x20),
-        *range(0x7F, 0xA0),
-        0x2028,
-        0x2029,
-        *range(0x202A, 0x202F),
-        *range(0x2066, 0x206A),
-    ]
+    [*range(0x20), *range(0x7F, 0xA0), *range(0x2028, 0x202F), *range(0x2066, 0x206A)]
 )
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+# fmt: off
 def add_file(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-f",
-        "--file",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help="the pipeline file (default: pipekit.toml, pipeline.toml or pipeline.json here)",
-    )
-    p.add_argument(
-        "--backend",
-        default=argparse.SUPPRESS,
-        metavar="NAME",
-        help="backend for locks, idempotency and checkpoints (overrides [backend].name)",
-    )
+    p.add_argument("-f", "--file", type=Path, default=argparse.SUPPRESS, help="the pipeline file (default: pipekit.toml, pipeline.toml or pipeline.json here)")
+    p.add_argument("--backend", default=argparse.SUPPRESS, metavar="NAME", help="backend for locks, idempotency and checkpoints (overrides [backend].name)")
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
     """Options accepted before or after the command (``pipekit -q run`` and
     ``pipekit run -q`` alike)."""
     top = p.prog == "pipekit"
-    p.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default="text" if top else argparse.SUPPRESS,
-        help="format of log lines on stderr (default: text)",
-    )
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0 if top else argparse.SUPPRESS,
-        help="more log output (-vv: debug)",
-    )
-    p.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        default=False if top else argparse.SUPPRESS,
-        help="print only errors",
-    )
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    p.add_argument("--log-format", choices=("text", "json"), default=default("text"), help="format of log lines on stderr (default: text)")
+    p.add_argument("-v", "--verbose", action="count", default=default(0), help="more log output (-vv: debug)")
+    p.add_argument("-q", "--quiet", action="store_true", default=default(False), help="print only errors")
+# fmt: on
 
 
 def printable(text: str) -> str:

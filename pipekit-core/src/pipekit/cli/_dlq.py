@@ -166,12 +166,9 @@ def _retry(args: argparse.Namespace) -> int:
     )
     failed = any(r.still_failing or r.skipped for r in reports)
     if args.json:
+        stages = [attrs.asdict(r) for r in reports]
         print_json(
-            {
-                "pipeline": pipeline.name,
-                "status": "failed" if failed else "ok",
-                "stages": [attrs.asdict(r) for r in reports],
-            }
+            {"pipeline": pipeline.name, "status": "failed" if failed else "ok", "stages": stages}
         )
         return EXIT_FAILED if failed else EXIT_OK
     if not reports:

@@ -1,9 +1,5 @@
-"""The ``pipekit`` command.
-
-argparse (the standard library's, well kept) rather than click or typer: a
-no-op ``pipekit run`` is measured against peers, and argparse costs a few
-milliseconds to import where click costs tens.
-"""
+"""The ``pipekit`` command (argparse rather than click or typer: a few
+milliseconds to import where click costs tens, on every no-op run)."""
 
 from __future__ import annotations
 

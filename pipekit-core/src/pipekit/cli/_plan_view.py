@@ -22,10 +22,7 @@ class StageStatus:
     """Where a stage that will run resumes from (its checkpoint), if it does."""
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "status": self.status, "reason": self.reason}
-        if self.resume is not None:
-            out["resume"] = self.resume
-        return out
+        return attrs.asdict(self, filter=lambda field, value: value is not None)
 
 
 def resume_point(store: Any, pipeline: str, stage: str, fingerprint: str) -> dict[str, Any] | None:
@@ -80,12 +77,9 @@ def plan(
                 resume = resume_point(checkpoints, pipeline.name, name, d.fingerprint)
             reason = d.reason
             if resume is not None:
-                why = (
-                    "did not finish"
-                    if d.reason in ("never run", "last run did not finish")
-                    else d.reason
-                )
-                reason = f"{why}; {describe_resume(resume)}"
+                if reason in ("never run", "last run did not finish"):
+                    reason = "did not finish"
+                reason = f"{reason}; {describe_resume(resume)}"
             out.append(StageStatus(name, "will-run", reason, resume))
         else:
             out.append(StageStatus(name, "up-to-date", d.reason))

@@ -1,11 +1,6 @@
-"""Progress bars for running record stages, on a terminal only (rich).
-
-One bar per record stage while it runs (several with ``--jobs``): records
-read, records per second, how much of the input is read and, since the
-input's size is known, the time left. Nothing is shown when stderr is not a
-terminal, with ``-q``, or with ``--json``. rich is imported only when a bar
-is first shown.
-"""
+"""Progress bars (rich, imported when the first is shown) for running record
+stages: records read, records per second, input read, time left. Only on a
+terminal, never with ``-q`` or ``--json``."""
 
 from __future__ import annotations
 
@@ -61,22 +56,17 @@ class ProgressDisplay:
         self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
 
     def _start(self) -> None:
+        from rich import progress as rich_progress
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeRemainingColumn,
-        )
 
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[records]:>12,} records"),
-            TextColumn("{task.fields[rate]:>16}"),
-            TimeRemainingColumn(),
+        text = rich_progress.TextColumn
+        progress = rich_progress.Progress(
+            text("[bold]{task.description}"),
+            rich_progress.BarColumn(),
+            rich_progress.TaskProgressColumn(),
+            text("{task.fields[records]:>12,} records"),
+            text("{task.fields[rate]:>16}"),
+            rich_progress.TimeRemainingColumn(),
             console=Console(file=sys.stderr),
             transient=True,
             refresh_per_second=5,

@@ -48,13 +48,8 @@ def print_plan(
         checkpoints=backends.checkpoints,
     )
     if args.json:
-        print_json(
-            {
-                "pipeline": pipeline.name,
-                "dry_run": dry_run,
-                "stages": [s.to_json() for s in statuses],
-            }
-        )
+        stages = [s.to_json() for s in statuses]
+        print_json({"pipeline": pipeline.name, "dry_run": dry_run, "stages": stages})
         return EXIT_OK
     width = max(len(s.name) for s in statuses)
     for s in statuses:

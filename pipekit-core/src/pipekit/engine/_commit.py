@@ -62,22 +62,14 @@ class GroupCommitter:
         self._remember = remember
         self._queue: queue.SimpleQueue[CommitJob | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="pipekit-commit", daemon=True)
-        self._started = False
-        self._lock = threading.Lock()
+        self._thread.start()
 
     def submit(self, job: CommitJob) -> Future[Any]:
-        with self._lock:
-            if not self._started:
-                self._thread.start()
-                self._started = True
         self._queue.put(job)
         return job.future
 
     def close(self) -> None:
         """Commit what is queued, then stop."""
-        with self._lock:
-            if not self._started:
-                return
         self._queue.put(None)
         self._thread.join()
 

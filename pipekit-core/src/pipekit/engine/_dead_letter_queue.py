@@ -1,23 +1,20 @@
-"""The dead-letter queue above any :class:`DeadLetterStore`: how dead letters
-are shown, and how ``pipekit dlq retry`` feeds them back through their
-processor.
+"""The dead-letter queue above any :class:`DeadLetterStore`: dead letters as
+JSON, and ``pipekit dlq retry``, which feeds them back through their
+processor and appends what now succeeds to the stage's committed output,
+exactly once:
 
-Retrying appends the outputs of the dead letters that now succeed to the
-stage's committed output, exactly once:
-
-1. under the stage's lock, and only when the stage is up to date (its output
-   is the committed one of the dead letters' fingerprint);
-2. the new output (old content + appended records) is written to a temp file
-   beside it and made durable, hashing it on the way;
-3. an intent (which dead letters, which output, the new content's hash) is
-   saved durably in ``<state_dir>/dlq-retry/``;
-4. the temp file is renamed over the output, and the folder made durable;
-5. the stage's idempotency record, state entry and hash cache get the new
-   output hash, the dead letters are deleted, the intent is removed.
+1. under the stage's lock, only when the stage is up to date;
+2. old content + appended records go to a durable temp file beside the
+   output, hashed on the way;
+3. an intent (dead letters, output, new hash) is saved durably in
+   ``<state_dir>/dlq-retry/``;
+4. the temp file is renamed over the output and the folder made durable;
+5. the idempotency record, state entry and hash cache get the new hash, the
+   dead letters and the intent are deleted.
 
 A crash between 3 and 5 is finished by the next ``pipekit dlq`` command: if
-the output has the intent's hash, the append happened and steps 5 are done;
-otherwise the intent is dropped and the dead letters stay queued.
+the output has the intent's hash, step 5 is done; otherwise the intent is
+dropped and the dead letters stay queued.
 """
 
 from __future__ import annotations
@@ -79,10 +76,6 @@ class StageRetry:
     """Why the stage's dead letters were left alone, if they were."""
 
 
-def _intent_dir(state_dir: Path) -> Path:
-    return state_dir / INTENTS
-
-
 def _digest(path: Path) -> str | None:
     from ..state._hash_cache import hash_file
 
@@ -93,8 +86,8 @@ def _digest(path: Path) -> str | None:
 
 
 def _read_intent(path: Path) -> dict[str, Any] | None:
-    """A retry's intent; None, the file moved aside with a warning, when it
-    is damaged (nothing can be finished from it: its dead letters stay)."""
+    """A retry's intent; None (the file moved aside, its dead letters stay)
+    when it is damaged."""
     from ..state._shapes import check_retry_intent, move_aside, warn_damaged
 
     try:
@@ -114,7 +107,7 @@ def _read_intent(path: Path) -> dict[str, Any] | None:
 def recover_intents(pipeline: Any, backends: Any) -> list[str]:
     """Finish (or drop) the appends of a ``dlq retry`` that was killed;
     return a line per intent found."""
-    folder = _intent_dir(pipeline.state_dir)
+    folder = pipeline.state_dir / INTENTS
     try:
         names = sorted(os.listdir(folder))
     except FileNotFoundError:
@@ -171,7 +164,7 @@ def _finish(pipeline: Any, backends: Any, intent: dict[str, Any]) -> None:
     except FileNotFoundError:
         pass
     backends.dead_letters.delete(pipeline.name, intent["ids"])
-    (_intent_dir(pipeline.state_dir) / f"{intent['stage']}.json").unlink(missing_ok=True)
+    (pipeline.state_dir / INTENTS / f"{intent['stage']}.json").unlink(missing_ok=True)
 
 
 def _decode(letter: DeadLetter) -> Any:
@@ -181,17 +174,17 @@ def _decode(letter: DeadLetter) -> Any:
 
 
 def _encode(fmt: str, values: list[Any]) -> bytes:
-    parts = []
-    for v in values:
+    out = b""
+    for value in values:
         if fmt == "jsonl":
-            parts.append(_json.dumps(v))
-        elif isinstance(v, bytes):
-            parts.append(v)
-        elif isinstance(v, str):
-            parts.append(v.encode("utf-8", "surrogateescape"))
-        else:
-            raise TypeError(f"a 'lines' processor must yield str or bytes, got {type(v).__name__}")
-    return b"".join(p + b"\n" for p in parts)
+            value = _json.dumps(value)
+        elif isinstance(value, str):
+            value = value.encode("utf-8", "surrogateescape")
+        elif not isinstance(value, bytes):
+            kind = type(value).__name__
+            raise TypeError(f"a 'lines' processor must yield str or bytes, got {kind}")
+        out += value + b"\n"
+    return out
 
 
 def _try(
@@ -345,7 +338,7 @@ def _retry_stage(
             "token": getattr(lease, "token", None),
             "created": time.time(),
         }
-        atomic_write_bytes(_intent_dir(pipeline.state_dir) / f"{st.name}.json", _json.dumps(intent))
+        atomic_write_bytes(pipeline.state_dir / INTENTS / f"{st.name}.json", _json.dumps(intent))
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -30,9 +30,8 @@ def needs_worker(st: Any) -> bool:
 def run_in_process(
     st: Any, ctx: StageContext, *, record_run: Any = None, policy: Any = None
 ) -> dict[str, Any]:
-    """Run the processor in this thread; under the network guard of
-    ``policy`` (a :class:`pipekit.isolation._guard.Policy`) when one is given. The
-    network mode the stage ran in goes to ``ctx.info["network"]``."""
+    """Run the processor in this thread, under the network guard of
+    ``policy`` when one is given (its mode goes to ``ctx.info["network"]``)."""
     if policy is None:
         _run_processor(st, ctx, record_run)
         return ctx.info
@@ -45,21 +44,17 @@ def run_in_process(
 
 @contextmanager
 def _judged(g: Any, ctx: StageContext) -> Iterator[None]:
-    """Around a processor's work under the guard ``g``: the network mode
-    goes to ``ctx.info["network"]``, and a refusal the processor caught
-    still fails the attempt."""
+    """Around a processor's work under the guard ``g``: the network mode goes
+    to ``ctx.info["network"]``; a refusal the processor caught still fails."""
     try:
         yield
     except Exception as exc:
-        ctx.info["network"] = g.mode
         if g.violations and not isinstance(exc, (Interrupted, NetworkRefused)):
             # the processor caught the refusal and failed otherwise
             raise NetworkRefused(g.violations[0]) from exc
         raise
-    except BaseException:
+    finally:
         ctx.info["network"] = g.mode
-        raise
-    ctx.info["network"] = g.mode
     if g.violations:  # the processor caught the refusal and carried on
         raise NetworkRefused(g.violations[0])
 
@@ -96,19 +91,13 @@ def run_in_worker(
     policy: Any = None,
     lease: Any = None,
 ) -> dict[str, Any]:
-    """Run the attempt in ``python -m pipekit.engine._worker``. When ``timeout``
-    passes, kill its whole process group; when the run is interrupted, ask
-    it to stop (SIGTERM: a record stage checkpoints first), and kill it if it
-    has not stopped within :data:`GRACE_S`; when ``lease`` (the stage's
-    lock) is lost, kill it and raise :class:`pipekit.errors.LeaseLost`.
-
-    The worker dies with this process however it ends (see
-    :mod:`pipekit.engine._worker`): this process keeps the worker's stdin open until
-    the worker has ended.
-
-    ``records`` is what a record stage needs to checkpoint and dead-letter
-    in the worker; ``progress(total, done, records)`` starts a progress
-    handle that the worker's progress reports are forwarded to."""
+    """Run the attempt in ``python -m pipekit.engine._worker``, whose process
+    group is killed when ``timeout`` passes or ``lease`` is lost (then
+    :class:`pipekit.errors.LeaseLost`); an interrupt asks it to stop (SIGTERM:
+    a record stage checkpoints first) and kills it after :data:`GRACE_S`.
+    The worker's stdin stays open until it has ended: it dies with this
+    process. ``records`` is what a record stage needs in the worker;
+    ``progress(total, done, records)`` starts the progress handle."""
     with tempfile.TemporaryDirectory(prefix="pipekit-worker-") as tmp:
         result_path = Path(tmp) / "result.json"
         progress_path = Path(tmp) / "progress"
@@ -117,12 +106,9 @@ def run_in_worker(
             job["records"] = dict(records, progress=str(progress_path) if progress else None)
         proc = _start_worker(job)
         try:
-            watch = _Watch(ctx, timeout, records is not None, lease)
-            interrupted = watch.wait(proc, progress_path if progress else None, progress)
-        finally:
-            # Whatever way this ends, no process of the worker's group stays
-            # (a child the stage left behind, or the worker itself when this
-            # thread is leaving early).
+            watched = progress_path if progress else None
+            interrupted = _watch(proc, ctx, timeout, lease, records is not None, watched, progress)
+        finally:  # no process of the worker's group stays, whatever way this ends
             _kill_group(proc)
             assert proc.stdin is not None
             try:
@@ -169,9 +155,8 @@ def _job(
 
 def _start_worker(job: dict[str, Any]) -> subprocess.Popen[bytes]:
     """Start the worker in a session of its own and send it ``job`` as one
-    line on its stdin, which stays open: its end tells the worker that this
-    process is gone. The pipe's write end is close-on-exec, so no other
-    child of this process holds it."""
+    line on its stdin, which stays open: its end (close-on-exec, held by this
+    process alone) tells the worker that this process is gone."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipekit.engine._worker"],
         stdin=subprocess.PIPE,
@@ -186,53 +171,47 @@ def _start_worker(job: dict[str, Any]) -> subprocess.Popen[bytes]:
     return proc
 
 
-class _Watch:
-    """The runner's side of a worker's life: its timeout, an interrupt of
-    the run, the stage's lease, and its progress reports."""
-
-    def __init__(self, ctx: StageContext, timeout: float | None, records: bool, lease: Any):
-        self.ctx = ctx
-        self.timeout = timeout
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.records = records
-        self.lease = lease
-
-    def wait(
-        self, proc: subprocess.Popen[bytes], progress_path: Path | None, progress: Any
-    ) -> bool:
-        """Until the worker ends; True when it was asked to stop for an
-        interrupt. Raises when it had to be killed."""
-        bar = None
-        try:
-            while True:
-                try:
-                    proc.wait(timeout=0.05)
-                    return False
-                except subprocess.TimeoutExpired:
-                    pass
-                if progress_path is not None:
-                    bar = _forward_progress(progress_path, progress, bar)
-                if self.ctx.cancelled.is_set():
-                    if not self.records:
-                        _kill_group(proc)
-                        raise Interrupted()
-                    _stop_group(proc)  # a record stage checkpoints first
-                    return True
-                self._check(proc)
-        finally:
-            if bar is not None:
-                bar.close()
-
-    def _check(self, proc: subprocess.Popen[bytes]) -> None:
-        if self.lease is not None and getattr(self.lease, "lost", False):
-            _kill_group(proc)  # another runner may hold the stage now
-            raise LeaseLost.of(self.lease)
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            _kill_group(proc)
-            raise StageTimeout(
-                f"attempt {self.ctx.attempt} ran past the stage's timeout of "
-                f"{self.timeout:g}s and was stopped"
-            )
+def _watch(
+    proc: subprocess.Popen[bytes],
+    ctx: StageContext,
+    timeout: float | None,
+    lease: Any,
+    records: bool,
+    progress_path: Path | None,
+    progress: Any,
+) -> bool:
+    """Wait for the worker to end, forwarding its progress reports; True when
+    it was asked to stop for an interrupt. Kills it (and raises) when it runs
+    past ``timeout`` or the stage's lease is lost."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    bar = None
+    try:
+        while True:
+            try:
+                proc.wait(timeout=0.05)
+                return False
+            except subprocess.TimeoutExpired:
+                pass
+            if progress_path is not None:
+                bar = _forward_progress(progress_path, progress, bar)
+            if ctx.cancelled.is_set():
+                if not records:
+                    _kill_group(proc)
+                    raise Interrupted()
+                _stop_group(proc)  # a record stage checkpoints first
+                return True
+            if lease is not None and getattr(lease, "lost", False):
+                _kill_group(proc)  # another runner may hold the stage now
+                raise LeaseLost.of(lease)
+            if deadline is not None and time.monotonic() >= deadline:
+                _kill_group(proc)
+                raise StageTimeout(
+                    f"attempt {ctx.attempt} ran past the stage's timeout of "
+                    f"{timeout:g}s and was stopped"
+                )
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _raise_for_result(ctx: StageContext, result: dict[str, Any]) -> None:
@@ -273,8 +252,7 @@ def _forward_progress(path: Path, progress: Any, bar: Any) -> Any:
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the worker's process group, then SIGKILL it if it is still
-    there after the grace period."""
+    """SIGTERM the worker's process group; SIGKILL it after the grace period."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -286,9 +264,8 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the worker's process group (what is left of it: its id stays
-    the group's while any member lives, even after the worker was reaped)
-    and reap the worker."""
+    """SIGKILL what is left of the worker's process group (its id stays the
+    group's while any member lives) and reap the worker."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

@@ -9,16 +9,9 @@ import attrs
 __all__ = ["StageResult", "RunInfo", "Decision", "RECORD_SUMMARY"]
 
 RECORD_SUMMARY = (
-    "records_in",
-    "records_out",
-    "records_failed",
-    "records_retried",
-    "records_dead_lettered",
-    "resumed_from",
-    "records_per_s",
-    "input_bytes_read",
-    "checkpoints",
-)
+    "records_in", "records_out", "records_failed", "records_retried", "records_dead_lettered",
+    "resumed_from", "records_per_s", "input_bytes_read", "checkpoints",
+)  # fmt: skip
 """The counters of a record stage that ``pipekit run --json`` shows."""
 
 

@@ -1,22 +1,18 @@
-"""``python -m pipekit.engine._worker``: run one attempt of one stage, in a process
-of its own, for stages whose timeout the runner must be able to enforce by
-killing. Reads a JSON job on stdin, writes a JSON result file.
+"""``python -m pipekit.engine._worker``: run one attempt of one stage in a
+process the runner can kill at the stage's timeout. Reads a JSON job on
+stdin, writes a JSON result file. A record stage checkpoints, dead-letters,
+calls ``on_record_failed`` observers and reports progress here, and on
+SIGTERM stops after the record in hand with a checkpoint.
 
-A record stage checkpoints and dead-letters here as it would in the runner
-(the runner holds the stage's lock meanwhile), calls ``on_record_failed``
-observers in this process, writes its progress to the file the job names,
-and on SIGTERM stops after the record in hand with a checkpoint.
-
-The worker dies with its runner, whatever way the runner ends (even
-``kill -9``): the runner keeps the write end of the worker's stdin open
-while it waits, and only the runner holds it, so the end of that pipe
-means the runner is gone; a thread then kills the worker's whole process
-group (the worker leads a session of its own) at once, so that no orphan
-keeps writing the stage's partial output, checkpoints or dead letters
-while another run works on the stage."""
+The worker dies with its runner, however the runner ends (even ``kill -9``):
+only the runner holds the write end of the worker's stdin, so the end of
+that pipe means the runner is gone, and a thread then kills the worker's
+whole process group, so that no orphan writes the stage's output,
+checkpoints or dead letters while another run works on the stage."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -42,9 +38,7 @@ def _record_run(job: dict[str, Any], st: Any, registry: Any, backends: Any) -> A
     def on_failed(record: Any, error: BaseException) -> None:
         observers.call("on_record_failed", run=info, stage=st.config, record=record, error=error)
 
-    progress = None
-    if rj.get("progress"):
-        progress = _progress_writer(rj["progress"])
+    progress = functools.partial(_ProgressFile, rj["progress"]) if rj.get("progress") else None
     cfg = st.config
     return RecordRun(
         pipeline=rj["pipeline"],
@@ -71,24 +65,16 @@ def _record_run(job: dict[str, Any], st: Any, registry: Any, backends: Any) -> A
 class _ProgressFile:
     """Progress reports for the runner: ``total done records`` at offset 0."""
 
-    def __init__(self, path: str, total: int) -> None:
+    def __init__(self, path: str, total: int, done: int, records: int) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         self.total = total
+        self.update(records, done)
 
     def update(self, records: int, done: int) -> None:
         os.pwrite(self.fd, f"{self.total} {done} {records}\n".ljust(64).encode(), 0)
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-def _progress_writer(path: str) -> Any:
-    def start(total: int, done: int, records: int) -> _ProgressFile:
-        handle = _ProgressFile(path, total)
-        handle.update(records, done)
-        return handle
-
-    return start
 
 
 def read_job() -> bytes:
@@ -107,9 +93,8 @@ def read_job() -> bytes:
 
 
 def _die_with_runner(fd: int) -> None:
-    """Wait for the end of the runner's pipe, then SIGKILL this process
-    group: the runner is gone (it closes the pipe only after this process
-    has ended)."""
+    """At the end of the runner's pipe (the runner is gone), SIGKILL this
+    process group."""
     try:
         while os.read(fd, 4096):
             pass
@@ -120,55 +105,58 @@ def _die_with_runner(fd: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _context(job: dict[str, Any], st: Any, pipeline: Any, backends: Any) -> Any:
+    """The attempt's :class:`StageContext`, with the stage's checkpoint."""
+    from ..plugins._processors import Checkpoint, StageContext
+
+    checkpoint = None
+    if job.get("checkpoint"):
+        cp = job["checkpoint"]
+        fence = tuple(cp["fence"]) if cp.get("fence") else None
+        checkpoint = Checkpoint(
+            backends.checkpoints,
+            cp["namespace"],
+            cp["fingerprint"],
+            fence=fence,  # type: ignore[arg-type]
+        )
+    return StageContext(
+        stage_name=st.name,
+        run_id=job["run_id"],
+        inputs=list(st.input_paths),
+        outputs=[Path(p) for p in job["outputs"]],
+        params=st.params,
+        log=logging.getLogger(f"pipekit.stage.{st.name}"),
+        final_outputs=list(st.output_paths),
+        attempt=job["attempt"],
+        workdir=pipeline.root,
+        checkpoint=checkpoint,
+    )
+
+
 def main() -> int:
     from .. import _json
-    from ..errors import NonRetryable
+    from ..errors import NetworkRefused, NonRetryable
     from ..plan._pipeline import load_pipeline
     from ..plugins._manager import load_registry
-    from ..plugins._processors import StageContext
     from ._execute import run_in_process
     from ._records import Interrupted
 
     job = _json.loads(read_job())
-    result_path = Path(job["result"])
     sys.stdout = sys.stderr  # a processor's prints must not reach the protocol
     ctx: Any = None
-    network = None
+    out: dict[str, Any] = {"ok": False}
     try:
         registry = load_registry()
         pipeline = load_pipeline(
             Path(job["file"]), registry, backend_override=job["backend"], check_inputs=False
         )
         st = pipeline.stages[job["stage"]]
-        checkpoint = None
         backends: Any = None
         if job.get("checkpoint") or job.get("records"):
             from ..stores._assemble import make_backends
 
             backends = make_backends(registry, pipeline)
-        if job.get("checkpoint"):
-            from ..plugins._processors import Checkpoint
-
-            cp = job["checkpoint"]
-            fence = tuple(cp["fence"]) if cp.get("fence") else None
-            checkpoint = Checkpoint(
-                backends.checkpoints,
-                cp["namespace"],
-                cp["fingerprint"],
-                fence=fence,  # type: ignore[arg-type]
-            )
-        ctx = StageContext(
-            stage_name=st.name,
-            run_id=job["run_id"],
-            inputs=list(st.input_paths),
-            outputs=[Path(p) for p in job["outputs"]],
-            params=st.params,
-            log=logging.getLogger(f"pipekit.stage.{st.name}"),
-            final_outputs=list(st.output_paths),
-            attempt=job["attempt"],
-            workdir=pipeline.root,
-            checkpoint=checkpoint,
-        )
+        ctx = _context(job, st, pipeline, backends)
         signal.signal(signal.SIGTERM, lambda _s, _f: ctx.cancelled.set())
         record_run = _record_run(job, st, registry, backends) if job.get("records") else None
         policy = None
@@ -176,38 +164,26 @@ def main() -> int:
             from ..isolation._guard import Policy
 
             policy = Policy.from_json(job["network"])
-        try:
-            info = run_in_process(st, ctx, record_run=record_run, policy=policy)
-        finally:
-            network = ctx.info.pop("network", None)
-        out: dict[str, Any] = {"ok": True, "info": info, "network": network}
+        out["info"] = run_in_process(st, ctx, record_run=record_run, policy=policy)
+        out["ok"] = True
     except Interrupted as exc:
-        out = {
-            "ok": False,
-            "interrupted": True,
-            "interrupt_info": exc.info,
-            "info": dict(ctx.info) if ctx is not None else {},
-            "network": network,
-        }
+        out.update(interrupted=True, interrupt_info=exc.info)
     except BaseException as exc:  # reported to the parent, which decides
-        from ..errors import NetworkRefused
-
         non_retryable = isinstance(exc, NonRetryable)
         try:
             non_retryable = non_retryable or isinstance(exc, st.processor.non_retryable)
         except Exception:
             pass
-        out = {
-            "ok": False,
-            "error_type": type(exc).__name__,
-            "message": str(exc),
-            "traceback": traceback.format_exc(),
-            "non_retryable": non_retryable,
-            "network_refused": isinstance(exc, NetworkRefused),
-            "network": network,
-            "info": dict(ctx.info) if ctx is not None else {},
-        }
-    result_path.write_bytes(_json.dumps(out))
+        out.update(
+            error_type=type(exc).__name__,
+            message=str(exc),
+            traceback=traceback.format_exc(),
+            non_retryable=non_retryable,
+            network_refused=isinstance(exc, NetworkRefused),
+        )
+    out["network"] = ctx.info.pop("network", None) if ctx is not None else None
+    out.setdefault("info", dict(ctx.info) if ctx is not None else {})
+    Path(job["result"]).write_bytes(_json.dumps(out))
     return 0
 
 
