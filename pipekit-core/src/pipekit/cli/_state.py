@@ -113,15 +113,8 @@ def open_state(args: argparse.Namespace) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
-    state = open_state(args)
-    command = args.state_command
-    if command == "show":
-        return show(state, args)
-    if command == "history":
-        return history(state, args)
-    if command == "backups":
-        return backups(state, args)
-    return restore(state, args)
+    commands = {"show": show, "history": history, "backups": backups, "restore": restore}
+    return commands[args.state_command](open_state(args), args)
 
 
 def _when(t: float | None) -> str:

@@ -36,7 +36,7 @@ from typing import Any
 import attrs
 import orjson
 
-from .._atomic import TEMP_MARK, sync_files, unlink_quietly
+from .._atomic import TEMP_MARK, atomic_write_bytes, sync_files, unlink_quietly
 from .._private_files import FILE_MODE, make_private_dir
 from .._structuring import structure
 from ..errors import StateError, StateReadError, StateValidationError
@@ -76,16 +76,14 @@ def encode(data: Any) -> bytes:
         ) from None
 
 
+@attrs.define(repr=False)
 class StateTransaction:
     """What :meth:`PipelineState.transaction` yields: change or replace
     ``data`` (a deep copy of the file's content); it is written when the
     ``with`` block ends without an exception."""
 
-    __slots__ = ("data", "path")
-
-    def __init__(self, data: Any, path: Path) -> None:
-        self.data = data
-        self.path = path
+    data: Any
+    path: Path
 
     def __repr__(self) -> str:
         return f"<StateTransaction {self.path}>"
@@ -105,13 +103,7 @@ class StateBackup:
         return self.path.name
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "name": self.name,
-            "time": self.time,
-            "written": self.written,
-            "size": self.size,
-        }
+        return {**attrs.asdict(self), "path": str(self.path), "name": self.name}
 
 
 class PipelineState:
@@ -550,15 +542,7 @@ class PipelineState:
 
     def _copy(self, dest: Path, old_raw: bytes) -> None:
         make_private_dir(dest.parent)
-        tmp = dest.with_name(f".{TEMP_MARK}backup")
-        unlink_quietly(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        try:
-            os.write(fd, old_raw)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest)
+        atomic_write_bytes(dest, old_raw, mode=FILE_MODE)
 
     def _backup_name(self, us: int) -> str:
         """``state.20240501T120000.123456Z.json`` for ``state.json``: names
