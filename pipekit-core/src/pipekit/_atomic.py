@@ -14,6 +14,8 @@ a change for another host's (see :data:`STALE_AFTER_S`), never a live writer's.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import re
 import secrets
@@ -34,6 +36,7 @@ __all__ = [
     "atomic_write_bytes",
     "commit_files",
     "move_into_place",
+    "pid_runs",
     "sweep_temp_files",
     "sync_files",
     "sync_dirs",
@@ -89,15 +92,11 @@ def _remove_if_empty(folder: str | None) -> None:
 
 def fsync_dir(path: Path | str) -> None:
     """fsync a folder so that renames and creations in it are durable."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(path, getattr(os, "O_DIRECTORY", 0))
 
 
-def fsync_file(path: Path | str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def fsync_file(path: Path | str, flags: int = 0) -> None:
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:
@@ -174,7 +173,7 @@ def _is_stale(entry: os.DirEntry[str], now: float) -> bool:
     if pid is None:
         return False  # not a name of ours (a state file's own temp, say)
     if host == _HOST:
-        return pid != os.getpid() and not _alive(pid)
+        return pid != os.getpid() and not pid_runs(pid)
     try:
         return now - _last_change(entry) > STALE_AFTER_S
     except FileNotFoundError:
@@ -213,14 +212,21 @@ def _writer_of(name: str) -> tuple[str, int | None]:
         return "", None
 
 
-def _alive(pid: int) -> bool:
+def pid_runs(pid: int) -> bool:
+    """Whether a process ``pid`` of this host runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:
+        return True  # it exists (e.g. another user's)
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False  # it ended meanwhile
+    except (OSError, IndexError):
         return True
-    return True
 
 
 def unlink_quietly(path: Path | str) -> None:
@@ -235,25 +241,18 @@ def unlink_quietly(path: Path | str) -> None:
 
 # -- batched durability -------------------------------------------------------
 
-_syncfs: Any = None
 
-
+@functools.cache
 def _get_syncfs() -> Any:
     """libc's syncfs(2) where the OS has it (Linux), else False."""
-    global _syncfs
-    if _syncfs is None:
-        _syncfs = False
-        if sys.platform.startswith("linux") and os.environ.get("PIPEKIT_SYNC", "") != "fsync":
-            try:
-                import ctypes
-
-                libc = ctypes.CDLL(None, use_errno=True)
-                fn = libc.syncfs
-                fn.argtypes = [ctypes.c_int]
-                _syncfs = fn
-            except (OSError, AttributeError):
-                _syncfs = False
-    return _syncfs
+    if not sys.platform.startswith("linux") or os.environ.get("PIPEKIT_SYNC", "") == "fsync":
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int]
+    return fn
 
 
 def _syncfs_each_device(paths: Iterable[Path]) -> bool:
@@ -269,8 +268,6 @@ def _syncfs_each_device(paths: Iterable[Path]) -> bool:
         fd = os.open(p, os.O_RDONLY)
         try:
             if fn(fd) != 0:
-                import ctypes
-
                 err = ctypes.get_errno()
                 raise OSError(err, f"syncfs failed: {os.strerror(err)}", str(p))
         finally:

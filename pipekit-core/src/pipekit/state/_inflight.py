@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from .._atomic import _HOST, STALE_AFTER_S, _alive, sweep_temp_files
+from .._atomic import _HOST, STALE_AFTER_S, pid_runs, sweep_temp_files
 
 __all__ = ["InflightLog"]
 
@@ -94,7 +94,7 @@ def _writer_gone(note: Path, now: float) -> bool | None:
     if not host or not pid_text.isdigit() or not rest.endswith(".txt"):
         return None
     if host == _HOST:
-        return not _alive(int(pid_text))
+        return not pid_runs(int(pid_text))
     try:
         return now - note.stat().st_mtime > STALE_AFTER_S
     except FileNotFoundError:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._atomic import pid_runs
 from ..errors import StorageError
 
 __all__ = ["FileLockBackend", "FileLease"]
@@ -149,7 +150,7 @@ class FileLease:
         found = _HOLDER.match(record.decode("utf-8", "replace"))
         if found is None:
             return "unknown"
-        if found["host"] != _HOST or _pid_runs(int(found["pid"])):
+        if found["host"] != _HOST or pid_runs(int(found["pid"])):
             return "alive"
         return "gone"
 
@@ -160,23 +161,6 @@ class FileLease:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _pid_runs(pid: int) -> bool:
-    """Whether a process ``pid`` of this host runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists (e.g. another user's)
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except FileNotFoundError:
-        return False  # it ended meanwhile
-    except (OSError, IndexError):
-        return True
 
 
 class FileLockBackend:
