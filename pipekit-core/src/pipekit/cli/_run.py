@@ -131,7 +131,10 @@ def _pwd_is_cwd() -> None:
     """Make ``PWD`` name the folder the run works in, as a shell's does: a
     command started without the shell then inherits the environment as it
     is, with no copy of it made for each command (see ``shell``)."""
-    cwd = os.getcwd()
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the folder is gone: nothing to name
+        return
     pwd = os.environ.get("PWD")
     try:
         same = pwd is not None and os.path.samefile(pwd, cwd)
