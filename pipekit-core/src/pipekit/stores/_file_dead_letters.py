@@ -161,6 +161,12 @@ class FileDeadLetterStore:
             args += [index, index, offset]
         return " AND ".join(clauses), args
 
+    def _rows(self, sql: str, args: Any) -> list[Any]:
+        """The rows a query reads; none where there is no database yet."""
+        with self._lock:
+            conn = self._connect(False)
+            return [] if conn is None else conn.execute(sql, args).fetchall()
+
     @staticmethod
     def _letter(row: Any) -> DeadLetter:
         values = dict(zip(("id", *_COLUMNS), row))
@@ -199,22 +205,12 @@ class FileDeadLetterStore:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        with self._lock:
-            conn = self._connect(False)
-            if conn is None:
-                return []
-            return [self._letter(r) for r in conn.execute(sql, args).fetchall()]
+        return [self._letter(row) for row in self._rows(sql, args)]
 
     def get(self, pipeline: str, id: int) -> DeadLetter | None:
-        with self._lock:
-            conn = self._connect(False)
-            if conn is None:
-                return None
-            row = conn.execute(
-                f"SELECT id, {', '.join(_COLUMNS)} FROM dead_letters WHERE pipeline = ? AND id = ?",
-                (pipeline, id),
-            ).fetchone()
-        return None if row is None else self._letter(row)
+        sql = f"SELECT id, {', '.join(_COLUMNS)} FROM dead_letters WHERE pipeline = ? AND id = ?"
+        rows = self._rows(sql, (pipeline, id))
+        return self._letter(rows[0]) if rows else None
 
     def delete(self, pipeline: str, ids: Iterable[int]) -> int:
         ids = list(ids)
@@ -253,13 +249,8 @@ class FileDeadLetterStore:
         self, pipeline: str, *, stage: str | None = None, fingerprint: str | None = None
     ) -> int:
         where, args = self._where(pipeline, stage, fingerprint)
-        with self._lock:
-            conn = self._connect(False)
-            if conn is None:
-                return 0
-            return int(
-                conn.execute(f"SELECT COUNT(*) FROM dead_letters WHERE {where}", args).fetchone()[0]
-            )
+        rows = self._rows(f"SELECT COUNT(*) FROM dead_letters WHERE {where}", args)
+        return int(rows[0][0]) if rows else 0
 
 
 def _not_a_database(exc: Exception) -> bool:
