@@ -52,8 +52,7 @@ from ._protocols import IdemRecord
 __all__ = ["FileIdempotencyStore"]
 
 
-_FIELDS = tuple(a.name for a in attrs.fields(IdemRecord))
-_KNOWN = frozenset(_FIELDS)
+_KNOWN = frozenset(a.name for a in attrs.fields(IdemRecord))
 GENERATION_FILE = "generation"
 LOCK_FILE = ".lock"
 
@@ -61,41 +60,25 @@ _thread_locks: dict[str, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 
 
-def _thread_lock(shard: str) -> threading.Lock:
-    lock = _thread_locks.get(shard)
-    if lock is None:
-        with _thread_locks_guard:
-            lock = _thread_locks.setdefault(shard, threading.Lock())
-    return lock
-
-
-def _as_dict(rec: IdemRecord) -> dict[str, object]:
-    return {name: getattr(rec, name) for name in _FIELDS}
-
-
 def _live(rec: IdemRecord, now: float) -> bool:
     return rec.expires is None or rec.expires > now
 
 
-def _clear_folder(path: str) -> None:
+def _clear_folder(path: str) -> bool:
     """Move a folder found under a record's name aside (kept for a look),
-    so that a record can be written there."""
+    so that a record can be written there; True when there was one."""
     if os.path.isdir(path):
         move_aside(path)
+        return True
+    return False
 
 
 def _remove_record(path: str) -> None:
-    if os.path.isdir(path):
-        move_aside(path)
-    else:
+    if not _clear_folder(path):
         os.unlink(path)
 
 
-class _Unreadable:
-    """A file under a final name whose content is not a record (damaged)."""
-
-
-_UNREADABLE = _Unreadable()
+_UNREADABLE = object()  # a file under a final name that is not a record (damaged)
 
 
 class FileIdempotencyStore:
@@ -118,25 +101,19 @@ class FileIdempotencyStore:
         return f"{self._root}/{h[:2]}/{h}.json"
 
     @staticmethod
-    def _read(path: str) -> IdemRecord | _Unreadable | None:
+    def _read(path: str) -> IdemRecord | object | None:
+        """The record at ``path``; None when absent; ``_UNREADABLE`` (with one
+        warning) when damaged: it reads as absent and the work reruns."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            with open(path, "rb") as f:
+                return IdemRecord(**idem_record_fields(_json.loads(f.read()), _KNOWN))
         except FileNotFoundError:
             return None
-        try:
-            chunks = [os.read(fd, 65536)]
-            while chunks[-1]:  # until EOF (a large result, or a short read)
-                chunks.append(os.read(fd, 65536))
         except IsADirectoryError:
             warn_damaged(path, "a folder, not a record", "read as absent; the work reruns")
-            return _UNREADABLE
-        finally:
-            os.close(fd)
-        try:
-            return IdemRecord(**idem_record_fields(_json.loads(b"".join(chunks)), _KNOWN))
-        except (ValueError, TypeError) as exc:  # damaged: reads as absent, the work reruns
+        except (ValueError, TypeError) as exc:
             warn_damaged(path, str(exc) or "not JSON", "read as absent; the work reruns")
-            return _UNREADABLE
+        return _UNREADABLE
 
     def _read_live(self, path: str, key: str | None, now: float) -> IdemRecord | None:
         rec = self._read(path)
@@ -156,16 +133,14 @@ class FileIdempotencyStore:
             make_private_dir(shard)
             fd = os.open(tmp, flags, FILE_MODE)
         try:
-            data = memoryview(_json.dumps(_as_dict(rec)))
-            while data:
-                data = data[os.write(fd, data) :]
-            if sync:
-                os.fsync(fd)
+            with os.fdopen(fd, "wb") as f:
+                f.write(_json.dumps(attrs.asdict(rec, recurse=False)))
+                if sync:
+                    f.flush()
+                    os.fsync(fd)
         except BaseException:
-            os.close(fd)
             unlink_quietly(tmp)
             raise
-        os.close(fd)
         return tmp
 
     def _must_sync(self, rec: IdemRecord) -> bool:
@@ -177,7 +152,9 @@ class FileIdempotencyStore:
         import portalocker  # deferred: it imports redis-py and importlib.metadata
 
         shard = os.path.dirname(path)
-        with _thread_lock(shard):
+        with _thread_locks_guard:
+            thread_lock = _thread_locks.setdefault(shard, threading.Lock())
+        with thread_lock:
             lock_path = f"{shard}/{LOCK_FILE}"
             try:
                 fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
@@ -197,13 +174,8 @@ class FileIdempotencyStore:
         return self._read_live(self._path_str(key), key, time.time())
 
     def get_many(self, keys: Iterable[str]) -> dict[str, IdemRecord]:
-        out = {}
-        now = time.time()
-        for key in keys:
-            rec = self._read_live(self._path_str(key), key, now)
-            if rec is not None:
-                out[key] = rec
-        return out
+        found = {key: self.get(key) for key in keys}
+        return {key: rec for key, rec in found.items() if rec is not None}
 
     def _record_files(self) -> Iterator[str]:
         try:
