@@ -157,6 +157,11 @@ class Lifecycle:
         except Interrupted as exc:
             if not exc.info and last_info:
                 exc.info = dict(last_info)
+            duration = time.perf_counter() - started
+            entry = services.state_entry(
+                stage, decision, {}, "failed", duration, tries, "interrupted"
+            )
+            services.state.update(stage.name, entry)  # the next run says it did not finish
             raise
         except Exception as exc:
             return self.attempts_failed(stage, decision, started, tries, exc, last_info)
