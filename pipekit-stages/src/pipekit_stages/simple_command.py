@@ -1,8 +1,7 @@
 """Running a simple command without ``/bin/sh``, as GNU make does.
 
 Starting ``/bin/sh -c`` for ``tr a-z A-Z < in > out`` costs a second
-``exec`` and a shell start-up: about 1 ms of CPU per command here, as much
-as the command itself. When a command is *simple* (plain words and the
+``exec`` and a shell start-up, as much CPU as the command itself. When a command is *simple* (plain words and the
 redirections ``<``, ``>`` and ``>>``), pipekit opens the redirections and
 executes the program itself, with exactly the effect the shell would have.
 Anything else (a variable, a glob, a pipe, a quote other than single
@@ -20,6 +19,7 @@ the words against what ``/bin/sh`` itself passes to a program.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 __all__ = ["SimpleCommand", "open_redirects", "parse", "shell_mode"]
 
@@ -41,18 +41,12 @@ SHELL_NAMES = frozenset(
 )
 
 
-class SimpleCommand:
+class SimpleCommand(NamedTuple):
     """A command's words and its redirections, in the order written."""
 
-    __slots__ = ("redirects", "words")
-
-    def __init__(self, words: list[str], redirects: list[tuple[str, str]]) -> None:
-        self.words = words
-        self.redirects = redirects
-        """``(op, path)`` with op ``<``, ``>`` or ``>>``."""
-
-    def __repr__(self) -> str:
-        return f"SimpleCommand({self.words!r}, {self.redirects!r})"
+    words: list[str]
+    redirects: list[tuple[str, str]]
+    """``(op, path)`` with op ``<``, ``>`` or ``>>``."""
 
 
 def shell_mode() -> str:
