@@ -101,6 +101,10 @@ _VALUE_HOOKS: list[tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = [
 ]
 
 
+def _type_ignored(back: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
+    return lambda value, _type: back(value)
+
+
 @functools.cache
 def converter() -> cattrs.Converter:
     """The converter of stored results (made once)."""
@@ -110,7 +114,7 @@ def converter() -> cattrs.Converter:
     configure_union_passthrough(typing.Union[str, int, float, bool, None], c)  # noqa: UP007
     for tp, out, back in _VALUE_HOOKS:
         c.register_unstructure_hook(tp, out)
-        c.register_structure_hook(tp, lambda v, _t, back=back: back(v))
+        c.register_structure_hook(tp, _type_ignored(back))
     c.register_unstructure_hook_factory(_is_namedtuple, lambda t: _namedtuple_out(c, t))
     c.register_structure_hook_factory(_is_namedtuple, lambda t: _namedtuple_in(c, t))
     c.register_unstructure_hook_func(lambda t: isinstance(t, type) and issubclass(t, PurePath), str)
