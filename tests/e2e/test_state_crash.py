@@ -24,7 +24,11 @@ from pipekit.state._pipeline_state import encode
 pytestmark = pytest.mark.skipif(
     "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork()"
 )
-FORK = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+FORK = (
+    multiprocessing.get_context("fork")
+    if "fork" in multiprocessing.get_all_start_methods()
+    else None
+)
 
 
 # -- 8 processes x 200 read-modify-write transactions ----------------------------
@@ -134,14 +138,15 @@ def _inode(p: Path) -> int | None:
 
 @pytest.mark.parametrize("sync", ["syncfs", "fsync"])
 def test_sigkill_during_transactions_leaves_old_or_new_content_and_a_readable_log(
-    tmp_path: Path, sync: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sync: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """With one syncfs per commit (Linux) and with an fsync per folder and log."""
     assert FORK is not None
     from pipekit import _atomic as atomic
 
     monkeypatch.setenv("PIPEKIT_SYNC", sync)
-    monkeypatch.setattr(atomic, "_syncfs", None)  # decided again, from the variable
+    atomic._get_syncfs.cache_clear()  # decided again, from the variable
+    request.addfinalizer(atomic._get_syncfs.cache_clear)
     path = tmp_path / "state.json"
     state = PipelineState(path, max_backups=5)
     state.write(content(0))

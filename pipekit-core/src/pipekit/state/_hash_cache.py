@@ -121,14 +121,12 @@ class HashCache:
     def _read(self, key: str, path: Path | str, st: os.stat_result) -> str:
         digest = hash_file(path)
         self.reads += 1
-        if time.time_ns() - st.st_mtime_ns >= RACY_NS:
-            with self._lock:
+        with self._lock:
+            if time.time_ns() - st.st_mtime_ns >= RACY_NS:
                 self._entries[key] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
                 self._dirty = True
-        else:
-            with self._lock:
-                if self._entries.pop(key, None) is not None:
-                    self._dirty = True
+            elif self._entries.pop(key, None) is not None:
+                self._dirty = True
         return digest
 
     def remember(self, key: str, path: Path | str, digest: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,75 +89,60 @@ def append_entry(path: Path, entry: StateLogEntry, *, sync: bool = True) -> None
 
 
 def read_log(path: Path, limit: int | None = None) -> list[StateLogEntry]:
-    """The newest ``limit`` entries (all when None), newest first. Lines
-    that do not parse (a torn last line) are skipped."""
-    if limit is not None and limit <= 0:
-        return []
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
-    except FileNotFoundError:
-        return []
+    """The newest ``limit`` entries (all when None), newest first."""
     out: list[StateLogEntry] = []
-    with fh:
-        for from_end, line in _lines_backwards(fh):
-            if not line.strip():
-                continue
-            try:
-                doc = orjson.loads(line)
-                if not isinstance(doc, dict):
-                    raise ValueError("not a JSON object")
-                out.append(StateLogEntry.from_json(doc))
-            except (ValueError, TypeError) as exc:
-                log.debug(
-                    "%s: skipping a line that does not parse (line %d from the end): %s",
-                    path,
-                    from_end,
-                    exc,
-                )
-                continue
-            if limit is not None and len(out) >= limit:
-                break
+    for doc in _documents_backwards(path):
+        if limit is not None and len(out) >= limit:
+            break
+        try:
+            out.append(StateLogEntry.from_json(doc))
+        except TypeError as exc:  # a foreign object: not an entry
+            log.debug("%s: skipping a line that is not an entry: %s", path, exc)
     return out
 
 
 def last_content_checksum(path: Path) -> str | None:
     """The checksum of the content the newest successful entry left (None
     when there is no such entry, or when it left no file)."""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
-    except FileNotFoundError:
-        return None
-    with fh:
-        for _n, line in _lines_backwards(fh):
-            if not line:
-                continue
-            try:
-                doc = orjson.loads(line)
-            except ValueError:
-                continue  # a torn line is no entry
-            if isinstance(doc, dict) and doc.get("success") is True:
-                checksum = doc.get("checksum")
-                return checksum if isinstance(checksum, str) else None
+    for doc in _documents_backwards(path):
+        if doc.get("success") is True:
+            checksum = doc.get("checksum")
+            return checksum if isinstance(checksum, str) else None
     return None
 
 
-def _lines_backwards(fh: Any) -> Any:
-    """(line number counted from the end, bytes) of each line, last first,
-    reading the file backwards in blocks (a long log is not read whole)."""
+def _documents_backwards(path: Path) -> Iterator[dict[str, Any]]:
+    """The log's JSON objects, last first; lines that do not parse (a torn
+    last line) are skipped, said at debug level."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:
+        return
+    with fh:
+        for line in _lines_backwards(fh):
+            if not line.strip():
+                continue
+            try:
+                doc = orjson.loads(line)
+            except ValueError as exc:
+                log.debug("%s: skipping a line that does not parse: %s", path, exc)
+                continue
+            if isinstance(doc, dict):
+                yield doc
+
+
+def _lines_backwards(fh: Any) -> Iterator[bytes]:
+    """Each line, last first, reading the file backwards in blocks (a long
+    log is not read whole)."""
     fh.seek(0, os.SEEK_END)
     pos = fh.tell()
     rest = b""
-    n = 0
     while pos > 0:
         step = min(_BLOCK, pos)
         pos -= step
         fh.seek(pos)
-        chunk = fh.read(step) + rest
-        lines = chunk.split(b"\n")
+        lines = (fh.read(step) + rest).split(b"\n")
         rest = lines[0]  # may continue in the previous block
-        for line in reversed(lines[1:]):
-            n += 1
-            yield n, line
+        yield from reversed(lines[1:])
     if rest:
-        n += 1
-        yield n, rest
+        yield rest

@@ -342,7 +342,7 @@ class PipelineState:
         leaves a content no entry accounts for (as does an edit by hand):
         log it now, before it is replaced, so that the log has every content
         the file held."""
-        current = None if raw is None else "sha256:" + hashlib.sha256(raw).hexdigest()
+        current = None if raw is None else _checksum(raw)
         if current == last_content_checksum(self.log_path):
             return
         try:
@@ -426,9 +426,8 @@ class PipelineState:
         except StateValidationError as exc:
             self._log_failure(operation, exc)
             raise
-        checksum = "sha256:" + hashlib.sha256(new_raw).hexdigest()
         if new_raw == old_raw:
-            entry = self._entry(operation, True, new_raw, checksum, restored_from=restored_from)
+            entry = self._entry(operation, True, new_raw, restored_from=restored_from)
             self._append(entry)
             return entry
         backup: Path | None = None
@@ -452,14 +451,9 @@ class PipelineState:
         # leaves its commit unlogged, and the next transaction logs it as
         # "external"; never a logged commit that did not happen), then one
         # flush makes the rename, the backup link and the log line durable.
+        backup_name = backup.name if backup else None
         entry = self._entry(
-            operation,
-            True,
-            new_raw,
-            checksum,
-            changed=True,
-            backup=backup.name if backup else None,
-            restored_from=restored_from,
+            operation, True, new_raw, changed=True, backup=backup_name, restored_from=restored_from
         )
         logged = self._append(entry, sync=False)
         durable = [self.path.parent, self.backup_dir] if backup else [self.path.parent]
@@ -637,29 +631,18 @@ class PipelineState:
         return read_log(self.log_path, limit)
 
     def _entry(
-        self,
-        operation: str,
-        success: bool,
-        raw: bytes | None = None,
-        checksum: str | None = None,
-        *,
-        error: str | None = None,
-        changed: bool = False,
-        backup: str | None = None,
-        restored_from: str | None = None,
+        self, operation: str, success: bool, raw: bytes | None = None, **fields: Any
     ) -> StateLogEntry:
+        """This process's log entry for ``operation``, which wrote ``raw`` (if any)."""
         return StateLogEntry(
             time=time.time(),
             pid=os.getpid(),
             host=HOST,
             operation=operation,
             success=success,
-            error=error,
-            bytes=len(raw) if raw is not None else None,
-            checksum=checksum,
-            changed=changed,
-            backup=backup,
-            restored_from=restored_from,
+            bytes=None if raw is None else len(raw),
+            checksum=None if raw is None else _checksum(raw),
+            **fields,
         )
 
     def _append(self, entry: StateLogEntry, *, sync: bool = True) -> bool:
@@ -678,6 +661,10 @@ class PipelineState:
         text = str(exc)
         error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         self._append(self._entry(operation, False, error=error, restored_from=restored_from))
+
+
+def _checksum(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def _where(path: str) -> str:
