@@ -509,5 +509,5 @@ def test_the_spec_is_reachable(store: Path) -> None:
     def f() -> None:
         return None
 
-    assert f.idempotency.manager().ttl == 5  # type: ignore[attr-defined]
+    assert f.idempotency.manager.ttl == 5  # type: ignore[attr-defined]
     assert f.__name__ == "f"

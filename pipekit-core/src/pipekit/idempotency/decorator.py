@@ -6,7 +6,6 @@ import asyncio
 import functools
 import inspect
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
@@ -88,15 +87,11 @@ class _Spec:
         self.manager_args = manager_args
         self.store = store
         self.retryable = retryable
-        self._manager: IdempotencyManager | None = None
-        self._lock = threading.Lock()
 
+    @functools.cached_property
     def manager(self) -> IdempotencyManager:
-        if self._manager is None:
-            with self._lock:
-                if self._manager is None:
-                    self._manager = IdempotencyManager(self.store, **self.manager_args)
-        return self._manager
+        """Made at the first call (the default store is the current folder's then)."""
+        return IdempotencyManager(self.store, **self.manager_args)
 
     def checked_result_type(self) -> Any:
         """The return type, checked to be storable (before the first run)."""
@@ -142,14 +137,11 @@ class _Spec:
                 key=status.key,
             ) from None
 
-    def lost(self, exc: IdempotencyClaimLost) -> None:
-        log.warning("%s", exc)
-
 
 def _call_sync(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     key, fingerprint = spec.key_and_fingerprint(args, kwargs)
     tp = spec.checked_result_type()
-    manager = spec.manager()
+    manager = spec.manager
     status = manager.begin(key, fingerprint)
     if status.hit:
         return spec.replay(status, tp)
@@ -171,7 +163,7 @@ def _record_failure(
         else:
             manager.release(status, f"{type(exc).__name__}: the call did not finish")
     except IdempotencyClaimLost as lost:
-        spec.lost(lost)
+        log.warning("%s", lost)
     except Exception as store_error:  # the original failure matters more
         log.warning("could not record the failure of %s: %s", status.key, store_error)
 
@@ -182,7 +174,7 @@ def _record_success(
     try:
         manager.complete(status, value, result_type=tp)
     except IdempotencyClaimLost as lost:
-        spec.lost(lost)
+        log.warning("%s", lost)
     except TypeError as exc:
         # The body ran but its result cannot be stored: replay this error
         # rather than run the body (and its side effects) again.
@@ -193,7 +185,7 @@ def _record_success(
 async def _call_async(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     key, fingerprint = spec.key_and_fingerprint(args, kwargs)
     tp = spec.checked_result_type()
-    manager = spec.manager()
+    manager = spec.manager
     deadline = time.monotonic() + manager.wait
     delay = 0.001
     while True:

@@ -1,19 +1,9 @@
 """The idempotency manager: Stripe's semantics over any
-:class:`~pipekit.stores._protocols.IdempotencyStore`.
+:class:`~pipekit.stores._protocols.IdempotencyStore` (see docs/idempotency.md).
 
-- ``begin(key, fingerprint)``: the first caller claims the key (a PENDING
-  record with a random ``owner``) and runs; a concurrent caller waits up to
-  ``wait`` seconds for the outcome, then gets :class:`IdempotencyInProgress`;
-  a stored SUCCESS answers without running (a hit); a stored FAILED is
-  replayed as :class:`IdempotencyFailed` until it expires, unless its error
-  was retryable (then the caller takes the key over and runs); the same key
-  with another fingerprint is :class:`IdempotencyConflict`. A PENDING record
-  expires ``pending_timeout`` seconds after its claim, and the next caller
-  then claims the key anew.
-- ``complete``/``fail``: compare-and-swap on the claim's owner, so a caller
-  whose claim was taken over cannot overwrite the newer record
-  (:class:`IdempotencyClaimLost`). A claim that merely expired, with nobody
-  else claiming since, still stores its outcome (put-if-absent).
+``complete``/``fail`` compare-and-swap on the claim's owner, so a caller
+whose claim was taken over cannot overwrite the newer record; a claim that
+merely expired, with nobody claiming since, still stores its outcome.
 """
 
 from __future__ import annotations
@@ -114,13 +104,6 @@ def check_key(key: object) -> None:
         )
 
 
-def _error_type(exc: BaseException) -> str:
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-
-
 class IdempotencyManager:
     """Idempotency over ``store`` (a store object, a folder path, or None for
     the default folder). ``ttl`` keeps a SUCCESS (None: forever),
@@ -188,9 +171,7 @@ class IdempotencyManager:
         claim of another caller raises :class:`IdempotencyInProgress` at once."""
         check_key(key)
         store = self.store
-        # Read first: a hit, a replayed failure or a claim in progress (what a
-        # waiter polls) is one read and no write; only an absent key is created.
-        existing = store.get(key)
+        existing = store.get(key)  # a hit or a busy key (what waiters poll): no write
         if existing is not None and existing.status == SUCCESS:
             if existing.fingerprint != fingerprint:
                 raise IdempotencyConflict(key, stored=existing.fingerprint, given=fingerprint)
@@ -223,9 +204,6 @@ class IdempotencyManager:
                         error_message=str(error.get("message", existing.error)),
                         expires=existing.expires,
                     )
-                claim.created = time.time()  # a new attempt: a new claim
-                claim.updated = claim.created
-                claim.expires = claim.created + self.pending_timeout
                 if store.replace(claim, expect_owner=existing.owner):
                     return IdempotencyStatus.of(claim, key, hit=False)
             elif existing.status == PENDING:
@@ -268,10 +246,8 @@ class IdempotencyManager:
         non-retryable failure is replayed (:class:`IdempotencyFailed`) to every
         caller of the key until it expires; a retryable one only records the
         error: the next caller takes the key over and runs."""
-        if isinstance(error, BaseException):
-            doc = {"type": _error_type(error), "message": str(error), "retryable": retryable}
-        else:
-            doc = {"type": "Error", "message": str(error), "retryable": retryable}
+        kind = codec.type_name(type(error)) if isinstance(error, BaseException) else "Error"
+        doc = {"type": kind, "message": str(error), "retryable": retryable}
         return self._finish(claim, FAILED, None, doc, self.failed_ttl)
 
     def release(self, claim: IdempotencyStatus, reason: str = "released") -> IdempotencyStatus:
