@@ -59,24 +59,20 @@ def build_backends(
     object that has a ``connect()`` method is asked to reach its service
     now, so that an unreachable one is reported before anything runs
     (``BackendUnavailable``, exit code 2) rather than as failed stages."""
-    dead_letters: Any = None
+    dl_factory: Callable[..., Any] = file_factories.dead_letter_store
+    dl_options: dict[str, Any] = {}
     if registry is None and name == "file":
         factories = [
             file_factories.lock_backend,
             file_factories.idempotency_store,
             file_factories.checkpoint_store,
         ]
-        dead_letters = file_factories.dead_letter_store
     else:
         kinds = ("lock_backends", "idempotency_stores", "checkpoint_stores")
         factories = [registry.get(kind, name) for kind in kinds]
         reg = registry.dead_letter_stores.get(name)
-        dead_letters = reg.obj if reg is not None else None
-    if dead_letters is None:
-        dl_options: dict[str, Any] = {}
-        dl_factory = file_factories.dead_letter_store
-    else:
-        dl_options, dl_factory = options, dead_letters
+        if reg is not None:
+            dl_factory, dl_options = reg.obj, options
     locks, idempotency, checkpoints = (f(dict(options), state_dir=state_dir) for f in factories)
     backends = Backends(
         name,

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+
 NAME = "file"
 
 
 def _no_options(kind: str, options: dict[str, Any]) -> None:
     if options:
-        from ..errors import ConfigError
-
         raise ConfigError(f"the file {kind} takes no options; remove: {', '.join(sorted(options))}")
 
 
