@@ -1,16 +1,13 @@
 """An intent log of where a runner may leave temp files.
 
 Before a run writes its first temp file into a folder, it notes the folder
-in ``<state_dir>/inflight/<host>-<pid>.txt`` and sweeps what killed runs
-left there; a run that ends normally removes its note. A run that starts
-sweeps the folders named in the notes of other runs, of this host or of
-another sharing the folder (see :func:`pipekit._atomic.sweep_temp_files`:
-a dead process's temps of this host at once, another host's once untouched
-for a day, never a live writer's), and removes the notes of runs that are
-gone: a dead process of this host, or another host's note untouched for
-as long. So temp files of killed runs are cleaned up by the next run even
-when every stage is then up to date, and a no-op run pays only for listing
-an empty folder. A damaged note (a torn write) reads as absent, with a warning.
+in ``<state_dir>/inflight/<host>-<pid>.txt``; a run that ends normally
+removes its note. A run that starts sweeps the folders named in other runs'
+notes (:func:`pipekit._atomic.sweep_temp_files`: never a live writer's
+temps) and removes the notes of runs that are gone (a dead process of this
+host, or another host's note untouched for :data:`STALE_AFTER_S`). So a
+killed run's temps go with the next run, even a no-op one. A damaged note
+(a torn write) reads as absent, with a warning.
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """The lock of a :class:`~pipekit.PipelineState` file.
 
-A sibling ``<name>.lock`` holding an OS lock, which the OS frees when its
-holder dies (never a stale lock): exclusive for a transaction, shared for a
-read. The exclusive holder writes ``pid P on host H`` into the file, so that
-a timeout can say who is in the way; on Linux, ``/proc/locks`` also names the
-pids holding it right now (readers included).
-
-The lock is taken through portalocker (``flock`` on POSIX, ``msvcrt`` locks
-on Windows), like every file lock of pipekit's.
+A sibling ``<name>.lock`` holding an OS lock (portalocker: ``flock`` on
+POSIX), which the OS frees when its holder dies: exclusive for a transaction,
+shared for a read. The exclusive holder writes ``pid P on host H`` into the
+file so that a timeout can say who is in the way; on Linux, ``/proc/locks``
+also names the pids holding it now (readers included).
 """
 
 from __future__ import annotations

@@ -9,12 +9,10 @@ Beside the state file ``NAME`` live:
 
 A commit, under the exclusive lock: validate; back up the current file; write
 the new content to a temp file beside it, fsync it, rename it over the file;
-fsync the state folder and the backups folder; drop the oldest backups; log.
-The state file is never modified in place (every write is a new file renamed
-over it), so a backup is a hard link to the current file, not a copy: a
-backup costs a directory entry, not the bytes (a copy where the file system
-has no hard links). A reader sees the old content or the new one, never a mix;
-a kill at any instant leaves one or the other.
+log; make the folders and the log durable; drop the oldest backups. The file
+is never modified in place, so a backup is a hard link to it (a copy where
+the file system has no hard links). A reader sees the old content or the new
+one, never a mix; a kill at any instant leaves one or the other.
 """
 
 from __future__ import annotations
@@ -682,16 +680,11 @@ def _exception_path(exc: BaseException) -> str:
         raw = getattr(exc, "path", None)
     if isinstance(raw, str):
         return raw if raw.startswith("$") else "$." + raw
-    if raw is None:
-        return "$"
     try:
-        parts = list(raw)
+        parts = list(raw)  # None too raises TypeError
     except TypeError:
         return "$"
-    out = "$"
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
+    return "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
 
 
 def _stamp_us(name: str) -> int:

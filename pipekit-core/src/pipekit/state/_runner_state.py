@@ -5,10 +5,8 @@ a record for humans and for reasons, merged at the end of a run by a
 :class:`~pipekit.PipelineState` transaction, so that concurrent runners do not
 lose each other's entries, and every change is backed up and logged.
 
-Loading it (every run, no-op runs included) is one plain read: a
-``PipelineState`` file is only ever replaced by a rename, so a lone read sees
-a whole file without taking the lock, and the no-op path imports neither
-portalocker nor the transaction machinery.
+Loading it is one plain read without the lock: a ``PipelineState`` file is
+only ever replaced by a rename, so a lone read sees a whole file.
 """
 
 from __future__ import annotations

@@ -140,12 +140,8 @@ def check_stage_entry(entry: Any) -> None:
     for name in ("finished_at", "duration_s"):
         _optional_number(entry, name)
     for name in ("inputs", "outputs"):
-        found = entry.get(name)
-        _need(
-            found is None
-            or (isinstance(found, dict) and all(isinstance(v, str) for v in found.values())),
-            f"{name!r} is not an object of strings",
-        )
+        if entry.get(name) is not None:
+            _string_map(entry[name], name)
 
 
 def check_retry_intent(intent: Any) -> None:
