@@ -675,7 +675,7 @@ def _where(path: str) -> str:
 def _exception_path(exc: BaseException) -> str:
     """The field path a validator's exception names: ``absolute_path``
     (jsonschema) or ``path`` (a sequence of keys/indexes, or a string)."""
-    raw = getattr(exc, "absolute_path", None)
+    raw: Any = getattr(exc, "absolute_path", None)
     if raw is None:
         raw = getattr(exc, "path", None)
     if isinstance(raw, str):
