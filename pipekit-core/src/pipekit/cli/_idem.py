@@ -138,12 +138,9 @@ def _left(s: Any) -> str:
     ttl = s.ttl_left
     if ttl is None:
         return "never"
-    if ttl >= 86400:
-        return f"{ttl / 86400:.1f}d"
-    if ttl >= 3600:
-        return f"{ttl / 3600:.1f}h"
-    if ttl >= 60:
-        return f"{ttl / 60:.1f}m"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if ttl >= size:
+            return f"{ttl / size:.1f}{unit}"
     return f"{ttl:.0f}s"
 
 

@@ -192,14 +192,11 @@ def _check(tp: Any, where: str, seen: set[int], in_class: bool) -> None:
         return
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is typing.Annotated:
-        _check(args[0], where, seen, in_class)
-        return
-    if origin is typing.Final or origin is typing.ClassVar:
-        _check(args[0] if args else Any, where, seen, in_class)
-        return
     if isinstance(tp, typing.NewType):
         _check(tp.__supertype__, where, seen, in_class)
+        return
+    if origin in (typing.Annotated, typing.Final, typing.ClassVar):
+        _check(args[0] if args else Any, where, seen, in_class)
         return
     if origin is typing.Literal:
         for v in args:
@@ -226,16 +223,13 @@ def _check(tp: Any, where: str, seen: set[int], in_class: bool) -> None:
     if isinstance(tp, typing.TypeVar):
         _fail(here, tp, f"the type variable {tp} is not a concrete type")
     if origin is not None:
-        if origin in _SEQUENCES:
+        if origin in _SEQUENCES or origin in _SETS:
             _check(args[0] if args else Any, f"{here}[item]", seen, in_class)
             return
         if origin is tuple:
             items = [args[0]] if len(args) == 2 and args[1] is Ellipsis else list(args)
             for i, a in enumerate(items):
                 _check(a, f"{here}[{i}]", seen, in_class)
-            return
-        if origin in _SETS:
-            _check(args[0] if args else Any, f"{here}[item]", seen, in_class)
             return
         if origin in (dict, typing.Mapping, typing.MutableMapping, typing.Dict):  # noqa: UP006
             if args:
@@ -253,33 +247,30 @@ def _check(tp: Any, where: str, seen: set[int], in_class: bool) -> None:
         return
     if id(tp) in seen:
         return  # a recursive type: checked once
+    fields = _class_fields(tp)
+    if fields is None:
+        _fail(here, tp, f"{type_name(tp)} has no JSON form (not an attrs class or a dataclass)")
+    seen.add(id(tp))
+    for name, field_type in fields:
+        _check(field_type, f"{here}.{name}", seen, True)
+
+
+def _class_fields(tp: Any) -> list[tuple[str, Any]] | None:
+    """The (name, type) of the fields a record class is made with; None
+    when ``tp`` is no attrs class, dataclass, named tuple or TypedDict."""
     if _is_attrs(tp):
         import attrs
 
-        seen.add(id(tp))
-        attrs.resolve_types(tp)  # type: ignore[type-var]
-        for a in attrs.fields(tp):  # type: ignore[arg-type]
-            if a.init:
-                _check(a.type if a.type is not None else Any, f"{here}.{a.name}", seen, True)
-        return
+        attrs.resolve_types(tp)
+        return [(a.name, Any if a.type is None else a.type) for a in attrs.fields(tp) if a.init]
     if dataclasses.is_dataclass(tp):
-        seen.add(id(tp))
         hints = typing.get_type_hints(tp)
-        for f in dataclasses.fields(tp):
-            if f.init:
-                _check(hints.get(f.name, Any), f"{here}.{f.name}", seen, True)
-        return
+        return [(f.name, hints.get(f.name, Any)) for f in dataclasses.fields(tp) if f.init]
     if _is_namedtuple(tp):
-        seen.add(id(tp))
-        for name, ft in zip(tp._fields, _field_types(tp)):  # type: ignore[attr-defined]
-            _check(ft, f"{here}.{name}", seen, True)
-        return
+        return list(zip(tp._fields, _field_types(tp)))
     if typing.is_typeddict(tp):
-        seen.add(id(tp))
-        for name, t in typing.get_type_hints(tp).items():
-            _check(t, f"{here}.{name}", seen, True)
-        return
-    _fail(here, tp, f"{type_name(tp)} has no JSON form (not an attrs class or a dataclass)")
+        return list(typing.get_type_hints(tp).items())
+    return None
 
 
 def _check_key(tp: Any, where: str) -> None:

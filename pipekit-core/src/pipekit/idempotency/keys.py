@@ -5,28 +5,12 @@ the inputs, so that equal inputs give one key whatever the order of a dict's
 or a set's items, and inputs of different types do not collide: the list
 ``[1, 2]``, the tuple ``(1, 2)`` and the string ``"[1, 2]"`` give three keys.
 
-Rules (documented in docs/idempotency.md):
-
-- ``None``, ``bool``, ``int``, ``str`` and ``bytes`` (``bytearray`` and
-  ``memoryview`` encode as ``bytes``, to which they compare equal) are tagged
-  by type: ``1``, ``1.0``, ``True`` and ``Decimal(1)`` are four keys, though
-  Python calls them equal.
-- ``float``: exact (``float.hex``); ``-0.0`` encodes as ``0.0`` (they are
-  equal) and every NaN as one NaN (so a call with NaN can be repeated).
-- ``Decimal``: by value (``Decimal("1.0")`` and ``Decimal("1")`` are one key,
-  ``-0`` is ``0``, every NaN is one NaN).
-- ``list`` and ``tuple`` (and named tuples) keep their order and differ from
-  each other; ``set`` and ``frozenset`` are one kind, order-free; dict-like
-  mappings are order-free, keyed by any encodable value.
-- ``datetime``: timezone-aware only (a naive one is a ``TypeError``), encoded
-  as the UTC instant, so the same instant in two zones is one key; ``date``,
-  ``time`` (its offset if any) and ``timedelta`` by value.
-- ``Path`` (any ``PurePath``): its string, per flavour; ``UUID`` by value.
-- ``Enum`` members: their class and name (``Color.RED`` is not ``1``).
-- attrs instances and dataclasses: their class and the fields that take part
-  in ``==`` (``eq=False`` / ``compare=False`` fields are left out).
-- Anything else is a ``TypeError`` naming where it was found: never ``repr()``,
-  which may hold a memory address or change between versions.
+The rules per type are the table in docs/idempotency.md ("Keys and
+fingerprints"); in short: scalars are tagged by type (``1``, ``1.0``, ``True`` are
+three keys), containers and mappings are order-free where Python's equality
+is, datetimes must be timezone-aware, and a value with no canonical form is
+a ``TypeError`` naming where it was found: never ``repr()``, which may hold a
+memory address or change between versions.
 """
 
 from __future__ import annotations
