@@ -48,26 +48,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_by_stage ON dead_letters (pipeline, stage);
 """
 
+_IDENTITY = ("pipeline", "stage", "fingerprint", "input_index", "offset")
+"""What identifies a dead letter (the upsert's key)."""
 _UPSERT = f"""
 INSERT INTO dead_letters ({", ".join(_COLUMNS)})
 VALUES ({", ".join("?" for _ in _COLUMNS)})
-ON CONFLICT (pipeline, stage, fingerprint, input_index, offset) DO UPDATE SET
-    run_id = excluded.run_id,
-    input = excluded.input,
-    line = excluded.line,
-    format = excluded.format,
-    record = excluded.record,
-    error_type = excluded.error_type,
-    message = excluded.message,
-    traceback = excluded.traceback,
-    attempts = excluded.attempts,
+ON CONFLICT ({", ".join(_IDENTITY)}) DO UPDATE SET
     first_failed = MIN(first_failed, excluded.first_failed),
-    last_failed = excluded.last_failed
+    {", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in (*_IDENTITY, "first_failed"))}
 """
-_ID_OF = (
-    "SELECT id FROM dead_letters WHERE pipeline = ? AND stage = ? AND fingerprint = ? "
-    "AND input_index = ? AND offset = ?"
-)
+_ID_OF = f"SELECT id FROM dead_letters WHERE {' AND '.join(f'{c} = ?' for c in _IDENTITY)}"
 
 
 class FileDeadLetterStore:
@@ -181,8 +171,7 @@ class FileDeadLetterStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(_UPSERT, [getattr(letter, c) for c in _COLUMNS])
-                key = ("pipeline", "stage", "fingerprint", "input_index", "offset")
-                row = conn.execute(_ID_OF, [getattr(letter, k) for k in key]).fetchone()
+                row = conn.execute(_ID_OF, [getattr(letter, c) for c in _IDENTITY]).fetchone()
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

@@ -43,26 +43,21 @@ class FileLease:
         fd = self._open()
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.002
-        while True:
-            try:
-                portalocker.lock(
-                    fd, portalocker.LOCK_EX | portalocker.LOCK_NB
-                )  # held while the descriptor is open
-                break
-            except portalocker.LockException:
-                if deadline is not None and time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-            except BaseException:
-                os.close(fd)
-                raise
-            sleep = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
-            try:
-                time.sleep(sleep)
-            except BaseException:
-                os.close(fd)
-                raise
-            delay = min(delay * 2, 0.1)
+        try:
+            while True:
+                try:  # the OS lock is held while the descriptor is open
+                    portalocker.lock(fd, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                    break
+                except portalocker.LockException:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        os.close(fd)
+                        return False
+                time.sleep(delay if left is None else min(delay, left))
+                delay = min(delay * 2, 0.1)
+        except BaseException:
+            os.close(fd)
+            raise
         previous = os.pread(fd, 64, 0).split(b" ", 1)[0]
         try:
             token = int(previous) + 1
