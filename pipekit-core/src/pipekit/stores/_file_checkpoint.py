@@ -49,13 +49,6 @@ class FileCheckpointStore:
         except FileNotFoundError:
             return None
 
-    def namespaces(self) -> list[str]:
-        """Every namespace that holds or held something (one listing)."""
-        try:
-            return os.listdir(self.root)
-        except FileNotFoundError:
-            return []
-
     def list(self, namespace: str) -> list[str]:
         folder = self.root / _check(namespace, "namespace")
         try:
