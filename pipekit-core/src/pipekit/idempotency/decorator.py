@@ -6,7 +6,6 @@ import asyncio
 import functools
 import inspect
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
 
@@ -16,6 +15,7 @@ from .manager import (
     DEFAULT_FAILED_TTL,
     DEFAULT_PENDING_TIMEOUT,
     DEFAULT_TTL,
+    Backoff,
     IdempotencyManager,
     is_retryable,
     validate_times,
@@ -186,18 +186,13 @@ async def _call_async(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]
     key, fingerprint = spec.key_and_fingerprint(args, kwargs)
     tp = spec.checked_result_type()
     manager = spec.manager
-    deadline = time.monotonic() + manager.wait
-    delay = 0.001
+    backoff = Backoff(manager.wait)
     while True:
         try:
             status = await asyncio.to_thread(manager.try_begin, key, fingerprint)
             break
         except IdempotencyInProgress as busy:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise
-            await asyncio.sleep(manager.next_poll(delay, left, busy))
-            delay = min(delay * 2, 0.05)
+            await asyncio.sleep(backoff.pause(busy))
     if status.hit:
         return spec.replay(status, tp)
     try:

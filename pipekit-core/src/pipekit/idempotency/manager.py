@@ -104,6 +104,28 @@ def check_key(key: object) -> None:
         )
 
 
+class Backoff:
+    """The pauses of a caller waiting for another caller's claim: doubling
+    from 1 ms to 50 ms, never past the wait's end, waking when the claim
+    expires."""
+
+    def __init__(self, wait: float) -> None:
+        self.deadline = time.monotonic() + wait
+        self.delay = _POLL_MIN
+
+    def pause(self, busy: IdempotencyInProgress) -> float:
+        """Seconds to sleep before the next attempt; raises ``busy`` when the
+        wait is over."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise busy
+        sleep = min(self.delay, left)
+        if busy.expires is not None:
+            sleep = min(sleep, max(0.0, busy.expires - time.time()) + 0.001)
+        self.delay = min(self.delay * 2, _POLL_MAX)
+        return max(sleep, 0.0005)
+
+
 class IdempotencyManager:
     """Idempotency over ``store`` (a store object, a folder path, or None for
     the default folder). ``ttl`` keeps a SUCCESS (None: forever),
@@ -144,27 +166,12 @@ class IdempotencyManager:
         :class:`IdempotencyFailed`, or :class:`IdempotencyInProgress` when
         another caller's claim outlives ``wait`` (``0``: do not wait)."""
         check_key(key)
-        limit = self.wait if wait is None else wait
-        deadline = time.monotonic() + limit
-        delay = _POLL_MIN
+        backoff = Backoff(self.wait if wait is None else wait)
         while True:
             try:
                 return self.try_begin(key, fingerprint)
             except IdempotencyInProgress as busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise
-                time.sleep(self.next_poll(delay, left, busy))
-                delay = min(delay * 2, _POLL_MAX)
-
-    @staticmethod
-    def next_poll(delay: float, left: float, busy: IdempotencyInProgress) -> float:
-        """How long to sleep before the next attempt: backoff, but never past
-        the wait's end, and wake when the claim expires."""
-        sleep = min(delay, left)
-        if busy.expires is not None:
-            sleep = min(sleep, max(0.0, busy.expires - time.time()) + 0.001)
-        return max(sleep, 0.0005)
+                time.sleep(backoff.pause(busy))
 
     def try_begin(self, key: str, fingerprint: str = "") -> IdempotencyStatus:
         """One attempt of :meth:`begin`, without waiting: a live PENDING

@@ -1,26 +1,16 @@
 """A file-sharded idempotency store: ``<root>/ab/abcdef….json`` per key, where
-``abcdef…`` is the SHA-256 of the key (so any key makes a safe file name).
+``abcdef…`` is the SHA-256 of the key (docs/backends.md, "File backend:
+idempotency store", has the whole argument).
 
-- ``create`` (the PENDING claim) writes the record to a temp file and
-  hard-links it to its final name: the link fails when the name exists, so
-  exactly one of any number of racing creators (threads or processes) wins,
-  and a reader never sees a partial record. An existing record that expired
-  or cannot be read is replaced under the shard's lock.
-- ``replace`` (complete, fail, takeover) takes the shard's lock (an OS lock
-  on ``ab/.lock`` through portalocker, plus a thread lock in this process),
-  re-reads the record, compares its owner, and renames a temp file over it.
-  ``delete`` and ``sweep`` take the same lock, so nothing they remove can be
-  replaced behind their back.
-- ``put_many`` is the runner's batch commit: temp files renamed into place,
-  durable in batches (every file fsynced, renamed, each folder fsynced once),
-  without the lock (the runner holds each stage's lock instead).
-- Durability: with ``durable=True`` (the default) a SUCCESS or FAILED record
-  written by ``create`` or ``replace`` is fsynced, and its folder, before the
-  call returns. A PENDING claim is not: a power loss also ends the caller that
-  made it, and a claim lost with it only lets the operation run again.
-- ``generation()`` changes whenever ``delete`` or ``sweep`` removes a record
-  (a ``generation`` file beside the shards), so the runner can trust what it
-  remembers of the store until then.
+- ``create`` hard-links a complete temp file to the final name: exactly one
+  racing creator wins and no reader sees a partial record.
+- ``replace``, ``delete`` and ``sweep`` work under the shard's lock (a thread
+  lock here, an OS lock on ``ab/.lock`` across processes): compare-and-swap
+  on the owner, nothing removed behind a writer's back.
+- SUCCESS and FAILED records (and their folder) are fsynced before the call
+  returns when ``durable``; a PENDING claim is not (a lost claim only lets
+  the operation run again). ``put_many`` is the runner's batched commit.
+- ``generation()`` changes whenever a record is removed.
 """
 
 from __future__ import annotations
