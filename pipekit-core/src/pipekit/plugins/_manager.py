@@ -188,11 +188,6 @@ def unknown_name_message(label: str, name: str, table: dict[str, Any], where: st
     return msg
 
 
-def _disabled_names() -> set[str]:
-    raw = os.environ.get(DISABLE_ENV, "")
-    return {part.strip() for part in raw.split(",") if part.strip()}
-
-
 def _norm(dist_name: str) -> str:
     """A distribution name as PEP 503 compares them: Pipekit_Stages == pipekit-stages."""
     return re.sub(r"[-_.]+", "-", dist_name).lower()
@@ -256,18 +251,6 @@ def _check_hookimpls(pm: pluggy.PluginManager, obj: object, info: PluginInfo) ->
             )
 
 
-def _register(pm: pluggy.PluginManager, obj: object, info: PluginInfo) -> None:
-    import pluggy  # see the module's docstring
-
-    _check_hookimpls(pm, obj, info)
-    try:
-        pm.register(obj, name=info.name)
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"{info.label()}: {_flat(str(exc))}; {info.disable_hint()}") from exc
-    except ValueError as exc:  # the same object or name twice
-        raise PluginError(f"{info.label()}: {exc}") from exc
-
-
 def load_registry(
     *, extra_plugins: tuple[tuple[str, object], ...] = (), entry_points: bool = True
 ) -> Registry:
@@ -288,7 +271,8 @@ def load_registry(
 
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    loading = _Loading(pm, _disabled_names())
+    disabled = {part.strip() for part in os.environ.get(DISABLE_ENV, "").split(",")}
+    loading = _Loading(pm, disabled - {""})
     for name, modpath in BUILTIN_PLUGINS:
         loading.add(import_module(modpath), PluginInfo(name, "pipekit-core", __version__, modpath))
     if entry_points:
@@ -327,7 +311,15 @@ class _Loading:
         self.skipped: list[PluginInfo] = []
 
     def add(self, obj: object, info: PluginInfo) -> None:
-        _register(self.pm, obj, info)
+        import pluggy  # see the module's docstring
+
+        _check_hookimpls(self.pm, obj, info)
+        try:
+            self.pm.register(obj, name=info.name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"{info.label()}: {_flat(str(exc))}; {info.disable_hint()}") from exc
+        except ValueError as exc:  # the same object or name twice
+            raise PluginError(f"{info.label()}: {exc}") from exc
         self.plugins.append(info)
 
     def skip(self, info: PluginInfo, names: set[str]) -> bool:
