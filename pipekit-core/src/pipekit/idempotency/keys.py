@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import PurePath, PureWindowsPath
 from typing import Any
 
-__all__ = ["canonical_bytes", "digest", "make_key", "split_key", "KEY_VERSION"]
+__all__ = ["canonical_bytes", "digest", "make_key", "KEY_VERSION"]
 
 KEY_VERSION = b"pipekit-key-v1\0"
 _UTC = _dt.UTC
@@ -271,10 +271,3 @@ def check_operation(operation: str) -> None:
         raise ValueError(f"an idempotency operation name must be a non-empty string: {operation!r}")
     if any(c.isspace() for c in operation):
         raise ValueError(f"an idempotency operation name may not contain whitespace: {operation!r}")
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """``(operation, hash)`` of a key ``operation:hash``; ``(key, "")`` for a
-    custom key without a colon."""
-    operation, sep, tail = key.rpartition(":")
-    return (operation, tail) if sep else (key, "")

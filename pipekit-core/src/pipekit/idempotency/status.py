@@ -83,21 +83,15 @@ class IdempotencyStatus:
         )
 
     def to_json(self, *, with_result: bool = True) -> dict[str, Any]:
+        """The status as JSON (``pipekit idem --json``): its fields, plus
+        ``created_iso``, ``expires_iso`` and ``ttl_left`` rounded to ms."""
         ttl = self.ttl_left
-        doc: dict[str, Any] = {
-            "key": self.key,
-            "state": self.state,
-            "hit": self.hit,
-            "fingerprint": self.fingerprint,
-            "created": self.created,
-            "created_iso": _iso(self.created),
-            "updated": self.updated,
-            "expires": self.expires,
-            "expires_iso": _iso(self.expires),
-            "ttl_left": None if ttl is None else round(ttl, 3),
-            "owner": self.owner,
-            "error": self.error,
-        }
-        if with_result:
-            doc["result"] = self.result
+        doc = attrs.asdict(self, recurse=False)
+        doc.update(
+            created_iso=_iso(self.created),
+            expires_iso=_iso(self.expires),
+            ttl_left=None if ttl is None else round(ttl, 3),
+        )
+        if not with_result:
+            del doc["result"]
         return doc
