@@ -130,9 +130,7 @@ def _limit(args: argparse.Namespace) -> int | None:
 
 
 def show(state: Any, args: argparse.Namespace) -> int:
-    import hashlib
-
-    from ..state._pipeline_state import encode
+    from ..state._pipeline_state import _checksum, encode
 
     raw = state._read_shared()
     data = state._parse(raw)
@@ -141,7 +139,7 @@ def show(state: Any, args: argparse.Namespace) -> int:
         if raw is not None:
             doc.update(
                 bytes=len(raw),
-                checksum="sha256:" + hashlib.sha256(raw).hexdigest(),
+                checksum=_checksum(raw),
                 written=os.stat(state.path).st_mtime,
             )
         doc["data"] = data if raw is not None else None

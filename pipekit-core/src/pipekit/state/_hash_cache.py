@@ -121,17 +121,18 @@ class HashCache:
     def _read(self, key: str, path: Path | str, st: os.stat_result) -> str:
         digest = hash_file(path)
         self.reads += 1
-        with self._lock:
-            if time.time_ns() - st.st_mtime_ns >= RACY_NS:
-                self._entries[key] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
-                self._dirty = True
-            elif self._entries.pop(key, None) is not None:
-                self._dirty = True
+        if time.time_ns() - st.st_mtime_ns >= RACY_NS:
+            self._store(key, st, digest)
+        else:
+            with self._lock:
+                self._dirty |= self._entries.pop(key, None) is not None
         return digest
 
     def remember(self, key: str, path: Path | str, digest: str) -> None:
         """Cache the hash of a file this process wrote and committed itself."""
-        st = os.stat(path)
+        self._store(key, os.stat(path), digest)
+
+    def _store(self, key: str, st: os.stat_result, digest: str) -> None:
         with self._lock:
             self._entries[key] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
             self._dirty = True

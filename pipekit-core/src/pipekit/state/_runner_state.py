@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _json
+from ..errors import StateError, StateReadError, StateValidationError
 from ._shapes import DamagedRecord, check_stage_entry, move_aside, warn_damaged
 
 __all__ = ["RunnerState", "STATE_FILE", "RUNNER_BACKUPS", "runner_state_file"]
@@ -42,8 +43,6 @@ def runner_state_file(state_dir: Path) -> Any:
 
 def check_runner_state(data: Any) -> None:
     """The shape of ``state.json`` (a cheap check: it is written by code)."""
-    from ..errors import StateValidationError
-
     if not isinstance(data, dict):
         raise StateValidationError("state.json must hold an object", problems=[("$", "object")])
     stages = data.get("stages", {})
@@ -136,8 +135,6 @@ class RunnerState:
         reported, not raised: the run's work is committed either way."""
         if not self._changed:
             return
-        from ..errors import StateError, StateReadError
-
         state = runner_state_file(self.state_dir)
         try:
             if self.path.is_dir():  # damaged (said at load): kept for a look, then replaced
