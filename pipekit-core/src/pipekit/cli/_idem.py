@@ -76,18 +76,6 @@ def main(args: argparse.Namespace) -> int:
     return handler[action](args)
 
 
-def _file(args: argparse.Namespace) -> Path | None:
-    """The pipeline file named or found here, or None."""
-    if getattr(args, "file", None) is not None:
-        return args.file  # type: ignore[no-any-return]
-    from ..plan._config import DEFAULT_FILES
-
-    for name in DEFAULT_FILES:
-        if Path(name).is_file():
-            return Path(name)
-    return None
-
-
 def manager(args: argparse.Namespace) -> Any:
     from ..idempotency import IdempotencyManager, open_store
 
@@ -95,7 +83,9 @@ def manager(args: argparse.Namespace) -> Any:
         if not args.dir.is_dir():
             raise PipekitError(f"{args.dir}: no such folder (--dir names a file store's folder)")
         return IdempotencyManager(open_store(args.dir))
-    file = _file(args)
+    from ..plan._config import DEFAULT_FILES
+
+    file = args.file or next((Path(n) for n in DEFAULT_FILES if Path(n).is_file()), None)
     if file is None:
         name = getattr(args, "backend", None)
         if name in (None, "file"):

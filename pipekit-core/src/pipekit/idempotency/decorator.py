@@ -243,29 +243,23 @@ def idempotent(
     result_type: Any = _MISSING,
 ) -> Any:
     """Make ``func`` idempotent: one run per key, its result (or failure)
-    stored and returned to every later call with the same key.
+    stored and returned to every later call with the same key
+    (docs/idempotency.md, "The decorator", says each option in full).
 
-    - ``key``: None (the default) derives ``operation:hash`` from all the
-      arguments (bound to the signature, defaults applied); argument name(s)
-      key on those arguments only (the rest must then match: the fingerprint
-      of all arguments is stored, and a mismatch is
-      :class:`~pipekit.errors.IdempotencyConflict`); a function with the
-      same signature returning a str uses that key as given.
-    - ``context``: a dict, or a function returning one (e.g. the current
-      tenant and user), made part of the key and fingerprint.
-    - ``ignore``: argument names left out of key and fingerprint (``self``,
-      a connection, a logger).
-    - ``store``: a store object, a folder path, or None for
-      ``$PIPEKIT_IDEMPOTENCY_DIR`` or ``./.pipekit/idempotency``.
-    - ``ttl`` (SUCCESS; None: forever), ``failed_ttl`` (FAILED),
-      ``pending_timeout`` (after which a claim may be taken over), ``wait``
-      (how long a concurrent call waits; default ``pending_timeout``).
+    - ``key``: None derives ``operation:hash`` from all the arguments;
+      argument name(s) key on those only (a call whose other arguments
+      differ is :class:`~pipekit.errors.IdempotencyConflict`); a function of
+      the same signature returns the key as a str.
+    - ``context``: a dict, or a function returning one, made part of the key.
+    - ``ignore``: argument names left out of key and fingerprint.
+    - ``store``: a store object, a folder path, or None (the default folder).
+    - ``ttl``, ``failed_ttl``, ``pending_timeout``, ``wait``: seconds (see
+      :class:`IdempotencyManager`).
     - ``retryable``: exception types (or a predicate) whose failures are not
       replayed; default :data:`DEFAULT_RETRYABLE`.
     - ``result_type``: the type results are stored and restored as (default:
-      the return annotation, which is then required). Checked before the
-      first run: a type with no JSON form is a ``TypeError`` before anything
-      runs. ``Any`` stores plain JSON values as they are.
+      the return annotation, then required), checked before the first run.
+      ``Any`` stores plain JSON values as they are.
     """
 
     def decorate(f: Callable[..., Any]) -> Any:
