@@ -279,8 +279,7 @@ class PipelineState:
                     source = good.path
                 else:
                     source = self._backup_path(backup)
-                new_raw = self._read_backup(source)
-                data = self._parse_backup(source, new_raw)
+                new_raw, data = self._backup_content(source)
             except StateError as exc:
                 self._log_failure("restore", exc)
                 raise
@@ -592,7 +591,7 @@ class PipelineState:
         """The data a backup holds. Raises :class:`StateReadError` if it
         cannot be read or does not parse."""
         source = self._backup_path(backup)
-        return self._parse_backup(source, self._read_backup(source))
+        return self._backup_content(source)[1]
 
     def _backup_path(self, backup: str | os.PathLike[str] | StateBackup) -> Path:
         if isinstance(backup, StateBackup):
@@ -602,19 +601,18 @@ class PipelineState:
             return self.backup_dir / p
         return p
 
-    def _read_backup(self, source: Path) -> bytes:
+    def _backup_content(self, source: Path) -> tuple[bytes, Any]:
+        """(bytes, data) of a backup, or :class:`StateReadError`."""
         try:
-            return source.read_bytes()
+            raw = source.read_bytes()
         except OSError as exc:
             raise StateReadError(
                 f"cannot read backup {source}: {exc.strerror or exc}; "
                 "list the backups with `pipekit state backups`",
                 path=self.path,
             ) from None
-
-    def _parse_backup(self, source: Path, raw: bytes) -> Any:
         try:
-            return orjson.loads(raw)
+            return raw, orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise StateReadError(
                 f"backup {source} is not valid JSON ({exc}); choose another "
