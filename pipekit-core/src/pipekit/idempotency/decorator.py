@@ -51,7 +51,6 @@ class _Spec:
         ignore: Sequence[str],
         result_type: Any,
         manager_args: dict[str, Any],
-        store: Any,
         retryable: Any,
     ) -> None:
         self.func = func
@@ -61,37 +60,34 @@ class _Spec:
         keys.check_operation(self.operation)
         self.ignore = frozenset((ignore,) if isinstance(ignore, str) else ignore)
         if key is None or callable(key):
-            key_fn, key_names = key, None
+            self.key_fn, self.key_names = key, None
         elif isinstance(key, str):
-            key_fn, key_names = None, [key]
+            self.key_fn, self.key_names = None, [key]
         elif isinstance(key, (list, tuple)) and key and all(isinstance(n, str) for n in key):
-            key_fn, key_names = None, list(key)
+            self.key_fn, self.key_names = None, list(key)
         else:
             raise TypeError(
                 "key= must be a function returning the key, or the name(s) of the arguments "
                 f"that make the key; got {key!r}"
             )
-        for name in [*self.ignore, *(key_names or [])]:
+        for name in [*self.ignore, *(self.key_names or [])]:
             if name not in params:
                 raise TypeError(
                     f"{func.__qualname__} has no argument {name!r} "
                     f"(its arguments: {', '.join(params) or 'none'})"
                 )
-        self.key_fn = key_fn
-        self.key_names = key_names
         if context is not None and not callable(context) and not isinstance(context, dict):
             raise TypeError("context= must be a dict or a function returning one")
         self.context = context
         self.result_type = result_type
         self._result_type_checked = False
         self.manager_args = manager_args
-        self.store = store
         self.retryable = retryable
 
     @functools.cached_property
     def manager(self) -> IdempotencyManager:
         """Made at the first call (the default store is the current folder's then)."""
-        return IdempotencyManager(self.store, **self.manager_args)
+        return IdempotencyManager(**self.manager_args)
 
     def checked_result_type(self) -> Any:
         """The return type, checked to be storable (before the first run)."""
@@ -271,12 +267,12 @@ def idempotent(
             ignore=ignore,
             result_type=result_type,
             manager_args={
+                "store": store,
                 "ttl": ttl,
                 "failed_ttl": failed_ttl,
                 "pending_timeout": pending_timeout,
                 "wait": wait,
             },
-            store=store,
             retryable=retryable,
         )
         validate_times(ttl, failed_ttl, pending_timeout, wait)
