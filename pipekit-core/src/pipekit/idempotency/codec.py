@@ -37,15 +37,6 @@ __all__ = [
 ]
 
 _SCALARS: tuple[type, ...] = (bool, int, float, str, type(None))
-_VALUE_TYPES: tuple[type, ...] = (
-    bytes,
-    decimal.Decimal,
-    _dt.datetime,
-    _dt.date,
-    _dt.time,
-    _dt.timedelta,
-    uuid.UUID,
-)
 _SEQUENCES = {
     list,
     typing.List,  # noqa: UP006 - what an old-style annotation resolves to
@@ -61,8 +52,7 @@ def _float_out(f: float) -> Any:
     return f if math.isfinite(f) else repr(f)  # 'nan', 'inf', '-inf': JSON has none
 
 
-def _td_out(td: _dt.timedelta) -> int:
-    return (td.days * 86400 + td.seconds) * 1_000_000 + td.microseconds
+_MICROSECOND = _dt.timedelta(microseconds=1)
 
 
 def _is_namedtuple(t: Any) -> bool:
@@ -96,9 +86,10 @@ _VALUE_HOOKS: list[tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = [
     (_dt.datetime, _dt.datetime.isoformat, _dt.datetime.fromisoformat),
     (_dt.date, _dt.date.isoformat, _dt.date.fromisoformat),
     (_dt.time, _dt.time.isoformat, _dt.time.fromisoformat),
-    (_dt.timedelta, _td_out, lambda v: _dt.timedelta(microseconds=v)),
+    (_dt.timedelta, lambda td: td // _MICROSECOND, lambda v: _dt.timedelta(microseconds=v)),
     (uuid.UUID, str, uuid.UUID),
 ]
+_VALUE_TYPES = tuple(tp for tp, _out, _back in _VALUE_HOOKS)
 
 
 def _type_ignored(back: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:

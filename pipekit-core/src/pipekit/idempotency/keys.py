@@ -183,8 +183,7 @@ def _enc(value: Any, stack: set[int]) -> bytes:
     if isinstance(value, (_dt.date, _dt.time)):
         return _enc_time(value)
     if isinstance(value, _dt.timedelta):
-        us = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
-        return _chunk(b"r", b"%d" % us)
+        return _chunk(b"r", b"%d" % (value // _dt.timedelta(microseconds=1)))
     if isinstance(value, PureWindowsPath):
         return _chunk(b"w", str(value).casefold().encode())
     if isinstance(value, PurePath):
