@@ -109,8 +109,8 @@ def main(args: argparse.Namespace) -> int:
             )
         if args.json:
             print_json(letter_json(letter, traceback=True))
-            return EXIT_OK
-        _show(letter)
+        else:
+            _show(letter)
         return EXIT_OK
     letters = store.list(pipeline.name, stage=args.stage)
     if args.json:

@@ -20,6 +20,7 @@ dropped and the dead letters stay queued.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
 import logging
@@ -96,10 +97,8 @@ def _read_intent(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         warn_damaged(path, why or "not JSON", "moved aside; its dead letters stay queued")
-        try:
+        with contextlib.suppress(FileNotFoundError):
             move_aside(path)
-        except FileNotFoundError:
-            pass
         return None
     return intent  # type: ignore[no-any-return]
 
