@@ -133,9 +133,6 @@ class FileIdempotencyStore:
             raise
         return tmp
 
-    def _must_sync(self, rec: IdemRecord) -> bool:
-        return self.durable and rec.status != "PENDING"
-
     @contextmanager
     def _locked(self, path: str) -> Iterator[None]:
         """The shard's lock: a thread lock here, an OS lock across processes."""
@@ -194,7 +191,7 @@ class FileIdempotencyStore:
 
     def create(self, record: IdemRecord) -> IdemRecord | None:
         path = self._path_str(record.key)
-        sync = self._must_sync(record)
+        sync = self.durable and record.status != "PENDING"
         tmp = self._write_temp(path, record, sync=sync)
         try:
             if self._can_link:
@@ -227,7 +224,7 @@ class FileIdempotencyStore:
 
     def replace(self, record: IdemRecord, *, expect_owner: str | None) -> bool:
         path = self._path_str(record.key)
-        sync = self._must_sync(record)
+        sync = self.durable and record.status != "PENDING"
         tmp = self._write_temp(path, record, sync=sync)
         try:
             with self._locked(path):
@@ -277,9 +274,6 @@ class FileIdempotencyStore:
         shards: set[str] = set()
         for path in self._record_files():
             shards.add(os.path.dirname(path))
-            rec = self._read(path)
-            if rec is None or (isinstance(rec, IdemRecord) and _live(rec, now)):
-                continue
             with self._locked(path):
                 rec = self._read(path)
                 if rec is None or (isinstance(rec, IdemRecord) and _live(rec, now)):
