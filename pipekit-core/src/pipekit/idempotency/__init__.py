@@ -1,12 +1,6 @@
-"""Idempotency: make any function or pipeline step safe to retry.
-
-- :func:`idempotent`: the decorator (plain and ``async`` functions).
-- :class:`IdempotencyManager`: ``begin``/``complete``/``fail`` over any
-  :class:`~pipekit.stores._protocols.IdempotencyStore`, plus ``get``,
-  ``list``, ``forget`` and ``sweep``.
-- :func:`make_key`: deterministic keys ``operation:hash``.
-
-See docs/idempotency.md.
+"""Idempotency: make any function or pipeline step safe to retry: the
+:func:`idempotent` decorator, :class:`IdempotencyManager` over any
+idempotency store, and :func:`make_key` (see docs/idempotency.md).
 """
 
 from __future__ import annotations
