@@ -20,7 +20,6 @@ def test_after_a_failed_run_the_reason_is_that_it_did_not_finish(project: Projec
                        "params": {"cmd": "exit 3"}}])
     project.run_json(expect=1)
     assert "did not finish" in _reasons_of_status(project)["s"]
-    assert "did not finish" in project.reasons(project.run_json(expect=1))["s"]
 
 
 def test_after_an_input_is_reverted_the_reason_is_the_input(project: Project) -> None:

@@ -152,7 +152,7 @@ class Evaluator:
                 decision.reason = f"output {okey!r} is missing"
                 return decision
             if current != recorded.get(okey):
-                decision.reason = f"output {okey!r} was modified"
+                decision.reason = self._why_output_differs(st, okey, current, hashes, fp)
                 return decision
         decision.run = False
         decision.outputs = recorded
@@ -162,6 +162,17 @@ class Evaluator:
             by = (record.result or {}).get("by", "another runner")
             decision.reason = f"up to date (done by {by})"
         return decision
+
+    def _why_output_differs(
+        self, st: Any, key: str, current: str, hashes: dict[str, str], fp: str
+    ) -> str:
+        """An output differs from what this fingerprint's run wrote: if it
+        is what the last run wrote, that run had other inputs (one was
+        changed back since); else someone modified it."""
+        entry = self.state.get(st.name) or {}
+        if entry.get("outputs", {}).get(key) == current and entry.get("fingerprint") != fp:
+            return self._why_changed(st, hashes, fp)
+        return f"output {key!r} was modified"
 
     def _why_changed(self, st: Any, hashes: dict[str, str], fp: str) -> str:
         entry = self.state.get(st.name)
@@ -181,6 +192,8 @@ class Evaluator:
         if changed:
             more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
             return f"input {changed[0]!r} changed{more}"
+        if entry.get("status") != "ok":
+            return "last run did not finish"
         if list(entry.get("outputs", {})) != list(st.outputs):
             return "outputs changed"
         if entry.get("fingerprint") == fp and entry.get("status") == "ok":
