@@ -177,7 +177,8 @@ def _start_simple(
     is a script without ``#!``): the shell then runs it and reports any
     error in its own words."""
     base = env if env is not None else os.environ
-    if _can_exec(simple.words[0], base, workdir) is None:
+    program = _can_exec(simple.words[0], base, workdir)
+    if program is None:
         return None
     # as the shell would, with its folder as PWD
     env = _runner_environment(workdir, run_id) if env is None else {**env, "PWD": workdir}
@@ -188,6 +189,7 @@ def _start_simple(
     isolated = pipekit.isolate_command(simple.words)
     try:
         proc = isolated.popen(
+            program,
             stdin=fds.get(0, subprocess.DEVNULL),
             stdout=fds.get(1, 2),  # our stderr unless redirected: never into --json output
             stderr=subprocess.PIPE,

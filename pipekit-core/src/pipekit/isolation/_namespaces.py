@@ -618,18 +618,25 @@ class IsolatedCommand:
             self._open()
         return self._argv
 
-    def popen(self, **kwargs: Any) -> subprocess.Popen[Any]:
+    def popen(self, program: str | None = None, **kwargs: Any) -> subprocess.Popen[Any]:
         """Start the command: ``subprocess.Popen(argv, **kwargs)``, except
         that an isolated command is started straight into its namespace,
         with no ``nsenter``, where a thread can live there (as root: by the
         namespace's forker thread, without the capabilities to leave it).
         A command started in a session of its own (``start_new_session``)
         dies with its group when the runner dies, however (see
-        :mod:`pipekit.isolation._sentinel`), until :meth:`check` says it ended."""
+        :mod:`pipekit.isolation._sentinel`), until :meth:`check` says it ended.
+        ``program``: the path of the command's program, found already (it
+        spares the child a look-up along PATH, one exec tried per folder)."""
         holder = self._holder
         if not isinstance(holder, _ThreadNet):
-            proc = subprocess.Popen(self.argv, **kwargs)
+            argv = self.argv
+            if argv is self.command and program is not None:  # not wrapped in nsenter
+                kwargs["executable"] = program
+            proc = subprocess.Popen(argv, **kwargs)
         else:
+            if program is not None:
+                kwargs["executable"] = program
             self._open()
             proc = holder.start(lambda: subprocess.Popen(self.command, **kwargs))
         if kwargs.get("start_new_session"):
