@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import logging
 import os
@@ -30,6 +29,7 @@ import uuid
 from typing import Any
 
 from pipekit.errors import LeaseLost, PipekitError
+from pipekit.idempotency.claimant import MACHINE, gone_local_claimant
 
 from .connection import RedisConnection
 
@@ -37,49 +37,6 @@ __all__ = ["RedisLockBackend", "RedisLease"]
 
 log = logging.getLogger("pipekit.redis.lock")
 HOST = os.uname().nodename
-
-
-def _machine_id() -> str | None:
-    """This boot of this machine and this PID namespace (so that a PID means
-    the same process to every holder that shares the id); None where it
-    cannot be known."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-        pidns = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return None
-    return hashlib.sha256(f"{boot}:{pidns}".encode()).hexdigest()[:12]
-
-
-MACHINE = _machine_id()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists (e.g. another user's)
-    return True
-
-
-def _dead_local_holder(value: str) -> int | None:
-    """The PID of the holder named by a lock value when it was a process of
-    this machine (same boot, same PID namespace) that no longer runs."""
-    if MACHINE is None:
-        return None
-    parts = value.split(" ")
-    if len(parts) < 3 or parts[1] != "pid" or not parts[0].endswith("." + MACHINE):
-        return None
-    try:
-        pid = int(parts[2])
-    except ValueError:
-        return None
-    if pid == os.getpid() or _pid_alive(pid):
-        return None
-    return pid
 
 
 DEFAULT_TTL = 60.0
@@ -153,7 +110,7 @@ class RedisLease:
                 return True
             seen = _text(value)
             self._seen = (time.monotonic(), seen)
-            dead = _dead_local_holder(seen)
+            dead = gone_local_claimant(seen)
             if dead is not None:
                 # Its holder was killed here before it could release it (or
                 # Redis was down then): no process can be using it. Taking
@@ -247,7 +204,7 @@ class RedisLease:
             return "gone"
         text = _text(value)
         self._seen = (time.monotonic(), text)
-        if _dead_local_holder(text) is not None:
+        if gone_local_claimant(text) is not None:
             return "gone"
         return "alive" if ttl_ms > 0 else "unknown"
 

@@ -5,14 +5,16 @@ A claim's owner reads ``<random>.<machine> pid <pid> on <host>``, where
 ``/proc/sys/kernel/random/boot_id`` and the namespace's inode), so that a PID
 means the same process to every caller that shares it. A claim whose
 claimant was a process of this machine that no longer runs can be taken
-over at once instead of after its ``pending_timeout``, as the Redis locks
-do; anywhere the machine cannot be known, claims only expire.
+over at once instead of after its ``pending_timeout``. The Redis lock
+names and judges its holders the same way, with these functions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+
+from .._atomic import pid_runs
 
 __all__ = ["MACHINE", "new_owner", "gone_local_claimant"]
 
@@ -38,16 +40,6 @@ def new_owner() -> str:
     return f"{tag} pid {os.getpid()} on {HOST}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists (e.g. another user's)
-    return True
-
-
 def gone_local_claimant(owner: str | None) -> int | None:
     """The PID of the claimant named by ``owner`` when it was a process of
     this machine (same boot, same PID namespace) that no longer runs; None
@@ -61,6 +53,6 @@ def gone_local_claimant(owner: str | None) -> int | None:
         pid = int(parts[2])
     except ValueError:
         return None
-    if pid == os.getpid() or _pid_alive(pid):
+    if pid == os.getpid() or pid_runs(pid):
         return None
     return pid
