@@ -123,6 +123,7 @@ def test_poison_records_are_dead_lettered_with_positions_and_retry_drains_them(
         }
     ]
     assert dlq(project, "list") == []
+    assert not [p for p in (project.root / "out").iterdir() if "pipekit-tmp" in p.name]
     lines = (project.root / "out/p.txt").read_bytes().splitlines()
     inputs = (project.root / "in/a.txt").read_bytes().splitlines() + (
         project.root / "in/b.txt"

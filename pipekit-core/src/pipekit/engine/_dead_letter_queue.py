@@ -34,7 +34,13 @@ from typing import Any
 import attrs
 
 from .. import _json
-from .._atomic import atomic_write_bytes, fsync_dir, temp_path_for
+from .._atomic import (
+    atomic_write_bytes,
+    fsync_dir,
+    move_into_place,
+    temp_path_for,
+    unlink_quietly,
+)
 from ..stores._protocols import DeadLetter
 
 __all__ = ["letter_json", "record_text", "StageRetry", "retry_dead_letters", "recover_intents"]
@@ -284,12 +290,22 @@ def _retry_stage(
     if type(processor).restore_state is not RecordStage.restore_state:
         processor = copy.copy(processor)
         processor.restore_state(None)
-    policy = st.config.record_retry
+    appended, done = _replay(backends, processor, st, current, report)
+    if done:
+        intent = _append(pipeline, st, d, lease, appended, done, report)
+        _finish(pipeline, backends, intent)
+
+
+def _replay(
+    backends: Any, processor: Any, st: Any, letters: list[DeadLetter], report: StageRetry
+) -> tuple[list[bytes], list[int]]:
+    """Feed ``letters`` through ``processor``: the output of those that
+    now succeed, and their ids; those that fail again are dead letters again."""
     appended: list[bytes] = []
     done: list[int] = []
-    for letter in current:
+    for letter in letters:
         report.retried += 1
-        out, tries, error = _try(processor, letter, st.params, policy)
+        out, tries, error = _try(processor, letter, st.params, st.config.record_retry)
         if out is not None:
             appended.append(out)
             done.append(int(letter.id or 0))
@@ -308,8 +324,20 @@ def _retry_stage(
                 last_failed=time.time(),
             )
         )
-    if not done:
-        return
+    return appended, done
+
+
+def _append(
+    pipeline: Any,
+    st: Any,
+    d: Any,
+    lease: Any,
+    appended: list[bytes],
+    done: list[int],
+    report: StageRetry,
+) -> dict[str, Any]:
+    """The stage's output with ``appended`` at its end, put in place (a
+    durable copy, then the intent to finish, then the rename): the intent."""
     final = st.output_paths[0]
     key = st.outputs[0]
     report.output = key
@@ -338,9 +366,9 @@ def _retry_stage(
             "created": time.time(),
         }
         atomic_write_bytes(pipeline.state_dir / INTENTS / f"{st.name}.json", _json.dumps(intent))
-        os.replace(tmp, final)
+        move_into_place(tmp, final)  # and its private temp folder goes
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        unlink_quietly(tmp)
         raise
     fsync_dir(final.parent)
-    _finish(pipeline, backends, intent)
+    return intent
