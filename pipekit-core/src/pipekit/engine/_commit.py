@@ -98,9 +98,21 @@ class GroupCommitter:
             self.commit(batch)
 
     def commit(self, batch: list[CommitJob]) -> None:
-        """Commit ``batch`` (in the committer's thread)."""
-        digests: dict[int, dict[str, str]] = {}
+        """Commit ``batch`` (in the committer's thread): outputs hashed and
+        made durable, moved into place, their folders made durable, then
+        the records written; each job's future resolves, its lease freed."""
         errors: dict[int, BaseException] = {}
+        digests = self._hash_and_sync(batch, errors)
+        self._move_into_place(batch, errors)
+        self._write_records(batch, digests, errors)
+        for i, job in enumerate(batch):
+            self._settle(job, None if i in errors else digests.get(i), errors.get(i))
+
+    @staticmethod
+    def _hash_and_sync(
+        batch: list[CommitJob], errors: dict[int, BaseException]
+    ) -> dict[int, dict[str, str]]:
+        digests: dict[int, dict[str, str]] = {}
         for i, job in enumerate(batch):
             try:
                 digests[i] = {
@@ -114,6 +126,10 @@ class GroupCommitter:
         except BaseException as exc:
             for i in range(len(batch)):
                 errors.setdefault(i, exc)
+        return digests
+
+    @staticmethod
+    def _move_into_place(batch: list[CommitJob], errors: dict[int, BaseException]) -> None:
         folders: set[Path] = set()
         for i, job in enumerate(batch):
             if i in errors:
@@ -131,50 +147,58 @@ class GroupCommitter:
                     folders.add(final.parent)
             except BaseException as exc:
                 errors[i] = exc
-        folder_error: BaseException | None = None
         try:
             sync_dirs(folders)
         except BaseException as exc:
-            folder_error = exc
+            for i in range(len(batch)):
+                errors.setdefault(i, exc)
+
+    def _write_records(
+        self,
+        batch: list[CommitJob],
+        digests: dict[int, dict[str, str]],
+        errors: dict[int, BaseException],
+    ) -> None:
+        owners = [i for i in range(len(batch)) if i not in errors]
         records = []
-        owners: list[int] = []
-        for i, job in enumerate(batch):
-            if i in errors:
-                continue
-            if folder_error is not None:
-                errors[i] = folder_error
-                continue
+        for i in owners:
+            job = batch[i]
             for key, final in zip(job.keys, job.finals):
                 self._remember(key, final, digests[i][key])
             records.append(job.make_record(digests[i]))
-            owners.append(i)
-        if records:
-            try:
-                # Not fsynced: the outputs are durable and in place before the
-                # records are written, so a record that survives a power loss
-                # implies its outputs did; a lost record only makes its stage
-                # run again (and every skip re-checks the outputs' hashes).
-                self._store.put_many(records, durable=False)
-            except FencedOut as exc:
-                # A store that refuses stale fencing tokens names the refused
-                # records; the rest of the batch was stored.
-                refused = set(exc.keys)
-                for i, rec in zip(owners, records):
-                    if not refused or rec.key in refused:
-                        errors.setdefault(i, exc)
-            except BaseException as exc:
-                for i in range(len(batch)):
+        if not records:
+            return
+        try:
+            # Not fsynced: the outputs are durable and in place before the
+            # records are written, so a record that survives a power loss
+            # implies its outputs did; a lost record only makes its stage
+            # run again (and every skip re-checks the outputs' hashes).
+            self._store.put_many(records, durable=False)
+        except FencedOut as exc:
+            # A store that refuses stale fencing tokens names the refused
+            # records; the rest of the batch was stored.
+            refused = set(exc.keys)
+            for i, record in zip(owners, records):
+                if not refused or record.key in refused:
                     errors.setdefault(i, exc)
-        for i, job in enumerate(batch):
-            err = errors.get(i)
-            if err is not None:
-                for tmp in job.tmps:
-                    unlink_quietly(tmp)
-            try:
-                job.lease.release()
-            except Exception:
-                pass
-            try:
-                job.future.set_result(job.done(digests.get(i) if err is None else None, err))
-            except BaseException as exc:  # never leave a waiter hanging
-                job.future.set_exception(exc)
+        except BaseException as exc:
+            for i in range(len(batch)):
+                errors.setdefault(i, exc)
+
+    @staticmethod
+    def _settle(
+        job: CommitJob, digests: dict[str, str] | None, error: BaseException | None
+    ) -> None:
+        """A committed job's end: its temp files gone if it failed, its
+        lease released, its future resolved (never left hanging)."""
+        if error is not None:
+            for tmp in job.tmps:
+                unlink_quietly(tmp)
+        try:
+            job.lease.release()
+        except Exception:
+            pass
+        try:
+            job.future.set_result(job.done(digests, error))
+        except BaseException as exc:
+            job.future.set_exception(exc)
