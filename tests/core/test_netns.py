@@ -80,7 +80,7 @@ def test_the_namespace_has_its_own_loopback_not_the_hosts() -> None:
         )
         out, _ = proc.communicate(timeout=30)
         assert out.split() == ["True", "inside-ok"]
-        counters = tn.counters()
+        counters = tn.counters.read()
         assert counters["loopback"] >= 1  # the refused connection is counted
     finally:
         tn.close()
@@ -179,11 +179,31 @@ def test_counters_are_the_namespaces_not_the_hosts() -> None:
     the namespace's refuses must."""
     tn = netns._ThreadNet()
     try:
-        before = tn.counters()
+        before = tn.counters.read()
         _refused_udp(5)  # this thread is in the host's namespace
-        assert tn.counters() == before
+        assert tn.counters.read() == before
         tn.start(lambda: _refused_udp(3))
-        assert tn.counters()["loopback"] == before["loopback"] + 3
+        assert tn.counters.read()["loopback"] == before["loopback"] + 3
+    finally:
+        tn.close()
+
+
+def test_one_reading_a_command_while_commands_leave_nothing_behind() -> None:
+    """A command's closing reading opens the next one's only when nothing
+    can have run in the namespace in between: no other command live, and
+    the last one's process group gone."""
+    tn = netns._ThreadNet()
+    try:
+        counters = tn.counters
+        counters.opening()
+        closed = counters.closing(left_nothing=True)
+        assert counters.opening() is closed  # no second reading
+        counters.closing(left_nothing=False)  # something of it may still run...
+        tn.start(lambda: _refused_udp(2))  # ...and does
+        assert counters.opening()["loopback"] == closed["loopback"] + 2
+        counters.opening()  # two commands at once: neither's closing is kept
+        kept = counters.closing(left_nothing=True)
+        assert counters.opening() is not kept
     finally:
         tn.close()
 

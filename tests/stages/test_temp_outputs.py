@@ -128,6 +128,53 @@ def test_a_temp_path_is_in_a_private_folder_of_its_own(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
 
 
+def test_a_runs_temp_paths_share_one_private_folder_per_output_folder(tmp_path: Path) -> None:
+    folders = atomic.RunTempFolders()
+    (tmp_path / "sub").mkdir()
+    first, second = folders.path_for(tmp_path / "a.txt"), folders.path_for(tmp_path / "b.txt")
+    elsewhere = folders.path_for(tmp_path / "sub" / "c.txt")
+    assert first.parent == second.parent != elsewhere.parent
+    assert first.parent.parent == tmp_path and first.name == "a.txt"
+    assert stat.S_IMODE(first.parent.stat().st_mode) == 0o700
+    first.write_text("new\n")
+    atomic.move_into_place(first, tmp_path / "a.txt")
+    unlink_quietly(second)  # a failed attempt's: the folder stays for the next stage
+    assert first.parent.is_dir()
+    # replaced by a folder others may write in: a new one of our own is made
+    shutil.rmtree(first.parent)
+    first.parent.mkdir(mode=0o777)
+    first.parent.chmod(0o777)
+    again = folders.path_for(tmp_path / "d.txt")
+    assert again.parent != first.parent and again.parent.is_dir()
+    shutil.rmtree(first.parent)
+    (again.parent / "left.txt").write_text("a stage left it\n")
+    folders.remove()
+    assert again.parent.is_dir() and not elsewhere.parent.exists()
+
+
+def test_a_run_leaves_no_temp_folder(project: Project) -> None:
+    project.write("in.txt", "abc\n")
+    stages = [
+        {
+            "name": f"s{i}",
+            "uses": "shell",
+            "inputs": ["in.txt"],
+            "outputs": [f"out/{i}.txt"],
+            "params": {"cmd": "tr a-z A-Z < {input} > {output}"},
+        }
+        for i in range(6)
+    ]
+    stages.append(
+        {**stages[0], "name": "bad", "outputs": ["out/bad.txt"], "params": {"cmd": "exit 3"}}
+    )
+    project.pipeline(stages)
+    proc = project.cli("run", "--keep-going", "--json")
+    assert proc.returncode == 1, proc.stderr
+    assert sorted(p.name for p in (project.root / "out").iterdir()) == [
+        f"{i}.txt" for i in range(6)
+    ]
+
+
 def dead_pid() -> int:
     proc = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],

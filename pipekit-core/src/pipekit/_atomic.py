@@ -14,20 +14,24 @@ a change for another host's (see :data:`STALE_AFTER_S`), never a live writer's.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "RunTempFolders",
     "STALE_AFTER_S",
     "TEMP_MARK",
     "temp_path_for",
@@ -62,6 +66,55 @@ def temp_path_for(final: Path, tag: str = "") -> Path:
     return Path(folder, final.name)
 
 
+class RunTempFolders:
+    """Temp paths for a run's outputs: one private folder (as
+    :func:`temp_path_for` makes) per folder of outputs, made on first use
+    and kept until :meth:`remove`, instead of a folder made and removed for
+    each output (a ``mkdir`` and an ``rmdir`` per stage). A folder that is
+    no longer the one made (removed, or replaced: another inode, owner or
+    mode) is made again."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, tuple[str, int, int]] = {}  # parent -> path, dev, inode
+        self._lock = threading.Lock()
+
+    def path_for(self, final: Path) -> Path:
+        """A temp path for ``final``; nothing is at it yet unless an earlier
+        attempt left it (see :func:`unlink_quietly`)."""
+        with self._lock:
+            known = self._folders.get(final.parent)
+            if known is None or not _is_folder_made(*known):
+                folder = temp_path_for(final, RUN_TAG).parent
+                made = os.lstat(folder)
+                known = self._folders[final.parent] = (str(folder), made.st_dev, made.st_ino)
+        return Path(known[0], final.name)
+
+    def remove(self) -> None:
+        """Remove the folders made, those now empty (what a stage left in
+        one stays for the sweep)."""
+        with self._lock:
+            for folder, _dev, _inode in self._folders.values():
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+            self._folders.clear()
+
+
+RUN_TAG = "run"
+
+
+def _is_folder_made(folder: str, dev: int, inode: int) -> bool:
+    try:
+        found = os.lstat(folder)
+    except OSError:
+        return False
+    return (
+        (found.st_dev, found.st_ino) == (dev, inode)
+        and stat.S_ISDIR(found.st_mode)
+        and stat.S_IMODE(found.st_mode) == 0o700
+        and found.st_uid == os.geteuid()
+    )
+
+
 def temp_name_for(name: str, tag: str = "") -> str:
     """A new, unguessable temp file name for file ``name`` (in the same
     folder); create it with ``O_EXCL``."""
@@ -72,7 +125,10 @@ def temp_name_for(name: str, tag: str = "") -> str:
 def _private_temp_folder(path: Path | str) -> str | None:
     """The private temp folder of :func:`temp_path_for` that holds ``path``, or None."""
     folder = os.path.dirname(path)
-    return folder if os.path.basename(folder).startswith(TEMP_MARK) else None
+    name = os.path.basename(folder)
+    if not name.startswith(TEMP_MARK) or name.startswith(f"{TEMP_MARK}{RUN_TAG}-"):
+        return None  # (a run's folder: see RunTempFolders)
+    return folder
 
 
 def move_into_place(temp: Path | str, final: Path | str) -> None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._atomic import temp_path_for, unlink_quietly
+from .._atomic import RunTempFolders, unlink_quietly
 from ..errors import (
     LeaseLost,
     NetworkRefused,
@@ -74,6 +74,13 @@ class Lifecycle:
         self.committer = committer
         self.checkpoints = StageCheckpoints(services.pipeline.name, services.backends.checkpoints)
         self._policies: dict[str, Policy] = {}
+        self.temp_folders = RunTempFolders()
+
+    def close(self) -> None:
+        """After the last stage: what is queued committed, the run's temp
+        folders removed."""
+        self.committer.close()
+        self.temp_folders.remove()
 
     # -- lock and decision ----------------------------------------------------
 
@@ -298,7 +305,7 @@ class Lifecycle:
                 remove_stale_partials(final, partial)
                 temps.append(partial)
             else:
-                temps.append(temp_path_for(final))
+                temps.append(self.temp_folders.path_for(final))
         services = self.services
         return StageContext(
             stage_name=stage.name,

@@ -124,7 +124,6 @@ class Runner:
         for path in services.inflight.recover():
             log.info("removed %s, left behind by a killed run", path)
         services.observers.call("on_run_start", run=services.info)
-        committers: list[Any] = []
 
         def make_lifecycle() -> Any:
             # Imported when the first stage must run: a run that skips every
@@ -140,15 +139,14 @@ class Runner:
             committer = GroupCommitter(
                 services.backends.idempotency, services.hashcache.remember, busy=busy
             )
-            committers.append(committer)
             return Lifecycle(services, committer)
 
         scheduler = Scheduler(services, make_lifecycle)
         try:
             results = scheduler.run()
         finally:
-            for committer in committers:
-                committer.close()
+            if scheduler.lifecycle is not None:
+                scheduler.lifecycle.close()
         interrupted = scheduler.interrupted
         while True:
             # An interrupt while the run is being recorded marks it

@@ -118,8 +118,9 @@ class _Holder:
             return [*enter, "--user", "--preserve-credentials", "--", *argv]
         return [*enter, "--", *_without_capabilities(shutil.which("setpriv")), *argv]
 
-    def counters(self) -> dict[str, int]:
-        return self._counters.read()
+    @property
+    def counters(self) -> _Counters:
+        return self._counters
 
     def close(self) -> None:
         self._finalizer()
@@ -213,8 +214,9 @@ class _ThreadNet:
         enter = [nsenter, f"--net=/proc/{os.getpid()}/fd/{self.ns_fd}", "--"]
         return [*enter, *_without_capabilities(shutil.which("setpriv")), *argv]
 
-    def counters(self) -> dict[str, int]:
-        return self._counters.read()
+    @property
+    def counters(self) -> _Counters:
+        return self._counters
 
     def close(self) -> None:
         self._finalizer()
@@ -337,6 +339,8 @@ class _Counters:
     go to ``keep``, which the namespace's owner closes."""
 
     def __init__(self, netdir: str, keep: list[int]) -> None:
+        self.last: dict[str, int] | None = None  # a closing reading the next command may open with
+        self.live = 0  # commands opened and not yet closed
         self.fds: dict[str, int] = {}
         for name in ("snmp", "snmp6"):
             try:
@@ -344,6 +348,25 @@ class _Counters:
             except OSError:
                 continue  # (no IPv6): read as no counters
             keep.append(self.fds[name])
+
+    def opening(self) -> dict[str, int]:
+        """The reading a command starts from: the last command's closing
+        one when nothing ran in the namespace since (one reading per
+        command, not two), else a new one."""
+        reading = self.last if self.live == 0 and self.last is not None else self.read()
+        self.last = None
+        self.live += 1
+        return reading
+
+    def closing(self, left_nothing: bool) -> dict[str, int]:
+        """The reading after a command ended; kept for the next command's
+        opening when no other command is live and this one ``left_nothing``
+        running (its process group is gone)."""
+        reading = self.read()
+        self.live -= 1
+        if self.live == 0 and left_nothing:
+            self.last = reading
+        return reading
 
     def read(self) -> dict[str, int]:
         texts = {}
@@ -517,7 +540,7 @@ def isolate_thread() -> Any:
     _host_fd()  # known before the thread leaves it
     if _setns_calls().setns(namespace.ns_fd, _CLONE_NEWNET) != 0:
         raise Unavailable(f"cannot enter the network namespace: {_os_error('setns')}")
-    _local.isolation = _Isolation(namespace, namespace.counters())
+    _local.isolation = _Isolation(namespace, namespace.counters.read())
     return before
 
 
@@ -545,7 +568,7 @@ def restore_thread(token: Any) -> int:
     if _setns_calls().setns(fd, _CLONE_NEWNET) != 0:
         raise OSError(f"cannot leave the network namespace: {_os_error('setns')}")
     _local.isolation = token
-    return current.namespace.counters()["beyond"] - current.before["beyond"]
+    return current.namespace.counters.read()["beyond"] - current.before["beyond"]
 
 
 @contextlib.contextmanager
@@ -606,7 +629,7 @@ class IsolatedCommand:
     def _open(self) -> None:
         """The opening counter reading, taken just before the command starts."""
         if self._holder is not None and self._before is None:
-            self._before = self._holder.counters()
+            self._before = self._holder.counters.opening()
 
     @property
     def argv(self) -> list[Any]:
@@ -648,17 +671,30 @@ class IsolatedCommand:
         if self._holder is None or self._before is None:
             return {"beyond": 0, "loopback": 0}
         if self._after is None:
-            self._after = self._holder.counters()
+            self._after = self._holder.counters.closing(self._left_nothing())
         return {k: self._after[k] - self._before[k] for k in self._after}
+
+    def _left_nothing(self) -> bool:
+        """Whether the command led its own process group and nothing of
+        that group runs any more."""
+        if self._group is None:
+            return False
+        try:
+            os.killpg(self._group, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
 
     def check(self) -> None:
         """After the command ended: raise :class:`pipekit.NetworkRefused`
         if it tried to reach an address beyond loopback (an isolated
         command only)."""
+        delta = self._delta()
         if self._group is not None:
             sentinel.forget_group(self._group)
             self._group = None
-        delta = self._delta()
         if delta["beyond"] > 0:
             p = self._guard.policy
             msg = (
