@@ -129,53 +129,45 @@ def _not_ours(st: os.stat_result) -> str | None:
     return None
 
 
-def _open_partial(path: Path) -> int | str:
-    """The partial output opened for resuming (never through a symlink,
-    never a file another user or another name holds), or why not."""
-    name = path.name
+def _reopen_partial(path: Path, length: int, digest: str) -> tuple[int, Any] | str:
+    """The partial output opened to resume (never through a symlink, never a
+    file another user or another name holds) and cut to ``length`` once its
+    first ``length`` bytes hash to ``digest``: (descriptor, their hash), or
+    why it cannot be resumed."""
+    name = f"its partial output {path.name}"
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        return f"its partial output {name} is missing"
+        return f"{name} is missing"
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            return (
-                f"its partial output {name} is a symbolic link, not a regular file (never followed)"
-            )
-        return f"its partial output {name} cannot be opened ({exc.strerror})"
-    problem = _not_ours(os.fstat(fd))
-    if problem is not None:
-        os.close(fd)
-        return f"its partial output {name} is {problem} (never written through)"
+            return f"{name} is a symbolic link, not a regular file (never followed)"
+        return f"{name} cannot be opened ({exc.strerror})"
+    why = _not_ours(os.fstat(fd))
+    why = why and f"{name} is {why} (never written through)"
     os.set_blocking(fd, True)
-    return fd
-
-
-def _check_prefix(fd: int, path: Path, length: int, digest: str) -> tuple[str | None, Any]:
-    """(None, hash of the first ``length`` bytes) when they hash to
-    ``digest``, else (why not, None)."""
     h = hashlib.sha256()
     done = 0
     try:
-        while done < length:
+        while why is None and done < length:
             chunk = os.pread(fd, min(length - done, _READ), done)
             if not chunk:
-                return (
-                    f"its partial output {path.name} holds {done} bytes, fewer than the "
-                    f"{length} it recorded",
-                    None,
-                )
+                why = f"{name} holds {done} bytes, fewer than the {length} it recorded"
             h.update(chunk)
             done += len(chunk)
     except OSError as exc:
-        return f"its partial output {path.name} cannot be read ({exc.strerror})", None
-    if h.hexdigest() != digest:
-        return (
-            f"its partial output {path.name} does not match the digest the checkpoint "
-            "recorded (it was changed after the checkpoint)",
-            None,
+        why = f"{name} cannot be read ({exc.strerror})"
+    if why is None and h.hexdigest() != digest:
+        why = (
+            f"{name} does not match the digest the checkpoint recorded (it was changed "
+            "after the checkpoint)"
         )
-    return None, h
+    if why is not None:
+        os.close(fd)
+        return why
+    os.ftruncate(fd, length)
+    os.lseek(fd, length, os.SEEK_SET)
+    return fd, h
 
 
 def _create_partial(path: Path) -> int:
@@ -438,9 +430,7 @@ class _RecordLoop:
             raise StageFailed(f"{label}: {type(exc).__name__}: {message}") from exc
         if raw is None:
             raw = rec.encode("utf-8", "surrogateescape") if isinstance(rec, str) else b""
-        from ..isolation._namespaces import (
-            trusted,  # the store is the runner's, not the processor's
-        )
+        from ..isolation._namespaces import trusted  # the store is the runner's
 
         letter = DeadLetter(
             pipeline=run.pipeline,
@@ -465,29 +455,26 @@ class _RecordLoop:
                 self._dl_store = run.dead_letters()
             self._dl_store.add(letter)
         self.c["records_dead_lettered"] += 1
-        dead = self.c["records_dead_lettered"]
         level = logging.INFO if self._warned_dead else logging.WARNING  # one warning a run
         self._warned_dead = True
         log.log(level, "stage %s: %s dead-lettered after %d try(ies): %s: %s",
                 run.stage, label, tries, type(exc).__name__, message)  # fmt: skip
-        limit = run.max_failures
-        if limit.count is not None and limit.exceeded(dead, self.c["records_in"]):
-            raise TooManyFailures(
-                f"{label} failed: {type(exc).__name__}: {message}; "
-                f"{dead} record(s) dead-lettered, more than {limit.describe()} allows "
-                f"(see `pipekit dlq list --stage {run.stage}`); the stage keeps its last "
-                "checkpoint and resumes from it on the next run"
-            ) from exc
-
-    def _check_fraction(self) -> None:
-        limit = self.run_.max_failures
         dead = self.c["records_dead_lettered"]
-        if limit.fraction is not None and limit.exceeded(dead, self.c["records_in"]):
-            raise TooManyFailures(
-                f"{dead} of {self.c['records_in']} record(s) dead-lettered, more than "
-                f"{limit.describe()} allows (see `pipekit dlq list --stage {self.run_.stage}`); "
-                "the stage keeps its last checkpoint and resumes from it on the next run"
-            )
+        self._check_limit(f"{label} failed: {type(exc).__name__}: {message}; {dead}", exc)
+
+    def _check_limit(self, what: str | None = None, exc: BaseException | None = None) -> None:
+        """Raise :class:`TooManyFailures` when ``max_failures`` is exceeded. A
+        count is checked at each dead letter (``what`` names it), a fraction
+        at each checkpoint and at the end (``what`` None)."""
+        limit, c = self.run_.max_failures, self.c
+        dead, seen = c["records_dead_lettered"], c["records_in"]
+        if (what is not None) != (limit.count is not None) or not limit.exceeded(dead, seen):
+            return
+        raise TooManyFailures(
+            f"{what or f'{dead} of {seen}'} record(s) dead-lettered, more than "
+            f"{limit.describe()} allows (see `pipekit dlq list --stage {self.run_.stage}`); "
+            "the stage keeps its last checkpoint and resumes from it on the next run"
+        ) from exc
 
     # -- encoding the outputs of a batch ------------------------------------------
 
@@ -519,7 +506,7 @@ class _RecordLoop:
 
     # -- starting and resuming ------------------------------------------------------
 
-    def _load(self, out_path: Path, sizes: list[int]) -> dict[str, Any] | None:
+    def _load(self, sizes: list[int]) -> dict[str, Any] | None:
         cp = self.run_.checkpoint
         if cp is None:
             return None
@@ -544,36 +531,26 @@ class _RecordLoop:
             return None
         return state
 
-    def _open_output(
-        self, out_path: Path, state: dict[str, Any] | None
-    ) -> tuple[int, Any, dict[str, Any] | None]:
-        """(descriptor, hash of the kept prefix, state): the partial output
-        opened to resume from ``state``, cut to its checkpointed length
-        once that prefix matches the digest the checkpoint recorded; else
-        (the checkpoint discarded, saying why) a fresh one, state None."""
+    def _open_output(self, out_path: Path, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Open the partial output as ``self.fd`` (``self.hash``: of what it
+        keeps): reopened to resume from ``state``, which is returned; else
+        (the checkpoint discarded, saying why) a fresh one, and None."""
         if state is not None:
-            length = int(state["output_length"])
-            opened = _open_partial(out_path)
-            if isinstance(opened, int):
-                why, prefix_hash = _check_prefix(opened, out_path, length, state[DIGEST_KEY])
-                if why is None:
-                    os.ftruncate(opened, length)
-                    os.lseek(opened, length, os.SEEK_SET)
-                    return opened, prefix_hash, state
-                os.close(opened)
-            else:
-                why = opened
-            self.run_.checkpoint.discard(why)
-        return _create_partial(out_path), None, None
+            opened = _reopen_partial(out_path, int(state["output_length"]), state[DIGEST_KEY])
+            if not isinstance(opened, str):
+                self.fd, self.hash = opened
+                return state
+            self.run_.checkpoint.discard(opened)
+        self.fd, self.hash = _create_partial(out_path), hashlib.sha256()
+        return None
 
     def run(self) -> dict[str, Any]:
         ctx, run = self.ctx, self.run_
         out_path = ctx.outputs[0]
         sizes = [os.path.getsize(p) for p in ctx.inputs]
         self.total = sum(sizes)
-        state = self._load(out_path, sizes)
-        fd, prefix_hash, state = self._open_output(out_path, state)
-        self.fd = fd
+        state = self._open_output(out_path, self._load(sizes))
+        fd = self.fd
         self._has_checkpoint = state is not None
         try:
             index, offset, line = self._start(state)
@@ -587,8 +564,6 @@ class _RecordLoop:
         self.checkpointer = (
             _Checkpointer(run.checkpoint, fd, run.on_checkpoint) if run.checkpoint else None
         )
-        self.hash = prefix_hash if prefix_hash is not None else hashlib.sha256()
-        self.bar = None
         if run.progress is not None:
             self.bar = run.progress(self.total, sum(sizes[:index]) + offset, self.c["records_in"])
         self.next_ckpt = self.lines_done + run.every_records
@@ -747,7 +722,7 @@ class _RecordLoop:
             self.done_before += sizes[index]
             index += 1
             offset = line = 0
-        self._check_fraction()
+        self._check_limit()
 
     def _block(self, b: _Block) -> None:
         """Process one block of whole lines, batch by batch: after each batch
@@ -822,7 +797,7 @@ class _RecordLoop:
         stopping = stopped or self.cancel.is_set()
         due = self.lines_done >= self.next_ckpt or now - self.last_ckpt >= self.run_.every_seconds
         if due:
-            self._check_fraction()
+            self._check_limit()
             self.next_ckpt = self.lines_done + self.run_.every_records
             self.last_ckpt = now
         checkpointer = self.checkpointer
@@ -866,7 +841,6 @@ class _Block:
         )
         self.n = len(self.recs)
         self.raw_ascii = raw.isascii()
-        self.has_nl = has_nl
         self.index = index
         self.base = base
         self.line = line
