@@ -25,6 +25,7 @@ from typing import Any
 import cattrs
 
 from .. import _json
+from .keys import _is_attrs
 
 __all__ = [
     "check_type",
@@ -48,15 +49,15 @@ _SEQUENCES = {
 _SETS = {set, frozenset, typing.AbstractSet, typing.MutableSet}
 
 
-def _float_out(f: float) -> Any:
-    return f if math.isfinite(f) else repr(f)  # 'nan', 'inf', '-inf': JSON has none
-
-
 _MICROSECOND = _dt.timedelta(microseconds=1)
 
 
 def _is_namedtuple(t: Any) -> bool:
     return isinstance(t, type) and issubclass(t, tuple) and hasattr(t, "_fields")
+
+
+def _is_path(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, PurePath)
 
 
 def _field_types(t: Any) -> list[Any]:
@@ -76,7 +77,7 @@ def _namedtuple_in(c: cattrs.Converter, t: Any) -> Callable[[Any, Any], Any]:
 
 # Value types beyond JSON: (type, to JSON, from JSON).
 _VALUE_HOOKS: list[tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = [
-    (float, _float_out, float),
+    (float, lambda f: f if math.isfinite(f) else repr(f), float),  # JSON has no nan, inf
     (
         bytes,
         lambda b: base64.b64encode(b).decode("ascii"),
@@ -108,10 +109,8 @@ def converter() -> cattrs.Converter:
         c.register_structure_hook(tp, _type_ignored(back))
     c.register_unstructure_hook_factory(_is_namedtuple, lambda t: _namedtuple_out(c, t))
     c.register_structure_hook_factory(_is_namedtuple, lambda t: _namedtuple_in(c, t))
-    c.register_unstructure_hook_func(lambda t: isinstance(t, type) and issubclass(t, PurePath), str)
-    c.register_structure_hook_func(
-        lambda t: isinstance(t, type) and issubclass(t, PurePath), lambda v, t: t(v)
-    )
+    c.register_unstructure_hook_func(_is_path, str)
+    c.register_structure_hook_func(_is_path, lambda v, t: t(v))
     return c
 
 
@@ -276,10 +275,6 @@ def _check_key(tp: Any, where: str) -> None:
             f"JSON object keys are strings; a mapping's keys may be str, int, UUID or a str/int "
             f"enum, not {type_name(tp)}",
         )
-
-
-def _is_attrs(tp: type) -> bool:
-    return getattr(tp, "__attrs_attrs__", None) is not None
 
 
 def dump(value: Any, tp: Any) -> Any:

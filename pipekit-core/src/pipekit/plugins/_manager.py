@@ -405,54 +405,45 @@ def _call_register(
         table[name] = Registration(name, obj, info)
         info.registered.setdefault(kind, []).append(name)
 
-    if kind == "stages":
+    def register_factory(name: str, factory: Callable[..., Any]) -> None:
+        if not callable(factory):
+            raise PluginError(f"{info.label()}: {label} {name!r} factory is not callable")
+        add(name, factory)
 
-        def register(processor: Any) -> None:
-            if isinstance(processor, type):
-                what = f"register an instance: register({processor.__name__}())"
-                raise PluginError(
-                    f"{info.label()} registered the class {processor.__name__} "
-                    f"instead of an instance; {what}"
-                )
-            if not isinstance(processor, (Stage, RecordStage)):
-                raise PluginError(
-                    f"{info.label()} registered {_short(processor)}, of type "
-                    f"{type(processor).__qualname__}; a stage processor must be an "
-                    "instance of a pipekit.Stage or pipekit.RecordStage subclass"
-                )
-            name = getattr(processor, "name", None)
-            if not isinstance(name, str) or not name:
-                raise PluginError(
-                    f"{info.label()}: stage processor {type(processor).__name__} "
-                    f"needs a non-empty string 'name' (got {name!r})"
-                )
-            if not isinstance(getattr(processor, "version", None), str):
-                raise PluginError(
-                    f"{info.label()}: stage processor {name!r} needs a string 'version' "
-                    f"(got {getattr(processor, 'version', None)!r})"
-                )
-            params_cls = getattr(processor, "Params", None)
-            if params_cls is not None and not (
-                isinstance(params_cls, type) and attrs.has(params_cls)
-            ):
-                raise PluginError(
-                    f"{info.label()}: stage processor {name!r}: Params must be an attrs "
-                    f"class (or None), got {params_cls!r}"
-                )
-            add(name, processor)
-
-        register_fn: Callable[..., None] = register
-    else:
-
-        def register_factory(name: str, factory: Callable[..., Any]) -> None:
-            if not callable(factory):
-                raise PluginError(f"{info.label()}: {label} {name!r} factory is not callable")
-            add(name, factory)
-
-        register_fn = register_factory
+    def register_stage(processor: Any) -> None:
+        if isinstance(processor, type):
+            what = f"register an instance: register({processor.__name__}())"
+            raise PluginError(
+                f"{info.label()} registered the class {processor.__name__} "
+                f"instead of an instance; {what}"
+            )
+        if not isinstance(processor, (Stage, RecordStage)):
+            raise PluginError(
+                f"{info.label()} registered {_short(processor)}, of type "
+                f"{type(processor).__qualname__}; a stage processor must be an "
+                "instance of a pipekit.Stage or pipekit.RecordStage subclass"
+            )
+        name = getattr(processor, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(
+                f"{info.label()}: stage processor {type(processor).__name__} "
+                f"needs a non-empty string 'name' (got {name!r})"
+            )
+        if not isinstance(getattr(processor, "version", None), str):
+            raise PluginError(
+                f"{info.label()}: stage processor {name!r} needs a string 'version' "
+                f"(got {getattr(processor, 'version', None)!r})"
+            )
+        params_cls = getattr(processor, "Params", None)
+        if params_cls is not None and not (isinstance(params_cls, type) and attrs.has(params_cls)):
+            raise PluginError(
+                f"{info.label()}: stage processor {name!r}: Params must be an attrs "
+                f"class (or None), got {params_cls!r}"
+            )
+        add(name, processor)
 
     try:
-        function(register=register_fn)
+        function(register=register_stage if kind == "stages" else register_factory)
     except PluginError:
         raise
     except Exception as exc:  # a bug in a plugin must say which plugin
