@@ -276,3 +276,41 @@ def test_a_lock_file_that_is_a_folder(tmp_path) -> None:
         lease.acquire(timeout=0)
     assert lease.holder() is None
     assert lease.holder_state() == "unknown"
+
+
+def test_a_lock_file_is_rewritten_in_place_over_a_longer_old_line(tmp_path) -> None:
+    """The holder line is overwritten at one width, never truncated
+    (truncating a file frees its block: tens of ms on ext4 in a rerun); a
+    longer line an older pipekit left is covered, and still read right."""
+    from pipekit.stores import _file_factories as file_factories
+
+    locks = file_factories.lock_backend({}, state_dir=tmp_path / "state")
+    lease = locks.lock("stage/p/s")
+    lease.path.parent.mkdir(parents=True)
+    lease.path.write_text("41 pid 1 on host " + "old-host-" * 10 + "\n")
+    assert lease.acquire(timeout=0) and lease.token == 42
+    assert lease.holder() == f"pid {os.getpid()} on host {os.uname().nodename}"
+    lease.release()
+    sizes = set()
+    for token in (43, 44):
+        assert lease.acquire(timeout=0) and lease.token == token
+        sizes.add(lease.path.stat().st_size)
+        lease.release()
+    assert sizes == {128}
+
+
+def test_the_state_lock_line_covers_a_longer_old_one(tmp_path) -> None:
+    from pipekit.state._lock import StateLock, describe_holder
+
+    path = tmp_path / "state.json.lock"
+    path.write_text("pid 1 on host " + "old-host-" * 10 + "\n")
+    lock = StateLock(path, tmp_path / "state.json", None)
+    lock.acquire(exclusive=True)
+    try:
+        assert path.stat().st_size == 128
+        assert (
+            describe_holder(path)
+            == f"pid {os.getpid()} on host {os.uname().nodename} (this process)"
+        )
+    finally:
+        lock.release()

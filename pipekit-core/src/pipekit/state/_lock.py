@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._atomic import overwrite_line
 from .._private_files import FILE_MODE, make_private_dir
 from ..errors import StateLockError
 
@@ -54,8 +55,7 @@ class StateLock:
             fh.close()
             raise
         if exclusive:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on host {HOST}\n".encode(), 0)
+            overwrite_line(fd, f"pid {os.getpid()} on host {HOST}")
         self._fh = fh
 
     def _poll(self, fh: Any, exclusive: bool) -> None:
@@ -144,18 +144,10 @@ def _linux_holders(path: Path, fd: int | None) -> list[tuple[int, str]] | None:
     except OSError:
         return None
     want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    out: list[tuple[int, str]] = []
-    for line in lines:
-        parts = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:1474572 0 EOF"; a waiter's line starts "->"
-        if len(parts) < 6 or parts[1] == "->" or parts[1] != "FLOCK":
-            continue
-        if parts[5] != want:
-            continue
-        try:
-            pid = int(parts[4])
-        except ValueError:
-            continue
-        if pid > 0:
-            out.append((pid, parts[3]))
-    return out
+    # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:1474572 0 EOF"; a waiter's line has "->" before FLOCK
+    rows = (line.split() for line in lines)
+    return [
+        (int(p[4]), p[3])
+        for p in rows
+        if len(p) >= 6 and p[1] == "FLOCK" and p[5] == want and p[4].isdigit() and int(p[4]) > 0
+    ]

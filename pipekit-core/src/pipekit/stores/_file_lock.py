@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._atomic import pid_runs
+from .._atomic import overwrite_line, pid_runs
 from ..errors import StorageError
 
 __all__ = ["FileLockBackend", "FileLease"]
@@ -63,8 +63,7 @@ class FileLease:
             token = int(previous) + 1
         except ValueError:
             token = 1
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{token} pid {os.getpid()} on host {_HOST}\n".encode(), 0)
+        overwrite_line(fd, f"{token} pid {os.getpid()} on host {_HOST}")
         self.token = token
         self._fd = fd
         return True
