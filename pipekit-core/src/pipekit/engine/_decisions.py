@@ -103,33 +103,25 @@ class Evaluator:
             return digest
         return self.hashcache.digest(key, path)  # type: ignore[no-any-return]
 
-    def input_hashes(
-        self, st: Any, *, cached_only: bool = False
-    ) -> tuple[dict[str, str], str | None]:
-        hashes: dict[str, str] = {}
-        for key, path in zip(st.inputs, st.input_paths):
-            digest = self._hash(key, path, cached_only)
-            if digest is None:
-                return hashes, key
-            hashes[key] = digest
-        return hashes, None
-
-    def decide_cheaply(self, st: Any, *, forced: bool = False) -> Decision | None:
+    def decide_cheaply(self, st: Any) -> Decision | None:
         """:meth:`decide` when it needs no file read but of small files
         (every hash cached, or :data:`CHEAP_READ` bytes at most); else None.
         None at once for a stage this state has no entry for (a first run):
         it is decided under its lock anyway, without a store round trip here."""
-        if not forced and self.state.get(st.name) is None:
+        if self.state.get(st.name) is None:
             return None
         try:
-            return self.decide(st, forced=forced, cached_only=True)
+            return self.decide(st, cached_only=True)
         except _NeedsRead:
             return None
 
     def decide(self, st: Any, *, forced: bool = False, cached_only: bool = False) -> Decision:
-        hashes, missing = self.input_hashes(st, cached_only=cached_only)
-        if missing is not None:
-            return Decision(st.name, True, f"input {missing!r} is missing")
+        hashes: dict[str, str] = {}
+        for ikey, ipath in zip(st.inputs, st.input_paths):
+            digest = self._hash(ikey, ipath, cached_only)
+            if digest is None:
+                return Decision(st.name, True, f"input {ikey!r} is missing")
+            hashes[ikey] = digest
         fp = compute_fingerprint(st, hashes)
         key = stage_key(self.pipeline.name, st.name, fp)
         decision = Decision(st.name, True, "", fingerprint=fp, key=key, inputs=hashes)
@@ -196,6 +188,6 @@ class Evaluator:
             return "last run did not finish"
         if list(entry.get("outputs", {})) != list(st.outputs):
             return "outputs changed"
-        if entry.get("fingerprint") == fp and entry.get("status") == "ok":
+        if entry.get("fingerprint") == fp:
             return "no record of its last success in the idempotency store"
         return "last run did not finish"

@@ -23,13 +23,9 @@ RECORDS_KIND = "records"
 
 
 class RecordCheckpoint(Checkpoint):
-    """The checkpoint of one record stage execution (one fingerprint).
-
-    ``save(state)`` stores a dict (positions, counters, processor state);
-    ``load()`` returns the state saved for this fingerprint, or None: a
-    checkpoint of another fingerprint, or a damaged one, is deleted with a
-    warning that says why; ``peek()`` is ``load()`` without deleting or
-    warning (for ``pipekit status``); ``clear()`` deletes it.
+    """The checkpoint of one record stage execution (one fingerprint): a dict
+    of positions, counters and processor state. ``load()`` deletes a
+    checkpoint of another fingerprint, or a damaged one, saying why.
     ``fence`` is ``(lock key, fencing token)`` of the lease the writer holds.
     """
 
@@ -77,11 +73,11 @@ class RecordCheckpoint(Checkpoint):
         return loaded.state, None
 
     def peek(self) -> dict[str, Any] | None:
+        """:meth:`load` without deleting or warning (for ``pipekit status``)."""
         try:
-            state, _why = self._read()
+            return self._read()[0]
         except Exception:
             return None
-        return state
 
     def load(self) -> dict[str, Any] | None:
         state, why = self._read()

@@ -331,10 +331,7 @@ class _RecordLoop:
         self.run_ = run
         self.params = ctx.params
         self.cancel = ctx.cancelled
-        self.fatal: tuple[type[BaseException], ...] = (
-            NonRetryable,
-            *tuple(getattr(processor, "non_retryable", ())),
-        )
+        self.fatal = (NonRetryable, *getattr(processor, "non_retryable", ()))
         self.c: dict[str, int] = {
             "records_in": 0,
             "records_out": 0,
@@ -365,8 +362,7 @@ class _RecordLoop:
 
     def _produce(self, rec: Any) -> list[Any]:
         if self.fmt == "jsonl":
-            dumps = _json.dumps
-            return [dumps(v) for v in self.proc.iter_process(rec, self.params)]
+            return [_json.dumps(v) for v in self.proc.iter_process(rec, self.params)]
         return list(self.proc.iter_process(rec, self.params))
 
     def _retryable(self, exc: BaseException) -> bool:
@@ -662,20 +658,16 @@ class _RecordLoop:
             "total_bytes": self.total,
             "run_id": self.ctx.run_id,
             "saved_at": time.time(),
+            DIGEST_KEY: self.hash.hexdigest(),
         }
-        st[DIGEST_KEY] = self.hash.hexdigest()
         if self.stateful:
-            st["processor_state"] = self._processor_state()
+            # as it will load back: a value that would come back changed (a
+            # datetime, an int key) is a CheckpointStateError that says where
+            from ..checkpoints import codec
+
+            what = f"the checkpoint_state() of processor {self.proc.name!r}"
+            st["processor_state"] = codec.loads(codec.dumps(self.proc.checkpoint_state(), what))
         return st
-
-    def _processor_state(self) -> Any:
-        """A copy of the processor's ``checkpoint_state()`` as it will load
-        back; a value that would come back changed (a datetime, an int key)
-        is a :class:`pipekit.CheckpointStateError` that says where."""
-        from ..checkpoints import codec
-
-        what = f"the checkpoint_state() of processor {self.proc.name!r}"
-        return codec.loads(codec.dumps(self.proc.checkpoint_state(), what))
 
     # -- the loop -----------------------------------------------------------------
 

@@ -7,10 +7,11 @@ as one line naming the file, the stage and the field, before anything runs.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -86,19 +87,15 @@ def check_duration(name: str, value: float, *, zero_allowed: bool = True) -> Non
         raise ConfigError(f"{name}: {problem}")
 
 
-def _duration(*, zero_allowed: bool) -> Callable[[Any, Any, Any], None]:
+def _duration(zero_allowed: bool, _inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     """An attrs validator of a number of seconds (None: no limit)."""
-
-    def check(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-        problem = value is not None and duration_problem(value, zero_allowed=zero_allowed)
-        if problem:
-            raise ValueError(problem)
-
-    return check
+    problem = value is not None and duration_problem(value, zero_allowed=zero_allowed)
+    if problem:
+        raise ValueError(problem)
 
 
-_seconds = _duration(zero_allowed=False)
-_seconds_or_zero = _duration(zero_allowed=True)
+_seconds = functools.partial(_duration, False)
+_seconds_or_zero = functools.partial(_duration, True)
 
 
 def _positive(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
@@ -127,12 +124,9 @@ class RetryPolicy:
 
 @attrs.frozen
 class RecordRetryPolicy:
-    """How often a record stage tries one record before dead-lettering it.
-
-    The same shape as :class:`RetryPolicy`, with defaults sized for records
-    (a few quick tries) rather than for whole attempts: the wait before try
-    ``n+1`` is ``min(max_backoff, backoff * 2**(n-1))`` plus ``0..jitter`` s.
-    """
+    """How often a record stage tries one record before dead-lettering it:
+    a :class:`RetryPolicy` with defaults sized for records (a few quick
+    tries) rather than for whole attempts."""
 
     attempts: int = attrs.field(default=3, validator=_positive)
     backoff: float = attrs.field(default=0.1, validator=_seconds_or_zero)
@@ -483,8 +477,7 @@ def structure_pipeline_lenient(
     if cfg is None:
         problems += _structuring.validate_raw(PipelineConfig, data, "$")
         raise ConfigError(join_lines(_lines(problems, data, file)))
-    lines = _lines(problems, data, file)
-    return cfg, lines
+    return cfg, _lines(problems, data, file)
 
 
 def structure_pipeline(data: dict[str, Any], file: Path) -> PipelineConfig:
