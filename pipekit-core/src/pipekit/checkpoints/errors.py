@@ -16,7 +16,12 @@ __all__ = [
 
 
 class CheckpointError(PipekitError):
-    """Base of every checkpoint error."""
+    """Base of every checkpoint error; ``id`` is the checkpoint's, when one
+    is concerned."""
+
+    def __init__(self, message: str, id: str | None = None) -> None:
+        super().__init__(message)
+        self.id = id
 
 
 class CheckpointNotFound(CheckpointError):
@@ -24,18 +29,10 @@ class CheckpointNotFound(CheckpointError):
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, message: str, id: str | None = None) -> None:
-        super().__init__(message)
-        self.id = id
-
 
 class CheckpointCorrupted(CheckpointError):
     """A stored checkpoint (or the index) failed its integrity checks: its
     bytes are not the bytes that were saved, or its blob is missing."""
-
-    def __init__(self, message: str, id: str | None = None) -> None:
-        super().__init__(message)
-        self.id = id
 
 
 class CheckpointVersionError(CheckpointError):

@@ -88,16 +88,11 @@ def check_payload(
     """Check the payload's SHA-256 against the header's and ``expect`` (the
     index's); returns it."""
     digest = sha256_hex(payload)
-    if header.get("sha256") != digest:
-        raise CheckpointCorrupted(
-            f"{what} is damaged: SHA-256 of its stored bytes is {digest[:16]}…, "
-            f"its header says {str(header.get('sha256'))[:16]}…",
-            id,
-        )
-    if expect is not None and expect != digest:
-        raise CheckpointCorrupted(
-            f"{what} is damaged: SHA-256 of its stored bytes is {digest[:16]}…, "
-            f"the index says {expect[:16]}…",
-            id,
-        )
+    for source, want in (("its header", str(header.get("sha256"))), ("the index", expect)):
+        if want is not None and want != digest:
+            raise CheckpointCorrupted(
+                f"{what} is damaged: SHA-256 of its stored bytes is {digest[:16]}…, "
+                f"{source} says {want[:16]}…",
+                id,
+            )
     return digest

@@ -70,6 +70,9 @@ class _Cache:
     payloads: list[bytes] | None
     obj: Any = None
 
+    def holds(self, e: CheckpointInfo | None) -> bool:
+        return e is not None and self.seq == e.seq and self.sha256 == e.sha256
+
 
 def _materialize(payloads: list[bytes]) -> Any:
     """The state a chain of payloads (full first, then deltas) rebuilds."""
@@ -184,12 +187,9 @@ class CheckpointManager:
     # -- the namespace lock --------------------------------------------------
 
     def _namespace_lock(self, *, shared: bool = False) -> AbstractContextManager[None]:
-        """Hold the store's lock of the namespace (exclusive for a change,
-        ``shared`` for a read), when the store has one
-        (``namespace_lock(namespace, shared=...)``, a context manager): with
-        it, writers in several processes never lose or damage each other's
-        saves. A store without one relies on its callers to write one at a
-        time (the runner does: it holds the stage's lock)."""
+        """The store's ``namespace_lock(namespace, shared=...)`` when it has
+        one; a store without one relies on its callers to write one at a time
+        (the runner does: it holds the stage's lock)."""
         hook = getattr(self.store, "namespace_lock", None)
         return nullcontext() if hook is None else hook(self.namespace, shared=shared)
 
@@ -244,15 +244,9 @@ class CheckpointManager:
                     self.namespace,
                     exc,
                 )
-        by_id: dict[str, CheckpointInfo] = {}
-        final: list[CheckpointInfo] = []
-        for e in sorted(entries, key=lambda e: e.seq):
-            older = by_id.get(e.id)
-            if older is not None:
-                final[final.index(older)] = attrs.evolve(older, hidden=True)
-            by_id[e.id] = e
-            final.append(e)
-            top = max(top, e.seq)
+        newest = {e.id: e.seq for e in sorted(entries, key=lambda e: e.seq)}
+        final = [e if newest[e.id] == e.seq else attrs.evolve(e, hidden=True) for e in entries]
+        top = max([top, *newest.values()])
         return Index(self.namespace, top + 1, final)
 
     # -- reading blobs -------------------------------------------------------
@@ -354,21 +348,17 @@ class CheckpointManager:
         saving an existing id replaces that checkpoint. ``full`` forces a
         full checkpoint."""
         meta = dict(metadata or {})
-        if id is not None:
-            self._check_id(id)
+        if id is not None and (not isinstance(id, str) or not _ID_RE.match(id) or id == LATEST):
+            raise CheckpointConfigError(
+                f"checkpoint id {id!r}: use 1-128 letters, digits and _.:- (starting with a "
+                f"letter or digit), not {LATEST!r}"
+            )
         codec.dumps(meta, "the checkpoint metadata")  # refused before anything is written
         with self._lock, self._namespace_lock():
             index = self._read_index().copy()
             if not self._swept:
                 self._sweep(index)
             return self._save(index, state, id, meta, full)
-
-    def _check_id(self, id: str) -> None:
-        if not isinstance(id, str) or not _ID_RE.match(id) or id == LATEST:
-            raise CheckpointConfigError(
-                f"checkpoint id {id!r}: use 1-128 letters, digits and _.:- (starting with a "
-                f"letter or digit), not {LATEST!r}"
-            )
 
     def _save(
         self, index: Index, state: Any, id: str | None, meta: dict[str, Any], full: bool
@@ -395,23 +385,20 @@ class CheckpointManager:
             payload, base, base_obj, ops_payload = self._encode(
                 index, prev, value, tname is not None, full
             )
-        kind = "delta" if base is not None else "full"
         size = len(payload)
-        base_seq = base.seq if base is not None else None
-        stored, compression, key_id = self._seal(payload, n, kind, base_seq, codec_name)
         entry = CheckpointInfo(
             id=cid,
             seq=n,
             time=time.time(),
-            kind=kind,
+            kind="delta" if base is not None else "full",
             size=size,
             stored_size=0,
-            sha256=fmt.sha256_hex(stored),
+            sha256="",
             codec=codec_name,
-            compression=compression,
-            level=self.level if compression else None,
-            key_id=key_id,
-            base_seq=base_seq,
+            compression=None,
+            level=None,
+            key_id=None,
+            base_seq=base.seq if base is not None else None,
             base=base.id if base is not None else None,
             chain=base.chain + 1 if base is not None else 0,
             full_size=base.full_size if base is not None else size,
@@ -422,7 +409,7 @@ class CheckpointManager:
             blob=blob_id(n),
             namespace=self.namespace,
         )
-        entry = self._put_blob(entry, stored)
+        entry = self._write_blob(entry, payload)
         old = index.find(cid)
         if old is not None:
             index.entries[old.seq] = attrs.evolve(old, hidden=True)
@@ -453,53 +440,43 @@ class CheckpointManager:
         delta when it is under ``delta_threshold`` of the full size."""
         base_obj: Any = None
         ops: bytes | None = None
-        if not full and self._delta_candidate(prev):
-            assert prev is not None
+        if (
+            not full
+            and self.deltas
+            and prev is not None
+            and prev.codec == codec.JSON
+            and prev.chain < self.max_chain
+            and prev.full_size >= self.delta_min_size
+        ):
             base_obj = self._base_state(index, prev)
             if base_obj is not None:
                 ops = _diff(base_obj, value, attrs_root)
                 if ops is not None and len(ops) < self.delta_threshold * prev.full_size:
                     return ops, prev, base_obj, ops
         payload = codec.dumps(value, attrs_root=attrs_root)
-        if base_obj is None and self._warm_base(prev, len(payload)):
+        c = self._cache
+        if (
+            base_obj is None
+            and self.deltas
+            and len(payload) >= self.delta_min_size
+            and c is not None
+            and c.obj is not None
+            and c.holds(prev)
+        ):
             # a full save (forced, or the chain is at max_chain) while the manager
-            # holds the previous state: keep that copy current with the (small)
-            # difference, instead of parsing this whole payload at the next save
-            assert self._cache is not None
-            base_obj = self._cache.obj
+            # holds the previous state as objects: keep that copy current with the
+            # (small) difference, instead of parsing this whole payload at the next save
+            base_obj = c.obj
             ops = _diff(base_obj, value, attrs_root)
         if ops is not None and len(ops) > len(payload) // 2:
             ops = None  # parsing the full payload later is cheaper
         return payload, None, base_obj, ops
 
-    def _warm_base(self, prev: CheckpointInfo | None, size: int) -> bool:
-        """Whether the manager holds ``prev``'s state as objects, for a state
-        large enough to be saved as deltas next."""
-        c = self._cache
-        return (
-            self.deltas
-            and prev is not None
-            and size >= self.delta_min_size
-            and c is not None
-            and c.obj is not None
-            and c.seq == prev.seq
-            and c.sha256 == prev.sha256
-        )
-
-    def _delta_candidate(self, prev: CheckpointInfo | None) -> bool:
-        return (
-            self.deltas
-            and prev is not None
-            and prev.codec == codec.JSON
-            and prev.chain < self.max_chain
-            and prev.full_size >= self.delta_min_size
-        )
-
     def _base_state(self, index: Index, prev: CheckpointInfo) -> Any:
         """The private state of ``prev`` to diff against, or None (then the
         save is full) when it cannot be rebuilt."""
         c = self._cache
-        if c is None or c.seq != prev.seq or c.sha256 != prev.sha256:
+        if c is None or not c.holds(prev):
             try:
                 _state, payloads = self._state_of(index, prev)
             except CheckpointError as exc:
@@ -526,12 +503,10 @@ class CheckpointManager:
         """Blobs no entry names, numbered below the next number handed out
         (a higher one may be a save in flight)."""
         named = {e.blob for e in index.entries.values()}
-        out = []
-        for sid in self.store.list(self.namespace):
-            n = blob_number(sid)
-            if n is not None and n < index.next_seq and sid not in named:
-                out.append(sid)
-        return out
+        numbered = ((sid, blob_number(sid)) for sid in self.store.list(self.namespace))
+        return [
+            sid for sid, n in numbered if n is not None and n < index.next_seq and sid not in named
+        ]
 
     def _temps(self, *, dry_run: bool) -> _StrList:
         """Temp files of puts that a killed writer left in the store (removed
@@ -591,10 +566,7 @@ class CheckpointManager:
                         e.id,
                     )
             else:
-                found = index.find(id)
-                if found is None:
-                    raise CheckpointNotFound(f"no checkpoint {id!r} in {self.namespace!r}", id)
-                e = found
+                e = self._lookup(index, id)
                 state, payloads = self._state_of(index, e)
             latest = index.latest()
             if self.deltas and e.codec == codec.JSON and latest is not None and latest.seq == e.seq:
@@ -613,12 +585,14 @@ class CheckpointManager:
     def info(self, id: str | None = None) -> CheckpointInfo:
         """The checkpoint ``id`` (the newest when None or ``"latest"``)."""
         with self._lock:
-            index = self._read_index()
-            e = index.latest() if id is None or id == LATEST else index.find(id)
-            if e is None:
-                what = "no checkpoints" if id in (None, LATEST) else f"no checkpoint {id!r}"
-                raise CheckpointNotFound(f"{what} in {self.namespace!r}", id)
-            return e
+            return self._lookup(self._read_index(), id)
+
+    def _lookup(self, index: Index, id: str | None) -> CheckpointInfo:
+        e = index.latest() if id is None or id == LATEST else index.find(id)
+        if e is None:
+            what = "no checkpoints" if id in (None, LATEST) else f"no checkpoint {id!r}"
+            raise CheckpointNotFound(f"{what} in {self.namespace!r}", id)
+        return e
 
     def list(
         self,
@@ -674,13 +648,7 @@ class CheckpointManager:
         puts a killed writer left. Decrypts nothing."""
         with self._lock, self._namespace_lock(shared=True):
             index = self._read_index()
-            if id is None:
-                targets = list(index.entries.values())
-            else:
-                e = index.latest() if id == LATEST else index.find(id)
-                if e is None:
-                    raise CheckpointNotFound(f"no checkpoint {id!r} in {self.namespace!r}", id)
-                targets = [e]
+            targets = list(index.entries.values()) if id is None else [self._lookup(index, id)]
             bad: dict[int, str] = {}
             checked: set[int] = set()
 
@@ -762,7 +730,6 @@ class CheckpointManager:
         payload = codec.dumps(state)
         n = index.next_seq
         index.next_seq = n + 1
-        stored, compression, key_id = self._seal(payload, dep.seq, "full", None, dep.codec)
         entry = attrs.evolve(
             dep,
             kind="full",
@@ -771,32 +738,29 @@ class CheckpointManager:
             chain=0,
             size=len(payload),
             full_size=len(payload),
-            sha256=fmt.sha256_hex(stored),
-            compression=compression,
-            level=self.level if compression else None,
-            key_id=key_id,
             blob=blob_id(n),
         )
-        return self._put_blob(entry, stored)
+        return self._write_blob(entry, payload)
 
-    def _seal(
-        self, payload: bytes, seq: int, kind: str, base_seq: int | None, codec_name: str
-    ) -> tuple[bytes, str | None, str | None]:
-        """(stored bytes, compression, key id) of a payload: compressed when
-        that makes it smaller, then encrypted when the manager has a key."""
-        stored, compression = payload, None
+    def _write_blob(self, entry: CheckpointInfo, payload: bytes) -> CheckpointInfo:
+        """Store ``payload`` in ``entry``'s blob (after its header),
+        compressed when that makes it smaller, then encrypted when the
+        manager has a key; ``entry`` with what that stored."""
+        stored, compression, key_id = payload, None, None
         if self._compressor is not None and payload:
             packed = self._compressor.compress(payload)
             if len(packed) < len(payload):
                 stored, compression = packed, "zstd"
-        if self.cipher is None:
-            return stored, compression, None
-        aad = _aad(seq, kind, base_seq, codec_name, compression)
-        return self.cipher.encrypt(stored, aad), compression, self.cipher.key_id
-
-    def _put_blob(self, entry: CheckpointInfo, stored: bytes) -> CheckpointInfo:
-        """Store ``entry``'s blob (its header, then ``stored``); the entry
-        with its stored size."""
+        if self.cipher is not None:
+            aad = _aad(entry.seq, entry.kind, entry.base_seq, entry.codec, compression)
+            stored, key_id = self.cipher.encrypt(stored, aad), self.cipher.key_id
+        entry = attrs.evolve(
+            entry,
+            sha256=fmt.sha256_hex(stored),
+            compression=compression,
+            level=self.level if compression else None,
+            key_id=key_id,
+        )
         header = entry.to_entry()
         del header["stored_size"], header["hidden"]
         blob = fmt.pack(header, stored)
@@ -835,15 +799,12 @@ class CheckpointManager:
 
 def _matcher(spec: Mapping[str, Any]) -> Callable[[CheckpointInfo], bool]:
     fields = {"kind", "codec", "encrypted", "id"}
+    absent = object()
 
     def pred(e: CheckpointInfo) -> bool:
-        for k, v in spec.items():
-            have = getattr(e, k) if k in fields else e.metadata.get(k, _ABSENT)
-            if have != v:
-                return False
-        return True
+        return all(
+            (getattr(e, k) if k in fields else e.metadata.get(k, absent)) == v
+            for k, v in spec.items()
+        )
 
     return pred
-
-
-_ABSENT = object()
