@@ -86,14 +86,19 @@ TOOLS = ("baseline", "pipekit", "doit", "snakemake")
 INPUT_SIZE = 4096
 LETTER_SHIFT = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"bcdefghijklmnopqrstuvwxyza")
 
+# What every command runs before its work: "" (the default), or "sleep S; "
+# with --stage-seconds S, for stages of a length users have.
+BEFORE = [""]
+
 # The baseline: the same commands from a plain Python loop, `jobs` at a time.
 BASELINE_SRC = """\
 import subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 n, jobs, w = map(int, sys.argv[1:4])
+before = sys.argv[4]
 def one(i):
     name = f"{i:0{w}d}.txt"
-    subprocess.run(["/bin/sh", "-c", f"tr a-z A-Z < in/{name} > out/{name}"], check=True)
+    subprocess.run(["/bin/sh", "-c", f"{before}tr a-z A-Z < in/{name} > out/{name}"], check=True)
 with ThreadPoolExecutor(jobs) as pool:
     for _ in pool.map(one, range(n)):
         pass
@@ -187,7 +192,7 @@ class Project:
             parts.append(
                 f'\n[[stages]]\nname = "upper-{name[:-4]}"\nuses = "shell"\n'
                 f'inputs = ["in/{name}"]\noutputs = ["out/{name}"]\n'
-                'params = { cmd = "tr a-z A-Z < {input} > {output}" }\n'
+                f'params = {{ cmd = "{BEFORE[0]}tr a-z A-Z < {{input}} > {{output}}" }}\n'
             )
         (self.root / "pipekit.toml").write_text("".join(parts))
 
@@ -206,7 +211,7 @@ def task_upper():
             "name": name,
             "file_dep": [f"in/{{name}}"],
             "targets": [f"out/{{name}}"],
-            "actions": [f"tr a-z A-Z < in/{{name}} > out/{{name}}"],
+            "actions": [f"{BEFORE[0]}tr a-z A-Z < in/{{name}} > out/{{name}}"],
         }}
 """
         )
@@ -226,7 +231,7 @@ rule all:
 rule upper:
     input: "in/{{id}}.txt"
     output: "out/{{id}}.txt"
-    shell: "tr a-z A-Z < {{input}} > {{output}}"
+    shell: "{BEFORE[0]}tr a-z A-Z < {{input}} > {{output}}"
 """
         )
 
@@ -393,7 +398,15 @@ def pipekit_command() -> list[str]:
 
 def tool_command(tool: str, proj: Project, jobs: int, peers: Path | None) -> list[str]:
     if tool == "baseline":
-        return [sys.executable, "-c", BASELINE_SRC, str(proj.n), str(jobs), str(proj.width)]
+        return [
+            sys.executable,
+            "-c",
+            BASELINE_SRC,
+            str(proj.n),
+            str(jobs),
+            str(proj.width),
+            BEFORE[0],
+        ]
     if tool == "pipekit":
         return [*pipekit_command(), "run", "--jobs", str(jobs), "--json", "-f", "pipekit.toml"]
     assert peers is not None
@@ -906,8 +919,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also profile one pipekit no-op run per size (-X importtime, cProfile)",
     )
+    p.add_argument(
+        "--stage-seconds",
+        type=float,
+        default=0.0,
+        help="every command sleeps this long before its work, for every tool and the "
+        "loop (default: 0: 1 ms commands; 0.1 gives stages of about 100 ms)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the generated projects afterwards")
     args = p.parse_args(argv)
+    if args.stage_seconds > 0:
+        BEFORE[0] = f"sleep {args.stage_seconds:g}; "
     args.tools = [t for t in args.tools.split(",") if t]
     unknown = set(args.tools) - set(TOOLS[1:])
     if unknown:
@@ -961,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     doc = {
         "benchmark": "N independent shell stages: tr a-z A-Z < in/I.txt > out/I.txt, 4 KB inputs",
+        "stage_seconds": args.stage_seconds,
         "versions": info,
         "pipekit_source": source,
         "machine": {
