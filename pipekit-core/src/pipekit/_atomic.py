@@ -155,8 +155,8 @@ def overwrite_line(fd: int, line: str) -> None:
     spaces to :data:`LINE_WIDTH` bytes (its newline last), so that it
     covers whatever a line written earlier left there. A lock file's
     holder line is rewritten so, not truncated first: truncating a file
-    that holds a block frees it, and on ext4 that can wait for a journal
-    commit (95 ms measured for one stage's lock)."""
+    that holds a block frees the block, which took 95 ms on this project's
+    ext4 for one stage's lock in a rerun (``strace -T``)."""
     data = line.encode().ljust(LINE_WIDTH - 1) + b"\n"
     if len(data) > LINE_WIDTH:  # longer than any line before it: nothing to cover
         os.ftruncate(fd, 0)
