@@ -12,6 +12,7 @@ killed run's temps go with the next run, even a no-op one. A damaged note
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -49,10 +50,8 @@ class InflightLog:
     def close(self) -> None:
         with self._lock:
             if self._noted:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
                 self._noted.clear()
 
     def recover(self) -> list[Path]:
@@ -75,10 +74,8 @@ class InflightLog:
             if folders is not None:
                 removed += sweep_temp_files(folders, now)
             if gone or folders is None:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(note)
-                except FileNotFoundError:
-                    pass
         return removed
 
 

@@ -78,10 +78,7 @@ def append_entry(path: Path, entry: StateLogEntry, *, sync: bool = True) -> None
         if os.write(fd, line) != len(line):
             raise OSError(f"short write to {path}")
         if sync:
-            if hasattr(os, "fdatasync"):
-                os.fdatasync(fd)
-            else:  # macOS, Windows
-                os.fsync(fd)
+            getattr(os, "fdatasync", os.fsync)(fd)  # no fdatasync on macOS, Windows
     finally:
         os.close(fd)
     if created and sync:

@@ -339,24 +339,15 @@ class PipelineState:
         leaves a content no entry accounts for (as does an edit by hand):
         log it now, before it is replaced, so that the log has every content
         the file held."""
-        current = None if raw is None else _checksum(raw)
-        if current == last_content_checksum(self.log_path):
+        if (None if raw is None else _checksum(raw)) == last_content_checksum(self.log_path):
             return
         try:
             written = os.stat(self.path).st_mtime
         except OSError:
             written = time.time()
-        entry = StateLogEntry(
-            time=written,
-            pid=None,
-            host=None,
-            operation="external",
-            success=True,
-            bytes=None if raw is None else len(raw),
-            checksum=current,
-            changed=True,
+        self._append(
+            self._entry("external", True, raw, changed=True, time=written, pid=None, host=None)
         )
-        self._append(entry)
 
     # -- validation ----------------------------------------------------------
 
@@ -590,8 +581,7 @@ class PipelineState:
     def load_backup(self, backup: str | os.PathLike[str] | StateBackup) -> Any:
         """The data a backup holds. Raises :class:`StateReadError` if it
         cannot be read or does not parse."""
-        source = self._backup_path(backup)
-        return self._backup_content(source)[1]
+        return self._backup_content(self._backup_path(backup))[1]
 
     def _backup_path(self, backup: str | os.PathLike[str] | StateBackup) -> Path:
         if isinstance(backup, StateBackup):
@@ -629,16 +619,14 @@ class PipelineState:
     def _entry(
         self, operation: str, success: bool, raw: bytes | None = None, **fields: Any
     ) -> StateLogEntry:
-        """This process's log entry for ``operation``, which wrote ``raw`` (if any)."""
+        """The log entry for ``operation``, which wrote ``raw`` (if any): by
+        this process, now, unless ``fields`` say otherwise."""
         return StateLogEntry(
-            time=time.time(),
-            pid=os.getpid(),
-            host=HOST,
+            **{"time": time.time(), "pid": os.getpid(), "host": HOST, **fields},
             operation=operation,
             success=success,
             bytes=None if raw is None else len(raw),
             checksum=None if raw is None else _checksum(raw),
-            **fields,
         )
 
     def _append(self, entry: StateLogEntry, *, sync: bool = True) -> bool:

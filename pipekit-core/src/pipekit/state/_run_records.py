@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,7 @@ def write_run_record(state_dir: Path, record: dict[str, Any], keep: int = KEEP_R
     make_private_dir(folder)
     atomic_write_bytes(path, _json.dumps(record, indent=True), durable=False, mode=FILE_MODE)
     names = [n for n in os.listdir(folder) if n.endswith(".json") and TEMP_MARK not in n]
-    if len(names) > keep:
-        for old in sorted(names)[: len(names) - keep]:
-            try:
-                os.unlink(folder / old)
-            except FileNotFoundError:
-                pass
+    for old in sorted(names)[: max(0, len(names) - keep)]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder / old)
     return path
