@@ -10,8 +10,6 @@ from typing import Any, NamedTuple
 from ..errors import EXIT_FAILED, EXIT_OK, ConfigError
 from ._common import add_common, add_file, print_json
 
-ACTIONS = ("list", "show", "verify", "restore", "prune")
-
 
 def _add_target(p: argparse.ArgumentParser, top: bool) -> None:
     """Options accepted before or after the action (``pipekit checkpoints
@@ -147,12 +145,12 @@ def _find(targets: list[_Target], id: str) -> _Target:
 
 
 def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    value, unit = float(n), "B"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def _filters(items: list[str]) -> dict[str, Any]:

@@ -119,9 +119,14 @@ def _where(store: Any) -> str:
 
 
 def _when(t: float | None) -> str:
-    if t is None:
-        return "never"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _no_record(key: str, store: Any) -> str:
+    return (
+        f"no live record for key {printable(repr(key))} in {_where(store)} "
+        "(pipekit idem list shows the keys)"
+    )
 
 
 def _left(s: Any) -> str:
@@ -151,10 +156,7 @@ def main_show(args: argparse.Namespace) -> int:
     key = args.keys[0]
     s = mgr.get(key)
     if s.state == "ABSENT":
-        raise NoRecord(
-            f"no live record for key {printable(repr(key))} in {_where(mgr.store)} "
-            "(pipekit idem list shows the keys)"
-        )
+        raise NoRecord(_no_record(key, mgr.store))
     if args.json:
         print_json(s.to_json())
         return EXIT_OK
@@ -190,10 +192,7 @@ def main_forget(args: argparse.Namespace) -> int:
         for key in gone:
             print(f"forgot {printable(key)}")
     for key in missing:
-        error(
-            f"no live record for key {printable(repr(key))} in {_where(mgr.store)} "
-            "(pipekit idem list shows the keys)"
-        )
+        error(_no_record(key, mgr.store))
     return EXIT_FAILED if missing else EXIT_OK
 
 

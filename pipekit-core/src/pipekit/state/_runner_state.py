@@ -87,7 +87,12 @@ class RunnerState:
         try:
             data = _json.loads(raw)
         except ValueError as exc:
-            self._warn_damaged(exc, raw)
+            self._damaged = True
+            log.warning(
+                "%s Until then runs go on (the idempotency store says what is done), "
+                "but without the stage entries that explain why a stage runs",
+                runner_state_file(self.state_dir)._damaged(exc, raw),
+            )
             return {}
         return self._valid_stages(data)
 
@@ -112,15 +117,6 @@ class RunnerState:
                 continue
             good[name] = entry
         return good
-
-    def _warn_damaged(self, exc: Exception, raw: bytes) -> None:
-        self._damaged = True
-        message = str(runner_state_file(self.state_dir)._damaged(exc, raw))
-        log.warning(
-            "%s Until then runs go on (the idempotency store says what is done), "
-            "but without the stage entries that explain why a stage runs",
-            message,
-        )
 
     def get(self, stage: str) -> dict[str, Any] | None:
         return self.stages.get(stage)
