@@ -509,22 +509,13 @@ class PipelineState:
         raise FileExistsError(f"cannot find a free backup name in {self.backup_dir}")
 
     def _link_or_copy(self, dest: Path, old_raw: bytes) -> None:
+        make_private_dir(self.backup_dir)
         try:
             os.link(self.path, dest)
-        except FileNotFoundError:  # the first backup: no folder yet
-            if self.backup_dir.is_dir():
-                self._copy(dest, old_raw)  # the file itself went (not through us)
-            else:
-                make_private_dir(self.backup_dir)
-                self._link_or_copy(dest, old_raw)
         except FileExistsError:
             raise
-        except OSError:  # no hard links on this file system
-            self._copy(dest, old_raw)
-
-    def _copy(self, dest: Path, old_raw: bytes) -> None:
-        make_private_dir(dest.parent)
-        atomic_write_bytes(dest, old_raw, mode=FILE_MODE)
+        except OSError:  # no hard links on this file system, or the file went (not through us)
+            atomic_write_bytes(dest, old_raw, mode=FILE_MODE)
 
     def _backup_name(self, us: int) -> str:
         """``state.20240501T120000.123456Z.json`` for ``state.json``: names
