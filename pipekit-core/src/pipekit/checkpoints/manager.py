@@ -147,10 +147,9 @@ class CheckpointManager:
             raise CheckpointConfigError(
                 f"delta_threshold must be a fraction above 0 and at most 1, got {delta_threshold!r}"
             )
-        if not isinstance(max_chain, int) or max_chain < 0:
-            raise CheckpointConfigError(f"max_chain must be 0 or more, got {max_chain!r}")
-        if not isinstance(delta_min_size, int) or delta_min_size < 0:
-            raise CheckpointConfigError(f"delta_min_size must be 0 or more, got {delta_min_size!r}")
+        for name, value in (("max_chain", max_chain), ("delta_min_size", delta_min_size)):
+            if not isinstance(value, int) or value < 0:
+                raise CheckpointConfigError(f"{name} must be 0 or more, got {value!r}")
         self.store = store
         self.namespace = namespace
         self.compression = compression
@@ -693,35 +692,33 @@ class CheckpointManager:
             e = index.find(id)
             if e is None:
                 raise CheckpointNotFound(f"no checkpoint {id!r} in {self.namespace!r}", id)
-            return self._remove(index, {e.seq})
-
-    def _remove(self, index: Index, seqs: set[int]) -> _StrList:
-        seqs = set(seqs)
-        old_blobs: list[str] = []
-        pending = sorted(seqs)
-        while pending:
-            s = pending.pop(0)
-            for dep in index.dependents(s):
-                if dep.seq in seqs:
-                    continue
-                try:
-                    rebased = self._rebase(index, dep)
-                except CheckpointError as exc:
-                    log.warning("%s; deleting it too", exc)
-                    seqs.add(dep.seq)
-                    pending.append(dep.seq)
-                    continue
-                old_blobs.append(dep.blob)
-                index.entries[dep.seq] = rebased
-        gone = [index.entries.pop(s) for s in sorted(seqs) if s in index.entries]
-        for s in sorted(doomed(index.entries.values(), KEEP_ALL, time.time())):
-            gone.append(index.entries.pop(s))
-        for e in list(index.entries.values()):  # chain lengths after rebasing
-            if e.base_seq is not None:
-                index.entries[e.seq] = attrs.evolve(e, chain=index.entries[e.base_seq].chain + 1)
-        self._write_index(index)
-        self._delete_blobs([*old_blobs, *(g.blob for g in gone)])
-        return [g.id for g in gone if not g.hidden]
+            seqs = {e.seq}
+            old_blobs: list[str] = []
+            pending = [e.seq]
+            while pending:
+                for dep in index.dependents(pending.pop(0)):
+                    if dep.seq in seqs:
+                        continue
+                    try:
+                        rebased = self._rebase(index, dep)
+                    except CheckpointError as exc:
+                        log.warning("%s; deleting it too", exc)
+                        seqs.add(dep.seq)
+                        pending.append(dep.seq)
+                        continue
+                    old_blobs.append(dep.blob)
+                    index.entries[dep.seq] = rebased
+            gone = [index.entries.pop(s) for s in sorted(seqs) if s in index.entries]
+            for s in sorted(doomed(index.entries.values(), KEEP_ALL, time.time())):
+                gone.append(index.entries.pop(s))
+            for x in list(index.entries.values()):  # chain lengths after rebasing
+                if x.base_seq is not None:
+                    index.entries[x.seq] = attrs.evolve(
+                        x, chain=index.entries[x.base_seq].chain + 1
+                    )
+            self._write_index(index)
+            self._delete_blobs([*old_blobs, *(g.blob for g in gone)])
+            return [g.id for g in gone if not g.hidden]
 
     def _rebase(self, index: Index, dep: CheckpointInfo) -> CheckpointInfo:
         """``dep`` rewritten as a full checkpoint in a new blob (same id, seq,

@@ -108,11 +108,8 @@ def _targets(args: argparse.Namespace, pipeline: Any, store: Any) -> list[_Targe
                 f"no stage {args.stage!r} in {pipeline.name!r}; stages: {', '.join(names)}"
             )
         names = [args.stage]
-    out = []
-    for name in names:
-        ns = stage_namespace(pipeline.name, name)
-        out.append(_Target(ns, name, manager(ns)))
-    return out
+    namespaces = [(stage_namespace(pipeline.name, name), name) for name in names]
+    return [_Target(ns, name, manager(ns)) for ns, name in namespaces]
 
 
 def _find(targets: list[_Target], id: str) -> _Target:

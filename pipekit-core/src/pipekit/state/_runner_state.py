@@ -144,14 +144,11 @@ class RunnerState:
                     ):
                         current[name] = entry
                 tx.data = {"version": VERSION, "pipeline": pipeline, "stages": current}
-        except StateReadError as exc:
-            if self._damaged:  # already explained at the start of the run
+        except (StateError, OSError) as exc:
+            if self._damaged and isinstance(exc, StateReadError):  # explained at the start
                 log.error("%s does not parse: this run's stage entries were not saved", self.path)
             else:
                 log.error("could not save this run's stage entries: %s", exc)
-            return
-        except (StateError, OSError) as exc:
-            log.error("could not save this run's stage entries: %s", exc)
             return
         self.stages = current
         self._changed = {}
