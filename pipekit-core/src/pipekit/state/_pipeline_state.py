@@ -305,12 +305,11 @@ class PipelineState:
                 self._log_failure(operation, exc)
                 raise
             except OSError as exc:
-                err = StateError(
+                raise StateError(
                     f"cannot lock {self.path}: cannot open {self.lock_path}: "
                     f"{exc.strerror or exc}; check that its folder is writable",
                     path=self.path,
-                )
-                raise err from None
+                ) from None
             try:
                 yield
             finally:
