@@ -22,12 +22,12 @@ the runner's own threads are never blocked, and :func:`trusted` lifts it
 for the runner's work on a processor's behalf (checkpoint store calls,
 observer hooks).
 
-What raises no audit event (C code that bypasses Python's ``socket``
-module, ``ctypes``, ``_posixsubprocess.fork_exec``) is out of the hook's
-sight. Commands run through :func:`pipekit.isolate_command` get a kernel
-guarantee instead (a network namespace: :mod:`pipekit.isolation._namespaces`), and with
-``network.isolation = "strict"`` so does the processor's own thread
-(:func:`isolated`). The run record's mode says which held (:class:`Guard`).
+What raises no audit event (C code bypassing Python's ``socket`` module,
+``ctypes``, ``_posixsubprocess.fork_exec``) is out of the hook's sight:
+commands run through :func:`pipekit.isolate_command`, and with
+``network.isolation = "strict"`` the processor's own thread, get a network
+namespace instead (:mod:`pipekit.isolation._namespaces`). The run record's
+mode says which held (:class:`Guard`).
 """
 
 from __future__ import annotations
@@ -251,12 +251,10 @@ class Policy:
 
 class Guard:
     """The guard of one attempt of one stage: its policy, what it refused,
-    the commands it let start, and the network mode for the stage record:
-    the weakest guarantee of what the stage ran (``allowed``; ``unguarded``
-    when a command ran with the host's network; ``guarded`` when the
-    processor's own code ran under the audit hook only; ``isolated`` when
-    the processor's thread, and so all it did and started, was in a network
-    namespace)."""
+    the commands it let start, and the network mode for the stage record,
+    the weakest guarantee of what the stage ran: ``allowed``, ``unguarded``
+    (a command ran with the host's network), ``guarded`` (the audit hook
+    only) or ``isolated`` (the processor's thread was in a namespace)."""
 
     __slots__ = ("approved", "busy", "isolate", "mode", "policy", "resolved", "violations")
 
@@ -308,8 +306,8 @@ def current() -> Guard | None:
 
 
 def _in_force() -> Any:
-    """This thread's guard, :data:`_TRUSTED`, or None: its context's, else
-    the one the thread inherited from the thread that started it."""
+    """This thread's guard (its context's, else the one it inherited from
+    the thread that started it), :data:`_TRUSTED`, or None."""
     g = _current.get()
     return g if g is not None else getattr(threading.current_thread(), _THREAD_ATTR, None)
 
@@ -373,6 +371,7 @@ _SOCKET_EVENTS = frozenset(_VERBS)
 _LOOKUP_EVENTS = frozenset(
     {"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "socket.getnameinfo"}
 )
+_REVERSE = frozenset({"socket.gethostbyaddr", "socket.getnameinfo"})
 _EXEC_EVENTS = frozenset(
     {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.startfile"}
 )
@@ -417,9 +416,9 @@ def _text(value: Any) -> str:
 
 
 def _hostport(host: str, port: int | None) -> str:
-    if ":" in host:
-        return f"[{host}]:{port}" if port is not None else host
-    return f"{host}:{port}" if port is not None else host
+    if port is None:
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _allowed_address(g: Guard, host: Any, port: int | None) -> bool:
@@ -494,12 +493,9 @@ def _on_lookup(g: Guard, event: str, args: tuple[Any, ...]) -> None:
     if host is None:  # a passive look-up (for bind): no name to resolve
         return
     host = _text(host)
-    ip = _ip(host)
-    if ip is not None:
-        if event in ("socket.getaddrinfo", "socket.gethostbyname"):
-            # a literal address: nothing is looked up; connect checks it
-            return
-        if not _allowed_address(g, host, port):
+    if _ip(host) is not None:
+        # (getaddrinfo, gethostbyname: nothing is looked up; connect checks it)
+        if event in _REVERSE and not _allowed_address(g, host, port):
             g.refuse(f"look up the name of {host}", host)
         return
     name = host.lower().rstrip(".")

@@ -164,9 +164,7 @@ def _module_file(name: str) -> Path | None:
         except (ImportError, ValueError):
             return None
         path = spec.origin if spec is not None else None
-    if not path or not str(path).endswith(".py"):
-        return None
-    return Path(path)
+    return Path(path) if path and str(path).endswith(".py") else None
 
 
 def scan_processor(processor: Any) -> tuple[str | None, list[Finding]]:

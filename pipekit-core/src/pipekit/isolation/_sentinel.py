@@ -45,22 +45,18 @@ def _tell(line: str) -> None:
     global _sentinel
     with _lock:
         if _sentinel is None or _sentinel.poll() is not None:
-            _sentinel = _start()
+            # the runner's own process: the guard of the stage whose command
+            # made it start lets it be
+            with trusted():
+                _sentinel = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _SENTINEL],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    start_new_session=True,  # a Ctrl-C of the runner's terminal spares it
+                )
         assert _sentinel.stdin is not None
         _sentinel.stdin.write(line.encode() + b"\n")
         _sentinel.stdin.flush()
-
-
-def _start() -> subprocess.Popen[bytes]:
-    """The sentinel process: the runner's own, so the network guard of the
-    stage whose command made it start lets it be."""
-    with trusted():
-        return subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _SENTINEL],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C of the runner's terminal spares it
-        )
 
 
 def watch_group(group: int) -> None:
