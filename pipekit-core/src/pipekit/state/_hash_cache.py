@@ -103,9 +103,7 @@ class HashCache:
         if not read_up_to and key not in self._entries:  # never hashed: a read
             return self.MISS
         st, cached = self._cached(key, path)
-        if st is None:
-            return None
-        if cached is not None:
+        if st is None or cached is not None:
             return cached
         if st.st_size <= read_up_to:  # (a file changed within the racy window, say)
             return self._read(key, path, st)
