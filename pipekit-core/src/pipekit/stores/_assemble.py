@@ -43,7 +43,6 @@ def make_backends(registry: Any, pipeline: Any, *, connect: bool = True) -> Back
 
     The dead-letter store is the one registered under the backend's name;
     a backend that registers none keeps dead letters in the ``file`` store."""
-
     name = pipeline.backend.name
     if registry is None and name != "file":
         registry = pipeline.registry.get()

@@ -1,17 +1,18 @@
 """A file checkpoint byte store: ``<root>/<namespace>/<id>``, atomic puts.
 
-``namespace_lock(namespace)`` serializes the writers of a namespace across processes:
-an OS lock (portalocker) on the namespace's folder itself (no lock file is
-left behind), which the OS frees when its holder dies. :class:`pipekit.CheckpointManager` holds it
-around every change of a namespace (blob, index, deletions), so a save that
-returns is in the index whoever else writes. So, too, a temp file found in a
-namespace while its lock is held is one a killed writer left:
-``sweep_temps`` lists and removes those.
+``namespace_lock(namespace)`` serializes the writers of a namespace across
+processes: an OS lock (portalocker) on the namespace's folder itself (no lock
+file is left behind), which the OS frees when its holder dies.
+:class:`pipekit.CheckpointManager` holds it around every change of a
+namespace (blob, index, deletions), so a save that returns is in the index
+whoever else writes. So, too, a temp file found in a namespace while its lock
+is held is one a killed writer left: ``sweep_temps`` lists and removes those.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -49,18 +50,20 @@ class FileCheckpointStore:
         except FileNotFoundError:
             return None
 
-    def list(self, namespace: str) -> list[str]:
-        folder = self.root / _check(namespace, "namespace")
+    def _names(self, namespace: str, *, temp: bool) -> builtins.list[str]:
+        """The store's ids (or, with ``temp``, the temp files) in the namespace."""
         try:
-            return sorted(n for n in os.listdir(folder) if TEMP_MARK not in n)
+            names = os.listdir(self.root / _check(namespace, "namespace"))
         except FileNotFoundError:
             return []
+        return sorted(n for n in names if (TEMP_MARK in n) == temp)
+
+    def list(self, namespace: str) -> list[str]:
+        return self._names(namespace, temp=False)
 
     def delete(self, namespace: str, id: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(namespace, id))
-        except FileNotFoundError:
-            pass
 
     @contextmanager
     def namespace_lock(self, namespace: str, *, shared: bool = False) -> Iterator[None]:
@@ -93,12 +96,8 @@ class FileCheckpointStore:
         removed unless ``dry_run``. Call it holding :meth:`namespace_lock`
         (shared for a dry run): every put is made under the exclusive lock,
         so what is found then was left by a writer killed mid-put."""
-        folder = self.root / _check(namespace, "namespace")
-        try:
-            names = sorted(n for n in os.listdir(folder) if TEMP_MARK in n)
-        except FileNotFoundError:
-            return []
+        names = self._names(namespace, temp=True)
         if not dry_run:
             for name in names:
-                unlink_quietly(folder / name)
+                unlink_quietly(self.root / namespace / name)
         return names

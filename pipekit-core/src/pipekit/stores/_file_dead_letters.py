@@ -77,21 +77,20 @@ class FileDeadLetterStore:
             return None
         import sqlite3
 
-        if self.path.exists() and not self.path.is_file():
-            if not create:
-                warn_damaged(self.path, "not a file", _READ_AS_EMPTY)
-                return None
-            self._set_aside("not a file")
-        try:
-            self._conn = self._open()
-        except sqlite3.DatabaseError as exc:
-            if not _not_a_database(exc):
-                raise
-            if not create:
-                warn_damaged(self.path, str(exc), _READ_AS_EMPTY)
-                return None
-            self._set_aside(str(exc))
-            self._conn = self._open()
+        damage = "not a file" if self.path.exists() and not self.path.is_file() else None
+        if damage is None:
+            try:
+                self._conn = self._open()
+                return self._conn
+            except sqlite3.DatabaseError as exc:
+                if not _not_a_database(exc):
+                    raise
+                damage = str(exc)
+        if not create:
+            warn_damaged(self.path, damage, _READ_AS_EMPTY)
+            return None
+        self._set_aside(damage)
+        self._conn = self._open()
         return self._conn
 
     def _open(self) -> Any:
@@ -139,12 +138,10 @@ class FileDeadLetterStore:
     ) -> tuple[str, list[Any]]:
         clauses = ["pipeline = ?"]
         args: list[Any] = [pipeline]
-        if stage is not None:
-            clauses.append("stage = ?")
-            args.append(stage)
-        if fingerprint is not None:
-            clauses.append("fingerprint = ?")
-            args.append(fingerprint)
+        for column, value in (("stage", stage), ("fingerprint", fingerprint)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
         if from_position is not None:
             index, offset = from_position
             clauses.append("(input_index > ? OR (input_index = ? AND offset >= ?))")
