@@ -99,27 +99,25 @@ def _items(conv: Any, t: Any, triples: Iterable[tuple[Any, Any, Any]]) -> list[t
     return out
 
 
+def _table(value: Any) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise _Bad(f"expected a table, got {_describe(value)}")
+    return value
+
+
 def _dict_factory(conv: Any, t: Any) -> Callable[[Any, Any], dict[Any, Any]]:
     args = get_args(t)
     value_type = args[1] if len(args) == 2 else Any
 
     def hook(value: Any, _t: Any) -> dict[Any, Any]:
-        if not isinstance(value, dict):
-            raise _Bad(f"expected a table, got {_describe(value)}")
-        return dict(_items(conv, t, ((k, v, value_type) for k, v in value.items())))
+        return dict(_items(conv, t, ((k, v, value_type) for k, v in _table(value).items())))
 
     return hook
 
 
 def _attrs_factory(conv: Any, t: Any) -> Callable[[Any, Any], Any]:
     base = conv.gen_structure_attrs_fromdict(t)
-
-    def hook(value: Any, _t: Any) -> Any:
-        if not isinstance(value, dict):
-            raise _Bad(f"expected a table, got {_describe(value)}")
-        return base(value, _t)
-
-    return hook
+    return lambda value, _t: base(_table(value), _t)
 
 
 _MADE_AS: dict[Any, Any] = {
@@ -134,9 +132,8 @@ _COLLECTIONS = (list, tuple, set, frozenset, *_MADE_AS)
 def _collection_factory(conv: Any, t: Any) -> Callable[[Any, Any], Any]:
     """A list field given a string would otherwise become a list of its
     characters: ``inputs = "x.txt"`` must be an error, not ['x', '.', ...].
-    Each collection is made as its own type (pinned here: cattrs' defaults
-    for abstract ones changed between releases, and canonical params, so
-    fingerprints, depend on it); a fixed-length tuple checks its length."""
+    Each collection is made as its own type (see the module's docstring); a
+    fixed-length tuple checks its length."""
     origin = get_origin(t) or t
     args = get_args(t)
     make = _MADE_AS.get(origin, origin)
@@ -276,6 +273,11 @@ def validate_raw(cls: type, raw: Any, path: str) -> list[tuple[str, str]]:
     if not isinstance(raw, dict):
         return []
     attrs.resolve_types(cls)
+
+    def nested(typ: type, value: Any, p: str) -> list[tuple[str, str]]:
+        inst, problems = structure(value, typ, p)
+        return problems if inst is not None else validate_raw(typ, value, p)
+
     out: list[tuple[str, str]] = []
     for a in attrs.fields(cls):
         if a.name not in raw:
@@ -284,18 +286,12 @@ def validate_raw(cls: type, raw: Any, path: str) -> list[tuple[str, str]]:
         value = raw[a.name]
         typ = a.type
         if isinstance(typ, type) and attrs.has(typ):
-            inst, problems = structure(value, typ, p)
-            out.extend(problems if inst is not None else validate_raw(typ, value, p))
+            out.extend(nested(typ, value, p))
             continue
         if get_origin(typ) is list and get_args(typ) and attrs.has(get_args(typ)[0]):
             if isinstance(value, list):
                 for i, item in enumerate(value):
-                    inst, problems = structure(item, get_args(typ)[0], f"{p}[{i}]")
-                    out.extend(
-                        problems
-                        if inst is not None
-                        else validate_raw(get_args(typ)[0], item, f"{p}[{i}]")
-                    )
+                    out.extend(nested(get_args(typ)[0], item, f"{p}[{i}]"))
             continue
         if a.validator is None:
             continue
