@@ -54,10 +54,8 @@ def printable(text: str) -> str:
 
 
 def _escape(ch: str) -> str:
-    if ch in _NAMED:
-        return _NAMED[ch]
     code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return _NAMED.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
 def error(message: str) -> None:

@@ -60,13 +60,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    level = logging.WARNING
-    if args.quiet:
-        level = logging.ERROR
-    elif args.verbose >= 2:
-        level = logging.DEBUG
-    elif args.verbose == 1:
-        level = logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     if args.log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -74,7 +67,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
         handler.setFormatter(logging.Formatter("pipekit: %(levelname)s: %(message)s"))
     root = logging.getLogger("pipekit")
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    verbose = min(args.verbose, 2)
+    root.setLevel(
+        logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[verbose]
+    )
     root.propagate = False
 
 

@@ -47,10 +47,6 @@ def stage_names(option: str, values: list[str], pipeline: Any) -> tuple[frozense
     return frozenset(names), every
 
 
-def forced(args: argparse.Namespace, pipeline: Any) -> tuple[frozenset[str], bool]:
-    return stage_names("--force", args.force, pipeline)
-
-
 def main(args: argparse.Namespace) -> int:
     from ..engine import Runner, RunOptions
 
@@ -65,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         gc.freeze()
         gc.enable()
-    force, force_all = forced(args, pipeline)
+    force, force_all = stage_names("--force", args.force, pipeline)
     allow_network, allow_network_all = stage_names("--allow-network", args.allow_network, pipeline)
     if args.jobs < 1:
         from ..errors import ConfigError
