@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 
@@ -29,6 +30,12 @@ class Lower(pipekit.RecordStage):
         yield record.lower()
 
 
+@functools.lru_cache(maxsize=256)
+def _regex(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
+    """The compiled pattern, once per pattern (not once per record)."""
+    return re.compile(pattern, re.IGNORECASE if ignore_case else 0)
+
+
 def _valid_regex(_inst: object, _attr: object, value: str) -> None:
     try:
         re.compile(value)
@@ -52,17 +59,8 @@ class Filter(pipekit.RecordStage):
     version = "1"
     Params = FilterParams
 
-    def __init__(self) -> None:
-        self._compiled: dict[tuple[str, bool], re.Pattern[str]] = {}
-
     def process(self, record: str, params: FilterParams) -> Iterator[str]:
-        key = (params.pattern, params.ignore_case)
-        rx = self._compiled.get(key)
-        if rx is None:
-            rx = self._compiled[key] = re.compile(
-                params.pattern, re.IGNORECASE if params.ignore_case else 0
-            )
-        if (rx.search(record) is not None) == params.keep:
+        if (_regex(params.pattern, params.ignore_case).search(record) is not None) == params.keep:
             yield record
 
 
@@ -83,11 +81,5 @@ class Replace(pipekit.RecordStage):
     version = "1"
     Params = ReplaceParams
 
-    def __init__(self) -> None:
-        self._compiled: dict[str, re.Pattern[str]] = {}
-
     def process(self, record: str, params: ReplaceParams) -> Iterator[str]:
-        rx = self._compiled.get(params.pattern)
-        if rx is None:
-            rx = self._compiled[params.pattern] = re.compile(params.pattern)
-        yield rx.sub(params.replacement, record, count=params.count)
+        yield _regex(params.pattern).sub(params.replacement, record, count=params.count)

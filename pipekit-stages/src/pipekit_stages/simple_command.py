@@ -1,15 +1,15 @@
 """Running a simple command without ``/bin/sh``, as GNU make does.
 
 Starting ``/bin/sh -c`` for ``tr a-z A-Z < in > out`` costs a second
-``exec`` and a shell start-up, as much CPU as the command itself. When a command is *simple* (plain words and the
-redirections ``<``, ``>`` and ``>>``), pipekit opens the redirections and
-executes the program itself, with exactly the effect the shell would have.
-Anything else (a variable, a glob, a pipe, a quote other than single
-quotes, a shell builtin or keyword) goes to ``/bin/sh -c`` as before, and
-so does a simple command that cannot be started (a program not found on
-``PATH``, not executable, or a script without ``#!``), so that the shell
-reports it in its own words or runs it as a script. ``PIPEKIT_SHELL=always`` sends every command
-to the shell.
+``exec`` and a shell start-up, as much CPU as the command itself. When a
+command is *simple* (plain words and the redirections ``<``, ``>`` and
+``>>``), pipekit opens the redirections and executes the program itself,
+with exactly the effect the shell would have. Anything else (a variable, a
+glob, a pipe, a quote other than single quotes, a shell builtin or keyword)
+goes to ``/bin/sh -c`` as before, and so does a simple command that cannot
+be started (a program not found on ``PATH``, not executable, or a script
+without ``#!``), so that the shell reports it in its own words or runs it as
+a script. ``PIPEKIT_SHELL=always`` sends every command to the shell.
 
 The test is deliberately narrow: a command is simple only when no shell
 would read it differently. ``tests/stages/test_simple_command.py`` checks
@@ -102,11 +102,8 @@ def parse(command: str) -> SimpleCommand | None:
                 i = j + 1
             elif c in _BLANK:
                 break
-            elif c == "<" or c == ">":
-                # `2>x` (a descriptor number) or `a>b`: leave to the shell
+            else:  # `2>x` (a descriptor number), `a>b`, $ ` " \ ; & | ( ) * ? [ ] # ~ ...
                 return None
-            else:
-                return None  # $ ` " \ ; & | ( ) * ? [ ] # ~ ! { } newline ...
         word = "".join(parts)
         if pending is not None:
             if not word:
