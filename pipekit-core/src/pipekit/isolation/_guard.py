@@ -110,18 +110,6 @@ def _port(text: str, entry: str) -> int:
     return int(text)
 
 
-def _name(text: str, entry: str) -> str:
-    name = text.lower().rstrip(".")
-    if not re.fullmatch(
-        r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*", name
-    ):
-        raise ValueError(
-            f"{entry!r} is not an address, a network (10.0.0.0/8), a host name "
-            "or one of these with :PORT"
-        )
-    return name
-
-
 def parse_rule(entry: str) -> list[Rule]:
     """The rules of one allow-list entry: ``loopback``, ``10.1.2.3``,
     ``10.1.2.3:5432``, ``[fd00::1]:5432``, ``fd00::1``, ``10.0.0.0/8``,
@@ -166,7 +154,14 @@ def parse_rule(entry: str) -> list[Rule]:
     if ip is not None:
         return [Rule(text, net=ipaddress.ip_network(ip), port=port)]
     suffix = host.startswith("*.")
-    name = _name(host[2:] if suffix else host, entry)
+    name = (host[2:] if suffix else host).lower().rstrip(".")
+    if not re.fullmatch(
+        r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*", name
+    ):
+        raise ValueError(
+            f"{entry!r} is not an address, a network (10.0.0.0/8), a host name "
+            "or one of these with :PORT"
+        )
     return [Rule(text, name=name, suffix=suffix, port=port)]
 
 

@@ -131,8 +131,7 @@ def _resolve(node: ast.ImportFrom, package: str) -> str:
     if not node.level:
         return node.module or ""
     base = package.split(".")
-    if node.level > 1:
-        base = base[: len(base) - (node.level - 1)]
+    base = base[: len(base) - (node.level - 1)]
     return ".".join([*base, node.module] if node.module else base)
 
 
