@@ -57,6 +57,7 @@ ON CONFLICT ({", ".join(_IDENTITY)}) DO UPDATE SET
     first_failed = MIN(first_failed, excluded.first_failed),
     {", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in (*_IDENTITY, "first_failed"))}
 """
+_SELECT = f"SELECT id, {', '.join(_COLUMNS)} FROM dead_letters"
 _ID_OF = f"SELECT id FROM dead_letters WHERE {' AND '.join(f'{c} = ?' for c in _IDENTITY)}"
 
 
@@ -83,8 +84,9 @@ class FileDeadLetterStore:
                 self._conn = self._open()
                 return self._conn
             except sqlite3.DatabaseError as exc:
-                if not _not_a_database(exc):
-                    raise
+                named = getattr(exc, "sqlite_errorname", "")
+                if named != "SQLITE_NOTADB" and "not a database" not in str(exc):
+                    raise  # damaged is only a file SQLite cannot read as a database
                 damage = str(exc)
         if not create:
             warn_damaged(self.path, damage, _READ_AS_EMPTY)
@@ -184,18 +186,14 @@ class FileDeadLetterStore:
         limit: int | None = None,
     ) -> list[DeadLetter]:
         where, args = self._where(pipeline, stage, fingerprint)
-        sql = (
-            f"SELECT id, {', '.join(_COLUMNS)} FROM dead_letters WHERE {where} "
-            "ORDER BY stage, input_index, offset"
-        )
+        sql = f"{_SELECT} WHERE {where} ORDER BY stage, input_index, offset"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
         return [self._letter(row) for row in self._rows(sql, args)]
 
     def get(self, pipeline: str, id: int) -> DeadLetter | None:
-        sql = f"SELECT id, {', '.join(_COLUMNS)} FROM dead_letters WHERE pipeline = ? AND id = ?"
-        rows = self._rows(sql, (pipeline, id))
+        rows = self._rows(f"{_SELECT} WHERE pipeline = ? AND id = ?", (pipeline, id))
         return self._letter(rows[0]) if rows else None
 
     def delete(self, pipeline: str, ids: Iterable[int]) -> int:
@@ -237,11 +235,6 @@ class FileDeadLetterStore:
         where, args = self._where(pipeline, stage, fingerprint)
         rows = self._rows(f"SELECT COUNT(*) FROM dead_letters WHERE {where}", args)
         return int(rows[0][0]) if rows else 0
-
-
-def _not_a_database(exc: Exception) -> bool:
-    """A file SQLite cannot read as a database (SQLITE_NOTADB): damaged."""
-    return getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB" or ("not a database" in str(exc))
 
 
 def _switch_to_wal(conn: Any) -> None:
