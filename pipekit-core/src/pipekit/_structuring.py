@@ -151,7 +151,16 @@ def _collection_factory(conv: Any, t: Any) -> Callable[[Any, Any], Any]:
     return hook
 
 
-def _make_converter() -> Any:
+# attrs validators are switched off (process-wide) while structuring, so that
+# every validator's error can be reported with its field; the lock keeps two
+# loads from switching them back on under each other's feet.
+structure_lock = threading.RLock()
+
+
+@functools.cache
+def converter() -> Any:
+    """The strict cattrs converter used for config and processor params
+    (made once: it makes each class's structuring function once)."""
     import cattrs
 
     conv = cattrs.Converter(forbid_extra_keys=True)
@@ -168,22 +177,6 @@ def _make_converter() -> Any:
         lambda t: isinstance(t, type) and attrs.has(t), functools.partial(_attrs_factory, conv)
     )
     return conv
-
-
-_converter: Any = None
-# attrs validators are switched off (process-wide) while structuring, so that
-# every validator's error can be reported with its field; the lock keeps two
-# loads from switching them back on under each other's feet.
-structure_lock = threading.RLock()
-
-
-def converter() -> Any:
-    """The strict cattrs converter used for config and processor params
-    (made once: it makes each class's structuring function once)."""
-    global _converter
-    if _converter is None:
-        _converter = _make_converter()
-    return _converter
 
 
 def _walk(
