@@ -37,7 +37,10 @@ class _Bar:
     def update(self, records: int, done: int) -> None:
         elapsed = time.monotonic() - self._t0
         rate = (records - self._records0) / elapsed if elapsed > 0.2 else 0.0
-        self._display._update(self._task, records, done, f"{rate:,.0f} rec/s" if rate else "")
+        progress = self._display._progress  # None once the display stopped
+        if progress is not None:
+            shown = f"{rate:,.0f} rec/s" if rate else ""
+            progress.update(self._task, completed=done, records=records, rate=shown)
 
     def close(self) -> None:
         if not self.closed:
@@ -90,11 +93,6 @@ class ProgressDisplay:
             )
             self._bars += 1
         return _Bar(self, task, records)
-
-    def _update(self, task: Any, records: int, done: int, rate: str) -> None:
-        progress = self._progress
-        if progress is not None:
-            progress.update(task, completed=done, records=records, rate=rate)
 
     def _end(self, task: Any) -> None:
         with self._lock:

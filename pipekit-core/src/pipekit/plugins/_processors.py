@@ -123,9 +123,8 @@ class Checkpoint:
         from ..isolation._namespaces import trusted
 
         with trusted():
-            if not self._store.list(self._namespace):  # the usual case: nothing saved
-                return
-            self.manager.clear()
+            if self._store.list(self._namespace):  # usually not: nothing saved
+                self.manager.clear()
 
 
 @attrs.define(eq=False)
