@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Any
 
+from ..errors import ConfigError
 from ._common import add_common, add_file, error, install_signal_handlers, load_for_run, print_json
 
 
@@ -39,8 +40,6 @@ def stage_names(option: str, values: list[str], pipeline: Any) -> tuple[frozense
     names.discard("all")
     unknown = sorted(names - set(pipeline.stages))
     if unknown:
-        from ..errors import ConfigError
-
         raise ConfigError(
             f"{option}: unknown stage {unknown[0]!r}; stages: {', '.join(pipeline.order)}"
         )
@@ -64,8 +63,6 @@ def main(args: argparse.Namespace) -> int:
     force, force_all = stage_names("--force", args.force, pipeline)
     allow_network, allow_network_all = stage_names("--allow-network", args.allow_network, pipeline)
     if args.jobs < 1:
-        from ..errors import ConfigError
-
         raise ConfigError("--jobs must be 1 or more")
     from ..plan._config import check_duration
 
