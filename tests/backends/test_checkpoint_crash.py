@@ -48,6 +48,7 @@ CHILD = GEN + textwrap.dedent(
         if i % 11 == 0:
             kw["full"] = True
         m.save(gen(i), metadata={"i": i}, **kw)
+        print("saved", flush=True)
         if i % 13 == 0 and len(m.list()) > 2:
             m.delete(m.list()[1].id)
         i += 1
@@ -97,8 +98,15 @@ def test_sigkill_during_saves_never_leaves_a_dangling_index(tmp_path: Path) -> N
         )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+        # Kill after a random number of saves, then a random moment into the
+        # next ones: counted in saves, not seconds, so that a slow machine
+        # is not killed before it saved anything.
+        for _ in range(rng.randint(1, 6)):
+            assert proc.stdout.readline().strip() == "saved", (
+                proc.stderr.read() if proc.stderr else ""
+            )
         try:
-            proc.wait(timeout=rng.uniform(0.01, 0.25))
+            proc.wait(timeout=rng.uniform(0.0, 0.05))
         except subprocess.TimeoutExpired:
             pass
         proc.send_signal(signal.SIGKILL)
