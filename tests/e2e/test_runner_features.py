@@ -145,10 +145,13 @@ def test_sigint_stops_and_the_next_run_finishes(project: Project) -> None:
     project.write("in.txt", "x\n")
     project.pipeline([
         {"name": "long", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out.txt"],
-         "params": {"cmd": "sleep 30; cp {input} {output}"}},
+         "params": {"cmd": "touch started; sleep 30; cp {input} {output}"}},
     ])
     proc = project.popen("run", "--json")
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60
+    while not (project.root / "started").exists():  # the command runs: so does the runner's handler
+        assert time.monotonic() < deadline and proc.poll() is None, "the command never started"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
