@@ -214,6 +214,18 @@ def test_status_says_why_each_stage_would_run(project: Project) -> None:
     assert project.read("out/all.txt") == "ALPHA\nBETA\ngamma\n"
 
 
+def test_status_exit_code_says_whether_anything_would_run(project: Project) -> None:
+    three_stage(project)
+    assert project.cli("status", "--exit-code").returncode == 1
+    assert project.cli("status").returncode == 0  # without the flag: 0 whatever would run
+    project.run_json()
+    up_to_date = project.cli("status", "--exit-code", "--json")
+    assert up_to_date.returncode == 0, up_to_date.stderr
+    project.write("data/in/a.txt", "changed\n", age=0)
+    stale = project.cli("status", "--exit-code", "--json")
+    assert stale.returncode == 1 and json.loads(stale.stdout)["stages"], stale.stderr
+
+
 def test_force_and_dry_run(project: Project) -> None:
     three_stage(project)
     project.run_json()

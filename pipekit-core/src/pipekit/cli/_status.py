@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..engine._decisions import Evaluator
-from ..errors import EXIT_OK
+from ..errors import EXIT_FAILED, EXIT_OK
 from ..plan import _plan_cache as plancache
 from ..plan._config import find_pipeline_file
 from ..state._hash_cache import HashCache
@@ -25,6 +25,11 @@ def add_parser(sub: Any) -> None:
     add_file(status)
     add_common(status)
     status.add_argument("--json", action="store_true", help="print JSON on stdout")
+    status.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="exit 1 when a stage would run (0 when every stage is up to date): for CI",
+    )
     status.set_defaults(handler=main)
 
 
@@ -47,18 +52,19 @@ def print_plan(
         forced=lambda n: force_all or n in force,
         checkpoints=backends.checkpoints,
     )
+    n = sum(1 for s in statuses if s.status == "will-run")
+    code = EXIT_FAILED if n and getattr(args, "exit_code", False) else EXIT_OK
     if args.json:
         stages = [s.to_json() for s in statuses]
         print_json({"pipeline": pipeline.name, "dry_run": dry_run, "stages": stages})
-        return EXIT_OK
+        return code
     width = max(len(s.name) for s in statuses)
     for s in statuses:
         label = "would run" if dry_run and s.status == "will-run" else s.status
         print(f"  {label:<11} {s.name:<{width}}  {s.reason}")
-    n = sum(1 for s in statuses if s.status == "will-run")
     verb = "would run" if dry_run else "will run"
     print(f"{pipeline.name}: {n} of {len(statuses)} stage(s) {verb}")
-    return EXIT_OK
+    return code
 
 
 def main(args: argparse.Namespace) -> int:
