@@ -188,3 +188,19 @@ def test_keep_going_runs_independent_stages_after_a_failure(project: Project) ->
     assert {s["name"]: s["status"] for s in stopped["stages"]} == {"bad": "failed", "good": "skipped"}
     going = json.loads(project.cli("run", "--json", "-k").stdout)
     assert {s["name"]: s["status"] for s in going["stages"]} == {"bad": "failed", "good": "ok"}
+
+
+def test_run_id_names_the_run_once(project: Project) -> None:
+    project.write("in.txt", "x\n")
+    project.pipeline([{"name": "s", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out.txt"],
+                       "params": {"cmd": "echo {run_id} > {output}"}}])
+    summary = project.run_json("--run-id", "nightly-2026.12.07")
+    assert summary["run_id"] == "nightly-2026.12.07"
+    assert project.read("out.txt") == "nightly-2026.12.07\n"
+    assert (project.root / ".pipekit/runs/nightly-2026.12.07.json").exists()
+    again = project.cli("run", "--run-id", "nightly-2026.12.07")
+    assert again.returncode == 2 and "recorded already" in again.stderr, again.stderr
+    for bad in ("../escape", ".hidden", "", "a" * 65, "spaced id"):
+        proc = project.cli("run", "--run-id", bad)
+        assert proc.returncode == 2 and "--run-id" in proc.stderr, (bad, proc.stderr)
+        assert "Traceback" not in proc.stderr

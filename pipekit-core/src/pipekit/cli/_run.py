@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import re
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -29,6 +31,7 @@ def add_parser(sub: Any) -> None:
     run.add_argument("-k", "--keep-going", action="store_true", help="after a failure, go on with stages that do not depend on it")
     run.add_argument("--lock-timeout", type=float, default=600.0, metavar="SECONDS", help="give up (exit 3) when a stage's lock is held longer (default: 600)")
     run.add_argument("--allow-network", action="append", default=[], metavar="STAGE", help="let STAGE use the network: no guard, no namespace (repeatable; 'all' for every stage)")
+    run.add_argument("--run-id", default=None, metavar="ID", help="name the run ID instead of a time and a random suffix (letters, digits, _ . -)")
     # fmt: on
     run.set_defaults(handler=main)
 
@@ -44,6 +47,25 @@ def stage_names(option: str, values: list[str], pipeline: Any) -> tuple[frozense
             f"{option}: unknown stage {unknown[0]!r}; stages: {', '.join(pipeline.order)}"
         )
     return frozenset(names), every
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def run_id_option(value: str | None, state_dir: Path) -> str | None:
+    """The id ``--run-id`` names, checked: a name a run record can have,
+    not the id of a run recorded already (a run id names one run)."""
+    if value is None:
+        return None
+    if not _RUN_ID.fullmatch(value):
+        raise ConfigError(
+            f"--run-id {value!r}: 1 to 64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or a digit"
+        )
+    record = state_dir / "runs" / f"{value}.json"
+    if record.exists():
+        raise ConfigError(f"--run-id {value!r}: a run with that id is recorded already ({record})")
+    return value
 
 
 def main(args: argparse.Namespace) -> int:
@@ -67,6 +89,7 @@ def main(args: argparse.Namespace) -> int:
     from ..plan._config import check_duration
 
     check_duration("--lock-timeout", args.lock_timeout)
+    run_id = run_id_option(args.run_id, pipeline.state_dir)
     if args.dry_run:
         from ._status import print_plan
 
@@ -88,7 +111,9 @@ def main(args: argparse.Namespace) -> int:
 
     reporter = Reporter(None, enabled=not args.json and not args.quiet)
     display = ProgressDisplay() if wanted(quiet=args.quiet, json=args.json) else None
-    runner = Runner(pipeline, registry, options, on_result=reporter.stage, progress=display)
+    runner = Runner(
+        pipeline, registry, options, run_id=run_id, on_result=reporter.stage, progress=display
+    )
     reporter.start(pipeline, runner)
     try:
         outcome = runner.run()
