@@ -204,3 +204,23 @@ def test_run_id_names_the_run_once(project: Project) -> None:
         proc = project.cli("run", "--run-id", bad)
         assert proc.returncode == 2 and "--run-id" in proc.stderr, (bad, proc.stderr)
         assert "Traceback" not in proc.stderr
+
+
+def test_a_processors_traceback_is_kept_and_shown_with_verbose(project: Project) -> None:
+    project.write("in.txt", "x\n")
+    project.pipeline([{
+        "name": "buggy", "uses": "flaky", "inputs": ["in.txt"], "outputs": ["out.txt"],
+        "params": {"counter": str(project.root / "count"), "fail_times": 5},
+        "retry": {"attempts": 1},
+    }])
+    quiet = project.cli("run", "--json")
+    assert quiet.returncode == 1
+    summary = json.loads(quiet.stdout)
+    assert "Traceback" not in quiet.stderr
+    run = json.loads((project.root / ".pipekit/runs" / f"{summary['run_id']}.json").read_text())
+    trace = run["stages"][0]["info"]["traceback"]
+    assert "pipekit_testplugin.py" in trace and "RuntimeError: transient failure 1" in trace
+    verbose = project.cli("run", "-v")
+    assert verbose.returncode == 1
+    assert "RuntimeError: transient failure 2" in verbose.stderr
+    assert "pipekit_testplugin.py" in verbose.stderr, verbose.stderr

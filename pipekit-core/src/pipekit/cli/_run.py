@@ -142,6 +142,8 @@ def main(args: argparse.Namespace) -> int:
         for r in outcome.results:
             if r.status == "failed":
                 error(f"stage {r.name!r}: {r.reason}")
+                if args.verbose and r.info.get("traceback"):
+                    print(r.info["traceback"].rstrip(), file=sys.stderr)
     return int(outcome.exit_code)
 
 

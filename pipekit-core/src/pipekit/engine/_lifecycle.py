@@ -19,6 +19,7 @@ import logging
 import os
 import stat
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -487,9 +488,13 @@ class Lifecycle:
         message = str(exc) if plain else f"{type(exc).__name__}: {exc}"
         info = dict(getattr(exc, "info", None) or last_info)
         network = info.pop("network", None)
-        traceback = getattr(exc, "remote_traceback", None)
-        if traceback:
-            info["traceback"] = traceback
+        # where an error that is not one of pipekit's own words came from
+        # (a bug in a processor), for the run record and `pipekit run -v`
+        trace = getattr(exc, "remote_traceback", None)
+        if not trace and not plain and not isinstance(exc, NonRetryable):
+            trace = "".join(traceback.format_exception(exc))
+        if trace:
+            info["traceback"] = trace
         reason = f"failed after {tries} attempt(s): {message}"
         result = self.failed(stage, decision, duration, tries, reason, message, info)
         result.network = network
