@@ -47,6 +47,7 @@ __all__ = [
     "sync_dirs",
     "temp_name_for",
     "unlink_quietly",
+    "write_and_replace",
 ]
 
 TEMP_MARK = ".pipekit-tmp-"
@@ -181,11 +182,21 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True, mode: i
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(temp_name_for(path.name))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    write_and_replace(fd, tmp, path, data, durable=durable)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_and_replace(
+    fd: int, tmp: Path | str, final: Path | str, data: bytes, *, durable: bool = True
+) -> None:
+    """Write all of ``data`` to ``fd`` (the new temp file ``tmp``), fsync
+    it when ``durable``, close it and rename ``tmp`` to ``final``; on any
+    failure ``tmp`` is removed. The folder's fsync is the caller's."""
     try:
         view = memoryview(data)
         while view:
-            n = os.write(fd, view)
-            view = view[n:]
+            view = view[os.write(fd, view) :]
         if durable:
             os.fsync(fd)
     except BaseException:
@@ -194,12 +205,10 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True, mode: i
         raise
     os.close(fd)
     try:
-        os.replace(tmp, path)
+        os.replace(tmp, final)
     except BaseException:
         unlink_quietly(tmp)
         raise
-    if durable:
-        fsync_dir(path.parent)
 
 
 def commit_files(pairs: Iterable[tuple[Path, Path]]) -> None:

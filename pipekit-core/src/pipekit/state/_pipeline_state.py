@@ -34,7 +34,7 @@ from typing import Any
 import attrs
 import orjson
 
-from .._atomic import TEMP_MARK, atomic_write_bytes, sync_files, unlink_quietly
+from .._atomic import TEMP_MARK, atomic_write_bytes, sync_files, unlink_quietly, write_and_replace
 from .._private_files import FILE_MODE, make_private_dir
 from .._structuring import structure
 from ..errors import StateError, StateReadError, StateValidationError
@@ -470,23 +470,14 @@ class PipelineState:
         except FileNotFoundError:
             make_private_dir(self.path.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        try:
-            if mode is not None:
+        if mode is not None:
+            try:
                 os.fchmod(fd, mode)  # keep the permissions the file had
-            view = memoryview(new_raw)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            unlink_quietly(tmp)
-            raise
-        os.close(fd)
-        try:
-            os.replace(tmp, self.path)
-        except BaseException:
-            unlink_quietly(tmp)
-            raise
+            except BaseException:
+                os.close(fd)
+                unlink_quietly(tmp)
+                raise
+        write_and_replace(fd, tmp, self.path, new_raw)
 
     # -- backups -------------------------------------------------------------
 
