@@ -41,6 +41,7 @@ def print_plan(
     force_all: bool,
     *,
     dry_run: bool,
+    fail_if_any_runs: bool = False,
 ) -> int:
     backends = make_backends(registry, pipeline)
     state = RunnerState(pipeline.state_dir)
@@ -53,7 +54,7 @@ def print_plan(
         checkpoints=backends.checkpoints,
     )
     n = sum(1 for s in statuses if s.status == "will-run")
-    code = EXIT_FAILED if n and getattr(args, "exit_code", False) else EXIT_OK
+    code = EXIT_FAILED if n and fail_if_any_runs else EXIT_OK
     if args.json:
         stages = [s.to_json() for s in statuses]
         print_json({"pipeline": pipeline.name, "dry_run": dry_run, "stages": stages})
@@ -73,4 +74,6 @@ def main(args: argparse.Namespace) -> int:
     registry = None
     if pipeline is None:
         pipeline, registry = load(args)
-    return print_plan(args, pipeline, registry, frozenset(), False, dry_run=False)
+    return print_plan(
+        args, pipeline, registry, frozenset(), False, dry_run=False, fail_if_any_runs=args.exit_code
+    )
