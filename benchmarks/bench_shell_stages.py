@@ -839,10 +839,8 @@ def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def _add_workload_options(p: argparse.ArgumentParser) -> None:
+    """What is measured: sizes, repetitions, tools, stage length."""
     p.add_argument(
         "--sizes",
         type=int_list,
@@ -875,6 +873,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(TOOLS[1:]),
         help="tools to measure besides the baseline (default: pipekit,doit,snakemake)",
     )
+    p.add_argument(
+        "--stage-seconds",
+        type=float,
+        default=0.0,
+        help="every command sleeps this long before its work, for every tool and the "
+        "loop (default: 0: 1 ms commands; 0.1 gives stages of about 100 ms)",
+    )
+
+
+def _add_setting_options(p: argparse.ArgumentParser) -> None:
+    """How it runs: time limits, folders, peers, output, profiles."""
     p.add_argument(
         "--timeout",
         type=float,
@@ -919,14 +928,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also profile one pipekit no-op run per size (-X importtime, cProfile)",
     )
-    p.add_argument(
-        "--stage-seconds",
-        type=float,
-        default=0.0,
-        help="every command sleeps this long before its work, for every tool and the "
-        "loop (default: 0: 1 ms commands; 0.1 gives stages of about 100 ms)",
-    )
     p.add_argument("--keep", action="store_true", help="keep the generated projects afterwards")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _add_workload_options(p)
+    _add_setting_options(p)
     args = p.parse_args(argv)
     if args.stage_seconds > 0:
         BEFORE[0] = f"sleep {args.stage_seconds:g}; "
@@ -938,6 +948,73 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.peers_venv = (args.peers_venv or args.work / "peers-venv").absolute()
     args.json_out = args.json_out or args.work / "results.json"
     return args
+
+
+def results_document(
+    args: argparse.Namespace,
+    bench: Bench,
+    meter: Meter,
+    info: dict[str, str],
+    source: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    """What ``--json-out`` holds: the settings, the machine and every result."""
+    peers = bench.peers
+    commands = {
+        t: " ".join(tool_command(t, Project(t, 1, Path("."), b""), args.jobs, peers))
+        for t in ("pipekit", *(t for t in ("doit", "snakemake") if peers))
+    }
+    return {
+        "benchmark": "N independent shell stages: tr a-z A-Z < in/I.txt > out/I.txt, 4 KB inputs",
+        "stage_seconds": args.stage_seconds,
+        "versions": info,
+        "pipekit_source": source,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python_executable": sys.executable,
+        },
+        "settings": {
+            "sizes": args.sizes,
+            "change_sizes": args.change_sizes,
+            "jobs": args.jobs,
+            "repeat": args.repeat,
+            "first_repeat": args.first_repeat,
+            "change_repeat": args.change_repeat,
+            "timeout_s": args.timeout,
+            "skip_slow": args.skip_slow,
+            "rss_method": meter.rss_method,
+            "commands": commands,
+            "argv": sys.argv,
+        },
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "load_average_at_end": os.getloadavg(),
+        "results": [r.to_json() for r in bench.results],
+        **({"pipekit_profiles": bench.profiles} if bench.profiles else {}),
+    }
+
+
+def print_summary(
+    args: argparse.Namespace, bench: Bench, meter: Meter, info: dict[str, str]
+) -> None:
+    """The table of results, and the profiles when asked for."""
+    print()
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    print(
+        f"machine: {os.cpu_count()} CPUs, {platform.platform()}; jobs={args.jobs}; "
+        f"peak RSS = largest single process of the tree ({meter.rss_method})"
+    )
+    print("x ref: first-run vs the Python loop; reruns vs the stat loop as a fresh process\n")
+    print(table(bench.results))
+    if bench.profiles:
+        for n, p in bench.profiles.items():
+            print(
+                f"\npipekit no-op N={n}: imports {p['import_total_ms']} ms; top of cProfile "
+                f"(cumulative), {p['cprofile_wall_s']}s under the profiler:"
+            )
+            for w, c, t, calls in p["by_cumulative"][:12]:
+                print(f"  {c:8.3f}s cum {t:8.3f}s self {calls:>8}  {w}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -977,58 +1054,11 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(TRASH, ignore_errors=True)
     log("deleted the projects; on an ext4 without a journal, wait 5 minutes before measuring again")
 
-    commands = {
-        t: " ".join(tool_command(t, Project(t, 1, Path("."), b""), args.jobs, peers))
-        for t in ("pipekit", *(t for t in ("doit", "snakemake") if peers))
-    }
-    doc = {
-        "benchmark": "N independent shell stages: tr a-z A-Z < in/I.txt > out/I.txt, 4 KB inputs",
-        "stage_seconds": args.stage_seconds,
-        "versions": info,
-        "pipekit_source": source,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python_executable": sys.executable,
-        },
-        "settings": {
-            "sizes": args.sizes,
-            "change_sizes": args.change_sizes,
-            "jobs": args.jobs,
-            "repeat": args.repeat,
-            "first_repeat": args.first_repeat,
-            "change_repeat": args.change_repeat,
-            "timeout_s": args.timeout,
-            "skip_slow": args.skip_slow,
-            "rss_method": meter.rss_method,
-            "commands": commands,
-            "argv": sys.argv,
-        },
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "duration_s": round(time.time() - started, 1),
-        "load_average_at_end": os.getloadavg(),
-        "results": [r.to_json() for r in bench.results],
-        **({"pipekit_profiles": bench.profiles} if bench.profiles else {}),
-    }
+    doc = results_document(args, bench, meter, info, source, started)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(doc, indent=2) + "\n")
 
-    print()
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in info.items()))
-    print(
-        f"machine: {os.cpu_count()} CPUs, {platform.platform()}; jobs={args.jobs}; "
-        f"peak RSS = largest single process of the tree ({meter.rss_method})"
-    )
-    print("x ref: first-run vs the Python loop; reruns vs the stat loop as a fresh process\n")
-    print(table(bench.results))
-    if bench.profiles:
-        for n, p in bench.profiles.items():
-            print(
-                f"\npipekit no-op N={n}: imports {p['import_total_ms']} ms; top of cProfile "
-                f"(cumulative), {p['cprofile_wall_s']}s under the profiler:"
-            )
-            for w, c, t, calls in p["by_cumulative"][:12]:
-                print(f"  {c:8.3f}s cum {t:8.3f}s self {calls:>8}  {w}")
+    print_summary(args, bench, meter, info)
     print(f"\nJSON: {args.json_out}")
     failed = [r for r in bench.results if r.status == "failed"]
     return 1 if failed else 0
