@@ -58,9 +58,9 @@ def policy(*allow: str, **kw: Any) -> netguard.Policy:
 def test_address_rules(entry: str, ok: list[Any], bad: list[Any]) -> None:
     p = policy(entry)
     for host, port in ok:
-        assert p.allows_ip(netguard._ip(host), port), (entry, host, port)
+        assert p.allows_ip(netguard.ip_of(host), port), (entry, host, port)
     for host, port in bad:
-        assert not p.allows_ip(netguard._ip(host), port), (entry, host, port)
+        assert not p.allows_ip(netguard.ip_of(host), port), (entry, host, port)
 
 
 def test_name_rules() -> None:

@@ -294,6 +294,8 @@ def test_a_cached_plan_is_the_pipeline_a_full_load_makes(in_process: Project) ->
             "params_canonical",
             "inputs",
             "outputs",
+            "input_files",
+            "output_files",
             "input_paths",
             "output_paths",
             "deps",

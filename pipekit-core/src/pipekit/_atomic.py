@@ -4,7 +4,8 @@ A reader never sees a partial file under its final name: either the old
 content or the new one. Temp files live beside their target, so that a
 rename never crosses a file system, under names nobody can plant a symlink
 at: a stage's temp output is ``<folder>/.pipekit-tmp-<host>-<pid>-<random>/<name>``,
-in a private folder (mode 0700, made by :func:`tempfile.mkdtemp`) that only
+in a private folder (mode 0700, made with ``mkdir``, which fails on any
+existing entry, a symlink included) that only
 this user can add entries to; a file written here is
 ``.<name>.pipekit-tmp-<host>-<pid>-<random>``, created with ``O_EXCL`` (which
 never follows a symlink). :func:`sweep_temp_files` removes what a killed
@@ -15,15 +16,12 @@ a change for another host's (see :data:`STALE_AFTER_S`), never a live writer's.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import os
 import re
-import secrets
 import shutil
 import stat
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -64,8 +62,14 @@ def temp_path_for(final: Path, tag: str = "") -> Path:
     nobody else can put anything there; :func:`move_into_place` renames it
     to ``final``, :func:`unlink_quietly` discards it (with its folder)."""
     extra = f"{tag}-" if tag else ""
-    folder = tempfile.mkdtemp(prefix=f"{TEMP_MARK}{extra}{_HOST}-{os.getpid()}-", dir=final.parent)
-    return Path(folder, final.name)
+    prefix = f"{TEMP_MARK}{extra}{_HOST}-{os.getpid()}-"
+    while True:
+        folder = os.path.abspath(os.path.join(final.parent, prefix + os.urandom(8).hex()))
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            continue
+        return Path(folder, final.name)
 
 
 class RunTempFolders:
@@ -121,7 +125,7 @@ def temp_name_for(name: str, tag: str = "") -> str:
     """A new, unguessable temp file name for file ``name`` (in the same
     folder); create it with ``O_EXCL``."""
     extra = f"{tag}-" if tag else ""
-    return f".{name}{TEMP_MARK}{extra}{_HOST}-{os.getpid()}-{secrets.token_hex(8)}"
+    return f".{name}{TEMP_MARK}{extra}{_HOST}-{os.getpid()}-{os.urandom(8).hex()}"
 
 
 def _private_temp_folder(path: Path | str) -> str | None:
@@ -326,20 +330,29 @@ def unlink_quietly(path: Path | str) -> None:
 
 @functools.cache
 def _get_syncfs() -> Any:
-    """libc's syncfs(2) where the OS has it (Linux), else False."""
+    """syncfs(2) of libc where the OS has it (Linux): a function of a
+    descriptor that raises OSError; else False."""
     if not sys.platform.startswith("linux") or os.environ.get("PIPEKIT_SYNC", "") == "fsync":
         return False
+    import ctypes  # here: a no-op rerun syncs nothing and would pay ~3 ms to import it
+
     try:
-        fn = ctypes.CDLL(None, use_errno=True).syncfs
+        libc_syncfs = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         return False
-    fn.argtypes = [ctypes.c_int]
-    return fn
+    libc_syncfs.argtypes = [ctypes.c_int]
+
+    def syncfs(fd: int) -> None:
+        if libc_syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs failed: {os.strerror(err)}")
+
+    return syncfs
 
 
 def _syncfs_each_device(paths: Iterable[Path]) -> bool:
-    fn = _get_syncfs()
-    if not fn:
+    syncfs = _get_syncfs()
+    if not syncfs:
         return False
     seen: set[int] = set()
     for p in paths:
@@ -349,9 +362,9 @@ def _syncfs_each_device(paths: Iterable[Path]) -> bool:
         seen.add(st.st_dev)
         fd = os.open(p, os.O_RDONLY)
         try:
-            if fn(fd) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"syncfs failed: {os.strerror(err)}", str(p))
+            syncfs(fd)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(p)) from None
         finally:
             os.close(fd)
     return True

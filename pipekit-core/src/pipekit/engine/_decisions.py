@@ -117,7 +117,7 @@ class Evaluator:
 
     def decide(self, st: Any, *, forced: bool = False, cached_only: bool = False) -> Decision:
         hashes: dict[str, str] = {}
-        for ikey, ipath in zip(st.inputs, st.input_paths):
+        for ikey, ipath in zip(st.inputs, st.input_files):
             digest = self._hash(ikey, ipath, cached_only)
             if digest is None:
                 return Decision(st.name, True, f"input {ikey!r} is missing")

@@ -33,9 +33,6 @@ mode says which held (:class:`Guard`).
 from __future__ import annotations
 
 import contextvars
-import functools
-import ipaddress
-import re
 import socket as _socket
 import sys
 import threading
@@ -43,13 +40,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-import attrs
-
+from .._allow_list import LOOPBACK, Rule, check_allow_list, ip_of, parse_rule, rules_of
 from ..errors import NetworkRefused
 
 __all__ = [
     "LOOPBACK",
-    "ISOLATION_MODES",
     "Rule",
     "Policy",
     "Guard",
@@ -61,125 +56,7 @@ __all__ = [
     "current",
 ]
 
-LOOPBACK = "loopback"
-"""The allow-list word for 127.0.0.0/8, ::1 and localhost."""
-
-ISOLATION_MODES = ("auto", "required", "strict", "off")
-
 _THREAD_ATTR = "_pipekit_netguard"
-
-
-@attrs.frozen
-class Rule:
-    """One allowed destination: an address or network, or a host name
-    (``*.example`` matches its subdomains), with an optional port."""
-
-    text: str
-    net: Any = attrs.field(default=None, kw_only=True)
-    name: str | None = attrs.field(default=None, kw_only=True)
-    suffix: bool = attrs.field(default=False, kw_only=True)
-    port: int | None = attrs.field(default=None, kw_only=True)
-
-    def matches_ip(self, ip: Any, port: int | None) -> bool:
-        if self.net is None or ip.version != self.net.version or ip not in self.net:
-            return False
-        return self.port is None or port is None or port == self.port
-
-    def matches_name(self, name: str, port: int | None) -> bool:
-        if self.name is None:
-            return False
-        if not (name.endswith("." + self.name) if self.suffix else name == self.name):
-            return False
-        return self.port is None or port is None or port == self.port
-
-
-def _ip(text: str) -> Any:
-    """An IP address, or None when ``text`` is not one (IPv4-mapped IPv6
-    addresses count as the IPv4 address; a zone index is dropped)."""
-    try:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return mapped if mapped is not None else ip
-
-
-def _port(text: str, entry: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
-    return int(text)
-
-
-def parse_rule(entry: str) -> list[Rule]:
-    """The rules of one allow-list entry: ``loopback``, ``10.1.2.3``,
-    ``10.1.2.3:5432``, ``[fd00::1]:5432``, ``fd00::1``, ``10.0.0.0/8``,
-    ``db.internal``, ``db.internal:5432``, ``*.internal``. Raises
-    ``ValueError`` with a message naming the entry."""
-    text = entry.strip()
-    if text == LOOPBACK:
-        return [
-            Rule(text, net=ipaddress.ip_network("127.0.0.0/8")),
-            Rule(text, net=ipaddress.ip_network("::1/128")),
-            Rule(text, name="localhost"),
-            Rule(text, name="localhost", suffix=True),
-        ]
-    if not text:
-        raise ValueError("an empty entry; write an address, a network or a host name")
-    if "://" in text:
-        raise ValueError(f"{entry!r}: write the host (and :PORT), not a URL")
-    port: int | None = None
-    host = text
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise ValueError(f"{entry!r}: a '[' without its ']'")
-        host, rest = text[1:close], text[close + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{entry!r}: expected ':PORT' after ']'")
-            port = _port(rest[1:], entry)
-        if _ip(host) is None:
-            raise ValueError(f"{entry!r}: {host!r} is not an IPv6 address")
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-        port = _port(port_text, entry)
-    if "/" in host:
-        if port is not None:
-            raise ValueError(f"{entry!r}: a network takes no port")
-        try:
-            return [Rule(text, net=ipaddress.ip_network(host, strict=False))]
-        except ValueError as exc:
-            raise ValueError(f"{entry!r} is not a network: {exc}") from None
-    ip = _ip(host)
-    if ip is not None:
-        return [Rule(text, net=ipaddress.ip_network(ip), port=port)]
-    suffix = host.startswith("*.")
-    name = (host[2:] if suffix else host).lower().rstrip(".")
-    if not re.fullmatch(
-        r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*", name
-    ):
-        raise ValueError(
-            f"{entry!r} is not an address, a network (10.0.0.0/8), a host name "
-            "or one of these with :PORT"
-        )
-    return [Rule(text, name=name, suffix=suffix, port=port)]
-
-
-@functools.lru_cache(maxsize=512)
-def _rules(entry: str) -> tuple[Rule, ...]:
-    """:func:`parse_rule`, once per entry (every stage's policy has one)."""
-    return tuple(parse_rule(entry))
-
-
-def check_allow_list(entries: Sequence[str]) -> list[str]:
-    """The problems of an allow list, one message per bad entry."""
-    problems = []
-    for entry in entries:
-        try:
-            _rules(entry)
-        except ValueError as exc:
-            problems.append(str(exc))
-    return problems
 
 
 class Policy:
@@ -199,7 +76,7 @@ class Policy:
         self.stage = stage
         self.processor = processor
         self.entries = list(dict.fromkeys(entries))
-        self.rules = [r for e in self.entries for r in _rules(e)]
+        self.rules = [r for e in self.entries for r in rules_of(e)]
         self.allow_all = allow_all
         self.isolation = isolation
 
@@ -418,7 +295,7 @@ def _hostport(host: str, port: int | None) -> str:
 
 def _allowed_address(g: Guard, host: Any, port: int | None) -> bool:
     host = _text(host)
-    ip = _ip(host)
+    ip = ip_of(host)
     if ip is None:
         return g.policy.allows_name(host, port) if host else False
     if g.policy.allows_ip(ip, port):
@@ -488,7 +365,7 @@ def _on_lookup(g: Guard, event: str, args: tuple[Any, ...]) -> None:
     if host is None:  # a passive look-up (for bind): no name to resolve
         return
     host = _text(host)
-    if _ip(host) is not None:
+    if ip_of(host) is not None:
         # (getaddrinfo, gethostbyname: nothing is looked up; connect checks it)
         if event in _REVERSE and not _allowed_address(g, host, port):
             g.refuse(f"look up the name of {host}", host)
@@ -516,7 +393,7 @@ def _remember(g: Guard, host: str, port: int | None) -> None:
     finally:
         g.busy = None
     for info in infos:
-        ip = _ip(str(info[4][0]))
+        ip = ip_of(str(info[4][0]))
         if ip is not None:
             g.resolved.setdefault(ip, set()).update(rule_ports)
 

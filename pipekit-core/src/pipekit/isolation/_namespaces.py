@@ -825,12 +825,12 @@ def isolated(g: netguard.Guard) -> Iterator[None]:
 def _names_loopback(entry: str) -> bool:
     """Whether an allow-list entry names nothing but loopback (in a
     namespace: the namespace's own)."""
-    loopback = [r.net for r in netguard._rules(netguard.LOOPBACK) if r.net is not None]
+    loopback = [r.net for r in netguard.rules_of(netguard.LOOPBACK) if r.net is not None]
     return all(
         any(n.version == r.net.version and r.net.subnet_of(n) for n in loopback)
         if r.net is not None
         else r.name == "localhost"
-        for r in netguard._rules(entry)
+        for r in netguard.rules_of(entry)
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from .. import _structuring
+from .._allow_list import check_allow_list
 from .._structuring import converter
 from ..errors import ConfigError
 
@@ -207,16 +208,15 @@ class BackendConfig:
 
 
 def _allow_list(_inst: Any, attr: attrs.Attribute[Any], value: list[str]) -> None:
-    from ..isolation._guard import check_allow_list
-
     problems = check_allow_list(value)
     if problems:
         raise ValueError("; ".join(problems))
 
 
-def _isolation(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> None:
-    from ..isolation._guard import ISOLATION_MODES
+ISOLATION_MODES = ("auto", "required", "strict", "off")
 
+
+def _isolation(_inst: Any, attr: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None and value not in ISOLATION_MODES:
         raise ValueError(
             f"expected one of {', '.join(repr(m) for m in ISOLATION_MODES)}, got {value!r}"

@@ -46,7 +46,7 @@ from ._pipeline import Pipeline, PlannedStage
 
 __all__ = ["load", "store", "enabled"]
 
-FORMAT = 9
+FORMAT = 10
 log = logging.getLogger("pipekit.plancache")
 OBSERVER_HOOKS = frozenset(
     {"on_run_start", "on_stage_start", "on_stage_end", "on_record_failed", "on_run_end"}
@@ -186,8 +186,8 @@ def _pipeline(doc: dict[str, Any], options: dict[str, Any], path: Path) -> Pipel
             params_canonical=s["params"].encode(),
             inputs=s["inputs"],
             outputs=s["outputs"],
-            input_paths=[Path(p) for p in s["input_paths"]],
-            output_paths=[Path(p) for p in s["output_paths"]],
+            input_files=s["input_files"],
+            output_files=s["output_files"],
             deps=s["deps"],
             name=s["name"],
             uses=s["uses"],
@@ -263,15 +263,15 @@ def _document(pipeline: Pipeline, registry: Registry) -> dict[str, Any]:
             "params": st.params_canonical.decode(),
             "inputs": st.inputs,
             "outputs": st.outputs,
-            "input_paths": [str(p) for p in st.input_paths],
-            "output_paths": st.output_files,
+            "input_files": st.input_files,
+            "output_files": st.output_files,
             "deps": st.deps,
             "table": pipeline.raw["stages"][st.index],
         }
         for st in (pipeline.stages[name] for name in pipeline.order)
     ]
     produced = {p for st in pipeline.stages.values() for p in st.output_files}
-    inputs = {str(p) for st in pipeline.stages.values() for p in st.input_paths}
+    inputs = {p for st in pipeline.stages.values() for p in st.input_files}
     options = pipeline.backend.options
     return {
         "sources": sorted(inputs - produced),

@@ -133,15 +133,21 @@ _ENTRY_TEXT = (
 
 
 def check_stage_entry(entry: Any) -> None:
-    """One stage's entry in the runner's ``state.json``."""
+    """One stage's entry in the runner's ``state.json`` (written without
+    helper calls: a no-op rerun checks every stage's entry)."""
     _need(isinstance(entry, dict), "it is not an object")
     for name in _ENTRY_TEXT:
-        _optional_str(entry, name)
+        value = entry.get(name)
+        if value is not None and type(value) is not str:
+            raise DamagedRecord(f"{name!r} is not a string")
     for name in ("finished_at", "duration_s"):
-        _optional_number(entry, name)
+        value = entry.get(name)
+        if value is not None and not _is_number(value):
+            raise DamagedRecord(f"{name!r} is not a number")
     for name in ("inputs", "outputs"):
-        if entry.get(name) is not None:
-            _string_map(entry[name], name)
+        value = entry.get(name)
+        if value is not None:
+            _string_map(value, name)
 
 
 def check_retry_intent(intent: Any) -> None:
