@@ -157,11 +157,15 @@ class Lifecycle:
         tries = 0
         last_info: dict[str, Any] = {}
         try:
-            for attempt in self._retrying(stage):
-                with attempt:
-                    tries = attempt.retry_state.attempt_number
-                    last_info = {}
-                    attempted = self.attempt(stage, tries, decision, lease, last_info)
+            if stage.config.retry.attempts == 1:  # no retry loop: tenacity costs ~12 ms to import
+                tries = 1
+                attempted = self.attempt(stage, tries, decision, lease, last_info)
+            else:
+                for attempt in self._retrying(stage):
+                    with attempt:
+                        tries = attempt.retry_state.attempt_number
+                        last_info = {}
+                        attempted = self.attempt(stage, tries, decision, lease, last_info)
         except Interrupted as exc:
             if not exc.info and last_info:
                 exc.info = dict(last_info)

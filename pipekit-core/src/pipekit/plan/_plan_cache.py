@@ -46,7 +46,7 @@ from ._pipeline import Pipeline, PlannedStage
 
 __all__ = ["load", "store", "enabled"]
 
-FORMAT = 10
+FORMAT = 11
 log = logging.getLogger("pipekit.plancache")
 OBSERVER_HOOKS = frozenset(
     {"on_run_start", "on_stage_start", "on_stage_end", "on_record_failed", "on_run_end"}
@@ -160,7 +160,7 @@ def _stale(doc: dict[str, Any], source: bytes, backend_override: str | None) -> 
 
 
 def _pipeline(doc: dict[str, Any], options: dict[str, Any], path: Path) -> Pipeline:
-    registry = RegistryLoader()
+    registry = RegistryLoader(known_entry_points=doc["entry_points"])
     tables = {s["name"]: s["table"] for s in doc["stages"]}
 
     def binder(stage: PlannedStage) -> tuple[StageConfig, Any, Any]:
@@ -226,6 +226,11 @@ def store(pipeline: Pipeline, registry: Registry, backend_override: str | None) 
         format=FORMAT,
         env=_environment_sig(backend_override),
         modules=_module_sigs(pipeline, registry),
+        entry_points=[  # loaded again without a scan: the environment is the same
+            p.entry_point_row()
+            for p in registry.plugins + registry.disabled_plugins
+            if p.entry_point
+        ],
     )
     path = cache_path(pipeline.file, backend_override)
     try:
