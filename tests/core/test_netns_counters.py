@@ -3,7 +3,10 @@ network are read from /proc text; the reader finds them in any order."""
 
 from __future__ import annotations
 
-from pipekit.isolation._namespaces import _COUNTERS, _close_fds, _count, _Counters, counts_from
+from pipekit.isolation._counters import COUNTERS as _COUNTERS
+from pipekit.isolation._counters import Counters as _Counters
+from pipekit.isolation._counters import _count, counts_from
+from pipekit.isolation._counters import close_fds as _close_fds
 
 SNMP = b"""Ip: Forwarding DefaultTTL InReceives OutNoRoutes ReasmTimeout
 Ip: 1 64 7 3 0

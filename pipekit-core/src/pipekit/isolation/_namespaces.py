@@ -44,13 +44,10 @@ network (``unguarded``, with a warning) unless the stage's
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
-import functools
 import logging
 import os
 import queue
-import re
 import shutil
 import socket
 import struct
@@ -64,6 +61,15 @@ from typing import Any, NamedTuple
 from ..errors import NetworkRefused, NonRetryable
 from . import _guard as netguard
 from . import _sentinel as sentinel
+from ._capabilities import (
+    CLONE_NEWNET,
+    Unavailable,
+    drop_capabilities,
+    libc_calls,
+    os_error,
+    without_capabilities,
+)
+from ._counters import Counters, close_fds
 
 __all__ = ["IsolatedCommand", "isolate_command", "probe", "Unavailable"]
 
@@ -81,19 +87,6 @@ print("ready", flush=True)
 sys.stdin.buffer.read()
 """
 
-_COUNTERS = {
-    # "row:column" of snmp, or the name in snmp6 -> what it means
-    b"Ip:OutNoRoutes": "beyond",
-    b"Ip6OutNoRoutes": "beyond",
-    b"Tcp:AttemptFails": "loopback",
-    b"Udp:NoPorts": "loopback",
-    b"Udp6NoPorts": "loopback",
-}
-
-
-class Unavailable(Exception):
-    """No network namespace can be made here; the message says why."""
-
 
 class _Holder:
     """A process holding a network namespace with only loopback, up."""
@@ -106,7 +99,7 @@ class _Holder:
         self.userns = userns
         self.nsenter = nsenter
         fds: list[int] = []  # the counters' files, closed with the holder
-        self._counters = _Counters(f"/proc/{self.pid}/net", fds)
+        self._counters = Counters(f"/proc/{self.pid}/net", fds)
         self._finalizer = weakref.finalize(self, _stop, proc, fds)
 
     def alive(self) -> bool:
@@ -116,33 +109,14 @@ class _Holder:
         enter = [self.nsenter, "--target", str(self.pid), "--net"]
         if self.userns:  # capabilities of the user namespace only
             return [*enter, "--user", "--preserve-credentials", "--", *argv]
-        return [*enter, "--", *_without_capabilities(shutil.which("setpriv")), *argv]
+        return [*enter, "--", *without_capabilities(shutil.which("setpriv")), *argv]
 
     @property
-    def counters(self) -> _Counters:
+    def counters(self) -> Counters:
         return self._counters
 
     def close(self) -> None:
         self._finalizer()
-
-
-_CLONE_NEWNET = 0x40000000
-
-
-@functools.cache
-def _setns_calls() -> Any:
-    """libc, for ``unshare`` and ``setns`` (Python 3.11 has no os.setns)."""
-    lib = ctypes.CDLL(None, use_errno=True)
-    lib.unshare.argtypes = [ctypes.c_int]
-    lib.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-    lib.prctl.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
-    lib.capget.argtypes = lib.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-    return lib
-
-
-def _os_error(call: str) -> OSError:
-    err = ctypes.get_errno()
-    return OSError(err, f"{call}: {os.strerror(err)}")
 
 
 class _ThreadNet:
@@ -162,18 +136,18 @@ class _ThreadNet:
         # where the thread lives (the host's namespace, or the one it was
         # moved into or born in): it goes back there
         fds.append(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
-        if _setns_calls().unshare(_CLONE_NEWNET) != 0:
-            raise _os_error("unshare(CLONE_NEWNET)")
+        if libc_calls().unshare(CLONE_NEWNET) != 0:
+            raise os_error("unshare(CLONE_NEWNET)")
         try:
             self.ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             fds.append(self.ns_fd)
             _loopback_up()
             # Opened in the namespace, its counter files keep showing that
             # namespace's counters: read without entering it again.
-            self._counters = _Counters("/proc/thread-self/net", fds)
+            self._counters = Counters("/proc/thread-self/net", fds)
         finally:
-            if _setns_calls().setns(fds[0], _CLONE_NEWNET) != 0:
-                raise OSError(f"cannot return to the thread's namespace: {_os_error('setns')}")
+            if libc_calls().setns(fds[0], CLONE_NEWNET) != 0:
+                raise OSError(f"cannot return to the thread's namespace: {os_error('setns')}")
         self.pid = os.getpid()  # a forked child has no forker: it makes its own
         threading.Thread(target=_forker, args=(self.ns_fd, self._requests), daemon=True).start()
         try:
@@ -212,76 +186,14 @@ class _ThreadNet:
                 "IsolatedCommand.popen() instead of its argv"
             )
         enter = [nsenter, f"--net=/proc/{os.getpid()}/fd/{self.ns_fd}", "--"]
-        return [*enter, *_without_capabilities(shutil.which("setpriv")), *argv]
+        return [*enter, *without_capabilities(shutil.which("setpriv")), *argv]
 
     @property
-    def counters(self) -> _Counters:
+    def counters(self) -> Counters:
         return self._counters
 
     def close(self) -> None:
         self._finalizer()
-
-
-# Capabilities an isolated command must not have: entering another
-# namespace (setns, mount: CAP_SYS_ADMIN), reaching into processes of other
-# users (CAP_SYS_PTRACE), moving a network interface into another namespace
-# (CAP_NET_ADMIN), and running kernel code (CAP_SYS_MODULE, CAP_BPF).
-_CAPABILITIES = {"sys_admin": 21, "sys_ptrace": 19, "net_admin": 12, "sys_module": 16, "bpf": 39}
-_PR_CAPBSET_DROP = 24
-_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
-
-
-def _without_capabilities(setpriv: str | None) -> list[str]:
-    """The argv prefix that starts a program (as root) without
-    :data:`_CAPABILITIES`, in every set and for good; none for other users,
-    whose commands' capabilities are those of a user namespace."""
-    if os.geteuid() != 0:
-        return []
-    if not setpriv:
-        raise Unavailable(
-            "setpriv not found (install util-linux): as root, a command's argv needs it to "
-            "drop the capabilities that would let it leave its namespace; start the command "
-            "with IsolatedCommand.popen() instead"
-        )
-    names = ",".join(f"-{n}" for n in _CAPABILITIES if _capability_known(_CAPABILITIES[n]))
-    return [setpriv, f"--bounding-set={names}", f"--inh-caps={names}", "--"]
-
-
-def _capability_known(number: int) -> bool:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return number <= int(f.read())
-    except (OSError, ValueError):
-        return number <= 37
-
-
-def _drop_capabilities() -> None:
-    """Take :data:`_CAPABILITIES` out of the calling thread's bounding,
-    inheritable, permitted and effective sets, and clear its ambient set
-    (capabilities belong to a thread): what it starts can never have them."""
-    lib = _setns_calls()
-    for number in _CAPABILITIES.values():
-        if _capability_known(number) and lib.prctl(_PR_CAPBSET_DROP, number, 0, 0, 0) != 0:
-            raise _os_error("prctl(PR_CAPBSET_DROP)")
-    lib.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # (EINVAL before 4.3)
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
-
-    header = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
-    data = (Data * 2)()
-    if lib.capget(ctypes.byref(header), data) != 0:
-        raise _os_error("capget")
-    for number in _CAPABILITIES.values():
-        word, bit = data[number // 32], ~(1 << (number % 32)) & 0xFFFFFFFF
-        word.effective &= bit
-        word.permitted &= bit
-        word.inheritable &= bit
-    if lib.capset(ctypes.byref(header), data) != 0:
-        raise _os_error("capset")
 
 
 def _forker(ns_fd: int, requests: queue.SimpleQueue[Any]) -> None:
@@ -293,9 +205,9 @@ def _forker(ns_fd: int, requests: queue.SimpleQueue[Any]) -> None:
     failure: Unavailable | None = None  # raised for every call
     with netguard.lifted():
         try:
-            if _setns_calls().setns(ns_fd, _CLONE_NEWNET) != 0:
-                raise _os_error("setns")
-            _drop_capabilities()
+            if libc_calls().setns(ns_fd, CLONE_NEWNET) != 0:
+                raise os_error("setns")
+            drop_capabilities()
         except OSError as exc:
             failure = Unavailable(f"cannot start commands in the namespace: {exc}")
         for call, box, done in iter(requests.get, None):
@@ -310,13 +222,7 @@ def _forker(ns_fd: int, requests: queue.SimpleQueue[Any]) -> None:
 
 def _release(fds: list[int], requests: queue.SimpleQueue[Any]) -> None:
     requests.put(None)  # the forker ends
-    _close_fds(fds)
-
-
-def _close_fds(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    close_fds(fds)
 
 
 def _loopback_up() -> None:
@@ -330,89 +236,9 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))
 
 
-class _Counters:
-    """The counters of :data:`_COUNTERS` of one network namespace. A
-    ``/proc/.../net`` file shows the namespace it was opened in for as long
-    as it stays open, so ``snmp`` and ``snmp6`` are opened once (in or for
-    the namespace) and read again without entering it (one ``pread``: 65
-    us a reading, against 144 us opening them by path). Their descriptors
-    go to ``keep``, which the namespace's owner closes."""
-
-    def __init__(self, netdir: str, keep: list[int]) -> None:
-        self.last: dict[str, int] | None = None  # a closing reading the next command may open with
-        self.live = 0  # commands opened and not yet closed
-        self.fds: dict[str, int] = {}
-        for name in ("snmp", "snmp6"):
-            try:
-                self.fds[name] = os.open(f"{netdir}/{name}", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue  # (no IPv6): read as no counters
-            keep.append(self.fds[name])
-
-    def opening(self) -> dict[str, int]:
-        """The reading a command starts from: the last command's closing
-        one when nothing ran in the namespace since (one reading per
-        command, not two), else a new one."""
-        reading = self.last if self.live == 0 and self.last is not None else self.read()
-        self.last = None
-        self.live += 1
-        return reading
-
-    def closing(self, left_nothing: bool) -> dict[str, int]:
-        """The reading after a command ended; kept for the next command's
-        opening when no other command is live and this one ``left_nothing``
-        running (its process group is gone)."""
-        reading = self.read()
-        self.live -= 1
-        if self.live == 0 and left_nothing:
-            self.last = reading
-        return reading
-
-    def read(self) -> dict[str, int]:
-        texts = {}
-        for name, fd in self.fds.items():
-            with contextlib.suppress(OSError):
-                texts[name] = os.pread(fd, 1 << 16, 0)  # a few kB
-        return counts_from(texts.get("snmp", b""), texts.get("snmp6", b""))
-
-
-def counts_from(snmp: bytes, snmp6: bytes) -> dict[str, int]:
-    """The counters of :data:`_COUNTERS` in the text of a namespace's
-    ``snmp`` and ``snmp6`` files; 0 for one not there."""
-    out = {"beyond": 0, "loopback": 0}
-    for name, kind in _COUNTERS.items():
-        out[kind] += _count(name, snmp, snmp6) or 0
-    return out
-
-
-def _count(name: bytes, snmp: bytes, snmp6: bytes) -> int | None:
-    """One counter: ``Row:column`` of ``snmp`` (a line of the row's names,
-    then one of their values) or a ``Name value`` line of ``snmp6``; None
-    when it is not there."""
-    row, _, column = name.rpartition(b":")
-    found = _pattern(name).search(b"\n" + (snmp if row else snmp6))
-    if found is None or not row:
-        return int(found[1]) if found else None
-    names, values = found[1].split(), found[2].split()
-    if column not in names or len(values) != len(names):
-        return None
-    value = values[names.index(column)]
-    return int(value) if value.isdigit() else None
-
-
-@functools.cache
-def _pattern(name: bytes) -> re.Pattern[bytes]:
-    """What finds :func:`_count`'s counter, compiled once (anchored by a
-    newline: ``^`` in multi-line mode made a search 20 times slower)."""
-    row, _, column = name.rpartition(b":")
-    if not row:
-        return re.compile(rb"\n%s[ \t]+(\d+)" % re.escape(column))
-    return re.compile(rb"\n%s: (.*)\n%s: (.*)" % (re.escape(row), re.escape(row)))
-
-
 def _stop(proc: subprocess.Popen[bytes], fds: list[int]) -> None:
     """End a holder: its stdin closes, so it exits (else it is killed)."""
-    _close_fds(fds)
+    close_fds(fds)
     try:
         proc.communicate(timeout=5)
     except Exception:
@@ -538,8 +364,8 @@ def isolate_thread() -> Any:
     if before is not None and before.namespace is namespace:
         return before
     _host_fd()  # known before the thread leaves it
-    if _setns_calls().setns(namespace.ns_fd, _CLONE_NEWNET) != 0:
-        raise Unavailable(f"cannot enter the network namespace: {_os_error('setns')}")
+    if libc_calls().setns(namespace.ns_fd, CLONE_NEWNET) != 0:
+        raise Unavailable(f"cannot enter the network namespace: {os_error('setns')}")
     _local.isolation = _Isolation(namespace, namespace.counters.read())
     return before
 
@@ -565,8 +391,8 @@ def restore_thread(token: Any) -> int:
     if current is None or current is token:
         return 0
     fd = _host[0] if token is None else token.namespace.ns_fd
-    if _setns_calls().setns(fd, _CLONE_NEWNET) != 0:
-        raise OSError(f"cannot leave the network namespace: {_os_error('setns')}")
+    if libc_calls().setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(f"cannot leave the network namespace: {os_error('setns')}")
     _local.isolation = token
     return current.namespace.counters.read()["beyond"] - current.before["beyond"]
 
@@ -588,15 +414,15 @@ def host_network() -> Iterator[None]:
         if os.fstat(here).st_ino == os.fstat(_host[0]).st_ino:
             yield
             return
-        if _setns_calls().setns(_host[0], _CLONE_NEWNET) != 0:
-            raise OSError(f"cannot return to the host's network namespace: {_os_error('setns')}")
+        if libc_calls().setns(_host[0], CLONE_NEWNET) != 0:
+            raise OSError(f"cannot return to the host's network namespace: {os_error('setns')}")
         _local.isolation = None
         try:
             yield
         finally:
             _local.isolation = current
-            if _setns_calls().setns(here, _CLONE_NEWNET) != 0:
-                raise OSError(f"cannot go back into the network namespace: {_os_error('setns')}")
+            if libc_calls().setns(here, CLONE_NEWNET) != 0:
+                raise OSError(f"cannot go back into the network namespace: {os_error('setns')}")
     finally:
         os.close(here)
 
