@@ -102,7 +102,9 @@ INPUT = hs.tuples(hs.lists(LINE, max_size=40), hs.booleans()).map(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     inputs=hs.lists(INPUT, min_size=1, max_size=3),
     stops=hs.lists(hs.integers(min_value=1, max_value=60), min_size=1, max_size=3),
@@ -237,3 +239,68 @@ def test_a_processor_returning_a_list_or_yielding_bad_values(tmp_path: Path) -> 
 
     with pytest.raises(Exception, match="yielded int 42; a 'lines' processor must yield str"):
         run(Bad(), paths, partial, store, tmp_path)
+
+
+# -- slow records: a stop or a time-based checkpoint waits about one record ------
+
+
+def test_a_stop_waits_for_the_record_in_hand_not_for_a_batch(tmp_path: Path) -> None:
+    """Set while record 3 is processed (as SIGINT would be), the stop comes
+    right after it: not after a batch of 64 records (29 s at 0.5 s each)."""
+    paths, partial, store = setup(tmp_path, [b"".join(b"r%d\n" % i for i in range(200))])
+    cancel = threading.Event()
+    with pytest.raises(Interrupted) as stopped:
+        run(
+            Upper(stop_after=3, cancel=cancel),
+            paths,
+            partial,
+            store,
+            tmp_path,
+            every=10**6,
+            cancel=cancel,
+        )
+    assert stopped.value.info["checkpoint_record"] <= 4, stopped.value.info
+
+
+class _Counted(RecordCheckpoint):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.saved = threading.Event()
+
+    def save(self, *args: Any, **kwargs: Any) -> Any:
+        done = super().save(*args, **kwargs)
+        self.saved.set()
+        return done
+
+
+class WaitsForACheckpoint(RecordStage):
+    """Record 5 goes on only once a checkpoint was saved (every_seconds is
+    tiny, so one is due after each record): a loop that looks at the clock
+    only after 64 records never saves one, and the record says so."""
+
+    name = "t-waits"
+
+    def __init__(self, saved: threading.Event) -> None:
+        self.saved = saved
+        self.seen = 0
+
+    def process(self, record: str, params: Any) -> Any:
+        self.seen += 1
+        if self.seen == 5 and not self.saved.wait(60):
+            yield "NO CHECKPOINT"
+        yield record
+
+
+def test_a_time_based_checkpoint_comes_after_the_record_in_hand(tmp_path: Path) -> None:
+    paths, partial, store = setup(tmp_path, [b"".join(b"r%d\n" % i for i in range(20))])
+    checkpoint = _Counted(store, "p.s", "f" * 64)
+    ctx = StageContext(
+        stage_name="s", run_id="r", inputs=paths, outputs=[partial], params=None,
+        log=logging.getLogger("t"), cancelled=threading.Event(),
+    )  # fmt: skip
+    rr = RecordRun(
+        pipeline="p", stage="s", fingerprint="f" * 64, input_keys=[p.name for p in paths],
+        checkpoint=checkpoint, every_records=10**6, every_seconds=1e-9,
+    )  # fmt: skip
+    run_record_stage(WaitsForACheckpoint(checkpoint.saved), ctx, rr)
+    assert b"NO CHECKPOINT" not in partial.read_bytes()

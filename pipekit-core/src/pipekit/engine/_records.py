@@ -65,9 +65,11 @@ DIGEST_KEY = "output_sha256"
 """The checkpoint field holding the SHA-256 of the partial output's first
 ``output_length`` bytes: a resume verifies them before going on."""
 _READ = 1 << 20  # bytes per read
-_MAX_BATCH = 8192  # records between looks at the clock and at cancellation
-_QUICK = 0.002  # a batch quicker than this (s) doubles the batch size
-_SLOW = 0.025  # a batch slower than this halves it
+_MAX_BATCH = 8192  # records between looks at the clock and at cancellation, at most
+_BATCH_S = 0.01
+"""How long a batch of records should take: the next one is sized from the
+last one's time per record (at most doubling), so a stop or a due
+checkpoint waits for about the record in hand, however slow records are."""
 
 
 class Interrupted(Exception):
@@ -240,7 +242,7 @@ class _RecordLoop:
         self.fd = -1
         self.length = 0
         self.done_before = 0
-        self.batch = 64
+        self.batch = 1  # until the time of a record is known
         self.next_ckpt = 0
         self.last_ckpt = 0.0
         self.t_batch = 0.0
@@ -621,6 +623,7 @@ class _RecordLoop:
         dumps = _json.dumps
         i = 0
         while i < n:
+            first = i
             j = min(n, i + self.batch, i + (self.next_ckpt - self.lines_done))
             outs: list[Any] = []
             stop_at = -1
@@ -669,9 +672,9 @@ class _RecordLoop:
                 self._write(encoded)
             self.lines_done += j - i
             i = j
-            self._after_batch(b, i, stop_at >= 0)
+            self._after_batch(b, i, stop_at >= 0, i - first)
 
-    def _after_batch(self, b: _Block, i: int, stopped: bool) -> None:
+    def _after_batch(self, b: _Block, i: int, stopped: bool, records: int) -> None:
         """Report progress, checkpoint when due, stop when cancelled, and
         size the next batch, after records ``..i`` of block ``b``."""
         now = time.monotonic()
@@ -701,11 +704,9 @@ class _RecordLoop:
             )
         spent = now - self.t_batch
         self.t_batch = now
-        if spent < _QUICK:
-            if self.batch < _MAX_BATCH:
-                self.batch *= 2
-        elif spent > _SLOW and self.batch > 1:
-            self.batch //= 2
+        if records > 0:
+            fits = int(_BATCH_S * records / spent) if spent > 0 else _MAX_BATCH
+            self.batch = max(1, min(_MAX_BATCH, 2 * self.batch, fits))
 
 
 class _Block:
