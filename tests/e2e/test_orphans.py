@@ -204,10 +204,19 @@ def test_sigkill_of_the_runner_kills_its_shell_commands_and_what_they_started(
     token = f"{os.getpid() % 1000 + 100}.{time.monotonic_ns() % 1000:03d}"
     marker = tmp_path / "late"
     project.write("in.txt", "x\n")
-    project.pipeline([{
-        "name": "long", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out.txt"],
-        "params": {"cmd": f"(sleep {token}; touch {marker}) & sleep {token}; cp {{input}} {{output}}"},
-    }])
+    project.pipeline(
+        [
+            {
+                "name": "long",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "params": {
+                    "cmd": f"(sleep {token}; touch {marker}) & sleep {token}; cp {{input}} {{output}}"
+                },
+            }
+        ]
+    )
     runner = project.popen("run", "--json")
     try:
         _wait_for(lambda: len(_processes_with(f"sleep {token}")) >= 2, 60, "the commands to start")
@@ -221,3 +230,50 @@ def test_sigkill_of_the_runner_kills_its_shell_commands_and_what_they_started(
         runner.communicate(timeout=30)  # the commands held its stderr
     assert not marker.exists()
     assert not (project.root / "out.txt").exists()
+
+
+def test_a_stopped_runner_s_worker_checkpoints_the_slow_record_in_hand(project: Project) -> None:
+    """A record stage in a worker process (it has a timeout) with slow
+    records: SIGTERM to the runner reaches the worker, which checkpoints
+    after the record in hand, well within the grace period before SIGKILL,
+    and the rerun resumes there (it waited for a batch of 64 records, 32 s
+    at 0.5 s each, and was killed at 5 s with its work lost)."""
+    project.write("in/a.txt", "".join(f"record {i:06d}\n" for i in range(200)))
+    marker = project.root.parent / "worker.pid"
+    gate = project.root.parent / "fast"
+    project.pipeline(
+        [
+            {
+                "name": "up",
+                "uses": "gated-upper",
+                "inputs": ["in/a.txt"],
+                "outputs": ["out/up.txt"],
+                "timeout": 3600,  # runs in a worker process
+                "params": {"marker": str(marker), "gate": str(gate), "slow_s": 0.5},
+            }
+        ]
+    )
+    env = project.env()
+    env["PIPEKIT_PLUGIN_MODULES"] += ",pipekit_lifetest"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "pipekit", "run"],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for(lambda: marker.exists() and marker.read_text() != "", 120, "the first record")
+        runner.send_signal(signal.SIGTERM)
+        _, err = runner.communicate(timeout=120)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert runner.returncode == 130, err.decode()
+    gate.touch()
+    summary = project.run_json(env=env)
+    (stage,) = summary["stages"]
+    assert stage["status"] == "ok", stage
+    assert (stage["records"].get("resumed_from") or 0) >= 1, stage
+    assert project.read("out/up.txt") == "".join(f"RECORD {i:06d}\n" for i in range(200))
