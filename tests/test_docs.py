@@ -22,6 +22,7 @@ import pytest
 from pipekit import errors
 from pipekit.cli._main import build_parser
 from pipekit.plan import _config as config
+from pipekit.plan._templates import expand as expand_templates
 from pipekit.plugins import _hookspecs as hookspecs
 from pipekit.plugins._processors import RecordStage
 from pipekit_stages.plugin import BUILTINS
@@ -338,9 +339,23 @@ def test_toml_examples_are_found() -> None:
     assert {"README.md", "docs/user-guide.md", "docs/stages.md", "docs/plugins.md"} <= found
 
 
+def _named_files(doc: str) -> dict[str, str]:
+    """The files a doc shows as a ``toml`` block whose first line is
+    ``# NAME`` (a vars file of a templated example, say)."""
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    named = {}
+    for m in FENCE_RE.finditer(text):
+        first = m.group(2).split("\n", 1)[0]
+        if m.group(1) == "toml" and re.fullmatch(r"# [\w.-]+\.(toml|json)", first):
+            named[first[2:]] = m.group(2)
+    return named
+
+
 @pytest.mark.parametrize(("doc", "code"), toml_examples())
 def test_toml_example_is_a_valid_pipeline(doc: str, code: str, tmp_path: Path) -> None:
-    data = tomllib.loads(code)
+    for name, content in _named_files(doc).items():
+        (tmp_path / name).write_text(content, encoding="utf-8")
+    data = expand_templates(tomllib.loads(code), tmp_path / "pipekit.toml").data
     cfg = config.structure_pipeline(data, Path(doc))
     registry = pipekit.load_registry()
     unknown = [s.uses for s in cfg.stages if s.uses not in registry.stages]

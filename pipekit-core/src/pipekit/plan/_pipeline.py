@@ -16,6 +16,7 @@ from ..errors import ConfigError, PluginError
 from ..plugins._manager import RegistryLoader
 from . import _config
 from ._config import StageConfig
+from ._templates import expand as expand_templates
 
 __all__ = ["PlannedStage", "Pipeline", "load_pipeline"]
 
@@ -110,6 +111,8 @@ class Pipeline:
     network: _config.NetworkConfig = attrs.field(factory=_config.NetworkConfig)
     source_sha256: str | None = None
     """SHA-256 of the pipeline file's bytes this was read from."""
+    var_files: list[list[str]] = attrs.field(factory=list)
+    """[path, SHA-256] of each file of ``vars`` it was read with."""
     registry: RegistryLoader = attrs.field(factory=RegistryLoader, kw_only=True)
     """The plugin registry the stages' processors come from."""
     has_observers: bool = attrs.field(default=True, kw_only=True)
@@ -144,7 +147,8 @@ def load_pipeline(
     reported at once (one line each, in file order), and nothing has run."""
     file = file.resolve()
     source = _config.read_pipeline_bytes(file)
-    data = _config.parse_pipeline_bytes(file, source)
+    expanded = expand_templates(_config.parse_pipeline_bytes(file, source), file)
+    data = expanded.data
     cfg, errors = _config.structure_pipeline_lenient(data, file)
     root = file.parent
 
@@ -191,6 +195,7 @@ def load_pipeline(
         raw=data,
         network=cfg.network,
         source_sha256=hashlib.sha256(source).hexdigest(),
+        var_files=expanded.var_files,
         registry=RegistryLoader(registry),
     )
 

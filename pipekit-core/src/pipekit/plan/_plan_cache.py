@@ -46,7 +46,7 @@ from ._pipeline import Pipeline, PlannedStage
 
 __all__ = ["load", "store", "enabled"]
 
-FORMAT = 11
+FORMAT = 12
 log = logging.getLogger("pipekit.plancache")
 OBSERVER_HOOKS = frozenset(
     {"on_run_start", "on_stage_start", "on_stage_end", "on_record_failed", "on_run_end"}
@@ -153,6 +153,12 @@ def _stale(doc: dict[str, Any], source: bytes, backend_override: str | None) -> 
     for module_file, sig in doc["modules"]:
         if _stat_sig(module_file) != sig:
             return f"plugin file {module_file} changed"
+    for var_file, digest in doc["var_files"]:
+        try:
+            if hashlib.sha256(Path(var_file).read_bytes()).hexdigest() != digest:
+                return f"vars file {var_file} changed"
+        except OSError:
+            return f"vars file {var_file} cannot be read"
     for source_path in doc["sources"]:
         if not os.path.exists(source_path):
             return f"input {source_path} is missing"  # a full load says it as a config error
@@ -207,6 +213,7 @@ def _pipeline(doc: dict[str, Any], options: dict[str, Any], path: Path) -> Pipel
         raw={"stages": [s["table"] for s in sorted(doc["stages"], key=lambda s: s["index"])]},
         network=NetworkConfig(**doc["network"]),
         source_sha256=doc["file_sha256"],
+        var_files=doc["var_files"],
         registry=registry,
         has_observers=doc["observers"],
     )
@@ -282,6 +289,7 @@ def _document(pipeline: Pipeline, registry: Registry) -> dict[str, Any]:
         "sources": sorted(inputs - produced),
         "file": str(pipeline.file),
         "file_sha256": pipeline.source_sha256,
+        "var_files": pipeline.var_files,
         "root": str(pipeline.root),
         "name": pipeline.name,
         "state_dir": str(pipeline.state_dir),
