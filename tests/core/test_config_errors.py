@@ -641,7 +641,7 @@ def test_dash_f_naming_a_folder(proj: Project) -> None:
         pytest.param(
             ["--force", "uper"],
             {},
-            "--force: unknown stage 'uper'; stages: probe, upper",
+            "--force: unknown stage 'uper' (did you mean 'upper'?); stages: probe, upper",
             id="force-unknown",
         ),
         pytest.param(["--jobs", "0"], {}, "--jobs must be 1 or more", id="jobs-zero"),

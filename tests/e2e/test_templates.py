@@ -3,6 +3,7 @@ the real ``pipekit`` command; their errors one line each, exit 2."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -211,3 +212,38 @@ def test_a_missing_vars_file_is_a_config_error(project: Project) -> None:
     proc = project.cli("run")
     assert proc.returncode == 2
     assert "vars: cannot read 'nowhere.toml'" in proc.stderr, proc.stderr
+
+
+# -- targets ---------------------------------------------------------------------
+
+
+def test_a_target_runs_with_what_it_needs_upstream_and_nothing_else(project: Project) -> None:
+    models(project)
+    summary = project.run_json("train@eu-*")
+    assert project.statuses(summary) == {"prepare@eu": "ok", "train@eu-1": "ok", "train@eu-2": "ok"}
+    assert not (project.root / "work/us.clean").exists()
+    status = json.loads(project.cli("status", "--json", "prepare@us", "--downstream").stdout)
+    assert [s["name"] for s in status["stages"]] == ["prepare@us", "train@us-1", "train@us-2"]
+
+
+def test_downstream_and_force_take_patterns(project: Project) -> None:
+    models(project)
+    project.run_json()
+    summary = project.run_json("prepare@asia", "--downstream", "--force", "prepare@*")
+    assert project.statuses(summary) == {"prepare@asia": "ok"}  # nothing reads asia's output
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("trian@us-1", "target: unknown stage 'trian@us-1' (did you mean 'train@us-1'?); stages: "),
+        ("nothing*", "target: no stage matches 'nothing*'"),
+    ],
+)
+def test_a_target_that_matches_nothing_is_exit_2(
+    project: Project, target: str, message: str
+) -> None:
+    models(project)
+    proc = project.cli("run", target)
+    assert proc.returncode == 2
+    assert message in proc.stderr, proc.stderr

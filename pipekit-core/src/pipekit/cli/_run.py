@@ -23,10 +23,11 @@ def add_parser(sub: Any) -> None:
     )
     add_file(run)
     add_common(run)
+    add_targets(run)
     # fmt: off
     run.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N independent stages at once (default: 1)")
     run.add_argument("--json", action="store_true", help="print one JSON summary on stdout (run_id, status, stages)")
-    run.add_argument("--force", action="append", default=[], metavar="STAGE", help="run STAGE even if it is up to date (repeatable; 'all' for every stage)")
+    run.add_argument("--force", action="append", default=[], metavar="STAGE", help="run STAGE even if it is up to date: a name or a glob pattern (repeatable; 'all' for every stage)")
     run.add_argument("--dry-run", action="store_true", help="say what would run and why; run nothing")
     run.add_argument("-k", "--keep-going", action="store_true", help="after a failure, go on with stages that do not depend on it")
     run.add_argument("--lock-timeout", type=float, default=600.0, metavar="SECONDS", help="give up (exit 3) when a stage's lock is held longer (default: 600)")
@@ -36,17 +37,30 @@ def add_parser(sub: Any) -> None:
     run.set_defaults(handler=main)
 
 
+def add_targets(parser: Any) -> None:
+    """``[TARGET ...]`` and ``--downstream`` (run and status)."""
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="only these stages (names or glob patterns like 'train@*') and what they need upstream",
+    )
+    parser.add_argument(
+        "--downstream",
+        action="store_true",
+        help="the targets and every stage downstream of them, instead of upstream",
+    )
+
+
 def stage_names(option: str, values: list[str], pipeline: Any) -> tuple[frozenset[str], bool]:
-    """The stages an option names (``all``: every stage), checked."""
-    names = set(values)
-    every = "all" in names
-    names.discard("all")
-    unknown = sorted(names - set(pipeline.stages))
-    if unknown:
-        raise ConfigError(
-            f"{option}: unknown stage {unknown[0]!r}; stages: {', '.join(pipeline.order)}"
-        )
-    return frozenset(names), every
+    """The stages an option names, by name or glob pattern (``all``: every
+    stage), checked."""
+    from ..plan._targets import matching
+
+    patterns = set(values)
+    every = "all" in patterns
+    patterns.discard("all")
+    return frozenset(matching(option, sorted(patterns), pipeline.order)), every
 
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -82,6 +96,9 @@ def main(args: argparse.Namespace) -> int:
     finally:
         gc.freeze()
         gc.enable()
+    from ..plan._targets import select
+
+    pipeline = select(pipeline, args.targets, downstream=args.downstream)
     force, force_all = stage_names("--force", args.force, pipeline)
     allow_network, allow_network_all = stage_names("--allow-network", args.allow_network, pipeline)
     if args.jobs < 1:

@@ -14,6 +14,7 @@ from ..state._runner_state import RunnerState
 from ..stores._assemble import make_backends
 from ._common import add_common, add_file, load, print_json
 from ._plan_view import plan
+from ._run import add_targets
 
 
 def add_parser(sub: Any) -> None:
@@ -24,6 +25,7 @@ def add_parser(sub: Any) -> None:
     )
     add_file(status)
     add_common(status)
+    add_targets(status)
     status.add_argument("--json", action="store_true", help="print JSON on stdout")
     status.add_argument(
         "--exit-code",
@@ -74,6 +76,9 @@ def main(args: argparse.Namespace) -> int:
     registry = None
     if pipeline is None:
         pipeline, registry = load(args)
+    from ..plan._targets import select
+
+    pipeline = select(pipeline, args.targets, downstream=args.downstream)
     return print_plan(
         args, pipeline, registry, frozenset(), False, dry_run=False, fail_if_any_runs=args.exit_code
     )
