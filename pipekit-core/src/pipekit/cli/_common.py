@@ -63,9 +63,17 @@ def error(message: str) -> None:
         print(f"pipekit: error: {line}", file=sys.stderr)
 
 
+SCHEMA_VERSION = 1
+"""The ``schema_version`` of every JSON document (an object) the commands
+print: raised when a key changes meaning or goes; new keys do not raise it."""
+
+
 def print_json(doc: Any, *, indent: bool = False) -> None:
+    """One JSON document on stdout; an object gets ``schema_version`` first."""
     from .. import _json
 
+    if isinstance(doc, dict):
+        doc = {"schema_version": SCHEMA_VERSION, **doc}
     sys.stdout.write(_json.dumps(doc, indent=indent).decode() + "\n")
 
 

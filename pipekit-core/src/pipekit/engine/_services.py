@@ -108,8 +108,11 @@ class RunServices:
 
     def not_run(self, name: str) -> StageResult:
         interrupted = self.cancel.is_set()
-        reason = "not run: the run was interrupted" if interrupted else "not run"
-        return StageResult(name, "skipped", reason=reason)
+        if interrupted:
+            return StageResult(
+                name, "skipped", reason="not run: the run was interrupted", reason_code="run_interrupted"
+            )
+        return StageResult(name, "skipped", reason="not run", reason_code="not_run")
 
     def state_entry(
         self,
@@ -155,6 +158,7 @@ class RunServices:
             duration,
             decision.reason,
             key=decision.key,
+            reason_code=decision.code,
             fingerprint=decision.fingerprint,
         )
         self.observe_end(stage, result)
