@@ -524,3 +524,13 @@ def test_relative_links_resolve(page: str) -> None:
             assert anchor in anchors(doc.read_text(encoding="utf-8")), (
                 f"docs/{page}.md links to a missing heading: {target}"
             )
+
+
+# -- reason codes ----------------------------------------------------------------
+
+
+def test_reason_codes_are_documented() -> None:
+    from pipekit.engine._results import REASON_CODES
+
+    body = section_named(read("user-guide"), 4, "Reason codes")
+    assert set(table_rows(body)) == set(REASON_CODES)

@@ -133,7 +133,9 @@ def test_poison_records_are_dead_lettered_with_positions_and_retry_drains_them(
     again = project.run_json()
     assert project.statuses(again) == {"p": "skipped", "down": "ok"}
     assert project.reasons(again)["down"] == "input 'out/p.txt' changed"
-    assert dlq(project, "retry") == {"pipeline": project.root.name, "status": "ok", "stages": []}
+    assert dlq(project, "retry") == {
+        "schema_version": 1, "pipeline": project.root.name, "status": "ok", "stages": []
+    }
 
 
 def test_retry_keeps_what_still_fails_and_purge_removes(project: Project) -> None:
@@ -149,6 +151,7 @@ def test_retry_keeps_what_still_fails_and_purge_removes(project: Project) -> Non
     assert project.run_json()["stages"][0]["status"] == "skipped"
     assert (project.root / "out/p.txt").read_bytes() == before
     assert dlq(project, "purge", "--stage", "p") == {
+        "schema_version": 1,
         "pipeline": project.root.name,
         "stage": "p",
         "purged": 5,

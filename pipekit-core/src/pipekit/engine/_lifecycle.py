@@ -157,6 +157,8 @@ class Lifecycle:
     ) -> StageResult | Future[StageResult]:
         """Every attempt the stage's retry policy allows, until one is good."""
         services = self.services
+        if services.on_start is not None:
+            services.on_start(stage.name)
         services.observers.call("on_stage_start", run=services.info, stage=stage.config)
         services.inflight.note({path.parent for path in stage.output_paths})
         tries = 0

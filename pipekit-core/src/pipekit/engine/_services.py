@@ -78,6 +78,8 @@ class RunServices:
     inflight: InflightLog
     progress: Any = None
     on_result: Callable[[StageResult], None] | None = None
+    on_start: Callable[[str], None] | None = None
+    """Called with a stage's name when it starts to execute (not when skipped)."""
     info: RunInfo | None = None
     cancel: threading.Event = attrs.field(factory=threading.Event)
     halt: threading.Event = attrs.field(factory=threading.Event)
@@ -110,7 +112,10 @@ class RunServices:
         interrupted = self.cancel.is_set()
         if interrupted:
             return StageResult(
-                name, "skipped", reason="not run: the run was interrupted", reason_code="run_interrupted"
+                name,
+                "skipped",
+                reason="not run: the run was interrupted",
+                reason_code="run_interrupted",
             )
         return StageResult(name, "skipped", reason="not run", reason_code="not_run")
 
