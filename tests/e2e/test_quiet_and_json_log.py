@@ -4,6 +4,8 @@ makes every line on stderr a JSON object (issue 26)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 from conftest import Project
@@ -108,18 +110,71 @@ def test_a_processors_traceback_is_inside_the_json_line(project: Project) -> Non
 
 
 def test_waiting_on_another_runner_is_logged_as_json(project: Project) -> None:
+    """A second runner that finds the stage's lock held by a live runner
+    logs that it waits on (at once with --lock-timeout 0), as JSON."""
     project.write("in.txt", "one\n")
     project.pipeline(
         [{"name": "a", "uses": "shell", "inputs": ["in.txt"], "outputs": ["a.txt"],
-          "params": {"cmd": "touch started && sleep 3 && cp {input} {output}"}}]
+          "params": {"cmd": "touch started; while [ ! -e go ]; do sleep 0.05; done; "
+                            "cp {input} {output}"}}]
     )  # fmt: skip
     first = project.popen("run")
     deadline = time.monotonic() + 60
     while not (project.root / "started").exists():
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.02)
-    second = project.cli("--log-format", "json", "run", "--lock-timeout", "1")
+    second = project.popen("--log-format", "json", "run", "--lock-timeout", "0")
+    assert second.stderr is not None
+    line = second.stderr.readline()  # it waits on: then the first may finish
+    (project.root / "go").touch()
+    _out, rest = second.communicate(timeout=60)
     first.communicate(timeout=60)
-    assert second.returncode == 0, second.stderr
-    docs = _json_lines(second.stderr)
-    assert any("waiting on" in doc["message"] for doc in docs), docs
+    assert second.returncode == 0, line + rest
+    docs = _json_lines(line + rest)
+    assert "waiting on" in docs[0]["message"], docs
+
+
+def test_python_warnings_and_other_loggers_are_json_too(project: Project, tmp_path) -> None:
+    """A plugin's warnings.warn and a library's logger, without handlers of
+    their own, would print plain lines: with --log-format json they are JSON."""
+    script = (
+        "import logging, warnings\n"
+        "from pipekit.cli import _main\n"
+        "def noisy(args):\n"
+        "    warnings.warn('old API', DeprecationWarning, stacklevel=1)\n"
+        "    logging.getLogger('somelib').warning('from a library')\n"
+        "    return 0\n"
+        "parser = _main.build_parser('plugins')\n"
+        "args = parser.parse_args(['--log-format', 'json', 'plugins'])\n"
+        "args.handler = noisy\n"
+        "_main._setup_logging(args)\n"
+        "warnings.simplefilter('always')\n"
+        "raise SystemExit(_main._handle(args))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=project.root, env=project.env(),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    docs = _json_lines(proc.stderr)
+    messages = " ".join(doc["message"] for doc in docs)
+    assert "old API" in messages and "from a library" in messages, docs
+
+
+def test_a_worker_process_logs_as_the_runner_does(project: Project) -> None:
+    """A stage with a timeout its processor does not enforce runs in a
+    worker process: its log lines follow -v and --log-format too."""
+    project.write("in.txt", "x\n")
+    project.pipeline(
+        [{"name": "nap", "uses": "sleep", "inputs": ["in.txt"], "outputs": ["o.txt"],
+          "params": {"seconds": 0.01}, "timeout": 60}]
+    )  # fmt: skip
+    proc = project.cli("--log-format", "json", "run", "-v")
+    assert proc.returncode == 0, proc.stderr
+    docs = _json_lines(proc.stderr)
+    slept = [doc for doc in docs if "slept" in doc["message"]]
+    assert slept and slept[0]["logger"] == "pipekit.stage.nap", docs
+    text = project.cli("run", "-v", "--force", "nap")
+    assert "pipekit: INFO: slept 0.01s in process" in text.stderr, text.stderr
+    quiet = project.cli("run", "--force", "nap")
+    assert "slept" not in quiet.stderr

@@ -77,7 +77,7 @@ def error(message: str, *, traceback: str | None = None, **extra: Any) -> None:
     when given, after them), or one JSON object with ``--log-format json``
     (``extra`` keys only there)."""
     if OUTPUT.json_log:
-        from ._log_format import json_line
+        from .._log_lines import json_line
 
         print(json_line("error", message, traceback=traceback, **extra), file=sys.stderr)
         return
@@ -93,7 +93,7 @@ def notice(message: str, *, level: str = "warning", even_quiet: bool = False) ->
     if OUTPUT.quiet and not even_quiet:
         return
     if OUTPUT.json_log:
-        from ._log_format import json_line
+        from .._log_lines import json_line
 
         print(json_line(level, message), file=sys.stderr)
         return

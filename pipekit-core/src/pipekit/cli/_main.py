@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__
+from .._log_lines import configure
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, PipekitError
 from ._commands import COMMANDS
 from ._common import OUTPUT, add_common, error
-from ._log_format import JsonFormatter
 
 __all__ = ["main", "build_parser"]
 
@@ -80,22 +80,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if args.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-        # Python's warnings (a library's DeprecationWarning) as JSON lines too
-        logging.captureWarnings(True)
-        logging.getLogger("py.warnings").handlers[:] = [handler]
-        logging.getLogger("py.warnings").propagate = False
-    else:
-        handler.setFormatter(logging.Formatter("pipekit: %(levelname)s: %(message)s"))
-    root = logging.getLogger("pipekit")
-    root.handlers[:] = [handler]
     verbose = min(args.verbose, 2)
-    root.setLevel(
-        logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[verbose]
-    )
-    root.propagate = False
+    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[verbose]
+    configure(args.log_format, level)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,8 +106,9 @@ class Reporter:
             self._display.finished(result.name)
         if not self.enabled:
             return
-        with self._lock:
-            self._running.pop(result.name, None)
+        if self._running:  # (no lock taken on a run's skips)
+            with self._lock:
+                self._running.pop(result.name, None)
         if self._many and result.status == "skipped" and result.reason_code == "up_to_date":
             self._quiet_skips += 1  # a big unchanged pipeline says so in one line
             return
