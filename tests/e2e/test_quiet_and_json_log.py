@@ -178,3 +178,27 @@ def test_a_worker_process_logs_as_the_runner_does(project: Project) -> None:
     assert "pipekit: INFO: slept 0.01s in process" in text.stderr, text.stderr
     quiet = project.cli("run", "--force", "nap")
     assert "slept" not in quiet.stderr
+
+
+def test_quiet_hides_python_warnings(project: Project) -> None:
+    script = (
+        "import warnings\n"
+        "from pipekit.cli import _main\n"
+        "def noisy(args):\n"
+        "    warnings.warn('old API', DeprecationWarning, stacklevel=1)\n"
+        "    return 0\n"
+        "parser = _main.build_parser('plugins')\n"
+        "for words in (['-q', 'plugins'], ['plugins']):\n"
+        "    args = parser.parse_args(words)\n"
+        "    args.handler = noisy\n"
+        "    _main._setup_logging(args)\n"
+        "    warnings.simplefilter('always')\n"
+        "    _main._handle(args)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=project.root, env=project.env(),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stderr.splitlines()  # the second call's, not the quiet one's
+    assert line.startswith("pipekit: WARNING: ") and "old API" in line, proc.stderr

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import _json
 
-__all__ = ["JsonFormatter", "json_line", "configure", "mirror"]
+__all__ = ["JsonFormatter", "TextFormatter", "json_line", "configure", "mirror"]
 
 TEXT_FORMAT = "pipekit: %(levelname)s: %(message)s"
 
@@ -29,6 +29,17 @@ def json_line(
     }
     doc.update((key, value) for key, value in extra.items() if value is not None)
     return _json.dumps(doc).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``pipekit: LEVEL: message``, with no blank line after a message that
+    ends with one (a Python warning does)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).rstrip("\n")
 
 
 class JsonFormatter(logging.Formatter):
@@ -48,16 +59,17 @@ def configure(log_format: str, level: int) -> logging.StreamHandler[Any]:
     ``json``) from ``level`` up; the handler made."""
     handler = logging.StreamHandler(sys.stderr)
     json = log_format == "json"
-    handler.setFormatter(JsonFormatter() if json else logging.Formatter(TEXT_FORMAT))
-    root = logging.getLogger("pipekit")
+    handler.setFormatter(JsonFormatter() if json else TextFormatter())
+    ours = logging.getLogger("pipekit")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level)
+    ours.propagate = False
+    # A library's log lines and Python's warnings in the same format (else
+    # printed as they are), from warnings up (errors only with -q).
+    logging.captureWarnings(True)
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-    if json:
-        # a library's log lines and Python's warnings as JSON lines too
-        # (without a handler they would be printed as they are)
-        logging.captureWarnings(True)
-        logging.getLogger().handlers[:] = [handler]
+    root.setLevel(max(level, logging.WARNING))
     return handler
 
 
