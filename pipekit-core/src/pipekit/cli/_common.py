@@ -51,9 +51,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     def default(value: Any) -> Any:
         return value if top else argparse.SUPPRESS
 
-    p.add_argument("--log-format", choices=("text", "json"), default=default("text"), help="format of log lines on stderr (default: text)")
+    p.add_argument("--log-format", choices=("text", "json"), default=default("text"), help="format of every line on stderr: text, or one JSON object per line (default: text)")
     p.add_argument("-v", "--verbose", action="count", default=default(0), help="more log output (-vv: debug)")
-    p.add_argument("-q", "--quiet", action="store_true", default=default(False), help="print only errors")
+    p.add_argument("-q", "--quiet", action="store_true", default=default(False), help="print only errors (a --json document is still printed)")
 # fmt: on
 
 
