@@ -534,3 +534,11 @@ def test_reason_codes_are_documented() -> None:
 
     body = section_named(read("user-guide"), 4, "Reason codes")
     assert set(table_rows(body)) == set(REASON_CODES)
+
+
+def test_dlq_retry_skipped_codes_are_documented() -> None:
+    from pipekit.engine._dead_letter_queue import RETRY_SKIPPED_CODES
+
+    body = section_named(read("user-guide"), 3, "`pipekit dlq`")
+    for code in RETRY_SKIPPED_CODES:
+        assert f"`{code}`" in body, code

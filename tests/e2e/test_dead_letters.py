@@ -120,6 +120,8 @@ def test_poison_records_are_dead_lettered_with_positions_and_retry_drains_them(
             "output": "out/p.txt",
             "outdated": 0,
             "skipped": None,
+            "skipped_code": None,
+            "reason_code": None,
         }
     ]
     assert dlq(project, "list") == []
@@ -396,6 +398,8 @@ def test_a_stage_that_is_not_up_to_date_is_not_retried(project: Project) -> None
     os.unlink(project.root / "out/p.txt")
     report = dlq(project, "retry", env=project.env(PIPEKIT_TEST_FIXED="1"), expect=1)
     assert "is not up to date (output 'out/p.txt' is missing)" in report["stages"][0]["skipped"]
+    assert report["stages"][0]["skipped_code"] == "not_up_to_date"
+    assert report["stages"][0]["reason_code"] == "output_missing"
     assert len(dlq(project, "list")) == 5
 
 
