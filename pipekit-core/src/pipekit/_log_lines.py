@@ -65,11 +65,15 @@ def configure(log_format: str, level: int) -> logging.StreamHandler[Any]:
     ours.setLevel(level)
     ours.propagate = False
     # A library's log lines and Python's warnings in the same format (else
-    # printed as they are), from warnings up (errors only with -q).
-    logging.captureWarnings(True)
+    # printed as they are), from warnings up (errors only with -q); not
+    # where the root logger has handlers of someone else's (a test runner).
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(max(level, logging.WARNING))
+    others = [h for h in root.handlers if not getattr(h, "pipekit_made", False)]
+    if not others:
+        handler.pipekit_made = True  # type: ignore[attr-defined]
+        root.handlers[:] = [handler]
+        root.setLevel(max(level, logging.WARNING))
+        logging.captureWarnings(True)
     return handler
 
 
