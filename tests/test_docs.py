@@ -539,3 +539,21 @@ def test_relative_links_resolve(page: str) -> None:
             assert anchor in anchors(doc.read_text(encoding="utf-8")), (
                 f"docs/{page}.md links to a missing heading: {target}"
             )
+
+
+# -- reason codes ----------------------------------------------------------------
+
+
+def test_reason_codes_are_documented() -> None:
+    from pipekit.engine._results import REASON_CODES
+
+    body = section_named(read("user-guide"), 4, "Reason codes")
+    assert set(table_rows(body)) == set(REASON_CODES)
+
+
+def test_dlq_retry_skipped_codes_are_documented() -> None:
+    from pipekit.engine._dead_letter_queue import RETRY_SKIPPED_CODES
+
+    body = section_named(read("user-guide"), 3, "`pipekit dlq`")
+    for code in RETRY_SKIPPED_CODES:
+        assert f"`{code}`" in body, code

@@ -120,6 +120,8 @@ def test_poison_records_are_dead_lettered_with_positions_and_retry_drains_them(
             "output": "out/p.txt",
             "outdated": 0,
             "skipped": None,
+            "skipped_code": None,
+            "reason_code": None,
         }
     ]
     assert dlq(project, "list") == []
@@ -133,7 +135,9 @@ def test_poison_records_are_dead_lettered_with_positions_and_retry_drains_them(
     again = project.run_json()
     assert project.statuses(again) == {"p": "skipped", "down": "ok"}
     assert project.reasons(again)["down"] == "input 'out/p.txt' changed"
-    assert dlq(project, "retry") == {"pipeline": project.root.name, "status": "ok", "stages": []}
+    assert dlq(project, "retry") == {
+        "schema_version": 1, "pipeline": project.root.name, "status": "ok", "stages": []
+    }
 
 
 def test_retry_keeps_what_still_fails_and_purge_removes(project: Project) -> None:
@@ -149,6 +153,7 @@ def test_retry_keeps_what_still_fails_and_purge_removes(project: Project) -> Non
     assert project.run_json()["stages"][0]["status"] == "skipped"
     assert (project.root / "out/p.txt").read_bytes() == before
     assert dlq(project, "purge", "--stage", "p") == {
+        "schema_version": 1,
         "pipeline": project.root.name,
         "stage": "p",
         "purged": 5,
@@ -393,6 +398,8 @@ def test_a_stage_that_is_not_up_to_date_is_not_retried(project: Project) -> None
     os.unlink(project.root / "out/p.txt")
     report = dlq(project, "retry", env=project.env(PIPEKIT_TEST_FIXED="1"), expect=1)
     assert "is not up to date (output 'out/p.txt' is missing)" in report["stages"][0]["skipped"]
+    assert report["stages"][0]["skipped_code"] == "not_up_to_date"
+    assert report["stages"][0]["reason_code"] == "output_missing"
     assert len(dlq(project, "list")) == 5
 
 

@@ -99,7 +99,7 @@ def test_sweep_removes_expired_records(project: Project) -> None:
     project.run_json()
     store = FileIdempotencyStore(project.root / ".pipekit" / "idempotency")
     store.put_many([IdemRecord("op:old", "FAILED", "fp", expires=time.time() - 1)])
-    assert idem_json(project, "sweep") == {"removed": 1}
+    assert idem_json(project, "sweep") == {"schema_version": 1, "removed": 1}
     text = project.cli("idem", "sweep")
     assert text.returncode == 0 and "removed 0 expired record(s)" in text.stdout
     assert len(idem_json(project, "list")) == 2  # the stage records never expire

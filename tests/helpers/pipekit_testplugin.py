@@ -29,6 +29,7 @@ class Sleep(pipekit.Stage):
 
     def run(self, ctx: pipekit.StageContext) -> None:
         time.sleep(ctx.params.seconds)
+        ctx.log.info("slept %ss in process %d", ctx.params.seconds, os.getpid())
         if ctx.params.marker:
             with open(ctx.params.marker, "a") as f:
                 f.write(f"{ctx.stage_name} {os.getpid()}\n")

@@ -330,6 +330,7 @@ class Shell(pipekit.Stage):
         params: ShellParams = ctx.params
         command = _command(ctx)
         ctx.info["command"] = command
+        ctx.log.info("stage %s: $ %s", ctx.stage_name, command)  # shown with -v
         try:
             mode = simple_command.shell_mode()
         except ValueError as exc:

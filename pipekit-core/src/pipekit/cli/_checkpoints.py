@@ -4,7 +4,6 @@ checkpoints of a pipeline's stages, in its configured checkpoint store."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any, NamedTuple
 
 from ..errors import EXIT_FAILED, EXIT_OK, ConfigError
@@ -249,7 +248,9 @@ def _verify(args: argparse.Namespace, targets: list[_Target]) -> int:
                 print(f"note     {t.label()}: {len(found)} {what}; 'pipekit checkpoints prune' removes them")  # fmt: skip
     bad = sum(len(r.damaged) + (r.index_problem is not None) for _t, r in reports)
     if bad:
-        print(f"{bad} problem(s) in {total} checkpoint(s)", file=sys.stderr)
+        from ._common import error
+
+        error(f"{bad} problem(s) in {total} checkpoint(s)")
         return EXIT_FAILED
     print(f"{total} checkpoint(s) verified")
     return EXIT_OK
@@ -260,7 +261,7 @@ def _restore(args: argparse.Namespace, targets: list[_Target]) -> int:
 
     from .. import _json
     from .._atomic import atomic_write_bytes
-    from ._common import error
+    from ._common import data_stdout, error
 
     t = _find(targets, args.id)
     to = None if args.to == "-" else Path(args.to)
@@ -272,8 +273,9 @@ def _restore(args: argparse.Namespace, targets: list[_Target]) -> int:
     state = loaded.state
     data = state if isinstance(state, bytes) else _json.dumps(state) + b"\n"
     if to is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+        out = data_stdout()  # the bytes asked for: data, kept with -q
+        out.buffer.write(data)  # type: ignore[attr-defined]
+        out.flush()
         return EXIT_OK
     atomic_write_bytes(to, data)
     info = loaded.info

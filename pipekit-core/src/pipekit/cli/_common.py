@@ -8,12 +8,26 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..errors import EXIT_INTERRUPTED
 
 __all__ = ["add_file", "add_common", "error", "print_json", "load", "load_for_run"]
-__all__ += ["install_signal_handlers", "printable"]
+__all__ += ["install_signal_handlers", "printable", "notice", "OUTPUT", "data_stdout"]
+
+
+class _Output:
+    """How this command writes: set once by ``main`` from the common options."""
+
+    json_log = False
+    """``--log-format json``: every line on stderr is a JSON object."""
+    quiet = False
+    """``-q``: only errors; ``sys.stdout`` is then a null file, and data
+    (``--json`` documents, bytes exported to ``-``) go to :attr:`data`."""
+    data: TextIO | None = None
+
+
+OUTPUT = _Output()
 
 # Characters a terminal acts on instead of showing: C0 and C1 controls, DEL,
 # the bidirectional overrides and isolates, the line and paragraph separators.
@@ -37,9 +51,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     def default(value: Any) -> Any:
         return value if top else argparse.SUPPRESS
 
-    p.add_argument("--log-format", choices=("text", "json"), default=default("text"), help="format of log lines on stderr (default: text)")
+    p.add_argument("--log-format", choices=("text", "json"), default=default("text"), help="format of every line on stderr: text, or one JSON object per line (default: text)")
     p.add_argument("-v", "--verbose", action="count", default=default(0), help="more log output (-vv: debug)")
-    p.add_argument("-q", "--quiet", action="store_true", default=default(False), help="print only errors")
+    p.add_argument("-q", "--quiet", action="store_true", default=default(False), help="print only errors (a --json document is still printed)")
 # fmt: on
 
 
@@ -58,15 +72,52 @@ def _escape(ch: str) -> str:
     return _NAMED.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
-def error(message: str) -> None:
+def error(message: str, *, traceback: str | None = None, **extra: Any) -> None:
+    """An error on stderr: ``pipekit: error: ...`` lines (the traceback,
+    when given, after them), or one JSON object with ``--log-format json``
+    (``extra`` keys only there)."""
+    if OUTPUT.json_log:
+        from .._log_lines import json_line
+
+        print(json_line("error", message, traceback=traceback, **extra), file=sys.stderr)
+        return
     for line in message.splitlines() or [""]:
         print(f"pipekit: error: {line}", file=sys.stderr)
+    if traceback:
+        print(traceback.rstrip(), file=sys.stderr)
+
+
+def notice(message: str, *, level: str = "warning", even_quiet: bool = False) -> None:
+    """A message on stderr that is not an error: ``pipekit: ...``, or one
+    JSON object; nothing with ``-q`` unless ``even_quiet``."""
+    if OUTPUT.quiet and not even_quiet:
+        return
+    if OUTPUT.json_log:
+        from .._log_lines import json_line
+
+        print(json_line(level, message), file=sys.stderr)
+        return
+    for line in message.splitlines() or [""]:
+        print(f"pipekit: {line}", file=sys.stderr)
+
+
+def data_stdout() -> TextIO:
+    """Where data goes (a ``--json`` document): stdout, even with ``-q``."""
+    return OUTPUT.data or sys.stdout
+
+
+SCHEMA_VERSION = 1
+"""The ``schema_version`` of every JSON document (an object) the commands
+print: raised when a key changes meaning or goes; new keys do not raise it."""
 
 
 def print_json(doc: Any, *, indent: bool = False) -> None:
+    """One JSON document on stdout; an object gets ``schema_version`` first."""
     from .. import _json
 
-    sys.stdout.write(_json.dumps(doc, indent=indent).decode() + "\n")
+    if isinstance(doc, dict):
+        doc = {"schema_version": SCHEMA_VERSION, **doc}
+    data_stdout().write(_json.dumps(doc, indent=indent).decode() + "\n")
 
 
 def load(args: argparse.Namespace) -> tuple[Any, Any]:

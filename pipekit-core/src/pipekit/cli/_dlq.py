@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, ConfigError
-from ._common import add_common, add_file, load, load_for_run, print_json, printable
+from ._common import add_common, add_file, load, load_for_run, notice, print_json, printable
 
 
 def add_parser(sub: Any) -> None:
@@ -75,7 +74,7 @@ def _recover(pipeline: Any, backends: Any) -> None:
     from ..engine._dead_letter_queue import recover_intents
 
     for line in recover_intents(pipeline, backends):
-        print(f"pipekit: {line}", file=sys.stderr)
+        notice(line)
 
 
 def main(args: argparse.Namespace) -> int:

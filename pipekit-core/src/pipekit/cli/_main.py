@@ -6,14 +6,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from .. import __version__
-from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, PipekitError
+from .._log_lines import configure
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, PipekitError
 from ._commands import COMMANDS
-from ._common import add_common, error
-from ._log_format import JsonFormatter
+from ._common import OUTPUT, add_common, error
 
 __all__ = ["main", "build_parser"]
 
@@ -39,10 +41,28 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one JSON line with
+    ``--log-format json`` (its sub-parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        if not OUTPUT.json_log:
+            super().error(message)
+        error(f"{self.prog}: {message}", usage=self.format_usage().strip())
+        sys.exit(EXIT_USAGE)
+
+
+def _json_log_asked(words: list[str]) -> bool:
+    """Whether the command line asks for ``--log-format json`` (looked at
+    before parsing, so that a usage error is said in JSON too)."""
+    pairs = zip(words, [*words[1:], ""])
+    return "--log-format=json" in words or ("--log-format", "json") in pairs
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, or with ``only`` that one command's part
     (building all of them costs every run about 15 ms)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pipekit",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -60,18 +80,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if args.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("pipekit: %(levelname)s: %(message)s"))
-    root = logging.getLogger("pipekit")
-    root.handlers[:] = [handler]
     verbose = min(args.verbose, 2)
-    root.setLevel(
-        logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[verbose]
-    )
-    root.propagate = False
+    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[verbose]
+    configure(args.log_format, level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,12 +90,33 @@ def main(argv: list[str] | None = None) -> int:
     # `pipekit COMMAND ...`: only that command's parser; anything else (help,
     # options before the command, a typo) gets the whole one.
     only = words[0] if words and words[0] in COMMANDS else None
+    OUTPUT.json_log = _json_log_asked(words)
     parser = build_parser(only)
     args = parser.parse_args(argv)
+    OUTPUT.json_log = args.log_format == "json"
     if args.command is None:
-        parser.print_help(sys.stderr)
+        if OUTPUT.json_log:
+            error("no command given; `pipekit --help` lists them")
+        else:
+            parser.print_help(sys.stderr)
         return EXIT_USAGE
     _setup_logging(args)
+    OUTPUT.quiet = args.quiet
+    if not args.quiet:
+        return _handle(args)
+    # -q: only errors. What commands print on stdout goes to a null file;
+    # data (a --json document) goes to the real stdout (see data_stdout).
+    OUTPUT.data, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115
+    try:
+        return _handle(args)
+    finally:
+        sys.stdout.close()
+        sys.stdout, OUTPUT.data = OUTPUT.data, None
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """Run the command's handler; pipekit's errors said in one line, each
+    with its exit code."""
     try:
         return int(args.handler(args))
     except PipekitError as exc:
@@ -101,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         error("interrupted")
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        if not OUTPUT.json_log:
+            raise  # a bug: Python's traceback
+        import traceback
+
+        error(f"unexpected error: {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        return EXIT_FAILED
 
 
 def entry() -> None:

@@ -20,6 +20,8 @@ class StageStatus:
     reason: str
     resume: dict[str, Any] | None = None
     """Where a stage that will run resumes from (its checkpoint), if it does."""
+    reason_code: str = ""
+    """The reason's stable code (see ``pipekit.engine._results.REASON_CODES``)."""
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self, filter=lambda field, value: value is not None)
@@ -67,7 +69,8 @@ def plan(
         upstream = [d for d in st.deps if d in will_run]
         if upstream and not forced(name):
             will_run.add(name)
-            out.append(StageStatus(name, "will-run", f"upstream stage {upstream[0]!r} will run"))
+            why = f"upstream stage {upstream[0]!r} will run"
+            out.append(StageStatus(name, "will-run", why, reason_code="upstream_will_run"))
             continue
         d = evaluator.decide(st, forced=forced(name))
         if d.run:
@@ -75,12 +78,12 @@ def plan(
             resume = None
             if checkpoints is not None and d.fingerprint is not None:
                 resume = resume_point(checkpoints, pipeline.name, name, d.fingerprint)
-            reason = d.reason
+            reason, code = d.reason, d.code
             if resume is not None:
                 if reason in ("never run", "last run did not finish"):
-                    reason = "did not finish"
+                    reason, code = "did not finish", "did_not_finish"
                 reason = f"{reason}; {describe_resume(resume)}"
-            out.append(StageStatus(name, "will-run", reason, resume))
+            out.append(StageStatus(name, "will-run", reason, resume, code))
         else:
-            out.append(StageStatus(name, "up-to-date", d.reason))
+            out.append(StageStatus(name, "up-to-date", d.reason, reason_code=d.code))
     return out

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_common, add_file, error, install_signal_handlers, load_for_run, print_json
+from ._common import (
+    add_common,
+    add_file,
+    error,
+    install_signal_handlers,
+    load_for_run,
+    notice,
+    print_json,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -123,18 +131,28 @@ def main(args: argparse.Namespace) -> int:
         allow_network=allow_network,
         allow_network_all=allow_network_all,
     )
-    from ._progress import ProgressDisplay, wanted
-    from ._report import Reporter
+    from ._progress import ProgressDisplay, colour_wanted, wanted
+    from ._report import Reporter, running_after
 
-    reporter = Reporter(None, enabled=not args.json and not args.quiet)
-    display = ProgressDisplay() if wanted(quiet=args.quiet, json=args.json) else None
+    json_log = args.log_format == "json"
+    show = wanted(quiet=args.quiet, json=args.json, json_log=json_log)
+    display = ProgressDisplay(len(pipeline.order)) if show else None
+    reporter = Reporter(
+        None,
+        enabled=not args.json and not args.quiet,
+        display=display,
+        colour=colour_wanted(sys.stdout),
+        after=running_after(),
+    )
     runner = Runner(
         pipeline, registry, options, run_id=run_id, on_result=reporter.stage, progress=display
     )
+    runner.services.on_start = reporter.started
     reporter.start(pipeline, runner)
     try:
         outcome = runner.run()
     finally:
+        reporter.close()
         if display is not None:
             display.close()
     # The run is over and recorded: a signal now must not cost its summary.
@@ -150,17 +168,16 @@ def main(args: argparse.Namespace) -> int:
             for r in outcome.results
             if r.info.get("checkpoint_record") is not None
         ]
-        print(
-            "pipekit: interrupted; run the same command again to go on where it stopped"
+        notice(
+            "interrupted; run the same command again to go on where it stopped"
             + (f" ({'; '.join(resumable)})" if resumable else ""),
-            file=sys.stderr,
+            even_quiet=True,
         )
-    elif outcome.status == "failed" and not args.quiet:
+    elif outcome.status == "failed":  # errors: said with -q too
         for r in outcome.results:
             if r.status == "failed":
-                error(f"stage {r.name!r}: {r.reason}")
-                if args.verbose and r.info.get("traceback"):
-                    print(r.info["traceback"].rstrip(), file=sys.stderr)
+                trace = r.info.get("traceback") if args.verbose else None
+                error(f"stage {r.name!r}: {r.reason}", traceback=trace)
     return int(outcome.exit_code)
 
 

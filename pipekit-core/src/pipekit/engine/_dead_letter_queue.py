@@ -44,6 +44,7 @@ from .._atomic import (
 from ..stores._protocols import DeadLetter
 
 __all__ = ["letter_json", "record_text", "StageRetry", "retry_dead_letters", "recover_intents"]
+__all__ += ["RETRY_SKIPPED_CODES"]
 
 log = logging.getLogger("pipekit.dlq")
 INTENTS = "dlq-retry"
@@ -81,6 +82,19 @@ class StageRetry:
     outdated: int = 0
     skipped: str | None = None
     """Why the stage's dead letters were left alone, if they were."""
+    skipped_code: str | None = None
+    """``skipped`` as a word: one of :data:`RETRY_SKIPPED_CODES`."""
+    reason_code: str | None = None
+    """With ``not_up_to_date``: the code of the reason the stage would run."""
+
+
+RETRY_SKIPPED_CODES = {
+    "not_in_pipeline": "the stage is no longer in the pipeline",
+    "stage_running": "another run holds the stage's lock",
+    "not_up_to_date": "the stage would run: `pipekit run` processes its input again",
+    "not_a_record_stage": "the stage does not run a record processor any more",
+}
+"""Why ``pipekit dlq retry`` left a stage's dead letters alone."""
 
 
 def _digest(path: Path) -> str | None:
@@ -245,6 +259,7 @@ def retry_dead_letters(
                 f"stage {name!r} is no longer in the pipeline; remove its dead letters with "
                 f"`pipekit dlq purge --stage {name}`"
             )
+            report.skipped_code = "not_in_pipeline"
             continue
         lease = backends.locks.lock(f"stage/{pipeline.name}/{name}", 60.0)
         if not lease.acquire(timeout=lock_timeout):
@@ -253,6 +268,7 @@ def retry_dead_letters(
                 f"stage {name!r} is running{f' ({holder})' if holder else ''}; "
                 "retry its dead letters when it is done"
             )
+            report.skipped_code = "stage_running"
             continue
         try:
             _retry_stage(pipeline, backends, evaluator, st, letters, lease, report)
@@ -278,6 +294,7 @@ def _retry_stage(
             f"stage {st.name!r} is not up to date ({d.reason}); `pipekit run` processes its "
             "input again, dead letters included"
         )
+        report.skipped_code, report.reason_code = "not_up_to_date", d.code
         return
     current = [x for x in letters if x.fingerprint == d.fingerprint]
     report.outdated = len(letters) - len(current)
@@ -286,6 +303,7 @@ def _retry_stage(
     processor = st.processor
     if not isinstance(processor, RecordStage):
         report.skipped = f"stage {st.name!r} does not run a record processor any more"
+        report.skipped_code = "not_a_record_stage"
         return
     if type(processor).restore_state is not RecordStage.restore_state:
         processor = copy.copy(processor)

@@ -120,13 +120,13 @@ class Evaluator:
         for ikey, ipath in zip(st.inputs, st.input_files):
             digest = self._hash(ikey, ipath, cached_only)
             if digest is None:
-                return Decision(st.name, True, f"input {ikey!r} is missing")
+                return Decision(st.name, True, f"input {ikey!r} is missing", "input_missing")
             hashes[ikey] = digest
         fp = compute_fingerprint(st, hashes)
         key = stage_key(self.pipeline.name, st.name, fp)
         decision = Decision(st.name, True, "", fingerprint=fp, key=key, inputs=hashes)
         if forced:
-            decision.reason = "forced (--force)"
+            decision.reason, decision.code = "forced (--force)", "forced"
             return decision
         entry = self.state.get(st.name)
         record = None
@@ -135,19 +135,21 @@ class Evaluator:
         else:
             record = stage_record(self.store, key)  # None when damaged
             if record is None or record.status != "SUCCESS":
-                decision.reason = self._why_changed(st, hashes, fp)
+                decision.reason, decision.code = self._why_changed(st, hashes, fp)
                 return decision
             recorded = (record.result or {}).get("outputs", {})
         for okey, opath in zip(st.outputs, st.output_files):
             current = self._hash(okey, opath, cached_only)
             if current is None:
-                decision.reason = f"output {okey!r} is missing"
+                decision.reason, decision.code = f"output {okey!r} is missing", "output_missing"
                 return decision
             if current != recorded.get(okey):
-                decision.reason = self._why_output_differs(st, okey, current, hashes, fp)
+                why = self._why_output_differs(st, okey, current, hashes, fp)
+                decision.reason, decision.code = why
                 return decision
         decision.run = False
         decision.outputs = recorded
+        decision.code = "up_to_date"
         if record is None:
             decision.reason = "up to date"
         else:
@@ -157,37 +159,40 @@ class Evaluator:
 
     def _why_output_differs(
         self, st: Any, key: str, current: str, hashes: dict[str, str], fp: str
-    ) -> str:
+    ) -> tuple[str, str]:
         """An output differs from what this fingerprint's run wrote: if it
         is what the last run wrote, that run had other inputs (one was
         changed back since); else someone modified it."""
         entry = self.state.get(st.name) or {}
         if entry.get("outputs", {}).get(key) == current and entry.get("fingerprint") != fp:
             return self._why_changed(st, hashes, fp)
-        return f"output {key!r} was modified"
+        return f"output {key!r} was modified", "output_modified"
 
-    def _why_changed(self, st: Any, hashes: dict[str, str], fp: str) -> str:
+    def _why_changed(self, st: Any, hashes: dict[str, str], fp: str) -> tuple[str, str]:
+        """Why a stage the store has no success for must run: (reason, code)."""
         entry = self.state.get(st.name)
         if entry is None:
-            return "never run"
+            return "never run", "never_ran"
         proc = processor_ref(st)
         if entry.get("processor") != proc.name:
-            return f"processor changed ({entry.get('processor')} -> {proc.name})"
+            why = f"processor changed ({entry.get('processor')} -> {proc.name})"
+            return why, "processor_changed"
         if entry.get("version") != proc.version:
-            return f"processor version changed ({entry.get('version')} -> {proc.version})"
+            why = f"processor version changed ({entry.get('version')} -> {proc.version})"
+            return why, "version_changed"
         if entry.get("params_sha") != params_digest(st.params_canonical):
-            return "params changed"
+            return "params changed", "params_changed"
         old_inputs: dict[str, str] = entry.get("inputs", {})
         if list(old_inputs) != list(st.inputs):
-            return "inputs changed (" + ", ".join(st.inputs) + ")"
+            return "inputs changed (" + ", ".join(st.inputs) + ")", "input_list_changed"
         changed = [k for k in st.inputs if old_inputs.get(k) != hashes.get(k)]
         if changed:
             more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
-            return f"input {changed[0]!r} changed{more}"
+            return f"input {changed[0]!r} changed{more}", "input_changed"
         if entry.get("status") != "ok":
-            return "last run did not finish"
+            return "last run did not finish", "did_not_finish"
         if list(entry.get("outputs", {})) != list(st.outputs):
-            return "outputs changed"
+            return "outputs changed", "output_list_changed"
         if entry.get("fingerprint") == fp:
-            return "no record of its last success in the idempotency store"
-        return "last run did not finish"
+            return "no record of its last success in the idempotency store", "no_record"
+        return "last run did not finish", "did_not_finish"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _json
+from .._log_lines import mirror
 from ..errors import LeaseLost, NetworkRefused, NonRetryable, StageFailed, StageTimeout
 from ..plugins._processors import RecordStage, StageContext
 from ._records import Interrupted, TooManyFailures, run_record_stage
@@ -142,6 +143,7 @@ def _job(
         "attempt": ctx.attempt,
         "result": str(result),
         "network": policy.to_json() if policy is not None else None,
+        "log": mirror(),  # the worker logs as this process does
     }
     cp = ctx.checkpoint
     if cp is not None:

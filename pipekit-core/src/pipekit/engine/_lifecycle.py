@@ -141,7 +141,12 @@ class Lifecycle:
         if decision.fingerprint is None:  # e.g. an input is missing
             duration = time.perf_counter() - started
             return StageResult(
-                stage.name, "failed", duration, decision.reason, error=decision.reason
+                stage.name,
+                "failed",
+                duration,
+                decision.reason,
+                error=decision.reason,
+                reason_code=decision.code,
             )
         return self.run_attempts(stage, decision, lease, started)
 
@@ -152,6 +157,8 @@ class Lifecycle:
     ) -> StageResult | Future[StageResult]:
         """Every attempt the stage's retry policy allows, until one is good."""
         services = self.services
+        if services.on_start is not None:
+            services.on_start(stage.name)
         services.observers.call("on_stage_start", run=services.info, stage=stage.config)
         services.inflight.note({path.parent for path in stage.output_paths})
         tries = 0
@@ -429,6 +436,7 @@ class Lifecycle:
                 message = f"commit failed: {type(error).__name__}: {error}"
                 info = attempted.info
                 result = self.failed(stage, decision, duration, tries, message, message, info)
+                result.reason_code = "commit_failed"
                 result.network = network
             else:
                 result = self.committed(stage, decision, duration, tries, attempted, digests)
@@ -475,6 +483,7 @@ class Lifecycle:
             key=decision.key,
             fingerprint=decision.fingerprint,
             info=attempted.info,
+            reason_code=decision.code,
         )
 
     def attempts_failed(
@@ -529,6 +538,7 @@ class Lifecycle:
             fingerprint=decision.fingerprint,
             error=error,
             info=info,
+            reason_code="failed",
         )
 
     def interrupted(self, name: str, started: float, exc: Interrupted) -> StageResult:
@@ -541,7 +551,15 @@ class Lifecycle:
                 f"{fraction:.0%} read): run again to resume"
             )
         duration = time.perf_counter() - started
-        return StageResult(name, "failed", duration, reason, error="interrupted", info=info)
+        return StageResult(
+            name,
+            "failed",
+            duration,
+            reason,
+            error="interrupted",
+            info=info,
+            reason_code="interrupted",
+        )
 
     def unexpected(self, name: str, started: float, exc: Exception) -> StageResult:
         """A stage failed by an error outside its processor's work (a full
@@ -553,7 +571,7 @@ class Lifecycle:
             log.exception("stage %s: unexpected error", name)
         message = f"{type(exc).__name__}: {exc}"
         duration = time.perf_counter() - started
-        return StageResult(name, "failed", duration, message, error=message)
+        return StageResult(name, "failed", duration, message, error=message, reason_code="error")
 
 
 def check_attempt(stage: PlannedStage, temps: list[Path], lease: Lease) -> None:

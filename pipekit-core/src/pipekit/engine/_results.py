@@ -6,13 +6,41 @@ from typing import Any
 
 import attrs
 
-__all__ = ["StageResult", "RunInfo", "Decision", "RECORD_SUMMARY"]
+__all__ = ["StageResult", "RunInfo", "Decision", "RECORD_SUMMARY", "REASON_CODES"]
 
 RECORD_SUMMARY = (
     "records_in", "records_out", "records_failed", "records_retried", "records_dead_lettered",
     "resumed_from", "records_per_s", "input_bytes_read", "checkpoints",
 )  # fmt: skip
 """The counters of a record stage that ``pipekit run --json`` shows."""
+
+REASON_CODES = {
+    "up_to_date": "its outputs are what its last run of the same inputs, params and processor wrote",
+    "never_ran": "the state has no entry for it: it never ran here",
+    "forced": "--force named it (or all)",
+    "input_missing": "an input does not exist (the stage fails)",
+    "input_changed": "an input's content changed",
+    "input_list_changed": "the list of its inputs changed",
+    "params_changed": "its params changed",
+    "processor_changed": "it uses another processor",
+    "version_changed": "its processor's version changed",
+    "output_missing": "an output it wrote is gone",
+    "output_modified": "an output it wrote was modified since",
+    "output_list_changed": "the list of its outputs changed",
+    "did_not_finish": "its last run did not finish (it may resume from a checkpoint)",
+    "no_record": "the idempotency store has no record of its last success",
+    "upstream_will_run": "a stage it depends on will run (status and --dry-run only)",
+    "failed": "its processor failed on every attempt",
+    "interrupted": "the run was interrupted while it ran",
+    "commit_failed": "its work was done but could not be committed",
+    "lock_timeout": "its lock was held by another run longer than --lock-timeout",
+    "error": "an error outside its processor's work (a full disk, an unreachable backend)",
+    "upstream_failed": "not run: a stage it depends on failed",
+    "not_run": "not run: the run stopped after a failure (without --keep-going)",
+    "run_interrupted": "not run: the run was interrupted before it",
+}  # fmt: skip
+"""Every ``reason_code`` a stage's result or status can carry (a stable
+word beside the prose ``reason``), with what it means."""
 
 
 @attrs.define
@@ -22,6 +50,8 @@ class Decision:
     stage: str
     run: bool
     reason: str
+    code: str = ""
+    """The reason's code (one of :data:`REASON_CODES`)."""
     fingerprint: str | None = None
     key: str | None = None
     inputs: dict[str, str] = attrs.field(factory=dict)
@@ -44,6 +74,8 @@ class StageResult:
     network: str | None = None
     """How the stage's processor met the network: ``guarded``, ``isolated``,
     ``unguarded`` or ``allowed`` (None: it did not run)."""
+    reason_code: str = ""
+    """The reason's stable code (one of :data:`REASON_CODES`)."""
 
     def record(self) -> dict[str, Any]:
         """The stage's entry in the run record: every field (``info`` not copied)."""
@@ -51,13 +83,15 @@ class StageResult:
 
     def summary(self) -> dict[str, Any]:
         """The stage's entry in ``pipekit run --json``: the **contract** keys
-        ``name``, ``status``, ``duration_s``, ``reason``; a record stage that
+        ``name``, ``status``, ``duration_s``, ``reason``; ``reason_code`` is
+        extra; a record stage that
         ran adds ``records`` (its counters) as an extra, and ``network`` is extra."""
         out: dict[str, Any] = {
             "name": self.name,
             "status": self.status,
             "duration_s": round(self.duration_s, 6),
             "reason": self.reason,
+            "reason_code": self.reason_code,
         }
         if self.network is not None:
             out["network"] = self.network

@@ -244,7 +244,10 @@ class Scheduler:
         for child in sorted(services.pipeline.downstream_of([name]) - {name}):
             if child not in self.results:
                 skipped = StageResult(
-                    child, "skipped", reason=f"not run: upstream stage {name!r} failed"
+                    child,
+                    "skipped",
+                    reason=f"not run: upstream stage {name!r} failed",
+                    reason_code="upstream_failed",
                 )
                 services.observe_end(self.stages[child], skipped)
                 self.record(child, skipped)
@@ -268,4 +271,5 @@ def lock_failure(name: str, limit: float, busy: LockBusy) -> StageResult:
         "failed",
         reason=f"could not take the stage's lock within {limit:g}s{who}; {hint}",
         error="lock timeout",
+        reason_code="lock_timeout",
     )

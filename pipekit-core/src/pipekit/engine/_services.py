@@ -78,6 +78,8 @@ class RunServices:
     inflight: InflightLog
     progress: Any = None
     on_result: Callable[[StageResult], None] | None = None
+    on_start: Callable[[str], None] | None = None
+    """Called with a stage's name when it starts to execute (not when skipped)."""
     info: RunInfo | None = None
     cancel: threading.Event = attrs.field(factory=threading.Event)
     halt: threading.Event = attrs.field(factory=threading.Event)
@@ -108,8 +110,14 @@ class RunServices:
 
     def not_run(self, name: str) -> StageResult:
         interrupted = self.cancel.is_set()
-        reason = "not run: the run was interrupted" if interrupted else "not run"
-        return StageResult(name, "skipped", reason=reason)
+        if interrupted:
+            return StageResult(
+                name,
+                "skipped",
+                reason="not run: the run was interrupted",
+                reason_code="run_interrupted",
+            )
+        return StageResult(name, "skipped", reason="not run", reason_code="not_run")
 
     def state_entry(
         self,
@@ -155,6 +163,7 @@ class RunServices:
             duration,
             decision.reason,
             key=decision.key,
+            reason_code=decision.code,
             fingerprint=decision.fingerprint,
         )
         self.observe_end(stage, result)

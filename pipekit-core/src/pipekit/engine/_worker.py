@@ -143,6 +143,10 @@ def main() -> int:
 
     job = _json.loads(read_job())
     sys.stdout = sys.stderr  # a processor's prints must not reach the protocol
+    if job.get("log"):
+        from .._log_lines import configure
+
+        configure(*job["log"])
     ctx: Any = None
     out: dict[str, Any] = {"ok": False}
     try:
