@@ -161,3 +161,18 @@ def install_signal_handlers() -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def add_targets(parser: Any) -> None:
+    """``[TARGET ...]`` and ``--downstream`` (run and status)."""
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="only these stages (names or glob patterns like 'train@*') and what they need upstream",
+    )
+    parser.add_argument(
+        "--downstream",
+        action="store_true",
+        help="the targets and every stage downstream of them, instead of upstream",
+    )

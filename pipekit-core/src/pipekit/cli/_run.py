@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ._common import (
     add_common,
     add_file,
+    add_targets,
     error,
     install_signal_handlers,
     load_for_run,
@@ -43,21 +44,6 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--run-id", default=None, metavar="ID", help="name the run ID instead of a time and a random suffix (letters, digits, _ . -)")
     # fmt: on
     run.set_defaults(handler=main)
-
-
-def add_targets(parser: Any) -> None:
-    """``[TARGET ...]`` and ``--downstream`` (run and status)."""
-    parser.add_argument(
-        "targets",
-        nargs="*",
-        metavar="TARGET",
-        help="only these stages (names or glob patterns like 'train@*') and what they need upstream",
-    )
-    parser.add_argument(
-        "--downstream",
-        action="store_true",
-        help="the targets and every stage downstream of them, instead of upstream",
-    )
 
 
 def stage_names(option: str, values: list[str], pipeline: Any) -> tuple[frozenset[str], bool]:

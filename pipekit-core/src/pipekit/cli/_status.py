@@ -12,9 +12,8 @@ from ..plan._config import find_pipeline_file
 from ..state._hash_cache import HashCache
 from ..state._runner_state import RunnerState
 from ..stores._assemble import make_backends
-from ._common import add_common, add_file, load, print_json
+from ._common import add_common, add_file, add_targets, load, print_json
 from ._plan_view import plan
-from ._run import add_targets
 
 
 def add_parser(sub: Any) -> None:
