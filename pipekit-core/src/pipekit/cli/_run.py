@@ -62,9 +62,11 @@ def run_id_option(value: str | None, state_dir: Path) -> str | None:
             f"--run-id {value!r}: 1 to 64 letters, digits, '_', '.' or '-', "
             "starting with a letter or a digit"
         )
-    record = state_dir / "runs" / f"{value}.json"
-    if record.exists():
-        raise ConfigError(f"--run-id {value!r}: a run with that id is recorded already ({record})")
+    for record in (state_dir / "runs" / f"{value}.json", state_dir / "runs" / f"{value}.jsonl"):
+        if record.exists():
+            raise ConfigError(
+                f"--run-id {value!r}: a run with that id is recorded already ({record})"
+            )
     return value
 
 

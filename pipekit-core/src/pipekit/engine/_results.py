@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import attrs
 
-__all__ = ["StageResult", "RunInfo", "Decision", "RECORD_SUMMARY"]
+from ..state._run_records import iso_utc
+
+__all__ = ["StageResult", "RunInfo", "Decision", "RECORD_SUMMARY", "HOST"]
+
+HOST = os.uname().nodename
 
 RECORD_SUMMARY = (
     "records_in", "records_out", "records_failed", "records_retried", "records_dead_lettered",
@@ -44,10 +49,21 @@ class StageResult:
     network: str | None = None
     """How the stage's processor met the network: ``guarded``, ``isolated``,
     ``unguarded`` or ``allowed`` (None: it did not run)."""
+    started_at: float | None = None
+    """Unix time its work started (its lock taken); None: it did not start."""
+    ended_at: float | None = None
+    slot: int | None = None
+    """The job slot (0 .. jobs-1) whose thread ran it; None: the scheduler
+    decided it on the spot (up to date, or not run)."""
 
     def record(self) -> dict[str, Any]:
-        """The stage's entry in the run record: every field (``info`` not copied)."""
-        return attrs.asdict(self, recurse=False)
+        """The stage's entry in the run record: every field (``info`` not
+        copied), times in ISO 8601 UTC, and the host it ran on."""
+        out = attrs.asdict(self, recurse=False)
+        out["started_at"] = iso_utc(self.started_at) if self.started_at is not None else None
+        out["ended_at"] = iso_utc(self.ended_at) if self.ended_at is not None else None
+        out["host"] = HOST
+        return out
 
     def summary(self) -> dict[str, Any]:
         """The stage's entry in ``pipekit run --json``: the **contract** keys
