@@ -53,6 +53,11 @@ def test_a_killed_run_leaves_its_record_with_the_stages_that_ended(project: Proj
     assert stages[0]["slot"] == 0 and stages[0]["host"] == socket.gethostname()
     assert not (project.root / ".pipekit/runs/doomed.json").exists()
 
+    listed = json.loads(project.cli("runs", "list", "--json").stdout)
+    assert [(r["run_id"], r["status"]) for r in listed["runs"]] == [("doomed", "killed")]
+    shown = json.loads(project.cli("runs", "show", "doomed", "--json").stdout)
+    assert shown["status"] == "killed" and shown["schema_version"] == 1
+    assert [s["name"] for s in shown["run"]["stages"]] == ["first"]
     # the next run finishes the work, and records itself whole
     project.pipeline([
         {"name": "first", "uses": "shell", "inputs": ["in.txt"], "outputs": ["first.txt"],
@@ -97,3 +102,45 @@ def test_the_newest_records_are_kept_by_start_time_not_by_name(tmp_path: Path) -
         write_run_record(tmp_path, {"run_id": name}, started + i, keep=3)
     kept = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert kept == ["aa-newest.json", "ww.json", "xx.json"]
+
+
+def test_runs_list_and_show(project: Project) -> None:
+    project.write("in.txt", "x\n")
+    project.pipeline([
+        {"name": "good", "uses": "shell", "inputs": ["in.txt"], "outputs": ["good.txt"],
+         "params": {"cmd": "cp {input} {output}"}},
+        {"name": "bad", "uses": "flaky", "inputs": ["good.txt"], "outputs": ["bad.txt"],
+         "params": {"counter": str(project.root / "count"), "fail_times": 5},
+         "retry": {"attempts": 1}},
+    ])
+    first = project.run_json("--run-id", "first", expect=1)
+    second = project.run_json("--run-id", "second", expect=1)
+    listed = project.cli("runs", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[1].startswith("second") and lines[2].startswith("first"), listed.stdout
+    assert "failed" in lines[1] and "1 ok" in lines[2], listed.stdout
+    doc = json.loads(project.cli("runs", "list", "--json").stdout)
+    assert doc["schema_version"] == 1
+    assert [r["run_id"] for r in doc["runs"]] == ["second", "first"]
+    assert doc["runs"][0]["counts"] == {"ok": 0, "skipped": 1, "failed": 1}
+    assert first["status"] == second["status"] == "failed"
+
+    shown = project.cli("runs", "show")  # latest
+    assert shown.returncode == 0, shown.stderr
+    assert "run second" in shown.stdout and "bad" in shown.stdout
+    assert "Traceback" in shown.stdout  # the processor's error, with its traceback
+    assert project.cli("runs", "show", "-q").stdout == ""
+    unknown = project.cli("runs", "show", "nope")
+    assert unknown.returncode == 2
+    assert "no run 'nope'" in unknown.stderr and "second, first" in unknown.stderr
+    assert "Traceback (most recent" not in unknown.stderr.split("no run")[0]
+
+
+def test_runs_on_a_state_folder_without_runs(project: Project) -> None:
+    project.pipeline([{"name": "s", "uses": "shell", "outputs": ["o.txt"],
+                       "params": {"cmd": "echo > {output}"}}])
+    listed = project.cli("runs", "list")
+    assert listed.returncode == 0 and "no run" in listed.stdout, listed
+    shown = project.cli("runs", "show")
+    assert shown.returncode == 2 and "no run is recorded" in shown.stderr
