@@ -58,6 +58,9 @@ def test_a_killed_run_leaves_its_record_with_the_stages_that_ended(project: Proj
     shown = json.loads(project.cli("runs", "show", "doomed", "--json").stdout)
     assert shown["status"] == "killed" and shown["schema_version"] == 1
     assert [s["name"] for s in shown["run"]["stages"]] == ["first"]
+    assert project.cli("report", "doomed", "-o", "doomed.html").returncode == 0
+    page = project.read("doomed.html")
+    assert 'class="node st-not-ended"' in page and 'class="node st-ok"' in page
     # the next run finishes the work, and records itself whole
     project.pipeline([
         {"name": "first", "uses": "shell", "inputs": ["in.txt"], "outputs": ["first.txt"],

@@ -12,6 +12,7 @@ COMMANDS: tuple[str, ...] = (
     "run",
     "status",
     "runs",
+    "report",
     "check",
     "state",
     "checkpoints",

@@ -1,64 +1,43 @@
-"""Human output of ``pipekit run``: a line per stage as it finishes."""
+"""``pipekit report [RUN] [-o FILE]``: one run as one self-contained HTML
+page (see :mod:`._report_page`). Not the line-per-stage output of
+``pipekit run``, which is :mod:`._stage_lines`."""
 
 from __future__ import annotations
 
-import sys
-import threading
-from typing import Any, TextIO
+import argparse
+from pathlib import Path
+from typing import Any
 
-from ..engine._results import StageResult
+from ..errors import EXIT_OK
+from ._common import add_common, add_file, printable
 
-__all__ = ["Reporter"]
+
+def add_parser(sub: Any) -> None:
+    report = sub.add_parser(
+        "report",
+        help="write one run as a self-contained HTML page: its DAG, timeline, stages and metrics",
+        description=(
+            "Write one run (the latest by default) as one HTML file that fetches nothing "
+            "when opened: the pipeline's DAG coloured by each stage's status, a timeline "
+            "of the stages on their job slots, per-stage details and the run's metrics."
+        ),
+    )
+    add_file(report)
+    add_common(report)
+    report.add_argument("run", nargs="?", default="latest", metavar="RUN", help="a run id or 'latest' (the default)")  # fmt: skip
+    report.add_argument("-o", "--output", type=Path, metavar="FILE", help="where to write it (default: pipekit-report-RUN.html here)")  # fmt: skip
+    report.set_defaults(handler=main)
 
 
-class Reporter:
-    """``stream`` None: write to whatever ``sys.stdout`` is at the time (so
-    that lines go above the progress bars while they are shown)."""
+def main(args: argparse.Namespace) -> int:
+    from ..state._run_history import find_run, load_run
+    from ._report_page import render
+    from ._runs import duration_of, state_dir_of
 
-    def __init__(self, stream: TextIO | None, *, enabled: bool = True) -> None:
-        self._stream = stream
-        self.enabled = enabled
-        self._lock = threading.Lock()
-        self._width = 10
-        self._quiet_skips = 0
-
-    @property
-    def stream(self) -> TextIO:
-        return self._stream if self._stream is not None else sys.stdout
-
-    def start(self, pipeline: Any, runner: Any) -> None:
-        self._width = max((len(n) for n in pipeline.order), default=10)
-        self._many = len(pipeline.order) > 50
-        if self.enabled:
-            self.stream.write(
-                f"pipekit: run {runner.run_id} of {pipeline.name} "
-                f"({len(pipeline.order)} stages, backend {runner.backends.name}, "
-                f"jobs {runner.options.jobs})\n"
-            )
-
-    def stage(self, result: StageResult) -> None:
-        if not self.enabled:
-            return
-        if self._many and result.status == "skipped" and result.reason.startswith("up to date"):
-            self._quiet_skips += 1  # a big unchanged pipeline says so in one line
-            return
-        detail = result.reason
-        if result.status == "ok":
-            detail = f"{result.duration_s:.2f}s  ({result.reason})"
-        dead = result.info.get("records_dead_lettered")
-        if dead:
-            detail += f"  [{dead} record(s) dead-lettered: pipekit dlq list --stage {result.name}]"
-        with self._lock:
-            self.stream.write(f"  {result.status:<8} {result.name:<{self._width}}  {detail}\n")
-
-    def end(self, outcome: Any) -> None:
-        if not self.enabled:
-            return
-        m = outcome.metrics
-        if self._quiet_skips:
-            self.stream.write(f"  skipped  {self._quiet_skips} stage(s) up to date\n")
-        self.stream.write(
-            f"run {outcome.status}: {m['stages_ok']} ok, {m['stages_skipped']} skipped, "
-            f"{m['stages_failed']} failed in {outcome.duration_s:.2f}s\n"
-        )
-        self.stream.flush()
+    record = load_run(find_run(state_dir_of(args), args.run))
+    page = render(record, duration_of(record))
+    output = args.output or Path(f"pipekit-report-{record['run_id']}.html")
+    output.write_text(page, encoding="utf-8")
+    if not args.quiet:
+        print(f"wrote {printable(str(output))} (run {printable(str(record['run_id']))})")
+    return EXIT_OK

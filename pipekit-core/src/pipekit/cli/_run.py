@@ -109,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
         allow_network_all=allow_network_all,
     )
     from ._progress import ProgressDisplay, wanted
-    from ._report import Reporter
+    from ._stage_lines import Reporter
 
     reporter = Reporter(None, enabled=not args.json and not args.quiet)
     display = ProgressDisplay() if wanted(quiet=args.quiet, json=args.json) else None
