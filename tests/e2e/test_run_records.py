@@ -147,3 +147,15 @@ def test_runs_on_a_state_folder_without_runs(project: Project) -> None:
     assert listed.returncode == 0 and "no run" in listed.stdout, listed
     shown = project.cli("runs", "show")
     assert shown.returncode == 2 and "no run is recorded" in shown.stderr
+
+
+def test_a_stage_entry_has_every_field_of_its_result() -> None:
+    import attrs
+    from pipekit.engine._results import StageResult
+
+    entry = StageResult("s", "ok", started_at=1765154138.5, ended_at=1765154139.25, slot=1).record()
+    assert set(entry) == {field.name for field in attrs.fields(StageResult)} | {"host"}
+    assert (entry["started_at"], entry["ended_at"]) == (
+        "2025-12-08T00:35:38.500Z",
+        "2025-12-08T00:35:39.250Z",
+    )

@@ -253,7 +253,8 @@ def _stage_row(stage: dict[str, Any], anchor: str = "") -> str:
 
 def _problem(stage: dict[str, Any], info: dict[str, Any]) -> str:
     parts = []
-    if stage.get("error"):
+    error = stage.get("error")
+    if error and str(error) not in str(stage.get("reason") or ""):
         parts.append(f'<div class="error">error: {escape(str(stage["error"]))}</div>')
     for key in ("traceback", "stderr"):
         if info.get(key) and stage.get("status") == "failed":

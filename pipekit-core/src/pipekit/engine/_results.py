@@ -59,11 +59,23 @@ class StageResult:
     def record(self) -> dict[str, Any]:
         """The stage's entry in the run record: every field (``info`` not
         copied), times in ISO 8601 UTC, and the host it ran on."""
-        out = attrs.asdict(self, recurse=False)
-        out["started_at"] = iso_utc(self.started_at) if self.started_at is not None else None
-        out["ended_at"] = iso_utc(self.ended_at) if self.ended_at is not None else None
-        out["host"] = HOST
-        return out
+        started, ended = self.started_at, self.ended_at
+        return {  # spelled out: 1,000 stages a run, attrs.asdict costs twice as much
+            "name": self.name,
+            "status": self.status,
+            "duration_s": self.duration_s,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "key": self.key,
+            "fingerprint": self.fingerprint,
+            "error": self.error,
+            "info": self.info,
+            "network": self.network,
+            "started_at": None if started is None else iso_utc(started),
+            "ended_at": None if ended is None else iso_utc(ended),
+            "slot": self.slot,
+            "host": HOST,
+        }
 
     def summary(self) -> dict[str, Any]:
         """The stage's entry in ``pipekit run --json``: the **contract** keys

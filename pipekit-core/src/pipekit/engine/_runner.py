@@ -91,6 +91,7 @@ class Runner:
         )
         self.services.on_result = on_result
         self.services.progress = progress
+        self._header: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str:
@@ -228,8 +229,9 @@ class Runner:
 
     def start_journal(self, started_at: float) -> None:
         journal = RunJournal(self.pipeline.state_dir, self.services.run_id)
+        self._header = self.header(started_at)
         try:
-            journal.start(self.header(started_at))
+            journal.start(self._header)
         except FileExistsError:
             raise ConfigError(
                 f"run id {self.services.run_id!r} is in use: {journal.path} exists"
@@ -244,7 +246,7 @@ class Runner:
         services.state.save(pipeline.name)
         services.inflight.close()
         record = {
-            **self.header(started_at),
+            **(self._header or self.header(started_at)),
             "ended_at": iso_utc(time.time()),
             "duration_s": round(outcome.duration_s, 6),
             "status": outcome.status,

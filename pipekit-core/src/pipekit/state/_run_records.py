@@ -41,12 +41,20 @@ SCHEMA_VERSION = 2
 ``started_at``, ``ended_at``, ``slot`` and ``host``; 1 (no field) had Unix times."""
 
 
+_SECONDS: dict[int, str] = {}
+"""Whole seconds already formatted: the stages of a run end within a few."""
+
+
 def iso_utc(when: float) -> str:
     """``when`` (Unix time) as ISO 8601 UTC to the millisecond:
     ``2026-12-08T00:35:38.123Z``."""
-    seconds = int(when)
-    millis = int((when - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    seconds, millis = divmod(int(when * 1000), 1000)
+    prefix = _SECONDS.get(seconds)
+    if prefix is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        prefix = _SECONDS[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{prefix}.{millis:03d}Z"
 
 
 class RunJournal:
