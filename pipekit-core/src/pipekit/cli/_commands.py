@@ -11,6 +11,8 @@ from __future__ import annotations
 COMMANDS: tuple[str, ...] = (
     "run",
     "status",
+    "runs",
+    "report",
     "check",
     "state",
     "checkpoints",

@@ -70,9 +70,11 @@ def run_id_option(value: str | None, state_dir: Path) -> str | None:
             f"--run-id {value!r}: 1 to 64 letters, digits, '_', '.' or '-', "
             "starting with a letter or a digit"
         )
-    record = state_dir / "runs" / f"{value}.json"
-    if record.exists():
-        raise ConfigError(f"--run-id {value!r}: a run with that id is recorded already ({record})")
+    for record in (state_dir / "runs" / f"{value}.json", state_dir / "runs" / f"{value}.jsonl"):
+        if record.exists():
+            raise ConfigError(
+                f"--run-id {value!r}: a run with that id is recorded already ({record})"
+            )
     return value
 
 
@@ -118,7 +120,7 @@ def main(args: argparse.Namespace) -> int:
         allow_network_all=allow_network_all,
     )
     from ._progress import ProgressDisplay, colour_wanted, wanted
-    from ._report import Reporter, running_after
+    from ._stage_lines import Reporter, running_after
 
     json_log = args.log_format == "json"
     show = wanted(quiet=args.quiet, json=args.json, json_log=json_log)

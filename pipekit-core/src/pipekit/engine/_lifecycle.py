@@ -15,9 +15,11 @@ a time per thread.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import stat
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -76,6 +78,16 @@ class Lifecycle:
         self.checkpoints = StageCheckpoints(services.pipeline.name, services.backends.checkpoints)
         self._policies: dict[str, Policy] = {}
         self.temp_folders = RunTempFolders()
+        self._slots = threading.local()
+        self._slot_count = itertools.count()
+
+    def slot(self) -> int:
+        """The job slot of the calling thread of the pool: 0 .. jobs-1,
+        numbered as the pool makes its threads."""
+        slot = getattr(self._slots, "number", None)
+        if slot is None:
+            slot = self._slots.number = next(self._slot_count)
+        return slot
 
     def close(self) -> None:
         """After the last stage: what is queued committed, the run's temp
@@ -106,6 +118,7 @@ class Lifecycle:
             lease = self.take_lock(stage)
             if isinstance(lease, LockBusy):
                 return lease
+            services.started[name] = (time.time(), self.slot())
             handed_over = False
             try:
                 outcome = self.decide_and_run(stage, lease, started)

@@ -5,7 +5,8 @@ run record.
       inflight.recover()        temp files a killed run left
       on_run_start
       Scheduler.run()           every stage: skipped, run and committed, or failed
-      outcome + run record      state saved, runs/<run_id>.json written
+      (run record started)      runs/<run_id>.jsonl: a header, then a line per ended stage
+      outcome + run record      state saved, runs/<run_id>.json written (the .jsonl removed)
       on_run_end
 """
 
@@ -20,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCK, EXIT_OK
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCK, EXIT_OK, ConfigError
 from ..plugins._observers import Observers
-from ..state._run_records import write_run_record
+from ..state._run_records import RunJournal, iso_utc
 from ..stores._assemble import Backends, make_backends
 from ._results import RunInfo, StageResult
 from ._scheduler import Scheduler
@@ -90,6 +91,7 @@ class Runner:
         )
         self.services.on_result = on_result
         self.services.progress = progress
+        self._header: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str:
@@ -121,6 +123,7 @@ class Runner:
             jobs=services.options.jobs,
             started_at=started_at,
         )
+        self.start_journal(started_at)
         for path in services.inflight.recover():
             log.info("removed %s, left behind by a killed run", path)
         services.observers.call("on_run_start", run=services.info)
@@ -205,6 +208,36 @@ class Runner:
             "hashed_files": self.services.hashcache.reads,
         }
 
+    def header(self, started_at: float) -> dict[str, Any]:
+        """What the run record says from the start: the run, and the
+        pipeline's graph (each stage in order, with the stages it depends on)."""
+        services = self.services
+        pipeline = self.pipeline
+        return {
+            "run_id": services.run_id,
+            "pipeline": pipeline.name,
+            "file": str(pipeline.file),
+            "host": HOST,
+            "pid": os.getpid(),
+            "backend": services.backends.name,
+            "jobs": services.options.jobs,
+            "started_at": iso_utc(started_at),
+            "graph": [
+                {"name": name, "deps": list(pipeline.stages[name].deps)} for name in pipeline.order
+            ],
+        }
+
+    def start_journal(self, started_at: float) -> None:
+        journal = RunJournal(self.pipeline.state_dir, self.services.run_id)
+        self._header = self.header(started_at)
+        try:
+            journal.start(self._header)
+        except FileExistsError:
+            raise ConfigError(
+                f"run id {self.services.run_id!r} is in use: {journal.path} exists"
+            ) from None
+        self.services.journal = journal
+
     def record(self, outcome: RunOutcome, started_at: float) -> None:
         """Save the state and hash cache; write the run record."""
         services = self.services
@@ -212,24 +245,16 @@ class Runner:
         services.hashcache.save()
         services.state.save(pipeline.name)
         services.inflight.close()
-        outcome.record_path = write_run_record(
-            pipeline.state_dir,
-            {
-                "run_id": services.run_id,
-                "pipeline": pipeline.name,
-                "file": str(pipeline.file),
-                "host": HOST,
-                "pid": os.getpid(),
-                "backend": services.backends.name,
-                "jobs": services.options.jobs,
-                "started_at": started_at,
-                "ended_at": time.time(),
-                "duration_s": round(outcome.duration_s, 6),
-                "status": outcome.status,
-                "exit_code": outcome.exit_code,
-                "metrics": outcome.metrics,
-                "plugin_errors": services.observers.errors,
-                "network_allowed": [r.name for r in outcome.results if r.network == "allowed"],
-                "stages": [r.record() for r in outcome.results],
-            },
-        )
+        record = {
+            **(self._header or self.header(started_at)),
+            "ended_at": iso_utc(time.time()),
+            "duration_s": round(outcome.duration_s, 6),
+            "status": outcome.status,
+            "exit_code": outcome.exit_code,
+            "metrics": outcome.metrics,
+            "plugin_errors": services.observers.errors,
+            "network_allowed": [r.name for r in outcome.results if r.network == "allowed"],
+            "stages": [r.record() for r in outcome.results],
+        }
+        journal = services.journal or RunJournal(pipeline.state_dir, services.run_id)
+        outcome.record_path = journal.finish(record, started_at)

@@ -99,6 +99,8 @@ class Scheduler:
         if not self.stopping():
             self.start_ready()
             self.retry_lock_waits()
+        if self.services.journal is not None:
+            self.services.journal.flush_if_due()
         if not self.working and not self.committing:
             if self.stopping() or (not self.ready and not self.lock_waits):
                 return False
@@ -169,6 +171,9 @@ class Scheduler:
         timeout = IDLE_WAKE_S
         if self.lock_waits and not self.stopping():
             timeout = min(timeout, max(0.0, self.lock_waits[0][0] - time.monotonic()))
+        journal = self.services.journal
+        if journal is not None and (due := journal.due_in()) is not None:
+            timeout = min(timeout, due)  # the run record's lines go out in time
         try:
             future = self.ended.get(timeout=timeout)
         except queue.Empty:
@@ -253,9 +258,18 @@ class Scheduler:
                 self.record(child, skipped)
 
     def record(self, name: str, result: StageResult) -> None:
+        services = self.services
+        result.ended_at = now = time.time()
+        began = services.started.get(name)
+        if began is not None:
+            result.started_at, result.slot = began
+        elif result.duration_s:  # decided on the spot
+            result.started_at = now - result.duration_s
         self.results[name] = result
-        if self.services.on_result is not None:
-            self.services.on_result(result)
+        if services.journal is not None:
+            services.journal.add(result)
+        if services.on_result is not None:
+            services.on_result(result)
 
 
 def lock_failure(name: str, limit: float, busy: LockBusy) -> StageResult:

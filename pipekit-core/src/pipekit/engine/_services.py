@@ -15,17 +15,16 @@ import attrs
 from ..plugins._observers import Observers
 from ..state._hash_cache import HashCache
 from ..state._inflight import InflightLog
+from ..state._run_records import RunJournal
 from ..state._runner_state import RunnerState
 from ..stores._assemble import Backends
 from ._decisions import Evaluator, params_digest, processor_ref
-from ._results import Decision, RunInfo, StageResult
+from ._results import HOST, Decision, RunInfo, StageResult
 
 if TYPE_CHECKING:
     from ..plan._pipeline import Pipeline, PlannedStage
 
 __all__ = ["RunOptions", "RunServices", "LockBusy", "new_run_id", "HOST"]
-
-HOST = os.uname().nodename
 
 
 def new_run_id() -> str:
@@ -81,6 +80,10 @@ class RunServices:
     on_start: Callable[[str], None] | None = None
     """Called with a stage's name when it starts to execute (not when skipped)."""
     info: RunInfo | None = None
+    journal: RunJournal | None = None
+    """The run record as the run goes; the scheduler adds each result."""
+    started: dict[str, tuple[float, int]] = attrs.field(factory=dict)
+    """Stage name -> (Unix time its work started, its job slot)."""
     cancel: threading.Event = attrs.field(factory=threading.Event)
     halt: threading.Event = attrs.field(factory=threading.Event)
 
