@@ -22,6 +22,8 @@ QUIET_CASES = {
     "dlq": [["dlq", "list"]],
     "plugins": [["plugins"]],
     "doctor": [["doctor"]],
+    "runs": [["runs", "list"], ["runs", "show"]],
+    "report": [["report", "-o", "report.html"]],
 }
 
 
