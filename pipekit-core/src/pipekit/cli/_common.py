@@ -176,3 +176,16 @@ def add_targets(parser: Any) -> None:
         action="store_true",
         help="the targets and every stage downstream of them, instead of upstream",
     )
+
+
+def stdout_gone() -> None:
+    """Stdout's reader went away (``pipekit status | head -1``): point it at
+    /dev/null, so that what is still written, and the final flush, go
+    nowhere instead of raising ``BrokenPipeError``."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)

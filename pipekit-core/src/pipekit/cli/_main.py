@@ -15,7 +15,7 @@ from .. import __version__
 from .._log_lines import configure
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, PipekitError
 from ._commands import COMMANDS
-from ._common import OUTPUT, add_common, error
+from ._common import OUTPUT, add_common, error, stdout_gone
 
 __all__ = ["main", "build_parser"]
 
@@ -122,6 +122,9 @@ def _handle(args: argparse.Namespace) -> int:
     except PipekitError as exc:
         error(str(exc))
         return exc.exit_code
+    except BrokenPipeError:  # stdout's reader went away: nothing more to say
+        stdout_gone()
+        return EXIT_FAILED
     except OSError as exc:  # a read-only or full disk: one line, not a traceback
         from ..errors import storage_error
 

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from ..engine._results import StageResult
 from ..errors import ConfigError
+from ._common import stdout_gone
 
 __all__ = ["Reporter", "running_after"]
 
@@ -68,12 +69,11 @@ class Reporter:
     def start(self, pipeline: Any, runner: Any) -> None:
         self._width = max((len(n) for n in pipeline.order), default=10)
         self._many = len(pipeline.order) > 50
-        if self.enabled:
-            self.stream.write(
-                f"pipekit: run {runner.run_id} of {pipeline.name} "
-                f"({len(pipeline.order)} stages, backend {runner.backends.name}, "
-                f"jobs {runner.options.jobs})\n"
-            )
+        self._write(
+            f"pipekit: run {runner.run_id} of {pipeline.name} "
+            f"({len(pipeline.order)} stages, backend {runner.backends.name}, "
+            f"jobs {runner.options.jobs})\n"
+        )
 
     def started(self, name: str) -> None:
         """A stage starts to execute: its line now, or when it has run long."""
@@ -124,8 +124,19 @@ class Reporter:
         word = f"{status:<8}"
         if self._colour and status in _COLOURS:
             word = f"{_COLOURS[status]}{status}{_RESET}{' ' * (8 - len(status))}"
+        self._write(f"  {word} {name:<{self._width}}  {detail}\n")
+
+    def _write(self, text: str) -> None:
+        """A line, unless stdout's reader went away (``pipekit run | head``):
+        then no more lines, and the run goes on."""
         with self._lock:
-            self.stream.write(f"  {word} {name:<{self._width}}  {detail}\n")
+            if not self.enabled:
+                return
+            try:
+                self.stream.write(text)
+            except BrokenPipeError:
+                self.enabled = False
+                stdout_gone()
 
     def close(self) -> None:
         """No more lines for running stages (the run is over)."""
@@ -137,9 +148,10 @@ class Reporter:
             return
         m = outcome.metrics
         if self._quiet_skips:
-            self.stream.write(f"  skipped  {self._quiet_skips} stage(s) up to date\n")
-        self.stream.write(
+            self._write(f"  skipped  {self._quiet_skips} stage(s) up to date\n")
+        self._write(
             f"run {outcome.status}: {m['stages_ok']} ok, {m['stages_skipped']} skipped, "
             f"{m['stages_failed']} failed in {outcome.duration_s:.2f}s\n"
         )
-        self.stream.flush()
+        if self.enabled:
+            self.stream.flush()
