@@ -15,6 +15,7 @@ from pipekit.cli._commands import COMMANDS
 QUIET_CASES = {
     "run": [["run"], ["run", "--dry-run"], ["run", "--force", "a"]],
     "status": [["status"]],
+    "dag": [["dag"]],
     "check": [["check"]],
     "state": [["state", "show"], ["state", "history"], ["state", "backups"]],
     "checkpoints": [["checkpoints", "list"], ["checkpoints", "verify"]],

@@ -247,3 +247,28 @@ def test_a_target_that_matches_nothing_is_exit_2(
     proc = project.cli("run", target)
     assert proc.returncode == 2
     assert message in proc.stderr, proc.stderr
+
+
+# -- pipekit dag -------------------------------------------------------------------
+
+
+def test_dag_folds_generated_stages_unless_expanded(project: Project) -> None:
+    models(project)
+    proc = project.cli("dag")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "  prepare@* (3 stages)",
+        "  train@* (4 stages)    <- prepare@*",
+    ]
+    expanded = project.cli("dag", "--expand", "train@eu-1").stdout.splitlines()
+    assert expanded == ["  prepare@eu", "  train@eu-1  <- prepare@eu"]
+
+
+def test_dag_as_dot_mermaid_and_json(project: Project) -> None:
+    models(project)
+    assert '"prepare@*" -> "train@*";' in project.cli("dag", "--dot").stdout
+    mermaid = project.cli("dag", "--mermaid").stdout
+    assert mermaid.startswith("flowchart LR\n") and "n0 --> n1" in mermaid
+    doc = json.loads(project.cli("dag", "--json").stdout)
+    assert doc["schema_version"] == 1
+    assert len(doc["nodes"]) == 7 and ["prepare@us", "train@us-1"] in doc["edges"]

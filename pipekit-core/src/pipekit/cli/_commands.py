@@ -11,6 +11,7 @@ from __future__ import annotations
 COMMANDS: tuple[str, ...] = (
     "run",
     "status",
+    "dag",
     "runs",
     "report",
     "check",
