@@ -43,7 +43,7 @@ DOC_PAGES = (
     "dependencies",
     "development",
 )
-PYTHON_EXAMPLE_PAGES = ("state",)  # pages whose ```python blocks run, in order
+PYTHON_EXAMPLE_PAGES = ("state", "python-api")  # pages whose ```python blocks run, in order
 
 HEADING_RE = re.compile(r"^(#{1,6})\s+(.*?)\s*$", re.M)
 FENCE_RE = re.compile(r"^```([\w-]*)\n(.*?)^```\s*$", re.M | re.S)

@@ -17,7 +17,7 @@ PipelineState StateError StateReadError StateValidationError StateLockError Chec
 CheckpointInfo CheckpointStats Retention CheckpointError CheckpointNotFound CheckpointCorrupted
 CheckpointVersionError CheckpointDecryptError CheckpointConfigError CheckpointStateError
 idempotent IdempotencyManager IdempotencyStatus make_key IdempotencyError IdempotencyInProgress
-IdempotencyConflict IdempotencyFailed IdempotencyClaimLost
+IdempotencyConflict IdempotencyFailed IdempotencyClaimLost Pipeline run status RunOutcome StageStatus
 """.split()
 
 

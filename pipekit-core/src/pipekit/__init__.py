@@ -54,6 +54,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._api import run, status
     from .checkpoints import (
         CheckpointConfigError,
         CheckpointCorrupted,
@@ -67,7 +68,9 @@ if TYPE_CHECKING:  # pragma: no cover
         CheckpointVersionError,
         Retention,
     )
+    from .engine._plan_view import StageStatus
     from .engine._results import RunInfo, StageResult
+    from .engine._runner import RunOutcome
     from .errors import (
         ConfigError,
         IdempotencyClaimLost,
@@ -90,6 +93,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .idempotency import IdempotencyManager, IdempotencyStatus, idempotent, make_key
     from .isolation._namespaces import IsolatedCommand, isolate_command
     from .plan._config import PipelineConfig, StageConfig
+    from .plan._pipeline import Pipeline
     from .plugins._hookspecs import hookimpl, hookspec
     from .plugins._manager import load_registry
     from .plugins._processors import Checkpoint, RecordStage, Stage, StageContext, Started

@@ -5,15 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..engine._decisions import Evaluator
+from ..engine._plan_view import statuses as stage_statuses
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..plan import _plan_cache as plancache
 from ..plan._config import find_pipeline_file
-from ..state._hash_cache import HashCache
-from ..state._runner_state import RunnerState
-from ..stores._assemble import make_backends
 from ._common import add_common, add_file, add_targets, load, print_json
-from ._plan_view import plan
 
 
 def add_parser(sub: Any) -> None:
@@ -44,16 +40,7 @@ def print_plan(
     dry_run: bool,
     fail_if_any_runs: bool = False,
 ) -> int:
-    backends = make_backends(registry, pipeline)
-    state = RunnerState(pipeline.state_dir)
-    cache = HashCache(pipeline.state_dir / "hashcache.json")
-    evaluator = Evaluator(pipeline, cache, backends.idempotency, state)
-    statuses = plan(
-        pipeline,
-        evaluator,
-        forced=lambda n: force_all or n in force,
-        checkpoints=backends.checkpoints,
-    )
+    statuses = stage_statuses(pipeline, registry, forced=lambda n: force_all or n in force)
     n = sum(1 for s in statuses if s.status == "will-run")
     code = EXIT_FAILED if n and fail_if_any_runs else EXIT_OK
     if args.json:

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from ..errors import ConfigError, PluginError
-from ..plugins._manager import RegistryLoader
+from ..plugins._manager import RegistryLoader, load_registry
 from . import _config
 from ._config import StageConfig
 from ._templates import expand as expand_templates
@@ -119,6 +119,19 @@ class Pipeline:
     """False when no plugin implements an observer hook (known to a cached
     plan without loading the plugins)."""
 
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Pipeline:
+        """The pipeline of the file at ``path``, validated, with every
+        installed plugin (:class:`pipekit.ConfigError` says what is wrong)."""
+        return load_pipeline(Path(path), load_registry())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, root: str | os.PathLike[str]) -> Pipeline:
+        """The pipeline of ``data`` (what a pipeline file holds), its paths
+        relative to the folder ``root``."""
+        file = Path(root).resolve() / "pipekit.toml"  # names it in messages
+        return plan_pipeline(data, file, load_registry())
+
     def downstream_of(self, names: Iterable[str]) -> set[str]:
         """The named stages and every stage that depends on them."""
         children: dict[str, list[str]] = {n: [] for n in self.stages}
@@ -147,7 +160,29 @@ def load_pipeline(
     reported at once (one line each, in file order), and nothing has run."""
     file = file.resolve()
     source = _config.read_pipeline_bytes(file)
-    expanded = expand_templates(_config.parse_pipeline_bytes(file, source), file)
+    data = _config.parse_pipeline_bytes(file, source)
+    return plan_pipeline(
+        data,
+        file,
+        registry,
+        source_sha256=hashlib.sha256(source).hexdigest(),
+        backend_override=backend_override,
+        check_inputs=check_inputs,
+    )
+
+
+def plan_pipeline(
+    data: dict[str, Any],
+    file: Path,
+    registry: Any,
+    *,
+    source_sha256: str | None = None,
+    backend_override: str | None = None,
+    check_inputs: bool = True,
+) -> Pipeline:
+    """:func:`load_pipeline` of the plain data of a pipeline file at
+    ``file`` (which names it in messages, and whose folder is the root)."""
+    expanded = expand_templates(data, file)
     data = expanded.data
     cfg, errors = _config.structure_pipeline_lenient(data, file)
     root = file.parent
@@ -194,7 +229,7 @@ def load_pipeline(
         order=order,
         raw=data,
         network=cfg.network,
-        source_sha256=hashlib.sha256(source).hexdigest(),
+        source_sha256=source_sha256,
         var_files=expanded.var_files,
         registry=RegistryLoader(registry),
     )

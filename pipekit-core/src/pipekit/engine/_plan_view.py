@@ -1,5 +1,5 @@
-"""``pipekit status`` and ``pipekit run --dry-run``: what would run, and why,
-without running or locking anything."""
+"""What would run, and why, without running or locking anything
+(``pipekit status``, ``pipekit run --dry-run``, :func:`pipekit.status`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 
 import attrs
 
-from ..engine._record_checkpoint import RecordCheckpoint, namespace_for
 from ..plugins._processors import Checkpoint
+from ._record_checkpoint import RecordCheckpoint, namespace_for
 
-__all__ = ["StageStatus", "plan", "resume_point", "describe_resume"]
+__all__ = ["StageStatus", "plan", "statuses", "resume_point", "describe_resume"]
 
 
 @attrs.define
@@ -87,3 +87,21 @@ def plan(
         else:
             out.append(StageStatus(name, "up-to-date", d.reason, reason_code=d.code))
     return out
+
+
+def statuses(
+    pipeline: Any, registry: Any = None, *, forced: Any = lambda name: False
+) -> list[StageStatus]:
+    """Each stage of ``pipeline``: up to date, or will run and why, from its
+    state folder and backend (``registry``: the plugin registry, or None
+    for the pipeline's own)."""
+    from ..state._hash_cache import HashCache
+    from ..state._runner_state import RunnerState
+    from ..stores._assemble import make_backends
+    from ._decisions import Evaluator
+
+    backends = make_backends(registry, pipeline)
+    state = RunnerState(pipeline.state_dir)
+    cache = HashCache(pipeline.state_dir / "hashcache.json")
+    evaluator = Evaluator(pipeline, cache, backends.idempotency, state)
+    return plan(pipeline, evaluator, forced=forced, checkpoints=backends.checkpoints)
