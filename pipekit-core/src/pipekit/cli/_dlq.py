@@ -144,7 +144,7 @@ def _retry(args: argparse.Namespace) -> int:
     from ..engine._dead_letter_queue import retry_dead_letters
     from ..engine._decisions import Evaluator
     from ..state._hash_cache import HashCache
-    from ..state._runner_state import RunnerState
+    from ..state._runner_state import RunnerState, state_file_name
     from ..stores._assemble import make_backends
 
     pipeline, registry = load(args)
@@ -158,7 +158,7 @@ def _retry(args: argparse.Namespace) -> int:
         pipeline,
         HashCache(pipeline.state_dir / "hashcache.json"),
         backends.idempotency,
-        RunnerState(pipeline.state_dir),
+        RunnerState(pipeline.state_dir, state_file_name(pipeline.file)),
     )
     reports = retry_dead_letters(
         pipeline, backends, evaluator, stages=[args.stage] if args.stage else None

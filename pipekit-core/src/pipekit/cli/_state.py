@@ -91,7 +91,7 @@ def open_state(args: argparse.Namespace) -> Any:
     """The PipelineState the command works on."""
     from ..errors import ConfigError
     from ..state._pipeline_state import PipelineState
-    from ..state._runner_state import runner_state_file
+    from ..state._runner_state import runner_state_file, state_file_name
 
     timeout = args.lock_timeout
     if timeout is not None and timeout < 0:
@@ -107,7 +107,9 @@ def open_state(args: argparse.Namespace) -> Any:
     state_dir = data.get("state_dir", ".pipekit")
     if not isinstance(state_dir, str):
         raise ConfigError(f"{file}: field 'state_dir': expected a string")
-    state = runner_state_file(Path(os.path.normpath(file.parent / state_dir)))
+    state = runner_state_file(
+        Path(os.path.normpath(file.parent / state_dir)), state_file_name(file)
+    )
     state.lock_timeout = timeout
     return state
 

@@ -157,7 +157,7 @@ def recover_intents(pipeline: Any, backends: Any) -> list[str]:
 def _finish(pipeline: Any, backends: Any, intent: dict[str, Any]) -> None:
     """Steps after the rename: records, state, hash cache, dead letters."""
     from ..state._hash_cache import HashCache
-    from ..state._runner_state import RunnerState
+    from ..state._runner_state import RunnerState, state_file_name
     from ..state._shapes import stage_record
 
     stage, key, digest = intent["stage"], intent["output"], intent["sha256"]
@@ -169,7 +169,7 @@ def _finish(pipeline: Any, backends: Any, intent: dict[str, Any]) -> None:
         backends.idempotency.put_many(
             [attrs.evolve(record, result=result, token=intent.get("token"), updated=time.time())]
         )
-    state = RunnerState(pipeline.state_dir)
+    state = RunnerState(pipeline.state_dir, state_file_name(pipeline.file))
     entry = state.get(stage)
     if entry is not None and entry.get("fingerprint") == intent["fingerprint"]:
         entry = dict(entry, outputs=dict(entry.get("outputs") or {}, **{key: digest}))

@@ -96,12 +96,12 @@ def statuses(
     state folder and backend (``registry``: the plugin registry, or None
     for the pipeline's own)."""
     from ..state._hash_cache import HashCache
-    from ..state._runner_state import RunnerState
+    from ..state._runner_state import RunnerState, state_file_name
     from ..stores._assemble import make_backends
     from ._decisions import Evaluator
 
     backends = make_backends(registry, pipeline)
-    state = RunnerState(pipeline.state_dir)
+    state = RunnerState(pipeline.state_dir, state_file_name(pipeline.file))
     cache = HashCache(pipeline.state_dir / "hashcache.json")
     evaluator = Evaluator(pipeline, cache, backends.idempotency, state)
     return plan(pipeline, evaluator, forced=forced, checkpoints=backends.checkpoints)

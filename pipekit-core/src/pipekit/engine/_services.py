@@ -16,7 +16,7 @@ from ..plugins._observers import Observers
 from ..state._hash_cache import HashCache
 from ..state._inflight import InflightLog
 from ..state._run_records import RunJournal
-from ..state._runner_state import RunnerState
+from ..state._runner_state import RunnerState, state_file_name
 from ..stores._assemble import Backends
 from ._decisions import Evaluator, params_digest, processor_ref
 from ._results import HOST, Decision, RunInfo, StageResult
@@ -96,7 +96,7 @@ class RunServices:
         run_id: str,
         observers: Any,
     ) -> RunServices:
-        state = RunnerState(pipeline.state_dir)
+        state = RunnerState(pipeline.state_dir, state_file_name(pipeline.file))
         hashcache = HashCache(pipeline.state_dir / "hashcache.json")
         evaluator = Evaluator(pipeline, hashcache, backends.idempotency, state)
         inflight = InflightLog(pipeline.state_dir)

@@ -222,7 +222,7 @@ def plan_pipeline(
     return Pipeline(
         file=file,
         root=root,
-        name=cfg.name or root.name,
+        name=cfg.name or (root.name if file.name in _config.DEFAULT_FILES else file.stem),
         state_dir=state_dir,
         backend=backend,
         stages=planned,

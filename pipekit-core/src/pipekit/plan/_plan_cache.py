@@ -46,7 +46,7 @@ from ._pipeline import Pipeline, PlannedStage
 
 __all__ = ["load", "store", "enabled"]
 
-FORMAT = 12
+FORMAT = 13
 log = logging.getLogger("pipekit.plancache")
 OBSERVER_HOOKS = frozenset(
     {"on_run_start", "on_stage_start", "on_stage_end", "on_record_failed", "on_run_end"}

@@ -19,22 +19,35 @@ from .. import _json
 from ..errors import StateError, StateReadError, StateValidationError
 from ._shapes import DamagedRecord, check_stage_entry, move_aside, warn_damaged
 
-__all__ = ["RunnerState", "STATE_FILE", "RUNNER_BACKUPS", "runner_state_file"]
+__all__ = ["RunnerState", "STATE_FILE", "RUNNER_BACKUPS", "runner_state_file", "state_file_name"]
 
 log = logging.getLogger("pipekit.state")
 
 STATE_FILE = "state.json"
+DEFAULT_PIPELINE_FILES = ("pipekit.toml", "pipeline.toml", "pipeline.json")
+
+
+def state_file_name(pipeline_file: Path) -> str:
+    """The runner state file of a pipeline file: ``state.json`` for the
+    folder's default pipeline file, ``state.<stem>.json`` for another one
+    (``-f etl.toml``), so that pipeline files sharing a state folder do not
+    share their stages' entries."""
+    if pipeline_file.name in DEFAULT_PIPELINE_FILES:
+        return STATE_FILE
+    return f"state.{pipeline_file.stem}.json"
+
+
 VERSION = 1
 RUNNER_BACKUPS = 10  # previous versions of state.json kept in state.json.backups/
 LOCK_TIMEOUT = 60.0
 
 
-def runner_state_file(state_dir: Path) -> Any:
-    """The runner's ``state.json`` as a :class:`~pipekit.PipelineState`."""
+def runner_state_file(state_dir: Path, name: str = STATE_FILE) -> Any:
+    """The runner's state file (``state.json``) as a :class:`~pipekit.PipelineState`."""
     from ._pipeline_state import PipelineState
 
     return PipelineState(
-        state_dir / STATE_FILE,
+        state_dir / name,
         schema=check_runner_state,
         max_backups=RUNNER_BACKUPS,
         lock_timeout=LOCK_TIMEOUT,
@@ -66,9 +79,9 @@ _ENTRIES_IGNORED = (
 
 
 class RunnerState:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, name: str = STATE_FILE) -> None:
         self.state_dir = state_dir
-        self.path = state_dir / STATE_FILE
+        self.path = state_dir / name
         self._changed: dict[str, dict[str, Any]] = {}
         self._damaged = False
         self.stages: dict[str, dict[str, Any]] = self._load()
@@ -91,7 +104,7 @@ class RunnerState:
             log.warning(
                 "%s Until then runs go on (the idempotency store says what is done), "
                 "but without the stage entries that explain why a stage runs",
-                runner_state_file(self.state_dir)._damaged(exc, raw),
+                runner_state_file(self.state_dir, self.path.name)._damaged(exc, raw),
             )
             return {}
         return self._valid_stages(data)
@@ -131,7 +144,7 @@ class RunnerState:
         reported, not raised: the run's work is committed either way."""
         if not self._changed:
             return
-        state = runner_state_file(self.state_dir)
+        state = runner_state_file(self.state_dir, self.path.name)
         try:
             if self.path.is_dir():  # damaged (said at load): kept for a look, then replaced
                 move_aside(self.path)
