@@ -14,10 +14,31 @@ def three_stage(project: Project, **upper_extra: object) -> None:
     project.write("data/in/b.txt", "gamma\n")
     project.pipeline(
         [
-            {"name": "copy-a", "uses": "copy", "inputs": ["data/in/a.txt"], "outputs": ["work/a.txt"]},
-            {"name": "copy-b", "uses": "copy", "inputs": ["data/in/b.txt"], "outputs": ["work/b.txt"]},
-            {"name": "upper", "uses": "upper", "inputs": ["work/a.txt"], "outputs": ["out/a.txt"], **upper_extra},
-            {"name": "join", "uses": "concat", "inputs": ["out/a.txt", "work/b.txt"], "outputs": ["out/all.txt"]},
+            {
+                "name": "copy-a",
+                "uses": "copy",
+                "inputs": ["data/in/a.txt"],
+                "outputs": ["work/a.txt"],
+            },
+            {
+                "name": "copy-b",
+                "uses": "copy",
+                "inputs": ["data/in/b.txt"],
+                "outputs": ["work/b.txt"],
+            },
+            {
+                "name": "upper",
+                "uses": "upper",
+                "inputs": ["work/a.txt"],
+                "outputs": ["out/a.txt"],
+                **upper_extra,
+            },
+            {
+                "name": "join",
+                "uses": "concat",
+                "inputs": ["out/a.txt", "work/b.txt"],
+                "outputs": ["out/all.txt"],
+            },
         ]
     )
 
@@ -44,7 +65,10 @@ def test_changing_one_input_reruns_exactly_the_downstream_stages(project: Projec
     project.write("data/in/b.txt", "delta\n", age=0)
     summary = project.run_json()
     assert project.statuses(summary) == {
-        "copy-a": "skipped", "copy-b": "ok", "upper": "skipped", "join": "ok",
+        "copy-a": "skipped",
+        "copy-b": "ok",
+        "upper": "skipped",
+        "join": "ok",
     }
     assert project.reasons(summary)["copy-b"] == "input 'data/in/b.txt' changed"
     assert project.reasons(summary)["join"] == "input 'work/b.txt' changed"
@@ -61,8 +85,15 @@ def test_same_content_rewritten_does_not_rerun(project: Project) -> None:
 
 def test_changing_params_reruns_the_stage(project: Project) -> None:
     project.write("in.txt", "keep me\ndrop me\n")
-    stages = [{"name": "f", "uses": "filter", "inputs": ["in.txt"], "outputs": ["out.txt"],
-               "params": {"pattern": "keep"}}]
+    stages = [
+        {
+            "name": "f",
+            "uses": "filter",
+            "inputs": ["in.txt"],
+            "outputs": ["out.txt"],
+            "params": {"pattern": "keep"},
+        }
+    ]
     project.pipeline(stages)
     project.run_json()
     assert project.read("out.txt") == "keep me\n"
@@ -116,6 +147,31 @@ def test_changing_processor_version_reruns_the_stage(project: Project) -> None:
     assert project.read("out.txt") == "X!!\n"
 
 
+def test_editing_a_project_processor_reruns_its_stages_and_an_installed_one_keeps_version(
+    project: Project,
+) -> None:
+    """A processor that is a module of the project (PIPEKIT_PLUGIN_MODULES)
+    has its source file's digest in its fingerprint: an edit without a
+    version bump reruns its stages. An installed processor's does not."""
+    project.write("in.txt", "x\n")
+    project.pipeline(
+        [
+            {"name": "v", "uses": "shout", "inputs": ["in.txt"], "outputs": ["out.txt"]},
+            {"name": "u", "uses": "upper", "inputs": ["in.txt"], "outputs": ["up.txt"]},
+        ]
+    )
+    os.utime(project.file, (time.time() - 10, time.time() - 10))
+    write_plugin(project, "1", "!")
+    env = plugin_env(project)
+    project.run_json(env=env)
+    write_plugin(project, "1", "?")  # the code changes, the version does not
+    summary = project.run_json(env=env)
+    assert project.statuses(summary) == {"v": "ok", "u": "skipped"}
+    assert project.reasons(summary)["v"] == "processor code changed"
+    assert project.read("out.txt") == "X?\n"
+    assert set(project.statuses(project.run_json(env=env)).values()) == {"skipped"}
+
+
 def test_rerun_uses_the_plan_cache_without_reading_the_pipeline_file(project: Project) -> None:
     three_stage(project)
     os.utime(project.file, (time.time() - 10, time.time() - 10))
@@ -130,8 +186,15 @@ def test_rerun_uses_the_plan_cache_without_reading_the_pipeline_file(project: Pr
 
 def test_editing_the_pipeline_file_invalidates_the_plan_cache(project: Project) -> None:
     project.write("in.txt", "keep\ndrop\n")
-    stages = [{"name": "f", "uses": "filter", "inputs": ["in.txt"], "outputs": ["out.txt"],
-               "params": {"pattern": "keep"}}]
+    stages = [
+        {
+            "name": "f",
+            "uses": "filter",
+            "inputs": ["in.txt"],
+            "outputs": ["out.txt"],
+            "params": {"pattern": "keep"},
+        }
+    ]
     project.pipeline(stages)
     os.utime(project.file, (time.time() - 10, time.time() - 10))
     project.run_json()
@@ -149,7 +212,10 @@ def test_deleted_output_reruns_its_stage_only(project: Project) -> None:
     os.unlink(project.root / "work/b.txt")
     summary = project.run_json()
     assert project.statuses(summary) == {
-        "copy-a": "skipped", "copy-b": "ok", "upper": "skipped", "join": "skipped",
+        "copy-a": "skipped",
+        "copy-b": "ok",
+        "upper": "skipped",
+        "join": "skipped",
     }
     assert project.reasons(summary)["copy-b"] == "output 'work/b.txt' is missing"
 
@@ -240,9 +306,15 @@ def test_force_and_dry_run(project: Project) -> None:
 
 def test_pipeline_json_file_has_the_same_schema(project: Project) -> None:
     project.write("in.txt", "hi\n")
-    (project.root / "pipeline.json").write_text(json.dumps({
-        "stages": [{"name": "u", "uses": "upper", "inputs": ["in.txt"], "outputs": ["out.txt"]}]
-    }))
+    (project.root / "pipeline.json").write_text(
+        json.dumps(
+            {
+                "stages": [
+                    {"name": "u", "uses": "upper", "inputs": ["in.txt"], "outputs": ["out.txt"]}
+                ]
+            }
+        )
+    )
     summary = project.run_json()
     assert summary["status"] == "ok"
     assert project.read("out.txt") == "HI\n"

@@ -55,6 +55,8 @@ def compute_fingerprint(st: PlannedStage, input_hashes: dict[str, str]) -> str:
         h.update(b"i\0" + key.encode() + b"\0" + input_hashes[key].encode() + b"\0")
     for key in st.outputs:
         h.update(b"o\0" + key.encode() + b"\0")
+    if st.code is not None:  # a processor of the project: its source is part of it
+        h.update(b"c\0" + st.code.encode() + b"\0")
     return h.hexdigest()
 
 
@@ -180,6 +182,8 @@ class Evaluator:
         if entry.get("version") != proc.version:
             why = f"processor version changed ({entry.get('version')} -> {proc.version})"
             return why, "version_changed"
+        if entry.get("code") != st.code:
+            return "processor code changed", "code_changed"
         if entry.get("params_sha") != params_digest(st.params_canonical):
             return "params changed", "params_changed"
         old_inputs: dict[str, str] = entry.get("inputs", {})

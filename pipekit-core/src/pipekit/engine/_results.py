@@ -29,6 +29,7 @@ REASON_CODES = {
     "params_changed": "its params changed",
     "processor_changed": "it uses another processor",
     "version_changed": "its processor's version changed",
+    "code_changed": "the source file of its processor, a module of the project, changed",
     "output_missing": "an output it wrote is gone",
     "output_modified": "an output it wrote was modified since",
     "output_list_changed": "the list of its outputs changed",

@@ -139,6 +139,7 @@ class RunServices:
             "key": decision.key,
             "processor": processor.name,
             "version": processor.version,
+            "code": stage.code,
             "params_sha": params_digest(stage.params_canonical),
             "inputs": decision.inputs,
             "outputs": outputs,

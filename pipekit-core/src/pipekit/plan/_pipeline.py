@@ -54,6 +54,10 @@ class PlannedStage:
     version: str = attrs.field(
         kw_only=True, default=attrs.Factory(lambda st: st._processor.version, takes_self=True)
     )
+    code: str | None = attrs.field(default=None, kw_only=True)
+    """The digest of the processor's source file when it is not installed
+    from a distribution (a module of the project): part of the fingerprint,
+    so that editing it reruns its stages."""
     binder: Binder | None = attrs.field(default=None, kw_only=True, repr=False)
     _paths: tuple[list[Path], list[Path]] | None = attrs.field(default=None, init=False, repr=False)
 
@@ -308,6 +312,7 @@ def _plan_stages(
             outputs=[k for k, _ in outs],
             input_files=[str(p) for _, p in ins],
             output_files=[str(p) for _, p in outs],
+            code=registry.code_digest(sc.uses),
         )
     return planned, producers
 

@@ -46,7 +46,7 @@ from ._pipeline import Pipeline, PlannedStage
 
 __all__ = ["load", "store", "enabled"]
 
-FORMAT = 13
+FORMAT = 14
 log = logging.getLogger("pipekit.plancache")
 OBSERVER_HOOKS = frozenset(
     {"on_run_start", "on_stage_start", "on_stage_end", "on_record_failed", "on_run_end"}
@@ -198,6 +198,7 @@ def _pipeline(doc: dict[str, Any], options: dict[str, Any], path: Path) -> Pipel
             name=s["name"],
             uses=s["uses"],
             version=s["version"],
+            code=s["code"],
             binder=binder,
         )
         for s in doc["stages"]
@@ -272,6 +273,7 @@ def _document(pipeline: Pipeline, registry: Registry) -> dict[str, Any]:
             "index": st.index,
             "uses": st.uses,
             "version": st.version,
+            "code": st.code,
             "params": st.params_canonical.decode(),
             "inputs": st.inputs,
             "outputs": st.outputs,

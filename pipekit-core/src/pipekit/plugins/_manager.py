@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import inspect
 import logging
 import os
@@ -133,6 +134,21 @@ class Registry:
                 unknown_name_message(KIND_LABEL[kind], name, table, where) + self._disabled_hint()
             )
         return reg.obj
+
+    def code_digest(self, name: str) -> str | None:
+        """For the stage processor ``name`` of a plugin that is a module of the
+        project (``PIPEKIT_PLUGIN_MODULES``, registered in-process) rather
+        than an installed distribution, whose ``version`` nobody bumps: the
+        SHA-256 of its class's source file (None for an installed one)."""
+        reg = self.stages.get(name)
+        if reg is None or reg.plugin.distribution not in (f"({MODULES_ENV})", IN_PROCESS):
+            return None
+        try:
+            source = inspect.getsourcefile(type(reg.obj))
+            with open(source or "", "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()[:16]
+        except (TypeError, OSError):
+            return None
 
     def backend_names(self) -> list[str]:
         """Names registered for all three backend kinds."""

@@ -125,6 +125,7 @@ _ENTRY_TEXT = (
     "status",
     "processor",
     "version",
+    "code",
     "params_sha",
     "store_gen",
     "key",
