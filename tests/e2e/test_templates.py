@@ -68,6 +68,8 @@ def test_a_stage_reruns_for_the_values_it_uses_and_no_other(project: Project) ->
     project.write("params.toml", PARAMS.replace("x = 1", "x = 2"))
     assert set(project.statuses(project.run_json()).values()) == {"skipped"}
     project.write("params.toml", PARAMS.replace("lr = 0.1", "lr = 0.2"))
+    status = json.loads(project.cli("status", "--json", "train@us-1").stdout)
+    assert status["stages"][-1]["reason"] == "params changed: train.lr 0.1 -> 0.2"
     statuses = project.statuses(project.run_json())
     assert {n for n, s in statuses.items() if s == "ok"} == {
         "train@us-1",

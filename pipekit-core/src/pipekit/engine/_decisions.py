@@ -185,7 +185,7 @@ class Evaluator:
         if entry.get("code") != st.code:
             return "processor code changed", "code_changed"
         if entry.get("params_sha") != params_digest(st.params_canonical):
-            return "params changed", "params_changed"
+            return _params_changed(entry.get("values"), st.values), "params_changed"
         old_inputs: dict[str, str] = entry.get("inputs", {})
         if list(old_inputs) != list(st.inputs):
             return "inputs changed (" + ", ".join(st.inputs) + ")", "input_list_changed"
@@ -200,3 +200,16 @@ class Evaluator:
         if entry.get("fingerprint") == fp:
             return "no record of its last success in the idempotency store", "no_record"
         return "last run did not finish", "did_not_finish"
+
+
+def _params_changed(before: Any, now: dict[str, Any]) -> str:
+    """``params changed``, naming the variables of the pipeline file whose
+    values changed when the stage's params came from them."""
+    if not isinstance(before, dict) or not now:
+        return "params changed"
+    changed = [name for name in now if name in before and before[name] != now[name]]
+    if not changed:
+        return "params changed"
+    first = changed[0]
+    more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+    return f"params changed: {first} {before[first]!r} -> {now[first]!r}{more}"

@@ -140,6 +140,7 @@ class RunServices:
             "processor": processor.name,
             "version": processor.version,
             "code": stage.code,
+            "values": stage.values,
             "params_sha": params_digest(stage.params_canonical),
             "inputs": decision.inputs,
             "outputs": outputs,

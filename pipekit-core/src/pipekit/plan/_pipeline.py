@@ -58,6 +58,9 @@ class PlannedStage:
     """The digest of the processor's source file when it is not installed
     from a distribution (a module of the project): part of the fingerprint,
     so that editing it reruns its stages."""
+    values: dict[str, Any] = attrs.field(factory=dict, kw_only=True)
+    """The variables its strings used (``${train.lr}``) and their values:
+    a rerun for changed params names the one that changed."""
     binder: Binder | None = attrs.field(default=None, kw_only=True, repr=False)
     _paths: tuple[list[Path], list[Path]] | None = attrs.field(default=None, init=False, repr=False)
 
@@ -218,6 +221,9 @@ def plan_pipeline(
         err(None, "state_dir", state_problem)
 
     planned, producers = _plan_stages(cfg.stages, registry, paths, err, errors, data)
+    for name, used in expanded.used.items():
+        if name in planned:
+            planned[name].values = used
     _link_stages(planned, producers, [sc.name for sc in cfg.stages], paths, check_inputs, err)
     if errors:
         raise ConfigError(_config.join_lines(errors))

@@ -46,7 +46,7 @@ from ._pipeline import Pipeline, PlannedStage
 
 __all__ = ["load", "store", "enabled"]
 
-FORMAT = 14
+FORMAT = 15
 log = logging.getLogger("pipekit.plancache")
 OBSERVER_HOOKS = frozenset(
     {"on_run_start", "on_stage_start", "on_stage_end", "on_record_failed", "on_run_end"}
@@ -199,6 +199,7 @@ def _pipeline(doc: dict[str, Any], options: dict[str, Any], path: Path) -> Pipel
             uses=s["uses"],
             version=s["version"],
             code=s["code"],
+            values=s["values"],
             binder=binder,
         )
         for s in doc["stages"]
@@ -274,6 +275,7 @@ def _document(pipeline: Pipeline, registry: Registry) -> dict[str, Any]:
             "uses": st.uses,
             "version": st.version,
             "code": st.code,
+            "values": st.values,
             "params": st.params_canonical.decode(),
             "inputs": st.inputs,
             "outputs": st.outputs,

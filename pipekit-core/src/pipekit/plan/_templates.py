@@ -34,9 +34,16 @@ class Expanded:
     """The data with templates expanded, and the vars files read (path,
     SHA-256 of its bytes): a cached plan is valid while they are unchanged."""
 
-    def __init__(self, data: dict[str, Any], var_files: list[list[str]]) -> None:
+    def __init__(
+        self,
+        data: dict[str, Any],
+        var_files: list[list[str]],
+        used: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.data = data
         self.var_files = var_files
+        self.used = used or {}
+        """Stage name -> the variables its strings used, and their values."""
 
 
 def expand(data: dict[str, Any], file: Path) -> Expanded:
@@ -52,13 +59,15 @@ def expand(data: dict[str, Any], file: Path) -> Expanded:
         return Expanded(data, [])  # as written: a shell command's ${HOME} stays the shell's
     values, var_files = _read_vars(data.get("vars", {}), file)
     out = {k: v for k, v in data.items() if k != "vars"}
+    used: dict[str, dict[str, Any]] = {}
     if isinstance(stages, list):
-        out["stages"] = [
-            made
-            for index, table in enumerate(stages)
-            for made in _expand_stage(table, index, values, file)
-        ]
-    return Expanded(out, var_files)
+        out["stages"] = []
+        for index, table in enumerate(stages):
+            for made, names in _expand_stage(table, index, values, file):
+                out["stages"].append(made)
+                if isinstance(made, dict) and isinstance(made.get("name"), str):
+                    used[made["name"]] = names
+    return Expanded(out, var_files, used)
 
 
 # -- vars ----------------------------------------------------------------------
@@ -99,9 +108,12 @@ def _read_vars_file(path: Path, name: str, file: Path) -> dict[str, Any]:
 # -- one stage ------------------------------------------------------------------
 
 
-def _expand_stage(table: Any, index: int, values: dict[str, Any], file: Path) -> list[Any]:
+def _expand_stage(
+    table: Any, index: int, values: dict[str, Any], file: Path
+) -> list[tuple[Any, dict[str, Any]]]:
+    """The stages a table makes, each with the variables it used."""
     if not isinstance(table, dict):
-        return [table]  # structuring says what is wrong with it
+        return [(table, {})]  # structuring says what is wrong with it
     where = f"{file}: stages[{index}]" + (f" ({table['name']})" if "name" in table else "")
     if "foreach" in table and "matrix" in table:
         raise ConfigError(f"{where}: foreach and matrix: give one of them")
@@ -111,15 +123,17 @@ def _expand_stage(table: Any, index: int, values: dict[str, Any], file: Path) ->
     elif "matrix" in table:
         items = _matrix_items(table["matrix"], values, f"{where}: matrix")
     else:
-        return [_substitute(body, values, where)]
+        used: dict[str, Any] = {}
+        return [(_substitute(body, values, where, used), used)]
     base = body.get("name")
     if not isinstance(base, str):
         raise ConfigError(f"{where}: a stage with foreach or matrix needs a name")
     made = []
     for suffix, scope in items:
-        stage = _substitute(body, {**values, **scope}, f"{where}@{suffix}")
+        used = {}
+        stage = _substitute(body, {**values, **scope}, f"{where}@{suffix}", used)
         stage["name"] = f"{base}@{suffix}"
-        made.append(stage)
+        made.append((stage, used))
     return made
 
 
@@ -169,23 +183,26 @@ def _suffix(value: Any) -> str:
 # -- ${...} ----------------------------------------------------------------------
 
 
-def _substitute(value: Any, values: dict[str, Any], where: str) -> Any:
-    """``value`` with every ``${...}`` in its strings replaced."""
+def _substitute(
+    value: Any, values: dict[str, Any], where: str, used: dict[str, Any] | None = None
+) -> Any:
+    """``value`` with every ``${...}`` in its strings replaced (the names
+    looked up go to ``used``, with their values)."""
     if isinstance(value, str):
-        return _interpolate(value, values, where)
+        return _interpolate(value, values, where, used)
     if isinstance(value, dict):
-        return {k: _substitute(v, values, where) for k, v in value.items()}
+        return {k: _substitute(v, values, where, used) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, values, where) for v in value]
+        return [_substitute(v, values, where, used) for v in value]
     return value
 
 
-def _interpolate(text: str, values: dict[str, Any], where: str) -> Any:
+def _interpolate(text: str, values: dict[str, Any], where: str, used: dict[str, Any] | None) -> Any:
     if "${" not in text:
         return text
     whole = _REFERENCE.fullmatch(text)
     if whole is not None and whole.group(1) is not None:
-        return _lookup(whole.group(1), values, where)
+        return _lookup(whole.group(1), values, where, used)
 
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
@@ -195,7 +212,7 @@ def _interpolate(text: str, values: dict[str, Any], where: str) -> Any:
                 f"{where}: {text!r}: '${{' not followed by a name and '}}' "
                 "(write $${ for a literal ${)"
             )
-        found = _lookup(match.group(1), values, where)
+        found = _lookup(match.group(1), values, where, used)
         if not isinstance(found, _SCALARS):
             raise ConfigError(
                 f"{where}: {text!r}: ${{{match.group(1)}}} is a {type(found).__name__}; "
@@ -206,7 +223,7 @@ def _interpolate(text: str, values: dict[str, Any], where: str) -> Any:
     return _REFERENCE.sub(replace, text)
 
 
-def _lookup(name: str, values: dict[str, Any], where: str) -> Any:
+def _lookup(name: str, values: dict[str, Any], where: str, used: dict[str, Any] | None) -> Any:
     """The value of ``a.b.c``: key ``a`` of the variables, then its keys."""
     parts = name.strip().split(".")
     found: Any = values
@@ -220,4 +237,15 @@ def _lookup(name: str, values: dict[str, Any], where: str) -> Any:
             names = ", ".join(known) or "none"
             raise ConfigError(f"{where}: ${{{name}}}: {what}{hint}; defined: {names}")
         found = found[part]
+    if used is not None:  # kept as text unless a plain JSON scalar (a TOML date, say)
+        used[name.strip()] = found if isinstance(found, _SCALARS) else _plain(found)
     return found
+
+
+def _plain(value: Any) -> Any:
+    """A list or table of a variable as JSON would keep it (dates as text)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, _SCALARS) else str(value)
