@@ -9,6 +9,7 @@ imports inside the handler, so that building the parser stays cheap.
 from __future__ import annotations
 
 COMMANDS: tuple[str, ...] = (
+    "init",
     "run",
     "status",
     "check",
@@ -17,5 +18,6 @@ COMMANDS: tuple[str, ...] = (
     "idem",
     "dlq",
     "plugins",
+    "completion",
     "doctor",
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -80,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     # options before the command, a typo) gets the whole one.
     only = words[0] if words and words[0] in COMMANDS else None
     parser = build_parser(only)
+    if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions (`pipekit completion`)
+        from ._completion import complete
+
+        complete(parser)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
