@@ -7,6 +7,9 @@ support. `nox -s tests` runs the suite on every Python of the matrix (3.11,
 with `--no-error-on-missing-interpreters`); `nox -s tests-3.13` one of them.
 The matrix is not the default because it triples the time of the default
 run (the suite alone takes about 15 minutes on a busy 2-core machine).
+The suite runs serially: with pytest-xdist `-n 2` it took 13.5 minutes on a
+2-core machine at a load of 8-10, and one test that needs a rerun within
+2 s of writing its inputs (test_plan_binding) failed on that load.
 
 - tests:       the whole suite against the packages installed from this checkout
                (pipekit-core with its crypto extra, so the encryption tests run;
