@@ -24,10 +24,16 @@ def make_certs(folder: Path) -> None:
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
 
+    # the extensions Python 3.13's strict verification (VERIFY_X509_STRICT) requires
     run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=pipekit test CA")
+        "-subj", "/CN=pipekit test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    (folder / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    (folder / "ext.cnf").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        "authorityKeyIdentifier=keyid,issuer\nsubjectKeyIdentifier=hash\n"
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+    )
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
 

@@ -9,6 +9,7 @@ imports inside the handler, so that building the parser stays cheap.
 from __future__ import annotations
 
 COMMANDS: tuple[str, ...] = (
+    "init",
     "run",
     "status",
     "dag",
@@ -20,5 +21,6 @@ COMMANDS: tuple[str, ...] = (
     "idem",
     "dlq",
     "plugins",
+    "completion",
     "doctor",
 )

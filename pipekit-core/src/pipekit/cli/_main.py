@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     only = words[0] if words and words[0] in COMMANDS else None
     OUTPUT.json_log = _json_log_asked(words)
     parser = build_parser(only)
+    if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions (`pipekit completion`)
+        from ._completion import complete
+
+        complete(parser)
     args = parser.parse_args(argv)
     OUTPUT.json_log = args.log_format == "json"
     if args.command is None:
