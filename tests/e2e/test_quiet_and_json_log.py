@@ -25,7 +25,9 @@ QUIET_CASES = {
     "doctor": [["doctor"]],
     "runs": [["runs", "list"], ["runs", "show"]],
     "report": [["report", "-o", "report.html"]],
+    "init": [["init", "--force"]],  # last: it replaces the pipeline file
 }
+DATA_COMMANDS = {"completion"}  # what they print is the data asked for, -q or not
 
 
 def _pipeline(project: Project, cmd: str = "cp {input} {output}") -> None:
@@ -37,7 +39,13 @@ def _pipeline(project: Project, cmd: str = "cp {input} {output}") -> None:
 
 
 def test_every_command_is_covered() -> None:
-    assert set(QUIET_CASES) == set(COMMANDS)
+    assert set(QUIET_CASES) | DATA_COMMANDS == set(COMMANDS)
+
+
+def test_quiet_keeps_a_completion_script(project: Project) -> None:
+    proc = project.cli("-q", "completion", "bash")
+    assert proc.returncode == 0, proc.stderr
+    assert "pipekit" in proc.stdout and proc.stderr == ""
 
 
 def test_quiet_prints_nothing_when_all_is_well(project: Project) -> None:

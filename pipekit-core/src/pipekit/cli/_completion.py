@@ -9,11 +9,10 @@ options. argcomplete is imported only then and by ``pipekit completion``.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from ..errors import EXIT_OK
-from ._common import add_common
+from ._common import add_common, data_stdout
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -37,7 +36,7 @@ def add_parser(sub: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     import argcomplete
 
-    sys.stdout.write(argcomplete.shellcode(["pipekit"], shell=args.shell))
+    data_stdout().write(argcomplete.shellcode(["pipekit"], shell=args.shell))  # data: -q keeps it
     return EXIT_OK
 
 
