@@ -101,20 +101,26 @@ KILLED = textwrap.dedent(
 
 def leftover_temps_of_a_killed_writer(root: Path) -> list[str]:
     """SIGKILL a process in the middle of its saves until it leaves temp
-    files in the namespace (a kill lands inside a put most of the time)."""
+    files in the namespace: the kill comes as soon as a temp file is seen
+    (a 16 MiB put takes a while, however fast the machine)."""
     folder = root / NS
-    for attempt in range(40):
+
+    def temps() -> list[str]:
+        return sorted(p.name for p in folder.iterdir() if TEMP_MARK in p.name)
+
+    for _attempt in range(40):
         proc = subprocess.Popen(
             [sys.executable, "-c", KILLED, str(root)], stdout=subprocess.PIPE, text=True
         )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "saving"
-        time.sleep(0.05 + 0.01 * attempt)
+        deadline = time.monotonic() + 60
+        while not temps() and time.monotonic() < deadline:
+            time.sleep(0.001)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        temps = sorted(p.name for p in folder.iterdir() if TEMP_MARK in p.name)
-        if temps:
-            return temps
+        if temps():
+            return temps()
     raise AssertionError("no kill landed inside a put in 40 tries")
 
 
