@@ -42,11 +42,12 @@ from ._config import (
     structure_params,
     structure_valid,
 )
+from ._paths import is_glob, producers_of
 from ._pipeline import Pipeline, PlannedStage
 
 __all__ = ["load", "store", "enabled"]
 
-FORMAT = 9
+FORMAT = 10
 log = logging.getLogger("pipekit.plancache")
 OBSERVER_HOOKS = frozenset(
     {"on_run_start", "on_stage_start", "on_stage_end", "on_record_failed", "on_run_end"}
@@ -270,11 +271,16 @@ def _document(pipeline: Pipeline, registry: Registry) -> dict[str, Any]:
         }
         for st in (pipeline.stages[name] for name in pipeline.order)
     ]
-    produced = {p for st in pipeline.stages.values() for p in st.output_files}
-    inputs = {str(p) for st in pipeline.stages.values() for p in st.input_paths}
+    producers = {key: (0, "") for st in pipeline.stages.values() for key in st.outputs}
+    sources = {
+        str(path)
+        for st in pipeline.stages.values()
+        for key, path in zip(st.inputs, st.input_paths)
+        if not is_glob(key) and not producers_of(key, producers)
+    }
     options = pipeline.backend.options
     return {
-        "sources": sorted(inputs - produced),
+        "sources": sorted(sources),
         "file": str(pipeline.file),
         "file_sha256": pipeline.source_sha256,
         "root": str(pipeline.root),

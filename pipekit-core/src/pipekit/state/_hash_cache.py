@@ -83,18 +83,23 @@ class HashCache:
             st = os.stat(path)
         except FileNotFoundError:
             return None, None
+        return st, self.lookup(key, st)
+
+    def lookup(self, key: str, st: os.stat_result) -> str | None:
+        """The cached hash of ``key`` if ``st`` (its file's stat) is the one
+        cached with it; else None."""
         entry = self._entries.get(key)
         if entry is None:
-            return st, None
+            return None
         try:
             if entry[0] == st.st_size and entry[1] == st.st_mtime_ns and entry[2] == st.st_ino:
                 digest = entry[3]
                 if isinstance(digest, str):
-                    return st, digest
+                    return digest
                 raise DamagedRecord("its hash is not a string")
         except (TypeError, LookupError, DamagedRecord) as exc:  # damaged: a miss
             warn_damaged(self.path, f"the entry of {key!r}: {exc}", "such entries are dropped")
-        return st, None
+        return None
 
     def peek(self, key: str, path: Path | str, read_up_to: int = 0) -> str | None:
         """Like :meth:`digest` but reads only a file of at most
@@ -106,7 +111,7 @@ class HashCache:
         if st is None or cached is not None:
             return cached
         if st.st_size <= read_up_to:  # (a file changed within the racy window, say)
-            return self._read(key, path, st)
+            return self.read(key, path, st)
         return self.MISS
 
     def digest(self, key: str, path: Path | str) -> str | None:
@@ -114,9 +119,11 @@ class HashCache:
         st, cached = self._cached(key, path)
         if st is None or cached is not None:
             return cached
-        return self._read(key, path, st)
+        return self.read(key, path, st)
 
-    def _read(self, key: str, path: Path | str, st: os.stat_result) -> str:
+    def read(self, key: str, path: Path | str, st: os.stat_result) -> str:
+        """Hash ``path`` (whose stat is ``st``), cache it under ``key`` unless
+        it changed within the racy window."""
         digest = hash_file(path)
         self.reads += 1
         if time.time_ns() - st.st_mtime_ns >= RACY_NS:
