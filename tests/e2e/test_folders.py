@@ -238,3 +238,28 @@ def test_a_glob_output_and_a_record_stage_over_a_folder_are_config_errors(
     assert proc.returncode == 2, proc.stderr
     assert "'out/*.txt' is a glob; an output names one file or folder" in proc.stderr
     assert "'data/raw/' is a folder; record stage 'upper' reads and writes files" in proc.stderr
+
+
+def test_a_rerun_reads_only_the_changed_file_of_a_folder(project: Project) -> None:
+    for i in range(30):
+        project.write(f"data/raw/f{i:02}.csv", f"{i}\n")
+    split_pipeline(project)
+    project.run_json()
+    project.run_json()  # (outputs committed within the racy window are cached already)
+    assert project.run_json()["metrics"]["hashed_files"] == 0
+    project.write("data/raw/f07.csv", "changed\n")
+    summary = project.run_json()
+    assert one_reason(summary) == "input 'data/raw/' changed: 1 file changed (data/raw/f07.csv)"
+    assert summary["metrics"]["hashed_files"] == 1
+
+
+def test_one_path_as_a_file_and_a_folder_output_is_a_config_error(project: Project) -> None:
+    project.write("in.txt", "x\n")
+    project.pipeline([
+        {"name": "a", "uses": "copy", "inputs": ["in.txt"], "outputs": ["out"]},
+        {"name": "b", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out/"],
+         "params": {"cmd": "true"}},
+    ])
+    proc = project.cli("run")
+    assert proc.returncode == 2, proc.stderr
+    assert "'out/' is also written by stage 'a'" in proc.stderr
