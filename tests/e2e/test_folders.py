@@ -263,3 +263,14 @@ def test_one_path_as_a_file_and_a_folder_output_is_a_config_error(project: Proje
     proc = project.cli("run")
     assert proc.returncode == 2, proc.stderr
     assert "'out/' is also written by stage 'a'" in proc.stderr
+
+
+def test_a_folder_input_replaced_by_a_file_fails_its_stage_at_run(project: Project) -> None:
+    project.write("data/raw/a.csv", "a\n")
+    split_pipeline(project)
+    project.run_json()
+    (project.root / "data/raw/a.csv").unlink()
+    (project.root / "data/raw").rmdir()
+    project.write("data/raw", "now a file\n")  # (the plan cache still holds the folder)
+    summary = project.run_json(expect=1)
+    assert one_reason(summary) == "'data/raw/' is a file, not a folder: write it as 'data/raw'"
