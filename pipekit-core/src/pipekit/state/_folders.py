@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import _json
 from .._atomic import atomic_write_bytes
 from ..errors import StageFailed
+from ._hash_cache import paused_gc
 
 __all__ = [
     "Entry",
@@ -48,32 +48,42 @@ class FolderProblem(StageFailed):
     """A folder's content cannot be hashed or committed (said in words)."""
 
 
-def walk_folder(path: str, key: str, contain: str | None = None) -> Iterator[tuple[str, str, Any]]:
+def walk_folder(path: str, key: str, contain: str | None = None) -> list[tuple[str, str, Any]]:
     """(key, path, stat) of every file and folder under ``path`` (a folder's
     stat is None), folder ``path`` having the key ``key`` (ending with ``/``).
     A link to a file is followed; a link to a folder, or with ``contain``
     (the real path of the folder being committed) a link that points outside
     it, is a :class:`FolderProblem`, as is an unreadable folder."""
-    try:
-        entries = list(os.scandir(path))
-    except OSError as exc:
-        raise FolderProblem(f"cannot read folder {key!r}: {exc.strerror or exc}") from None
-    for entry in entries:
-        child_key = key + entry.name
-        if entry.is_dir(follow_symlinks=False):
-            yield child_key + "/", entry.path, None
-            yield from walk_folder(entry.path, child_key + "/", contain)
-            continue
+    found: list[tuple[str, str, Any]] = []
+    todo = [(path, key)]
+    while todo:
+        folder, folder_key = todo.pop()
         try:
-            if entry.is_symlink():
-                st = _link_target(entry.path, child_key, contain)
-            else:
-                st = entry.stat(follow_symlinks=False)
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    child_key = folder_key + entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        found.append((child_key + "/", entry.path, None))
+                        todo.append((entry.path, child_key + "/"))
+                        continue
+                    try:
+                        if entry.is_symlink():
+                            st = _link_target(entry.path, child_key, contain)
+                        else:
+                            st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed meanwhile
+                    found.append((child_key, entry.path, st))
         except FileNotFoundError:
             continue  # removed meanwhile
-        if not stat.S_ISREG(st.st_mode):
+        except OSError as exc:
+            raise FolderProblem(
+                f"cannot read folder {folder_key!r}: {exc.strerror or exc}"
+            ) from None
+    for child_key, _path, st in found:
+        if st is not None and not stat.S_ISREG(st.st_mode):
             raise FolderProblem(f"{child_key!r} is not a regular file or a folder")
-        yield child_key, entry.path, st
+    return found
 
 
 def _link_target(path: str, key: str, contain: str | None) -> os.stat_result:
@@ -99,14 +109,18 @@ def folder_entries(
     each file's hash from ``cache``; :data:`NEEDS_READ` when ``read_up_to``
     is given and a file longer than it is not cached."""
     found: list[Entry] = []
-    for child_key, child_path, st in walk_folder(path, key):
-        if st is None:
-            found.append((child_key, "", False))
-            continue
-        digest = _file_digest(cache, child_key, child_path, st, read_up_to)
-        if digest is None:
-            return NEEDS_READ
-        found.append((child_key, digest, bool(st.st_mode & stat.S_IXUSR)))
+    lookup = cache.lookup
+    with paused_gc():
+        for child_key, child_path, st in walk_folder(path, key):
+            if st is None:
+                found.append((child_key, "", False))
+                continue
+            digest = lookup(child_key, st) or _file_digest(
+                cache, child_key, child_path, st, read_up_to
+            )
+            if digest is None:
+                return NEEDS_READ
+            found.append((child_key, digest, bool(st.st_mode & stat.S_IXUSR)))
     found.sort()
     return found
 
@@ -146,8 +160,10 @@ def _file_digest(
 def entries_digest(entries: list[Entry]) -> str:
     """The digest of sorted entries."""
     h = hashlib.sha256(b"pipekit-tree-v1\0")
-    for key, digest, executable in entries:
-        h.update(f"{key}\0{digest}\0{'x' if executable else '-'}\n".encode())
+    lines = [
+        f"{key}\0{digest}\0{'x' if executable else '-'}\n" for key, digest, executable in entries
+    ]
+    h.update("".join(lines).encode())
     return "tree:" + h.hexdigest()
 
 

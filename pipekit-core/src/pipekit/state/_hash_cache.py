@@ -8,11 +8,14 @@ its stat changing), except for outputs the runner itself just committed.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .. import _json
@@ -20,9 +23,25 @@ from .._atomic import atomic_write_bytes
 from .._private_files import make_private_dir
 from ._shapes import DamagedRecord, move_aside, warn_damaged
 
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic GC off while many long-lived objects are made (the
+    objects made are then frozen: they live as long as the run)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 log = logging.getLogger("pipekit.state")
 
-__all__ = ["HashCache", "hash_file", "RACY_NS"]
+__all__ = ["HashCache", "hash_file", "paused_gc", "RACY_NS"]
 
 RACY_NS = 2_000_000_000
 
@@ -72,7 +91,8 @@ class HashCache:
         except OSError as exc:  # a folder, unreadable: only a cache
             warn_damaged(path, exc.strerror or str(exc), _AFRESH)
             return
-        self._entries = _valid_entries(path, raw)
+        with paused_gc():  # (100,000 entries: collections would walk them again and again)
+            self._entries = _valid_entries(path, raw)
 
     MISS = "miss"
 
