@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -390,7 +390,7 @@ def _get_syncfs() -> Any:
     return fn
 
 
-def _syncfs_each_device(paths: Iterable[Path]) -> bool:
+def _syncfs_each_device(paths: Iterable[Path | str]) -> bool:
     fn = _get_syncfs()
     if not fn:
         return False
@@ -410,7 +410,7 @@ def _syncfs_each_device(paths: Iterable[Path]) -> bool:
     return True
 
 
-def sync_files(paths: list[Path]) -> None:
+def sync_files(paths: Sequence[Path | str]) -> None:
     """Make the content of ``paths`` durable. Several files on one file
     system cost one ``syncfs`` (one journal commit) instead of one fsync
     each; ``PIPEKIT_SYNC=fsync`` forces per-file fsync."""

@@ -127,7 +127,7 @@ class GroupCommitter:
         trees: dict[tuple[int, str], TreeFiles],
     ) -> dict[int, dict[str, str]]:
         digests: dict[int, dict[str, str]] = {}
-        to_sync: dict[int, list[Path]] = {}
+        to_sync: dict[int, list[Path | str]] = {}
         for i, job in enumerate(batch):
             sync = to_sync[i] = []
             try:
@@ -238,7 +238,7 @@ class GroupCommitter:
             job.future.set_exception(exc)
 
 
-def _hash_tree(tmp: Path, key: str, sync: list[Path]) -> tuple[str, TreeFiles]:
+def _hash_tree(tmp: Path, key: str, sync: list[Path | str]) -> tuple[str, TreeFiles]:
     """The digest of folder output ``tmp`` (key ``key``) and its files;
     every file and folder in it added to ``sync``. A link pointing outside
     the folder is refused."""
@@ -246,7 +246,7 @@ def _hash_tree(tmp: Path, key: str, sync: list[Path]) -> tuple[str, TreeFiles]:
     entries: list[Entry] = []
     files: TreeFiles = []
     for child_key, path, st in walk_folder(root, key, os.path.realpath(root)):
-        sync.append(Path(path))
+        sync.append(path)
         if st is None:
             entries.append((child_key, "", False))
             continue

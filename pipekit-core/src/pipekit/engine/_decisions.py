@@ -109,7 +109,8 @@ class Evaluator:
                 raise _NeedsRead()
             if content is None or isinstance(content, str):
                 return None
-            decision.manifests[key] = content.entries
+            if decision.fingerprint is None:  # an input's (an output's is not kept)
+                decision.manifests[key] = content.entries
             if content.paths is not None:
                 decision.matches[key] = content.paths
             return content.digest

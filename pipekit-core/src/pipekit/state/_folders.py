@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,12 @@ class FolderProblem(StageFailed):
     """A folder's content cannot be hashed or committed (said in words)."""
 
 
-def walk_folder(path: str, key: str, contain: str | None = None) -> list[tuple[str, str, Any]]:
+def walk_folder(path: str, key: str, contain: str | None = None) -> Iterator[tuple[str, str, Any]]:
     """(key, path, stat) of every file and folder under ``path`` (a folder's
     stat is None), folder ``path`` having the key ``key`` (ending with ``/``).
     A link to a file is followed; a link to a folder, or with ``contain``
     (the real path of the folder being committed) a link that points outside
     it, is a :class:`FolderProblem`, as is an unreadable folder."""
-    found: list[tuple[str, str, Any]] = []
     todo = [(path, key)]
     while todo:
         folder, folder_key = todo.pop()
@@ -63,8 +63,8 @@ def walk_folder(path: str, key: str, contain: str | None = None) -> list[tuple[s
                 for entry in entries:
                     child_key = folder_key + entry.name
                     if entry.is_dir(follow_symlinks=False):
-                        found.append((child_key + "/", entry.path, None))
                         todo.append((entry.path, child_key + "/"))
+                        yield child_key + "/", entry.path, None
                         continue
                     try:
                         if entry.is_symlink():
@@ -73,17 +73,15 @@ def walk_folder(path: str, key: str, contain: str | None = None) -> list[tuple[s
                             st = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue  # removed meanwhile
-                    found.append((child_key, entry.path, st))
+                    if not stat.S_ISREG(st.st_mode):
+                        raise FolderProblem(f"{child_key!r} is not a regular file or a folder")
+                    yield child_key, entry.path, st
         except FileNotFoundError:
             continue  # removed meanwhile
         except OSError as exc:
             raise FolderProblem(
                 f"cannot read folder {folder_key!r}: {exc.strerror or exc}"
             ) from None
-    for child_key, _path, st in found:
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            raise FolderProblem(f"{child_key!r} is not a regular file or a folder")
-    return found
 
 
 def _link_target(path: str, key: str, contain: str | None) -> os.stat_result:
