@@ -111,6 +111,7 @@ def run_json(root: Path) -> dict[str, Any]:
     summary = json.loads(result.pop("out"))
     result["stage"] = summary["stages"][0]["status"]
     result["reason"] = summary["stages"][0]["reason"]
+    result["hashed_files"] = summary["metrics"]["hashed_files"]  # read by the decision
     return result
 
 
@@ -179,7 +180,8 @@ def report(figures: dict[str, Any]) -> None:
     print(f"no-op rerun:      {noop['median_s']:.2f} s (median), {noop['peak_rss_mb']} MB peak")
     print(f"os.stat floor:    {floor:.2f} s (fresh process); "
           f"no-op / floor = {noop['median_s'] / floor:.2f}x")  # fmt: skip
-    print(f"one file changed: {figures['changed']['wall_s']:.2f} s "
+    print(f"one file changed: {figures['changed']['wall_s']:.2f} s, "
+          f"{figures['changed']['hashed_files']} file(s) read to decide "
           f"({figures['changed']['reason']})")  # fmt: skip
     if figures.get("hashing"):
         h = figures["hashing"]
