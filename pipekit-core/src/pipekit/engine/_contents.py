@@ -3,7 +3,6 @@ entries (for the reasons), and a glob's matches (the stage's inputs)."""
 
 from __future__ import annotations
 
-import glob
 import os
 import stat
 from pathlib import Path
@@ -21,12 +20,7 @@ from ..state._folders import (
     folder_entries,
 )
 
-__all__ = ["Content", "NEEDS_READ", "is_many", "content_of", "matches_of"]
-
-
-def is_many(key: str) -> bool:
-    """A key naming a folder or a glob (not one file)."""
-    return key[-1] == "/" or is_glob(key)
+__all__ = ["Content", "NEEDS_READ", "content_of", "matches_of"]
 
 
 @attrs.define
@@ -41,6 +35,8 @@ def matches_of(root: Path, pattern: str) -> list[tuple[str, str]]:
     """(key, path) of the files glob ``pattern`` (a key) matches, sorted by
     key (``**``: any folders; names starting with ``.`` only when the
     pattern says so)."""
+    import glob
+
     found = []
     for key in glob.glob(pattern, root_dir=root, recursive=True):
         path = os.path.join(root, key)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 from . import _config
@@ -73,6 +72,8 @@ def producers_of(key: str, producers: dict[str, tuple[int, str]]) -> list[tuple[
 
 def _matches(pattern: list[str], parts: list[str]) -> bool:
     """Whether path ``parts`` match glob ``pattern`` (``**``: any folders)."""
+    from fnmatch import fnmatchcase
+
     if not pattern:
         return not parts
     if pattern[0] == "**":
@@ -82,6 +83,8 @@ def _matches(pattern: list[str], parts: list[str]) -> bool:
 
 def _reaches(pattern: list[str], folder: list[str]) -> bool:
     """Whether glob ``pattern`` can match a file inside folder ``folder``."""
+    from fnmatch import fnmatchcase
+
     if not folder:
         return bool(pattern)
     if not pattern:
