@@ -779,7 +779,7 @@ LATE_CASES = [
     pytest.param(
         ["outdir/keep.txt"],
         {"outputs": ["outdir"]},
-        [("outputs", "'outdir' is an existing folder; an output is a file")],
+        [("outputs", "'outdir' is a folder: write it as 'outdir/' (a folder's path ends with '/')")],
         id="output-existing-folder",
     ),
     pytest.param(
@@ -821,7 +821,7 @@ LATE_CASES = [
     pytest.param(
         ["indir/a.txt"],
         {"inputs": ["indir"]},
-        [("inputs", "'indir' is a folder; an input is a file (folders are not supported yet)")],
+        [("inputs", "'indir' is a folder: write it as 'indir/' (a folder's path ends with '/')")],
         id="input-folder",
     ),
     *[

@@ -24,7 +24,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ __all__ = [
     "atomic_write_bytes",
     "commit_files",
     "move_into_place",
+    "move_tree_into_place",
+    "remove_aside",
     "overwrite_line",
     "pid_runs",
     "sweep_temp_files",
@@ -144,6 +146,48 @@ def move_into_place(temp: Path | str, final: Path | str) -> None:
     _remove_if_empty(_private_temp_folder(temp))
 
 
+ASIDE_TAG = "aside"
+
+
+def move_tree_into_place(temp: Path | str, final: Path | str) -> Path | None:
+    """Rename the folder ``temp`` to ``final``. What is at ``final`` is
+    first renamed aside, into a private temp folder (see
+    :func:`temp_path_for`) tagged ``aside``; return where it went (None
+    when nothing was there): the caller removes it with
+    :func:`remove_aside` once the rename is durable. A process killed
+    between the two renames leaves the old tree aside and nothing under
+    ``final``; :func:`sweep_temp_files` puts it back."""
+    final = Path(final)
+    aside = None
+    if os.path.lexists(final):
+        aside = temp_path_for(final, ASIDE_TAG)
+        os.rename(final, aside)
+    try:
+        os.rename(temp, final)
+    except BaseException:
+        if aside is not None:
+            os.rename(aside, final)
+            _remove_if_empty(os.fspath(aside.parent))
+        raise
+    return aside
+
+
+def remove_aside(aside: Path) -> None:
+    """Remove what :func:`move_tree_into_place` put aside, with its folder."""
+    shutil.rmtree(aside.parent, ignore_errors=True)
+
+
+def _restore_aside(folder: str) -> None:
+    """Put back what a killed :func:`move_tree_into_place` left aside in
+    ``folder`` where nothing took its place."""
+    parent = os.path.dirname(folder)
+    for name in os.listdir(folder):
+        final = os.path.join(parent, name)
+        if not os.path.lexists(final):
+            os.rename(os.path.join(folder, name), final)
+            fsync_dir(parent)
+
+
 def _remove_if_empty(folder: str | None) -> None:
     if folder is not None:
         try:
@@ -247,7 +291,10 @@ def sweep_temp_files(folders: Iterable[Path], now: float | None = None) -> list[
             continue
         for entry in entries:
             if TEMP_MARK in entry.name and _is_stale(entry, now):
-                _remove_temp(entry)
+                try:
+                    _remove_temp(entry)
+                except OSError:
+                    continue  # (unreadable, say): left; never the run's end
                 removed.append(Path(entry.path))
     return removed
 
@@ -280,6 +327,8 @@ def _last_change(entry: os.DirEntry[str]) -> float:
 def _remove_temp(entry: os.DirEntry[str]) -> None:
     try:
         if entry.is_dir(follow_symlinks=False):
+            if entry.name.startswith(f"{TEMP_MARK}{ASIDE_TAG}-"):
+                _restore_aside(entry.path)
             shutil.rmtree(entry.path)  # (rmtree never follows a symlink inside)
         else:
             os.unlink(entry.path)
@@ -322,6 +371,10 @@ def unlink_quietly(path: Path | str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    except OSError:  # (EISDIR on Linux, EPERM elsewhere): a temp folder output
+        if os.path.islink(path) or not os.path.isdir(path):
+            raise
+        shutil.rmtree(path)
     _remove_if_empty(_private_temp_folder(path))
 
 
@@ -350,7 +403,7 @@ def _get_syncfs() -> Any:
     return syncfs
 
 
-def _syncfs_each_device(paths: Iterable[Path]) -> bool:
+def _syncfs_each_device(paths: Iterable[Path | str]) -> bool:
     syncfs = _get_syncfs()
     if not syncfs:
         return False
@@ -370,7 +423,7 @@ def _syncfs_each_device(paths: Iterable[Path]) -> bool:
     return True
 
 
-def sync_files(paths: list[Path]) -> None:
+def sync_files(paths: Sequence[Path | str]) -> None:
     """Make the content of ``paths`` durable. Several files on one file
     system cost one ``syncfs`` (one journal commit) instead of one fsync
     each; ``PIPEKIT_SYNC=fsync`` forces per-file fsync."""

@@ -1,4 +1,4 @@
-"""Whole-file processors: ``copy`` and ``concat``.
+"""Whole-file processors: ``copy`` (files and folders) and ``concat``.
 
 Outputs are opened with ``O_NOFOLLOW``: a symlink planted at an output's
 path fails the stage instead of redirecting what it writes.
@@ -32,6 +32,17 @@ class Copy(pipekit.Stage):
 
     def run(self, ctx: pipekit.StageContext) -> None:
         for src, dst in zip(ctx.inputs, ctx.outputs):
+            if os.path.isdir(src):  # a folder: its tree, into the empty temp folder
+                if not os.path.isdir(dst):
+                    raise pipekit.NonRetryable(
+                        f"copy: {src} is a folder; its output must be one too (a path ending with '/')"
+                    )
+                shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
+                continue
+            if os.path.isdir(dst):
+                raise pipekit.NonRetryable(
+                    f"copy: {src} is a file; its output must be one too (a path without a trailing '/')"
+                )
             with open(src, "rb") as f, _open_output(dst) as out:
                 shutil.copyfileobj(f, out, 1 << 20)
 

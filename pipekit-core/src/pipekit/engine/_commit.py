@@ -21,9 +21,20 @@ from typing import Any
 
 import attrs
 
-from .._atomic import move_into_place, sync_dirs, sync_files, unlink_quietly
+from .._atomic import (
+    move_into_place,
+    move_tree_into_place,
+    remove_aside,
+    sync_dirs,
+    sync_files,
+    unlink_quietly,
+)
 from ..errors import FencedOut, LeaseLost, StageFailed
+from ..state._folders import Entry, FolderProblem, entries_digest, walk_folder
 from ..state._hash_cache import hash_file
+
+TreeFiles = list[tuple[str, str, str]]
+"""The files of a folder output: (key, path relative to the folder, hash)."""
 
 __all__ = ["CommitJob", "GroupCommitter"]
 
@@ -102,27 +113,35 @@ class GroupCommitter:
         made durable, moved into place, their folders made durable, then
         the records written; each job's future resolves, its lease freed."""
         errors: dict[int, BaseException] = {}
-        digests = self._hash_and_sync(batch, errors)
+        trees: dict[tuple[int, str], TreeFiles] = {}
+        digests = self._hash_and_sync(batch, errors, trees)
         self._move_into_place(batch, errors)
-        self._write_records(batch, digests, errors)
+        self._write_records(batch, digests, errors, trees)
         for i, job in enumerate(batch):
             self._settle(job, None if i in errors else digests.get(i), errors.get(i))
 
     @staticmethod
     def _hash_and_sync(
-        batch: list[CommitJob], errors: dict[int, BaseException]
+        batch: list[CommitJob],
+        errors: dict[int, BaseException],
+        trees: dict[tuple[int, str], TreeFiles],
     ) -> dict[int, dict[str, str]]:
         digests: dict[int, dict[str, str]] = {}
+        to_sync: dict[int, list[Path | str]] = {}
         for i, job in enumerate(batch):
+            sync = to_sync[i] = []
             try:
-                digests[i] = {
-                    key: job.known.get(key) or hash_file(tmp)
-                    for key, tmp in zip(job.keys, job.tmps)
-                }
+                digests[i] = {}
+                for key, tmp in zip(job.keys, job.tmps):
+                    if key.endswith("/"):
+                        digests[i][key], trees[i, key] = _hash_tree(tmp, key, sync)
+                    else:
+                        digests[i][key] = job.known.get(key) or hash_file(tmp)
+                        sync.append(tmp)
             except BaseException as exc:
                 errors[i] = exc
         try:
-            sync_files([t for i, job in enumerate(batch) if i not in errors for t in job.tmps])
+            sync_files([t for i in range(len(batch)) if i not in errors for t in to_sync[i]])
         except BaseException as exc:
             for i in range(len(batch)):
                 errors.setdefault(i, exc)
@@ -131,6 +150,7 @@ class GroupCommitter:
     @staticmethod
     def _move_into_place(batch: list[CommitJob], errors: dict[int, BaseException]) -> None:
         folders: set[Path] = set()
+        asides: list[Path] = []
         for i, job in enumerate(batch):
             if i in errors:
                 continue
@@ -140,11 +160,18 @@ class GroupCommitter:
                 errors[i] = LeaseLost.of(job.lease)
                 continue
             try:
-                for tmp, final in zip(job.tmps, job.finals):
+                for key, tmp, final in zip(job.keys, job.tmps, job.finals):
+                    folders.add(final.parent)
+                    if key.endswith("/"):
+                        if not stat.S_ISDIR(os.lstat(tmp).st_mode):
+                            raise StageFailed(f"{tmp} is no longer a folder")
+                        aside = move_tree_into_place(tmp, final)
+                        if aside is not None:
+                            asides.append(aside)
+                        continue
                     if not stat.S_ISREG(os.lstat(tmp).st_mode):  # swapped since it was checked
                         raise StageFailed(f"{tmp} is no longer a regular file")
                     move_into_place(tmp, final)
-                    folders.add(final.parent)
             except BaseException as exc:
                 errors[i] = exc
         try:
@@ -152,18 +179,25 @@ class GroupCommitter:
         except BaseException as exc:
             for i in range(len(batch)):
                 errors.setdefault(i, exc)
+        for aside in asides:  # the old trees, once the new ones are durably in place
+            remove_aside(aside)
 
     def _write_records(
         self,
         batch: list[CommitJob],
         digests: dict[int, dict[str, str]],
         errors: dict[int, BaseException],
+        trees: dict[tuple[int, str], TreeFiles],
     ) -> None:
         owners = [i for i in range(len(batch)) if i not in errors]
         records = []
         for i in owners:
             job = batch[i]
             for key, final in zip(job.keys, job.finals):
+                if key.endswith("/"):
+                    for file_key, relative, digest in trees.get((i, key), ()):
+                        self._remember(file_key, final / relative, digest)
+                    continue
                 self._remember(key, final, digests[i][key])
             records.append(job.make_record(digests[i]))
         if not records:
@@ -202,3 +236,26 @@ class GroupCommitter:
             job.future.set_result(job.done(digests, error))
         except BaseException as exc:
             job.future.set_exception(exc)
+
+
+def _hash_tree(tmp: Path, key: str, sync: list[Path | str]) -> tuple[str, TreeFiles]:
+    """The digest of folder output ``tmp`` (key ``key``) and its files;
+    every file and folder in it added to ``sync``. A link pointing outside
+    the folder is refused."""
+    root = os.fspath(tmp)
+    entries: list[Entry] = []
+    files: TreeFiles = []
+    for child_key, path, st in walk_folder(root, key, os.path.realpath(root)):
+        sync.append(path)
+        if st is None:
+            entries.append((child_key, "", False))
+            continue
+        try:
+            digest = hash_file(path)
+        except OSError as exc:
+            raise FolderProblem(f"cannot read {child_key!r}: {exc.strerror or exc}") from None
+        entries.append((child_key, digest, bool(st.st_mode & stat.S_IXUSR)))
+        files.append((child_key, path[len(root) + 1 :], digest))
+    sync.append(tmp)
+    entries.sort()
+    return entries_digest(entries), files

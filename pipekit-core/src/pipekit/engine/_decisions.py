@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..state._folders import FolderProblem, Manifests, describe_changes
 from ..state._shapes import stage_record
 from ._results import Decision
 
@@ -65,6 +66,9 @@ CHEAP_READ = 64 * 1024
 it is at most this long (1,000 shell stages rerun: 0.69 s instead of 1.36 s)."""
 
 
+_GLOB_CHARACTERS = frozenset("*?[")  # (as pipekit.plan._paths.is_glob)
+
+
 class _NeedsRead(Exception):
     pass
 
@@ -81,6 +85,7 @@ class Evaluator:
         self.store = store
         self.state = state
         self._generation = _UNSET
+        self.manifests = Manifests(pipeline.state_dir / "manifests")
 
     def store_generation(self) -> str | None:
         """The store's generation, read once (before any decision of this
@@ -97,7 +102,24 @@ class Evaluator:
         gen = self.store_generation()
         return gen is not None and entry.get("store_gen") == gen
 
-    def _hash(self, key: str, path: Any, cached_only: bool) -> str | None:
+    def _hash(self, key: str, path: Any, cached_only: bool, decision: Decision) -> str | None:
+        """The content hash of input or output ``key`` (None: it is
+        missing); a folder's or glob's entries and matches go to ``decision``."""
+        if key[-1] == "/" or not _GLOB_CHARACTERS.isdisjoint(key):  # a folder or a glob
+            from ._contents import NEEDS_READ, content_of  # (glob: imported only when needed)
+
+            content = content_of(
+                self.hashcache, self.pipeline.root, key, path, CHEAP_READ if cached_only else None
+            )
+            if content == NEEDS_READ:
+                raise _NeedsRead()
+            if content is None or isinstance(content, str):
+                return None
+            if decision.fingerprint is None:  # an input's (an output's is not kept)
+                decision.manifests[key] = content.entries
+            if content.paths is not None:
+                decision.matches[key] = content.paths
+            return content.digest
         if cached_only:
             digest = self.hashcache.peek(key, path, CHEAP_READ)
             if digest == self.hashcache.MISS:
@@ -118,15 +140,36 @@ class Evaluator:
             return None
 
     def decide(self, st: Any, *, forced: bool = False, cached_only: bool = False) -> Decision:
+        """Whether stage ``st`` must run, and why; a stage that cannot run
+        (an input missing or not what it is declared as) has no fingerprint."""
+        decision = Decision(st.name, True, "")
+        try:
+            return self._decide(st, decision, forced, cached_only)
+        except FolderProblem as exc:
+            return Decision(st.name, True, str(exc), "input_unusable")
+        except IsADirectoryError as exc:  # a folder where a file is declared
+            key = self._key_of(st, exc.filename)
+            why = f"{key!r} is a folder: write it as {key + '/'!r}"
+            return Decision(st.name, True, why, "input_unusable")
+
+    @staticmethod
+    def _key_of(st: Any, filename: str | None) -> str:
+        for key, path in (*zip(st.inputs, st.input_paths), *zip(st.outputs, st.output_paths)):
+            if str(path) == filename:
+                return str(key)
+        return str(filename)
+
+    def _decide(self, st: Any, decision: Decision, forced: bool, cached_only: bool) -> Decision:
         hashes: dict[str, str] = {}
         for ikey, ipath in zip(st.inputs, st.input_files):
-            digest = self._hash(ikey, ipath, cached_only)
+            digest = self._hash(ikey, ipath, cached_only, decision)
             if digest is None:
                 return Decision(st.name, True, f"input {ikey!r} is missing", "input_missing")
             hashes[ikey] = digest
         fp = compute_fingerprint(st, hashes)
-        key = stage_key(self.pipeline.name, st.name, fp)
-        decision = Decision(st.name, True, "", fingerprint=fp, key=key, inputs=hashes)
+        decision.fingerprint = fp
+        decision.key = key = stage_key(self.pipeline.name, st.name, fp)
+        decision.inputs = hashes
         if forced:
             decision.reason, decision.code = "forced (--force)", "forced"
             return decision
@@ -137,16 +180,21 @@ class Evaluator:
         else:
             record = stage_record(self.store, key)  # None when damaged
             if record is None or record.status != "SUCCESS":
-                decision.reason, decision.code = self._why_changed(st, hashes, fp)
+                decision.reason, decision.code = self._why_changed(st, hashes, fp, decision)
                 return decision
             recorded = (record.result or {}).get("outputs", {})
         for okey, opath in zip(st.outputs, st.output_files):
-            current = self._hash(okey, opath, cached_only)
+            try:
+                current = self._hash(okey, opath, cached_only, decision)
+            except FolderProblem as exc:  # (a file where the folder goes): made again
+                decision.reason = f"output {okey!r} was modified ({exc})"
+                decision.code = "output_modified"
+                return decision
             if current is None:
                 decision.reason, decision.code = f"output {okey!r} is missing", "output_missing"
                 return decision
             if current != recorded.get(okey):
-                why = self._why_output_differs(st, okey, current, hashes, fp)
+                why = self._why_output_differs(st, okey, current, decision)
                 decision.reason, decision.code = why
                 return decision
         decision.run = False
@@ -160,17 +208,20 @@ class Evaluator:
         return decision
 
     def _why_output_differs(
-        self, st: Any, key: str, current: str, hashes: dict[str, str], fp: str
+        self, st: Any, key: str, current: str, decision: Decision
     ) -> tuple[str, str]:
         """An output differs from what this fingerprint's run wrote: if it
         is what the last run wrote, that run had other inputs (one was
         changed back since); else someone modified it."""
         entry = self.state.get(st.name) or {}
+        fp = decision.fingerprint or ""
         if entry.get("outputs", {}).get(key) == current and entry.get("fingerprint") != fp:
-            return self._why_changed(st, hashes, fp)
+            return self._why_changed(st, decision.inputs, fp, decision)
         return f"output {key!r} was modified", "output_modified"
 
-    def _why_changed(self, st: Any, hashes: dict[str, str], fp: str) -> tuple[str, str]:
+    def _why_changed(
+        self, st: Any, hashes: dict[str, str], fp: str, decision: Decision
+    ) -> tuple[str, str]:
         """Why a stage the store has no success for must run: (reason, code)."""
         entry = self.state.get(st.name)
         if entry is None:
@@ -192,7 +243,10 @@ class Evaluator:
         changed = [k for k in st.inputs if old_inputs.get(k) != hashes.get(k)]
         if changed:
             more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
-            return f"input {changed[0]!r} changed{more}", "input_changed"
+            what = self._what_changed(
+                old_inputs.get(changed[0]), decision.manifests.get(changed[0])
+            )
+            return f"input {changed[0]!r} changed{what}{more}", "input_changed"
         if entry.get("status") != "ok":
             return "last run did not finish", "did_not_finish"
         if list(entry.get("outputs", {})) != list(st.outputs):
@@ -200,6 +254,24 @@ class Evaluator:
         if entry.get("fingerprint") == fp:
             return "no record of its last success in the idempotency store", "no_record"
         return "last run did not finish", "did_not_finish"
+
+    def _what_changed(self, old_digest: str | None, new_entries: Any) -> str:
+        """``: 2 files changed (a, b)`` for a folder or glob whose earlier
+        manifest is kept; else nothing."""
+        if new_entries is None or old_digest is None:
+            return ""
+        old_entries = self.manifests.load(old_digest)
+        if old_entries is None:
+            return ""
+        return ": " + describe_changes(old_entries, new_entries)
+
+    def keep_manifests(self, decision: Decision) -> None:
+        """Keep the manifests of a decision's folder and glob inputs, for
+        the reasons of later runs (once per digest)."""
+        for key, entries in decision.manifests.items():
+            digest = decision.inputs.get(key)
+            if digest is not None:
+                self.manifests.save(digest, entries)
 
 
 def _params_changed(before: Any, now: dict[str, Any]) -> str:

@@ -139,6 +139,7 @@ def _job(
         "backend": backend,
         "stage": st.name,
         "outputs": [str(p) for p in ctx.outputs],
+        "inputs": [str(p) for p in ctx.inputs],
         "run_id": ctx.run_id,
         "attempt": ctx.attempt,
         "result": str(result),

@@ -322,20 +322,24 @@ class Lifecycle:
         """A fresh :class:`pipekit.StageContext` for attempt ``number``: its
         temporary outputs (output folders made), its checkpoint."""
         temps = []
-        for final in stage.output_paths:
+        for key, final in zip(stage.outputs, stage.output_paths):
             if not os.path.isdir(final.parent):  # a stat, not a failing mkdir per stage
                 final.parent.mkdir(parents=True, exist_ok=True)
             if is_record:
                 partial = partial_path_for(final, decision.fingerprint or "")
                 remove_stale_partials(final, partial)
                 temps.append(partial)
-            else:
-                temps.append(self.temp_folders.path_for(final))
+                continue
+            temp = self.temp_folders.path_for(final)
+            if key.endswith("/"):  # a folder output: an empty folder to fill
+                unlink_quietly(temp)  # (what an earlier attempt left)
+                os.mkdir(temp)
+            temps.append(temp)
         services = self.services
         return StageContext(
             stage_name=stage.name,
             run_id=services.run_id,
-            inputs=list(stage.input_paths),
+            inputs=decision.input_paths(stage.inputs, stage.input_paths),
             outputs=temps,
             params=stage.params,
             log=logging.getLogger(f"pipekit.stage.{stage.name}"),
@@ -483,6 +487,8 @@ class Lifecycle:
         services = self.services
         entry = services.state_entry(stage, decision, digests, "ok", duration, tries)
         services.state.update(stage.name, entry)
+        if decision.manifests:
+            services.evaluator.keep_manifests(decision)
         try:  # the work they resumed is committed
             self.checkpoints.clear(stage, decision, attempted.checkpointed)
         except Exception as exc:
@@ -595,7 +601,12 @@ def check_attempt(stage: PlannedStage, temps: list[Path], lease: Lease) -> None:
             mode = os.lstat(temp).st_mode
         except FileNotFoundError:
             raise StageFailed(f"the processor did not write output {key!r}") from None
-        if not stat.S_ISREG(mode):
+        if key.endswith("/"):
+            if not stat.S_ISDIR(mode):
+                raise StageFailed(f"output {key!r} is not a folder (a link or a file)")
+        elif stat.S_ISDIR(mode):
+            raise StageFailed(f"output {key!r} is a folder: write it as {key + '/'!r}")
+        elif not stat.S_ISREG(mode):
             raise StageFailed(f"output {key!r} is not a regular file (a link or a folder)")
     if getattr(lease, "lost", False):
         raise LeaseLost.of(lease)

@@ -24,6 +24,7 @@ REASON_CODES = {
     "never_ran": "the state has no entry for it: it never ran here",
     "forced": "--force named it (or all)",
     "input_missing": "an input does not exist (the stage fails)",
+    "input_unusable": "an input or output is not what the pipeline declares: a folder where a file is, a glob that matches nothing, an unreadable file (the stage fails)",
     "input_changed": "an input's content changed",
     "input_list_changed": "the list of its inputs changed",
     "params_changed": "its params changed",
@@ -64,6 +65,19 @@ class Decision:
     """Input key -> content hash, when every input exists."""
     outputs: dict[str, str] = attrs.field(factory=dict)
     """Output key -> content hash recorded at the last commit (when up to date)."""
+    manifests: dict[str, Any] = attrs.field(factory=dict)
+    """Folder or glob key -> its entries (see ``pipekit.state._folders``)."""
+    matches: dict[str, list[Any]] = attrs.field(factory=dict)
+    """Glob key -> the paths it matched, sorted."""
+
+    def input_paths(self, keys: list[str], paths: list[Any]) -> list[Any]:
+        """A stage's inputs for its processor: each glob replaced by its matches."""
+        if not self.matches:
+            return list(paths)
+        out: list[Any] = []
+        for key, path in zip(keys, paths):
+            out.extend(self.matches.get(key, [path]))
+        return out
 
 
 @attrs.define

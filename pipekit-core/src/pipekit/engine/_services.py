@@ -160,6 +160,8 @@ class RunServices:
         if entry is None or entry.get("fingerprint") != decision.fingerprint:
             outputs = decision.outputs
             self.state.update(stage.name, self.state_entry(stage, decision, outputs, "ok", 0.0, 0))
+            if decision.manifests:
+                self.evaluator.keep_manifests(decision)
         elif entry.get("store_gen") != (generation := self.evaluator.store_generation()):
             self.state.update(stage.name, {**entry, "store_gen": generation})
         result = StageResult(

@@ -122,7 +122,7 @@ def _context(job: dict[str, Any], st: Any, pipeline: Any, backends: Any) -> Any:
     return StageContext(
         stage_name=st.name,
         run_id=job["run_id"],
-        inputs=list(st.input_paths),
+        inputs=[Path(p) for p in job["inputs"]],
         outputs=[Path(p) for p in job["outputs"]],
         params=st.params,
         log=logging.getLogger(f"pipekit.stage.{st.name}"),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import posixpath
-import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from ..errors import ConfigError, PluginError
 from ..plugins._manager import RegistryLoader, load_registry
 from . import _config
 from ._config import StageConfig
+from ._paths import PathRules, inside_another_output, is_folder, is_glob, path_key, producers_of
 from ._templates import expand as expand_templates
 
 __all__ = ["PlannedStage", "Pipeline", "load_pipeline"]
@@ -215,7 +214,7 @@ def plan_pipeline(
             err(None, "backend.name", msg)
 
     state_dir = Path(os.path.normpath(root / cfg.state_dir))
-    paths = _PathRules(file, root, state_dir)
+    paths = PathRules(file, root, state_dir)
     state_problem = paths.state_dir_problem()
     if state_problem:
         err(None, "state_dir", state_problem)
@@ -248,7 +247,7 @@ def plan_pipeline(
 def _plan_stages(
     configs: list[StageConfig],
     registry: Any,
-    paths: _PathRules,
+    paths: PathRules,
     err: Report,
     errors: list[tuple[int, str]],
     data: dict[str, Any],
@@ -284,8 +283,8 @@ def _plan_stages(
         for field, given in (("inputs", sc.inputs), ("outputs", sc.outputs)):
             if "" in given:
                 err(i, field, "an empty path")
-        ins = [_config.relpath_key(paths.root_path, p) for p in sc.inputs if p]
-        outs = [_config.relpath_key(paths.root_path, p) for p in sc.outputs if p]
+        ins = [path_key(paths.root_path, p) for p in sc.inputs if p]
+        outs = [path_key(paths.root_path, p) for p in sc.outputs if p]
         for key in _config.repeated(k for k, _ in outs):
             err(i, "outputs", f"{key!r} is listed twice")
         outs = list({k: (k, p) for k, p in outs}.values())
@@ -295,8 +294,9 @@ def _plan_stages(
                 err(i, "outputs", problem)
             if key in {k for k, _ in ins}:
                 err(i, "outputs", f"{key!r} is both an input and an output of this stage")
-            if key in producers:
-                j, other = producers[key]
+            twin = key[:-1] if is_folder(key) else key + "/"  # one path, as a file and a folder
+            if key in producers or twin in producers:
+                j, other = producers.get(key) or producers[twin]
                 err(
                     i,
                     "outputs",
@@ -306,6 +306,7 @@ def _plan_stages(
             else:
                 producers[key] = (i, sc.name)
         kind_error = _check_arity(processor, len(sc.inputs), len(sc.outputs))
+        kind_error = kind_error or _check_record_paths(processor, ins, outs)
         if kind_error:
             err(i, kind_error[0], kind_error[1])
         planned[sc.name] = PlannedStage(
@@ -327,7 +328,7 @@ def _link_stages(
     planned: dict[str, PlannedStage],
     producers: dict[str, tuple[int, str]],
     names: list[str],
-    paths: _PathRules,
+    paths: PathRules,
     check_inputs: bool,
     err: Report,
 ) -> None:
@@ -336,16 +337,16 @@ def _link_stages(
     nothing produces."""
     for st in planned.values():
         for key in st.outputs:
-            problem = _inside_another_output(key, producers)
+            problem = inside_another_output(key, producers)
             if problem:
                 err(st.index, "outputs", problem)
         deps: list[str] = []
         for key, path in zip(st.inputs, st.input_paths):
-            prod = producers.get(key)
-            if prod is not None:
-                if prod[1] != st.name and prod[1] not in deps:
-                    deps.append(prod[1])
-            elif check_inputs:
+            made_by = producers_of(key, producers)
+            for _index, producer in made_by:
+                if producer != st.name and producer not in deps:
+                    deps.append(producer)
+            if not made_by and check_inputs:
                 problem = paths.input_problem(key, path)
                 if problem:
                     err(st.index, "inputs", problem)
@@ -357,93 +358,6 @@ def _link_stages(
             elif name in planned and name not in deps:
                 deps.append(name)
         st.deps = deps
-
-
-class _PathRules:
-    """Where outputs and the state folder may go: never onto the pipeline
-    file or into the state folder, never onto a folder or under a file."""
-
-    def __init__(self, file: Path, root: Path, state_dir: Path) -> None:
-        self.file_path, self.root_path = file, root
-        self.file = os.fspath(file)
-        self.root = os.fspath(root)
-        self.state_dir = os.fspath(state_dir)
-        self.state_key = self.key(self.state_dir)
-
-    def key(self, path: str) -> str:
-        return _config.relpath_key(Path(self.root), path)[0]
-
-    def state_dir_problem(self) -> str | None:
-        key = self.state_key
-        if _is_within(self.root, self.state_dir):
-            what = "is" if self.state_dir == self.root else "holds"
-            return f"{key!r} {what} the pipeline's folder; the state needs a folder of its own"
-        mode = self.kind(self.state_dir)
-        if mode is not None and not stat.S_ISDIR(mode):
-            return f"{key!r} is a file, not a folder"
-        return self.under_a_file(key, self.state_dir)
-
-    def output_problem(self, key: str, path: Path) -> str | None:
-        where = os.fspath(path)
-        if where == self.root:
-            return f"{key!r} is the pipeline's folder; an output is a file"
-        if where == self.file:
-            return f"{key!r} would overwrite the pipeline file"
-        if not _is_within(self.root, self.state_dir):  # else the state folder's own error
-            if _is_within(where, self.state_dir):
-                return f"{key!r} is inside the state folder {self.state_key!r}"
-            if _is_within(self.state_dir, where):
-                return f"{key!r} holds the state folder {self.state_key!r}"
-        mode = self.kind(where)
-        if mode is not None and stat.S_ISDIR(mode):
-            return f"{key!r} is an existing folder; an output is a file"
-        return self.under_a_file(key, where)
-
-    def input_problem(self, key: str, path: Path) -> str | None:
-        mode = self.kind(os.fspath(path))
-        if mode is None:
-            return f"{key!r} does not exist and no stage produces it"
-        if stat.S_ISDIR(mode):
-            return f"{key!r} is a folder; an input is a file (folders are not supported yet)"
-        return None
-
-    def under_a_file(self, key: str, path: str) -> str | None:
-        """``path`` cannot be made because a folder above it is a file."""
-        folder = os.path.dirname(path)
-        while folder != path:
-            mode = self.kind(folder)
-            if mode is not None:
-                if stat.S_ISDIR(mode):
-                    return None
-                return f"{key!r} is under {self.key(folder)!r}, which is a file"
-            path, folder = folder, os.path.dirname(folder)
-        return None
-
-    def kind(self, path: str) -> int | None:
-        """``path``'s st_mode, or None when there is nothing there."""
-        try:
-            return os.stat(path).st_mode
-        except OSError:
-            return None
-
-
-def _inside_another_output(key: str, producers: dict[str, tuple[int, str]]) -> str | None:
-    """``o/x`` when another stage (or this one) writes ``o``: neither can be made."""
-    folder = posixpath.dirname(key)
-    while folder and folder != key:
-        producer = producers.get(folder)
-        if producer is not None:
-            return (
-                f"{key!r} is inside {folder!r}, an output of stage "
-                f"{producer[1]!r} (stages[{producer[0]}])"
-            )
-        key, folder = folder, posixpath.dirname(folder)
-    return None
-
-
-def _is_within(path: str, folder: str) -> bool:
-    """``path`` is ``folder`` or somewhere below it (both normalized)."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _unknown_stage(name: str, known: list[str]) -> str:
@@ -472,6 +386,25 @@ def _check_arity(processor: Any, n_in: int, n_out: int) -> tuple[str, str] | Non
         msg = check(n_in, n_out)
         if msg:
             return ("outputs" if "output" in msg else "inputs", msg)
+    return None
+
+
+def _check_record_paths(
+    processor: Any, ins: list[tuple[str, Path]], outs: list[tuple[str, Path]]
+) -> tuple[str, str] | None:
+    """A record stage reads files and writes one file: no folder or glob."""
+    from ..plugins._processors import RecordStage
+
+    if not isinstance(processor, RecordStage):
+        return None
+    for field, keys in (("inputs", [k for k, _ in ins]), ("outputs", [k for k, _ in outs])):
+        for key in keys:
+            if is_folder(key) or is_glob(key):
+                what = "a folder" if is_folder(key) else "a glob"
+                return (
+                    field,
+                    f"{key!r} is {what}; record stage {processor.name!r} reads and writes files",
+                )
     return None
 
 

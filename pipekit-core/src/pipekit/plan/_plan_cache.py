@@ -42,11 +42,12 @@ from ._config import (
     structure_params,
     structure_valid,
 )
+from ._paths import is_glob, producers_of
 from ._pipeline import Pipeline, PlannedStage
 
 __all__ = ["load", "store", "enabled"]
 
-FORMAT = 15
+FORMAT = 16
 log = logging.getLogger("pipekit.plancache")
 OBSERVER_HOOKS = frozenset(
     {"on_run_start", "on_stage_start", "on_stage_end", "on_record_failed", "on_run_end"}
@@ -286,11 +287,16 @@ def _document(pipeline: Pipeline, registry: Registry) -> dict[str, Any]:
         }
         for st in (pipeline.stages[name] for name in pipeline.order)
     ]
-    produced = {p for st in pipeline.stages.values() for p in st.output_files}
-    inputs = {p for st in pipeline.stages.values() for p in st.input_files}
+    producers = {key: (0, "") for st in pipeline.stages.values() for key in st.outputs}
+    sources = {
+        path
+        for st in pipeline.stages.values()
+        for key, path in zip(st.inputs, st.input_files)
+        if not is_glob(key) and not producers_of(key, producers)
+    }
     options = pipeline.backend.options
     return {
-        "sources": sorted(inputs - produced),
+        "sources": sorted(sources),
         "file": str(pipeline.file),
         "file_sha256": pipeline.source_sha256,
         "var_files": pipeline.var_files,

@@ -8,11 +8,14 @@ its stat changing), except for outputs the runner itself just committed.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .. import _json
@@ -20,9 +23,25 @@ from .._atomic import atomic_write_bytes
 from .._private_files import make_private_dir
 from ._shapes import DamagedRecord, move_aside, warn_damaged
 
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic GC off while many long-lived objects are made (the
+    objects made are then frozen: they live as long as the run)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 log = logging.getLogger("pipekit.state")
 
-__all__ = ["HashCache", "hash_file", "RACY_NS"]
+__all__ = ["HashCache", "hash_file", "paused_gc", "RACY_NS"]
 
 RACY_NS = 2_000_000_000
 
@@ -72,7 +91,8 @@ class HashCache:
         except OSError as exc:  # a folder, unreadable: only a cache
             warn_damaged(path, exc.strerror or str(exc), _AFRESH)
             return
-        self._entries = _valid_entries(path, raw)
+        with paused_gc():  # (100,000 entries: collections would walk them again and again)
+            self._entries = _valid_entries(path, raw)
 
     MISS = "miss"
 
@@ -83,18 +103,23 @@ class HashCache:
             st = os.stat(path)
         except FileNotFoundError:
             return None, None
+        return st, self.lookup(key, st)
+
+    def lookup(self, key: str, st: os.stat_result) -> str | None:
+        """The cached hash of ``key`` if ``st`` (its file's stat) is the one
+        cached with it; else None."""
         entry = self._entries.get(key)
         if entry is None:
-            return st, None
+            return None
         try:
             if entry[0] == st.st_size and entry[1] == st.st_mtime_ns and entry[2] == st.st_ino:
                 digest = entry[3]
                 if isinstance(digest, str):
-                    return st, digest
+                    return digest
                 raise DamagedRecord("its hash is not a string")
         except (TypeError, LookupError, DamagedRecord) as exc:  # damaged: a miss
             warn_damaged(self.path, f"the entry of {key!r}: {exc}", "such entries are dropped")
-        return st, None
+        return None
 
     def peek(self, key: str, path: Path | str, read_up_to: int = 0) -> str | None:
         """Like :meth:`digest` but reads only a file of at most
@@ -106,7 +131,7 @@ class HashCache:
         if st is None or cached is not None:
             return cached
         if st.st_size <= read_up_to:  # (a file changed within the racy window, say)
-            return self._read(key, path, st)
+            return self.read(key, path, st)
         return self.MISS
 
     def digest(self, key: str, path: Path | str) -> str | None:
@@ -114,9 +139,11 @@ class HashCache:
         st, cached = self._cached(key, path)
         if st is None or cached is not None:
             return cached
-        return self._read(key, path, st)
+        return self.read(key, path, st)
 
-    def _read(self, key: str, path: Path | str, st: os.stat_result) -> str:
+    def read(self, key: str, path: Path | str, st: os.stat_result) -> str:
+        """Hash ``path`` (whose stat is ``st``), cache it under ``key`` unless
+        it changed within the racy window."""
         digest = hash_file(path)
         self.reads += 1
         if time.time_ns() - st.st_mtime_ns >= RACY_NS:
