@@ -147,20 +147,32 @@ def load_for_run(args: argparse.Namespace) -> tuple[Any, Any]:
     return pipeline, registry
 
 
-def install_signal_handlers() -> None:
-    """SIGINT/SIGTERM: the first one stops the run gracefully (exit 130);
-    a second one stops at once."""
-    count = 0
+class Interrupts:
+    """SIGINT/SIGTERM: the first one stops the run gracefully (exit 130), a
+    second one at once. While a runner's scheduler loops, the first goes to
+    it (:meth:`Runner.signalled`: a flag, no exception raised into the middle
+    of its work); before and after, it raises KeyboardInterrupt."""
 
-    def handler(signum: int, _frame: Any) -> None:
-        nonlocal count
-        count += 1
-        if count > 1:
+    def __init__(self) -> None:
+        self.count = 0
+        self.runner: Any = None
+
+    def handler(self, _signum: int, _frame: Any) -> None:
+        self.count += 1
+        if self.count > 1:
             os._exit(EXIT_INTERRUPTED)
+        if self.runner is not None and self.runner.signalled():
+            return
         raise KeyboardInterrupt()
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+
+def install_signal_handlers() -> Interrupts:
+    """Handle SIGINT and SIGTERM as :class:`Interrupts` says; set its
+    ``runner`` once there is one."""
+    interrupts = Interrupts()
+    signal.signal(signal.SIGINT, interrupts.handler)
+    signal.signal(signal.SIGTERM, interrupts.handler)
+    return interrupts
 
 
 def add_targets(parser: Any) -> None:

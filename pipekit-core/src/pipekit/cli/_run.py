@@ -81,7 +81,7 @@ def run_id_option(value: str | None, state_dir: Path) -> str | None:
 def main(args: argparse.Namespace) -> int:
     from ..engine import Runner, RunOptions
 
-    install_signal_handlers()
+    interrupts = install_signal_handlers()
     _pwd_is_cwd()
     # The cyclic GC is off while the plan is built, and what loading made is
     # then frozen (it lives as long as the run), so that collections do not
@@ -136,6 +136,7 @@ def main(args: argparse.Namespace) -> int:
         pipeline, registry, options, run_id=run_id, on_result=reporter.stage, progress=display
     )
     runner.services.on_start = reporter.started
+    interrupts.runner = runner
     reporter.start(pipeline, runner)
     try:
         outcome = runner.run()

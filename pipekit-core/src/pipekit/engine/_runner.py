@@ -92,6 +92,7 @@ class Runner:
         self.services.on_result = on_result
         self.services.progress = progress
         self._header: dict[str, Any] | None = None
+        self.scheduler: Scheduler | None = None
 
     @property
     def run_id(self) -> str:
@@ -144,7 +145,7 @@ class Runner:
             )
             return Lifecycle(services, committer)
 
-        scheduler = Scheduler(services, make_lifecycle)
+        scheduler = self.scheduler = Scheduler(services, make_lifecycle)
         try:
             results = scheduler.run()
         finally:
@@ -168,6 +169,13 @@ class Runner:
         except KeyboardInterrupt:
             pass  # the run is recorded; its outcome stands
         return outcome
+
+    def signalled(self) -> bool:
+        """SIGINT/SIGTERM, from the signal handler: True when the scheduler's
+        loop takes it (it stops the run in order); False when no loop runs
+        (the handler then raises KeyboardInterrupt)."""
+        scheduler = self.scheduler
+        return scheduler is not None and scheduler.signalled()
 
     def outcome(
         self,

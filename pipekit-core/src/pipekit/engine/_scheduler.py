@@ -10,9 +10,12 @@ through the one :class:`~._lifecycle.Lifecycle`.
         wait_for_events()   a stage's work ended, or its commit did (one
                             queue of ended futures, fed by their callbacks)
         handle(...)         result -> dependents ready | LockBusy -> wait
-      KeyboardInterrupt (SIGINT/SIGTERM) at any point sets a flag: nothing
-      new starts, work in hand stops (its processor sees ``cancel``), and
-      the same loop runs until it has all ended.
+      SIGINT/SIGTERM while the loop runs: :meth:`Scheduler.signalled` (from
+      the signal handler) sets a flag and wakes the loop, which then stops:
+      nothing new starts, work in hand stops (its processor sees
+      ``cancel``), and the same loop runs until it has all ended. (Not a
+      KeyboardInterrupt raised into the loop: one landing inside a
+      ``Future``'s lock left it held, and the run waited forever.)
 
 A run never ends with a stage it was asked to make up to date left
 unresolved: the loop ends only when no stage is ready, in flight or
@@ -42,6 +45,9 @@ log = logging.getLogger("pipekit.runner")
 
 IDLE_WAKE_S = 0.5
 """The longest the loop sleeps without looking at its state."""
+
+_WAKE: Any = object()
+"""Put in the queue of ended futures to wake the loop (a signal came)."""
 
 
 class Scheduler:
@@ -74,19 +80,26 @@ class Scheduler:
         self.working: dict[Future[Any], str] = {}  # in the pool
         self.committing: dict[Future[Any], str] = {}  # handed to the committer
         self.interrupted = False
+        self.signal_pending = False
+        self.looping = False
+        """True while :meth:`run` loops: a signal is then :meth:`signalled`."""
         self.pool: ThreadPoolExecutor | None = None
 
     # -- the loop ----------------------------------------------------------------
 
     def run(self) -> dict[str, StageResult]:
+        self.looping = True
         try:
             while True:
                 try:
+                    if self.signal_pending:
+                        self.interrupt()
                     if not self.step():
                         break
-                except KeyboardInterrupt:
+                except KeyboardInterrupt:  # (a caller's own, not a signal's)
                     self.interrupt()
         finally:
+            self.looping = False
             if self.pool is not None:
                 self.pool.shutdown(wait=True, cancel_futures=True)
         for name in self.stages:
@@ -111,7 +124,18 @@ class Scheduler:
         return True
 
     def stopping(self) -> bool:
-        return self.interrupted or self.services.stopping()
+        return self.interrupted or self.signal_pending or self.services.stopping()
+
+    def signalled(self) -> bool:
+        """SIGINT/SIGTERM (called by the signal handler, in the main thread,
+        between two bytecodes of whatever it was doing): stop at the loop's
+        next turn. Takes no lock (``SimpleQueue.put`` is reentrant). False
+        when the loop is not running: the caller raises KeyboardInterrupt."""
+        if not self.looping:
+            return False
+        self.signal_pending = True
+        self.ended.put(_WAKE)
+        return True
 
     def interrupt(self) -> None:
         if not self.interrupted:
@@ -127,7 +151,7 @@ class Scheduler:
         that a thread that ends a stage starts the next at once)."""
         evaluator = self.services.evaluator
         options = self.services.options
-        while self.ready and len(self.working) < 2 * self.jobs:
+        while self.ready and len(self.working) < 2 * self.jobs and not self.signal_pending:
             _, name = heapq.heappop(self.ready)
             if name in self.results:
                 continue
@@ -182,7 +206,8 @@ class Scheduler:
                     self.handle(future)
             return
         while True:
-            self.handle(future)
+            if future is not _WAKE:
+                self.handle(future)
             try:
                 future = self.ended.get_nowait()
             except queue.Empty:
