@@ -82,7 +82,9 @@ class Project:
         env.update(extra)
         return env
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "pipekit", *args],
             cwd=self.root,
@@ -92,7 +94,9 @@ class Project:
             timeout=timeout,
         )
 
-    def popen(self, *args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+    def popen(
+        self, *args: str, env: dict[str, str] | None = None, **kw: Any
+    ) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "pipekit", *args],
             cwd=self.root,
@@ -103,7 +107,9 @@ class Project:
             **kw,
         )
 
-    def run_json(self, *args: str, expect: int = 0, env: dict[str, str] | None = None) -> dict[str, Any]:
+    def run_json(
+        self, *args: str, expect: int = 0, env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         proc = self.cli("run", "--json", *args, env=env)
         assert proc.returncode == expect, (proc.returncode, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr, proc.stderr

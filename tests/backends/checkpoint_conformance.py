@@ -131,7 +131,7 @@ class CheckpointStoreConformance:
         seen = set()
         while not stop.is_set():
             got = checkpoint_store.get(self.NS, "x")
-            assert got in (a, b), (None if got is None else (len(got), got[:1], got[-1:]))
+            assert got in (a, b), None if got is None else (len(got), got[:1], got[-1:])
             seen.add(got[:1])
             assert checkpoint_store.list(self.NS) == ["x"]
         t.join()

@@ -38,7 +38,9 @@ def store(make_store: MakeStore) -> Store:
     return make_store()
 
 
-def rec(key: str = "op:k1", status: str = "PENDING", owner: str | None = "o1", **kw: Any) -> IdemRecord:
+def rec(
+    key: str = "op:k1", status: str = "PENDING", owner: str | None = "o1", **kw: Any
+) -> IdemRecord:
     now = time.time()
     fields: dict[str, Any] = {
         "key": key,

@@ -33,7 +33,9 @@ def key_file(tmp_path: Path) -> Path:
     return p
 
 
-def test_round_trip_full_and_delta_stores_no_plaintext(checkpoint_store: Any, key_file: Path) -> None:
+def test_round_trip_full_and_delta_stores_no_plaintext(
+    checkpoint_store: Any, key_file: Path
+) -> None:
     enc = {"key_file": str(key_file)}
     m = CheckpointManager(checkpoint_store, NS, encryption=enc, compression=None, delta_min_size=0)
     state = {f"k{i}": {"secret": SECRET, "i": i} for i in range(200)}
@@ -57,7 +59,9 @@ def test_round_trip_full_and_delta_stores_no_plaintext(checkpoint_store: Any, ke
     assert CheckpointManager(checkpoint_store, NS, encryption=enc).load() == state
 
 
-def test_a_wrong_key_names_both_key_ids(checkpoint_store: Any, key_file: Path, tmp_path: Path) -> None:
+def test_a_wrong_key_names_both_key_ids(
+    checkpoint_store: Any, key_file: Path, tmp_path: Path
+) -> None:
     CheckpointManager(checkpoint_store, NS, encryption={"key_file": str(key_file)}).save({"a": 1})
     other = tmp_path / "other.key"
     other.write_bytes(os.urandom(32))
@@ -93,8 +97,7 @@ def test_a_header_key_id_that_matches_but_a_tampered_aad_is_corruption(
     index = m._read_index().copy()
     import attrs
 
-    index.entries[a.seq] = attrs.evolve(a, size=b.size, sha256=b.sha256,
-                                        compression=b.compression)
+    index.entries[a.seq] = attrs.evolve(a, size=b.size, sha256=b.sha256, compression=b.compression)
     m._write_index(index)
     with pytest.raises(CheckpointCorrupted, match="failed authentication"):
         CheckpointManager(checkpoint_store, NS, encryption=enc).load(a.id)
@@ -104,14 +107,21 @@ def test_key_from_an_environment_variable_in_any_format(
     checkpoint_store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raw = os.urandom(32)
-    for i, text in enumerate([raw.hex(), base64.b64encode(raw).decode(),
-                              base64.urlsafe_b64encode(raw).decode().rstrip("=")]):
+    for i, text in enumerate(
+        [
+            raw.hex(),
+            base64.b64encode(raw).decode(),
+            base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        ]
+    ):
         monkeypatch.setenv("PK_KEY", text)
         m = CheckpointManager(checkpoint_store, f"ns{i}", encryption={"key_env": "PK_KEY"})
         m.save({"i": i})
         assert m.cipher.key_id == crypto.key_id_of(raw)
         monkeypatch.setenv("PK_KEY", raw.hex().upper())
-        assert CheckpointManager(checkpoint_store, f"ns{i}", encryption={"key_env": "PK_KEY"}).load() == {"i": i}
+        assert CheckpointManager(
+            checkpoint_store, f"ns{i}", encryption={"key_env": "PK_KEY"}
+        ).load() == {"i": i}
     for size in (16, 24):
         assert crypto.parse_key(os.urandom(size).hex().encode(), "x").__len__() == size
 
@@ -129,7 +139,10 @@ def test_key_from_an_environment_variable_in_any_format(
     ],
 )
 def test_bad_encryption_settings_are_config_errors(
-    checkpoint_store: Any, monkeypatch: pytest.MonkeyPatch, options: Any, env: dict[str, str],
+    checkpoint_store: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    options: Any,
+    env: dict[str, str],
     message: str,
 ) -> None:
     monkeypatch.delenv("PK_UNSET", raising=False)
@@ -140,7 +153,9 @@ def test_bad_encryption_settings_are_config_errors(
     assert isinstance(exc.value, ConfigError) and exc.value.exit_code == EXIT_USAGE
 
 
-def test_a_key_file_of_text_that_is_not_a_key_is_refused(tmp_path: Path, checkpoint_store: Any) -> None:
+def test_a_key_file_of_text_that_is_not_a_key_is_refused(
+    tmp_path: Path, checkpoint_store: Any
+) -> None:
     p = tmp_path / "k"
     p.write_bytes(b"a password of 31 characters...\n")  # 32 bytes, but text
     with pytest.raises(CheckpointConfigError, match="does not hold an AES key"):

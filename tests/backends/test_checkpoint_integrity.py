@@ -67,7 +67,9 @@ def test_every_byte_flip_of_a_checkpoint_blob_is_detected(
         assert bad == {i.id for i in infos[which:]}, (pos, bad)  # it and the deltas on it
         assert m.verify(infos[-1].id).damaged  # a delta's verify checks its bases
         if which == 0:  # every checkpoint needs the damaged full one
-            with pytest.raises(CheckpointCorrupted, match=r"no checkpoint of 'pipe\.stage' verifies"):
+            with pytest.raises(
+                CheckpointCorrupted, match=r"no checkpoint of 'pipe\.stage' verifies"
+            ):
                 m.load()
         else:  # the latest: the newest that verifies
             loaded = m.load_info()

@@ -58,7 +58,13 @@ def test_roundtrip_and_info(checkpoint_store: Any) -> None:
     info = m.save(state, metadata={"epoch": 3, "note": "first"})
     assert isinstance(info, CheckpointInfo)
     assert (info.id, info.seq, info.kind, info.codec, info.base, info.chain) == (
-        "00000001", 1, "full", "json", None, 0)
+        "00000001",
+        1,
+        "full",
+        "json",
+        None,
+        0,
+    )
     assert info.size == len(orjson.dumps(state))
     assert len(info.sha256) == 64 and not info.encrypted
     assert info.keys == ("a", "b", "é") and info.n_keys == 3
@@ -109,8 +115,11 @@ def test_attrs_states_are_unstructured_and_structured_back(checkpoint_store: Any
     info = manager(checkpoint_store).save(state)
     assert info.type == f"{__name__}.Progress"
     raw = manager(checkpoint_store).load()
-    assert raw == {"offset": 10, "items": [{"name": "a", "when": when.isoformat()}],
-                   "extra": {"x": 1}}
+    assert raw == {
+        "offset": 10,
+        "items": [{"name": "a", "when": when.isoformat()}],
+        "extra": {"x": 1},
+    }
     assert manager(checkpoint_store).load(type=Progress) == state
     assert manager(checkpoint_store, state_type=Progress).load() == state
     nested = {"p": Progress(1, [])}
@@ -216,8 +225,16 @@ def test_lists_are_diffed_by_index_with_appends_and_truncations(checkpoint_store
 def test_root_replacements_and_type_changes(checkpoint_store: Any) -> None:
     m = manager(checkpoint_store, delta_min_size=0, delta_threshold=1.0)
     states: list[Any] = [
-        {"a": {"b": 1}}, {"a": [1]}, {"a": "x"}, [1, 2], [1, 2, 3], "text", None,
-        {"a": 1.0}, {"a": 1.5}, {"a": False},
+        {"a": {"b": 1}},
+        {"a": [1]},
+        {"a": "x"},
+        [1, 2],
+        [1, 2, 3],
+        "text",
+        None,
+        {"a": 1.0},
+        {"a": 1.5},
+        {"a": False},
     ]
     ids = [m.save(s).id for s in states]
     fresh = manager(checkpoint_store)
@@ -268,8 +285,17 @@ def test_chains_are_capped_at_max_chain(checkpoint_store: Any) -> None:
     for i in range(9):
         state["k00001"]["id"] = i
         kinds.append((m.save(state).kind, m.latest().chain))  # type: ignore[union-attr]
-    assert kinds == [("full", 0), ("delta", 1), ("delta", 2), ("delta", 3), ("full", 0),
-                     ("delta", 1), ("delta", 2), ("delta", 3), ("full", 0)]
+    assert kinds == [
+        ("full", 0),
+        ("delta", 1),
+        ("delta", 2),
+        ("delta", 3),
+        ("full", 0),
+        ("delta", 1),
+        ("delta", 2),
+        ("delta", 3),
+        ("full", 0),
+    ]
     assert manager(checkpoint_store).load() == state
 
 
@@ -462,16 +488,39 @@ def test_small_frequent_saves_keep_no_history_and_cost_two_writes(checkpoint_sto
 def test_retention_policy_selection() -> None:
     def e(seq: int, t: float, base: int | None = None, hidden: bool = False) -> CheckpointInfo:
         return CheckpointInfo(
-            id=f"c{seq}", seq=seq, time=t, kind="delta" if base else "full", size=1,
-            stored_size=1, sha256="0" * 64, codec="json", compression=None, level=None,
-            key_id=None, base_seq=base, base=f"c{base}" if base else None, chain=0,
-            full_size=1, keys=(), n_keys=None, metadata={}, type=None, blob=f"b-{seq}",
-            hidden=hidden)
+            id=f"c{seq}",
+            seq=seq,
+            time=t,
+            kind="delta" if base else "full",
+            size=1,
+            stored_size=1,
+            sha256="0" * 64,
+            codec="json",
+            compression=None,
+            level=None,
+            key_id=None,
+            base_seq=base,
+            base=f"c{base}" if base else None,
+            chain=0,
+            full_size=1,
+            keys=(),
+            n_keys=None,
+            metadata={},
+            type=None,
+            blob=f"b-{seq}",
+            hidden=hidden,
+        )
 
     day = 86400.0
     now = 100 * day
-    entries = [e(1, now - 10 * day), e(2, now - 9 * day, 1), e(3, now - 5 * day),
-               e(4, now - 1 * day, 3), e(5, now - 0.5 * day, 4), e(6, now - 20 * day, hidden=True)]
+    entries = [
+        e(1, now - 10 * day),
+        e(2, now - 9 * day, 1),
+        e(3, now - 5 * day),
+        e(4, now - 1 * day, 3),
+        e(5, now - 0.5 * day, 4),
+        e(6, now - 20 * day, hidden=True),
+    ]
     doomed = retention_mod.doomed
     assert doomed(entries, Retention(), now) == {6}  # keep all: only the unneeded hidden one
     assert doomed(entries, Retention(keep_last=1), now) == {1, 2, 6}  # 5 needs 4 needs 3
@@ -480,8 +529,10 @@ def test_retention_policy_selection() -> None:
     assert doomed(entries, Retention(max_age_days=9.5), now) == {6}  # 2 is kept, needs 1
     assert doomed(entries, Retention(max_age_days=0), now) == {1, 2, 6}  # newest stays
     assert doomed(entries, Retention(keep_last=3, max_age_days=0.75), now) == {1, 2, 6}
-    assert doomed([e(1, 0.0), e(2, 1.0, 1, hidden=True), e(3, 2.0, 2)], Retention(keep_last=1),
-                  now) == set()  # 3 needs hidden 2, which needs 1: nothing goes
+    assert (
+        doomed([e(1, 0.0), e(2, 1.0, 1, hidden=True), e(3, 2.0, 2)], Retention(keep_last=1), now)
+        == set()
+    )  # 3 needs hidden 2, which needs 1: nothing goes
     for bad in ({"keep_last": 0}, {"keep_last": "5"}, {"max_age_days": -1}, {"keep": 1}, 5):
         with pytest.raises(CheckpointConfigError):
             Retention.from_options(bad)
@@ -505,7 +556,8 @@ def test_prune_applies_a_policy_and_removes_orphans(checkpoint_store: Any) -> No
     assert result.orphans == ["b-0000000002"]
     assert [e.id for e in m.list()] == ["00000004", "00000005"]
     assert sorted(checkpoint_store.list(NS)) == sorted(
-        [INDEX_ID, "b-0000000004", "b-0000000005", next_blob, "unrelated"])
+        [INDEX_ID, "b-0000000004", "b-0000000005", next_blob, "unrelated"]
+    )
     assert m.prune({"max_age_days": 0}).deleted[0].id == "00000004"
     assert [e.id for e in m.list()] == ["00000005"]
 

@@ -106,8 +106,12 @@ TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)
     max_chain=st.integers(0, 3),
 )
 def test_any_sequence_of_saves_loads_back_equal(
-    bulk: int, first: Any, plan: list[tuple[str, int]], data: st.DataObject,
-    keep_last: int | None, max_chain: int,
+    bulk: int,
+    first: Any,
+    plan: list[tuple[str, int]],
+    data: st.DataObject,
+    keep_last: int | None,
+    max_chain: int,
 ) -> None:
     """``bulk``: containers above this length are diffed with the C-level
     passes (0: all of them), below it by the Python loop."""
@@ -121,11 +125,21 @@ def test_any_sequence_of_saves_loads_back_equal(
         delta._BULK = saved
 
 
-def _run(store: Any, first: Any, plan: list[tuple[str, int]], data: st.DataObject,
-         keep_last: int | None, max_chain: int) -> None:
+def _run(
+    store: Any,
+    first: Any,
+    plan: list[tuple[str, int]],
+    data: st.DataObject,
+    keep_last: int | None,
+    max_chain: int,
+) -> None:
     def open_manager() -> CheckpointManager:
         return CheckpointManager(
-            store, NS, delta_min_size=0, delta_threshold=1.0, max_chain=max_chain,
+            store,
+            NS,
+            delta_min_size=0,
+            delta_threshold=1.0,
+            max_chain=max_chain,
             retention={"keep_last": keep_last} if keep_last else None,
         )
 
@@ -136,8 +150,9 @@ def _run(store: Any, first: Any, plan: list[tuple[str, int]], data: st.DataObjec
     for action, arg in plan:
         if action in ("save", "save-id", "full"):
             state = data.draw(mutated(state)) if latest is not None else state
-            info = m.save(state, id=f"n{arg}" if action == "save-id" else None,
-                          full=action == "full")
+            info = m.save(
+                state, id=f"n{arg}" if action == "save-id" else None, full=action == "full"
+            )
             model[info.id] = copy.deepcopy(state)
             latest = info.id
         elif action == "reopen":

@@ -68,8 +68,14 @@ def test_add_get_round_trip(make_dlq: Any) -> None:
     i = a.add(letter(record=raw, offset=12, line=3, message="ü: x", format="jsonl"))
     got = b.get("p", i)
     assert got == letter(
-        record=raw, offset=12, line=3, message="ü: x", format="jsonl",
-        first_failed=got.first_failed, last_failed=got.last_failed, id=i,
+        record=raw,
+        offset=12,
+        line=3,
+        message="ü: x",
+        format="jsonl",
+        first_failed=got.first_failed,
+        last_failed=got.last_failed,
+        id=i,
     )
     assert b.get("p", i + 100) is None
     assert b.get("other", i) is None
@@ -81,7 +87,12 @@ def test_add_is_an_upsert_on_identity(make_dlq: Any) -> None:
     again = s.add(letter(first_failed=200.0, last_failed=200.0, attempts=2, run_id="run2"))
     assert again == first
     got = s.get("p", first)
-    assert (got.first_failed, got.last_failed, got.attempts, got.run_id) == (100.0, 200.0, 2, "run2")
+    assert (got.first_failed, got.last_failed, got.attempts, got.run_id) == (
+        100.0,
+        200.0,
+        2,
+        "run2",
+    )
     assert s.count("p") == 1
     other = s.add(letter(fingerprint="fp2"))
     assert other != first and s.count("p") == 2
@@ -121,7 +132,8 @@ def test_purge_by_stage_fingerprint_and_position(make_dlq: Any) -> None:
     s.add(letter(fingerprint="old", offset=999))
     assert s.purge("p", stage="s", fingerprint="fp1", from_position=(0, 50)) == 3
     assert [(x.fingerprint, x.input_index, x.offset) for x in s.list("p", stage="s")] == [
-        ("fp1", 0, 0), ("old", 0, 999)
+        ("fp1", 0, 0),
+        ("old", 0, 999),
     ]
     assert s.purge("p", stage="s") == 2
     assert s.purge("p") == 1

@@ -80,7 +80,9 @@ def test_sweep_removes_temp_files_of_dead_writers(tmp_path: Path) -> None:
     store = FileIdempotencyStore(tmp_path)
     store.create(rec())
     final = store.path_for("op:k1")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     pid = int(dead.stdout)
     from pipekit._atomic import _HOST, TEMP_MARK
 
@@ -109,8 +111,16 @@ def test_records_written_by_an_older_version_still_read(tmp_path: Path) -> None:
     store = FileIdempotencyStore(tmp_path)
     path = store.path_for("stage/p/s:fp")
     path.parent.mkdir(parents=True)
-    old = {"key": "stage/p/s:fp", "status": "SUCCESS", "fingerprint": "fp", "result": {"outputs": {}},
-           "error": None, "created": 1.0, "expires": None, "token": 1}
+    old = {
+        "key": "stage/p/s:fp",
+        "status": "SUCCESS",
+        "fingerprint": "fp",
+        "result": {"outputs": {}},
+        "error": None,
+        "created": 1.0,
+        "expires": None,
+        "token": 1,
+    }
     path.write_bytes(json.dumps(old).encode())
     got = store.get("stage/p/s:fp")
     assert got is not None and got.status == "SUCCESS" and got.owner is None

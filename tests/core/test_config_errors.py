@@ -779,7 +779,12 @@ LATE_CASES = [
     pytest.param(
         ["outdir/keep.txt"],
         {"outputs": ["outdir"]},
-        [("outputs", "'outdir' is a folder: write it as 'outdir/' (a folder's path ends with '/')")],
+        [
+            (
+                "outputs",
+                "'outdir' is a folder: write it as 'outdir/' (a folder's path ends with '/')",
+            )
+        ],
         id="output-existing-folder",
     ),
     pytest.param(

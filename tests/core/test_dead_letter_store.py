@@ -11,7 +11,9 @@ from pipekit.stores import DeadLetter
 from pipekit.stores._file_dead_letters import FileDeadLetterStore
 
 
-def letter(offset: int, *, stage: str = "s", fp: str = "f1", index: int = 0, **kw: object) -> DeadLetter:
+def letter(
+    offset: int, *, stage: str = "s", fp: str = "f1", index: int = 0, **kw: object
+) -> DeadLetter:
     base = DeadLetter(
         pipeline="p",
         stage=stage,
@@ -58,7 +60,10 @@ def test_list_order_filters_and_purge_from_a_position(tmp_path: Path) -> None:
         store.add(letter(offset, index=index))
     store.add(letter(7, stage="t"))
     assert [(x.input_index, x.offset) for x in store.list("p", stage="s")] == [
-        (0, 10), (0, 30), (1, 0), (1, 5),
+        (0, 10),
+        (0, 30),
+        (1, 0),
+        (1, 5),
     ]
     assert [x.stage for x in store.list("p", limit=1)] == ["s"]
     assert store.purge("p", stage="s", fingerprint="f1", from_position=(0, 30)) == 3

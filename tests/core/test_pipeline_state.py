@@ -83,7 +83,13 @@ def hold_lock(path: Path, *, shared: bool = False, seconds: float = 30) -> subpr
 
 
 def test_public_names_and_error_hierarchy() -> None:
-    for name in ("PipelineState", "StateError", "StateReadError", "StateValidationError", "StateLockError"):
+    for name in (
+        "PipelineState",
+        "StateError",
+        "StateReadError",
+        "StateValidationError",
+        "StateLockError",
+    ):
         assert name in pipekit.__all__
         assert getattr(pipekit, name) is not None
     for cls in (StateReadError, StateValidationError, StateLockError):
@@ -147,9 +153,13 @@ def test_log_entry_fields(tmp_path: Path) -> None:
     assert newest.checksum == "sha256:" + hashlib.sha256(raw).hexdigest()
     assert newest.error is None
     assert newest.backup == state.list_backups()[0].name
-    assert [e.time for e in state.history()] == sorted((e.time for e in state.history()), reverse=True)
+    assert [e.time for e in state.history()] == sorted(
+        (e.time for e in state.history()), reverse=True
+    )
     line = json.loads(state.log_path.read_text().splitlines()[-1])
-    assert {"time", "pid", "host", "operation", "success", "error", "bytes", "checksum"} <= set(line)
+    assert {"time", "pid", "host", "operation", "success", "error", "bytes", "checksum"} <= set(
+        line
+    )
 
 
 def test_unchanged_transaction_writes_nothing(tmp_path: Path) -> None:
@@ -189,7 +199,10 @@ def test_rollback_leaves_file_backups_and_data_unchanged_and_logs_it(tmp_path: P
     assert failure.error == "Boom: changed my mind"
     assert failure.bytes is None and failure.checksum is None
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "state.json", "state.json.backups", "state.json.history.jsonl", "state.json.lock",
+        "state.json",
+        "state.json.backups",
+        "state.json.history.jsonl",
+        "state.json.lock",
     ]  # no temp file left
 
 
@@ -239,12 +252,21 @@ def test_attrs_schema_accepts_good_data(tmp_path: Path) -> None:
     [
         ({"jobs": {}}, "$.version", "required field missing"),
         ({"version": "1"}, "$.version", "expected an integer, got a string '1'"),
-        ({"version": 1, "jobs": {"a": {"name": "a", "retry": {"attempts": "3"}}}},
-         "$.jobs.a.retry.attempts", "expected an integer"),
-        ({"version": 1, "jobs": {"a": {"name": "a", "retyr": {}}}},
-         "$.jobs.a.retyr", "did you mean 'retry'"),
-        ({"version": 1, "jobs": {"a": {"name": "a", "tags": ["ok", 7]}}},
-         "$.jobs.a.tags[1]", "expected a string"),
+        (
+            {"version": 1, "jobs": {"a": {"name": "a", "retry": {"attempts": "3"}}}},
+            "$.jobs.a.retry.attempts",
+            "expected an integer",
+        ),
+        (
+            {"version": 1, "jobs": {"a": {"name": "a", "retyr": {}}}},
+            "$.jobs.a.retyr",
+            "did you mean 'retry'",
+        ),
+        (
+            {"version": 1, "jobs": {"a": {"name": "a", "tags": ["ok", 7]}}},
+            "$.jobs.a.tags[1]",
+            "expected a string",
+        ),
         ([1, 2], "$", "expected an object"),
     ],
 )
@@ -341,7 +363,9 @@ def test_a_backup_is_a_hard_link_of_the_replaced_file_not_a_copy(tmp_path: Path)
     assert os.stat(state.path).st_nlink == 1  # editing it in place cannot touch a backup
 
 
-def test_backups_are_copied_where_hard_links_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backups_are_copied_where_hard_links_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # fault injection: a file system without hard links (e.g. some FUSE or SMB mounts)
     def no_links(*_a: Any, **_k: Any) -> None:
         raise PermissionError(1, "Operation not permitted")

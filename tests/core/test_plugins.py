@@ -122,8 +122,8 @@ def plugins_json(project: Project, env: dict[str, str]) -> dict[str, dict[str, A
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     doc = json.loads(proc.stdout)
-    assert isinstance(doc, list)
-    return {p["name"]: p for p in doc}
+    assert doc["schema_version"] == 1
+    return {p["name"]: p for p in doc["plugins"]}
 
 
 def upper_pipeline(project: Project) -> None:
@@ -418,7 +418,7 @@ def test_disable_pipekit_stages_by_entry_point_or_distribution_name(
 def test_disabling_a_name_that_matches_nothing_warns(project: Project) -> None:
     proc = project.cli("plugins", "--json", env=project.env(PIPEKIT_DISABLE_PLUGINS="stagez"))
     assert proc.returncode == 0
-    assert "stages" in {p["name"] for p in json.loads(proc.stdout)}
+    assert "stages" in {p["name"] for p in json.loads(proc.stdout)["plugins"]}
     assert (
         "PIPEKIT_DISABLE_PLUGINS names 'stagez', which matches no installed plugin" in proc.stderr
     )
@@ -504,7 +504,10 @@ def test_plugins_text_form(project: Project) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     lines = proc.stdout.splitlines()
-    assert f"file-backend  (pipekit-core {pipekit.__version__}, pipekit.plugins._file_backend)" in lines
+    assert (
+        f"file-backend  (pipekit-core {pipekit.__version__}, pipekit.plugins._file_backend)"
+        in lines
+    )
     assert (
         f"stages  (pipekit-stages {dist_version('pipekit-stages')}, pipekit_stages.plugin)"
     ) in lines

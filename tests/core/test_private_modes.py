@@ -37,10 +37,24 @@ def _modes(root: Path) -> dict[str, str]:
 
 def _letter() -> DeadLetter:
     now = time.time()
-    return DeadLetter(pipeline="p", stage="s", fingerprint="fp", run_id="r", input="in.txt",
-                      input_index=0, offset=0, line=1, format="lines", record=b"x",
-                      error_type="E", message="m", traceback="t", attempts=1,
-                      first_failed=now, last_failed=now)
+    return DeadLetter(
+        pipeline="p",
+        stage="s",
+        fingerprint="fp",
+        run_id="r",
+        input="in.txt",
+        input_index=0,
+        offset=0,
+        line=1,
+        format="lines",
+        record=b"x",
+        error_type="E",
+        message="m",
+        traceback="t",
+        attempts=1,
+        first_failed=now,
+        last_failed=now,
+    )
 
 
 def test_everything_kept_is_private(tmp_path: Path, umask: int) -> None:
@@ -75,14 +89,30 @@ def test_everything_kept_is_private(tmp_path: Path, umask: int) -> None:
 
 def test_a_run_keeps_its_state_private(project: Project, umask: int) -> None:
     project.write("in.txt", "ok\nfatal\n")
-    project.pipeline([{"name": "r", "uses": "record-fatal", "inputs": ["in.txt"],
-                       "outputs": ["out.txt"], "max_failures": 5,
-                       "params": {"calls": str(project.root / "calls.txt")}}])
+    project.pipeline(
+        [
+            {
+                "name": "r",
+                "uses": "record-fatal",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "max_failures": 5,
+                "params": {"calls": str(project.root / "calls.txt")},
+            }
+        ]
+    )
     assert project.run_json()["status"] == "ok"  # one dead letter
     state_dir = project.root / ".pipekit"
-    mine = [state_dir, state_dir / "idempotency", *state_dir.glob("state.json*"),
-            *state_dir.glob("idempotency/**/*"), *state_dir.glob("deadletters.sqlite*"),
-            state_dir / "hashcache.json", state_dir / "runs", *state_dir.glob("runs/*")]
+    mine = [
+        state_dir,
+        state_dir / "idempotency",
+        *state_dir.glob("state.json*"),
+        *state_dir.glob("idempotency/**/*"),
+        *state_dir.glob("deadletters.sqlite*"),
+        state_dir / "hashcache.json",
+        state_dir / "runs",
+        *state_dir.glob("runs/*"),
+    ]
     assert len(mine) >= 10, mine
     for path in mine:
         mode = stat.S_IMODE(path.stat().st_mode)

@@ -35,8 +35,13 @@ def failed_resumable(project: Project) -> Project:
     project.write("in.txt", "x\n")
     project.pipeline(
         [
-            {"name": "r", "uses": "resumable", "inputs": ["in.txt"], "outputs": ["out.txt"],
-             "retry": {"attempts": 1}},
+            {
+                "name": "r",
+                "uses": "resumable",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "retry": {"attempts": 1},
+            },
             {"name": "c", "uses": "copy", "inputs": ["in.txt"], "outputs": ["c.txt"]},
         ],
         name="demo",
@@ -50,7 +55,12 @@ def test_list_show_verify_restore_a_checkpoint_a_run_saved(failed_resumable: Pro
     listed = cli_json(project, "list")
     assert listed["pipeline"] == "demo"
     (cp,) = listed["checkpoints"]
-    assert (cp["stage"], cp["namespace"], cp["kind"], cp["id"]) == ("r", "demo.r", "full", "00000001")
+    assert (cp["stage"], cp["namespace"], cp["kind"], cp["id"]) == (
+        "r",
+        "demo.r",
+        "full",
+        "00000001",
+    )
     assert set(cp["metadata"]) == {"fingerprint"} and len(cp["sha256"]) == 64
     text = project.cli("checkpoints", "list")
     assert text.returncode == 0 and "stage 'r' (demo.r): 1 checkpoint(s)" in text.stdout
@@ -71,15 +81,22 @@ def test_list_show_verify_restore_a_checkpoint_a_run_saved(failed_resumable: Pro
     assert json.loads(out.read_text()) == {"done_part": 1}
     again = project.cli("checkpoints", "restore", "latest", "--to", str(out))
     assert again.returncode == 2 and "exists; use --force" in again.stderr
-    assert project.cli("checkpoints", "restore", "latest", "--to", str(out), "--force").returncode == 0
+    assert (
+        project.cli("checkpoints", "restore", "latest", "--to", str(out), "--force").returncode == 0
+    )
     to_stdout = project.cli("checkpoints", "--stage", "r", "restore", "00000001", "--to", "-")
     assert json.loads(to_stdout.stdout) == {"done_part": 1}
 
     # the next run resumes from it, commits, and clears it
     project.pipeline(
         [
-            {"name": "r", "uses": "resumable", "inputs": ["in.txt"], "outputs": ["out.txt"],
-             "params": {"fail_first": False}},
+            {
+                "name": "r",
+                "uses": "resumable",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "params": {"fail_first": False},
+            },
             {"name": "c", "uses": "copy", "inputs": ["in.txt"], "outputs": ["c.txt"]},
         ],
         name="demo",
@@ -87,7 +104,10 @@ def test_list_show_verify_restore_a_checkpoint_a_run_saved(failed_resumable: Pro
     project.run_json()
     assert cli_json(project, "list")["checkpoints"] == []
     assert project.cli("checkpoints", "list").stdout.strip() == "no checkpoints"
-    assert sorted(p.name for p in (project.root / ".pipekit/checkpoints").rglob("*") if p.is_file()) == []
+    assert (
+        sorted(p.name for p in (project.root / ".pipekit/checkpoints").rglob("*") if p.is_file())
+        == []
+    )
 
 
 def test_a_damaged_checkpoint_fails_verify_and_restore(failed_resumable: Project) -> None:
@@ -114,9 +134,13 @@ def test_prune_keeps_the_newest_and_respects_the_stage_lock(failed_resumable: Pr
     m = CheckpointManager(store_of(project), "demo.r")
     for i in range(4):
         m.save({"i": i}, metadata={"epoch": i})
-    assert [c["id"] for c in cli_json(project, "list", "--filter", "epoch=2")["checkpoints"]] == ["00000004"]
+    assert [c["id"] for c in cli_json(project, "list", "--filter", "epoch=2")["checkpoints"]] == [
+        "00000004"
+    ]
     assert [c["id"] for c in cli_json(project, "list", "--sort=-seq")["checkpoints"]][:2] == [
-        "00000005", "00000004"]
+        "00000005",
+        "00000004",
+    ]
     dry = cli_json(project, "prune", "--keep-last", "2", "--dry-run")
     (r,) = [n for n in dry["namespaces"] if n["stage"] == "r"]
     assert r["deleted"] == ["00000001", "00000002", "00000003"] and r["dry_run"]
@@ -140,8 +164,9 @@ def test_prune_keeps_the_newest_and_respects_the_stage_lock(failed_resumable: Pr
 
 def test_encrypted_checkpoints_need_the_key_to_restore(project: Project, tmp_path: Path) -> None:
     project.write("in.txt", "x\n")
-    project.pipeline([{"name": "s", "uses": "copy", "inputs": ["in.txt"], "outputs": ["o.txt"]}],
-                     name="demo")
+    project.pipeline(
+        [{"name": "s", "uses": "copy", "inputs": ["in.txt"], "outputs": ["o.txt"]}], name="demo"
+    )
     key = tmp_path / "key"
     key.write_text(crypto.generate_key())
     other = tmp_path / "other"
@@ -157,8 +182,9 @@ def test_encrypted_checkpoints_need_the_key_to_restore(project: Project, tmp_pat
     wrong = project.cli("checkpoints", "restore", "latest", "--to", out, "--key-file", str(other))
     assert wrong.returncode == 2 and f"encrypted with key id {m.cipher.key_id}" in wrong.stderr
     env = project.env(PK_TEST_KEY=key.read_text())
-    ok = project.cli("checkpoints", "restore", "latest", "--to", out, "--key-env", "PK_TEST_KEY",
-                     env=env)
+    ok = project.cli(
+        "checkpoints", "restore", "latest", "--to", out, "--key-env", "PK_TEST_KEY", env=env
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(Path(out).read_text()) == {"secret": "data"}
     both = project.cli("checkpoints", "list", "--key-file", str(key), "--key-env", "X")

@@ -15,18 +15,33 @@ def shared_pipeline(project: Project, n_independent: int = 8) -> str:
     project.write("in.txt", "data\n")
     stages = []
     for i in range(n_independent):
-        stages.append({
-            "name": f"s{i}", "uses": "side-effect", "inputs": ["in.txt"],
-            "outputs": [f"out/s{i}.txt"], "params": {"log": log, "seconds": 0.05},
-        })
-    stages.append({
-        "name": "merge", "uses": "side-effect", "inputs": [f"out/s{i}.txt" for i in range(n_independent)],
-        "outputs": ["out/merged.txt"], "params": {"log": log, "seconds": 0.05},
-    })
-    stages.append({
-        "name": "final", "uses": "side-effect", "inputs": ["out/merged.txt"],
-        "outputs": ["out/final.txt"], "params": {"log": log},
-    })
+        stages.append(
+            {
+                "name": f"s{i}",
+                "uses": "side-effect",
+                "inputs": ["in.txt"],
+                "outputs": [f"out/s{i}.txt"],
+                "params": {"log": log, "seconds": 0.05},
+            }
+        )
+    stages.append(
+        {
+            "name": "merge",
+            "uses": "side-effect",
+            "inputs": [f"out/s{i}.txt" for i in range(n_independent)],
+            "outputs": ["out/merged.txt"],
+            "params": {"log": log, "seconds": 0.05},
+        }
+    )
+    stages.append(
+        {
+            "name": "final",
+            "uses": "side-effect",
+            "inputs": ["out/merged.txt"],
+            "outputs": ["out/final.txt"],
+            "params": {"log": log},
+        }
+    )
     project.pipeline(stages)
     return log
 

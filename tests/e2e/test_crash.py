@@ -27,13 +27,27 @@ def crash_pipeline(project: Project, chunks: int = 120, delay: float = 0.004) ->
     project.write("in.txt", "seed\n")
     stages = []
     for i in range(3):
-        stages.append({
-            "name": f"write{i}", "uses": "slow-write", "inputs": ["in.txt"],
-            "outputs": [f"out/w{i}.txt"],
-            "params": {"chunks": chunks, "delay": delay, "marker": str(project.root / f"started{i}")},
-        })
-    stages.append({"name": "join", "uses": "concat", "inputs": [f"out/w{i}.txt" for i in range(3)],
-                   "outputs": ["out/all.txt"]})
+        stages.append(
+            {
+                "name": f"write{i}",
+                "uses": "slow-write",
+                "inputs": ["in.txt"],
+                "outputs": [f"out/w{i}.txt"],
+                "params": {
+                    "chunks": chunks,
+                    "delay": delay,
+                    "marker": str(project.root / f"started{i}"),
+                },
+            }
+        )
+    stages.append(
+        {
+            "name": "join",
+            "uses": "concat",
+            "inputs": [f"out/w{i}.txt" for i in range(3)],
+            "outputs": ["out/all.txt"],
+        }
+    )
     project.pipeline(stages)
 
 
@@ -110,10 +124,17 @@ def test_killed_run_leaves_temp_file_that_next_run_removes(project: Project) -> 
 def test_killed_lock_holder_does_not_block_the_next_run(project: Project) -> None:
     project.write("in.txt", "x\n")
     marker = project.root / "started"
-    project.pipeline([{
-        "name": "slow", "uses": "slow-write", "inputs": ["in.txt"], "outputs": ["out.txt"],
-        "params": {"chunks": 1000, "delay": 0.01, "marker": str(marker)},
-    }])
+    project.pipeline(
+        [
+            {
+                "name": "slow",
+                "uses": "slow-write",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "params": {"chunks": 1000, "delay": 0.01, "marker": str(marker)},
+            }
+        ]
+    )
     proc = project.popen("run")
     deadline = time.monotonic() + 20
     while not marker.exists():
@@ -123,10 +144,17 @@ def test_killed_lock_holder_does_not_block_the_next_run(project: Project) -> Non
     proc.communicate()
     # the lock file is still there, but the OS freed the lock with the process
     assert list((project.root / ".pipekit" / "locks").glob("*.lock"))
-    project.pipeline([{
-        "name": "slow", "uses": "slow-write", "inputs": ["in.txt"], "outputs": ["out.txt"],
-        "params": {"chunks": 5, "delay": 0.0, "marker": str(marker)},
-    }])
+    project.pipeline(
+        [
+            {
+                "name": "slow",
+                "uses": "slow-write",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "params": {"chunks": 5, "delay": 0.0, "marker": str(marker)},
+            }
+        ]
+    )
     t0 = time.monotonic()
     summary = project.run_json("--lock-timeout", "5")
     assert summary["status"] == "ok"

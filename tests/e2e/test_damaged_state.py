@@ -26,9 +26,18 @@ def _copy_pipeline(project: Project) -> None:
 
 def _record_pipeline(project: Project) -> None:
     project.write("in.txt", "ok\nfatal\nfine\n")
-    project.pipeline([{"name": "r", "uses": "record-fatal", "inputs": ["in.txt"],
-                       "outputs": ["out.txt"], "max_failures": 5,
-                       "params": {"calls": str(project.root / "calls.txt")}}])
+    project.pipeline(
+        [
+            {
+                "name": "r",
+                "uses": "record-fatal",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "max_failures": 5,
+                "params": {"calls": str(project.root / "calls.txt")},
+            }
+        ]
+    )
 
 
 def _write_json(path: Path, doc: Any) -> Path:
@@ -78,7 +87,9 @@ DAMAGES: dict[str, Callable[[Project], Path]] = {
     "state entry outputs wrong": lambda p: _write_json(
         p.root / STATE, {"stages": {"cp": {"fingerprint": 3, "outputs": ["out.txt"]}}}
     ),
-    "hash cache entries is a list": lambda p: _write_json(p.root / HASHES, {"v": 1, "entries": [1]}),
+    "hash cache entries is a list": lambda p: _write_json(
+        p.root / HASHES, {"v": 1, "entries": [1]}
+    ),
     "hash cache entry is a number": lambda p: _write_json(
         p.root / HASHES, {"v": 1, "entries": {"in.txt": 5, "out.txt": [1, 2]}}
     ),

@@ -58,7 +58,8 @@ def dlq(project: Project, *args: str, env: dict[str, str] | None = None, expect:
     proc = project.cli("dlq", *args, "--json", env=env)
     assert proc.returncode == expect, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
-    return json.loads(proc.stdout)
+    doc = json.loads(proc.stdout)
+    return doc["letters"] if args[:1] == ("list",) else doc
 
 
 def test_poison_records_are_dead_lettered_with_positions_and_retry_drains_them(
@@ -429,7 +430,7 @@ def test_dead_letters_are_kept_by_stage_and_pipeline(project: Project, tmp_path:
     other.write_text(text.replace("out/", "out2/"))
     assert project.cli("run", "-f", str(other)).returncode == 0
     assert len(dlq(project, "list")) == 5
-    assert len(json.loads(project.cli("dlq", "list", "--json", "-f", str(other)).stdout)) == 5
+    assert len(json.loads(project.cli("dlq", "list", "--json", "-f", str(other)).stdout)["letters"]) == 5
     dlq(project, "purge")
     assert dlq(project, "list") == []
-    assert len(json.loads(project.cli("dlq", "list", "--json", "-f", str(other)).stdout)) == 5
+    assert len(json.loads(project.cli("dlq", "list", "--json", "-f", str(other)).stdout)["letters"]) == 5

@@ -16,17 +16,40 @@ POISON = "fatal\x1b]0;pwned\x07\x1b[2J\x1b[31mred\r\x08\x9b1m \u202eevil"
 
 def _poison(project: Project) -> None:
     project.write("in.txt", "ok\n")
-    project.pipeline([{"name": "r", "uses": "record-fatal", "inputs": ["in.txt"],
-                       "outputs": ["out.txt"], "params": {"calls": "calls.txt"}}], name="p")
+    project.pipeline(
+        [
+            {
+                "name": "r",
+                "uses": "record-fatal",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "params": {"calls": "calls.txt"},
+            }
+        ],
+        name="p",
+    )
     store = FileDeadLetterStore(project.root / ".pipekit" / "deadletters.sqlite")
     now = time.time()
-    store.add(DeadLetter(
-        pipeline="p", stage="r", fingerprint="fp", run_id="run\x1b[2J", input="in.txt",
-        input_index=0, offset=3, line=2, format="lines", record=POISON.encode() + b"\xff",
-        error_type="ValueError", message=f"bad record {POISON!s}",
-        traceback=f"Traceback (most recent call last):\n  ValueError: {POISON}\n",
-        attempts=1, first_failed=now, last_failed=now,
-    ))
+    store.add(
+        DeadLetter(
+            pipeline="p",
+            stage="r",
+            fingerprint="fp",
+            run_id="run\x1b[2J",
+            input="in.txt",
+            input_index=0,
+            offset=3,
+            line=2,
+            format="lines",
+            record=POISON.encode() + b"\xff",
+            error_type="ValueError",
+            message=f"bad record {POISON!s}",
+            traceback=f"Traceback (most recent call last):\n  ValueError: {POISON}\n",
+            attempts=1,
+            first_failed=now,
+            last_failed=now,
+        )
+    )
     store.close()
 
 
@@ -40,7 +63,10 @@ def test_dlq_show_and_list_escape_control_characters(project: Project) -> None:
     shown = project.cli("dlq", "show", "1")
     assert shown.returncode == 0, shown.stderr
     _assert_safe(shown.stdout)
-    assert "record:       fatal\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mred\\r\\x08\\x9b1m \\u202eevil\\xff" in shown.stdout
+    assert (
+        "record:       fatal\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mred\\r\\x08\\x9b1m \\u202eevil\\xff"
+        in shown.stdout
+    )
     assert "run:          run\\x1b[2J" in shown.stdout
     assert "ValueError: fatal\\x1b]0;pwned" in shown.stdout
 

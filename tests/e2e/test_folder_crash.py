@@ -31,8 +31,17 @@ def write_tree(project: Project, files: dict[str, str]) -> None:
 
 
 def blocking_pipeline(project: Project) -> None:
-    project.pipeline([{"name": "tree", "uses": "shell", "inputs": ["src/"],
-                       "outputs": ["out/"], "params": {"cmd": BLOCKING}}])
+    project.pipeline(
+        [
+            {
+                "name": "tree",
+                "uses": "shell",
+                "inputs": ["src/"],
+                "outputs": ["out/"],
+                "params": {"cmd": BLOCKING},
+            }
+        ]
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
@@ -105,8 +114,17 @@ def test_kills_at_many_points_of_a_commit_leave_a_complete_tree(project: Project
     which the next run puts back."""
     many_old = {f"f{i:04}.txt": f"old {i}\n" for i in range(400)}
     many_new = {f"f{i:04}.txt": f"new {i}\n" for i in range(400)}
-    project.pipeline([{"name": "tree", "uses": "shell", "inputs": ["src/"], "outputs": ["out/"],
-                       "params": {"cmd": "cp -r {input}/. {output}/ && touch copied"}}])
+    project.pipeline(
+        [
+            {
+                "name": "tree",
+                "uses": "shell",
+                "inputs": ["src/"],
+                "outputs": ["out/"],
+                "params": {"cmd": "cp -r {input}/. {output}/ && touch copied"},
+            }
+        ]
+    )
     seen = set()
     for attempt in range(8):
         old, new = (many_old, many_new) if attempt % 2 == 0 else (many_new, many_old)

@@ -30,9 +30,17 @@ def one_reason(summary: dict) -> str:  # type: ignore[type-arg]
 
 def test_a_folder_made_where_a_file_output_is_declared_fails_clearly(project: Project) -> None:
     project.write("in.txt", "a\n")
-    project.pipeline([{"name": "mk", "uses": "shell", "inputs": ["in.txt"],
-                       "outputs": ["work/split"],
-                       "params": {"cmd": "mkdir {output} && cp {input} {output}/"}}])
+    project.pipeline(
+        [
+            {
+                "name": "mk",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["work/split"],
+                "params": {"cmd": "mkdir {output} && cp {input} {output}/"},
+            }
+        ]
+    )
     for _ in range(2):  # the second run must not trip over what the first left
         proc = project.cli("run", "--json")
         assert proc.returncode == 1, proc.stderr
@@ -44,8 +52,17 @@ def test_a_folder_made_where_a_file_output_is_declared_fails_clearly(project: Pr
 
 def test_a_file_input_replaced_by_a_folder_fails_clearly_at_run(project: Project) -> None:
     project.write("data/raw", "a\n")
-    project.pipeline([{"name": "rd", "uses": "shell", "inputs": ["data/raw"],
-                       "outputs": ["o.txt"], "params": {"cmd": "cat {input} > {output}"}}])
+    project.pipeline(
+        [
+            {
+                "name": "rd",
+                "uses": "shell",
+                "inputs": ["data/raw"],
+                "outputs": ["o.txt"],
+                "params": {"cmd": "cat {input} > {output}"},
+            }
+        ]
+    )
     project.run_json()
     (project.root / "data/raw").unlink()
     project.write("data/raw/x.csv", "x\n")  # (the plan cache still holds the file)
@@ -61,17 +78,25 @@ def test_a_file_input_replaced_by_a_folder_fails_clearly_at_run(project: Project
 
 def tree(root: Path) -> dict[str, str]:
     """Relative path -> content of every file under ``root``."""
-    return {
-        str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 SPLIT = "for f in {input}/*; do cp $f {output}/$(basename $f).out; done"
 
 
 def split_pipeline(project: Project, **extra: object) -> None:
-    project.pipeline([{"name": "split", "uses": "shell", "inputs": ["data/raw/"],
-                       "outputs": ["work/split/"], "params": {"cmd": SPLIT}, **extra}])
+    project.pipeline(
+        [
+            {
+                "name": "split",
+                "uses": "shell",
+                "inputs": ["data/raw/"],
+                "outputs": ["work/split/"],
+                "params": {"cmd": SPLIT},
+                **extra,
+            }
+        ]
+    )
 
 
 def test_a_folder_output_is_made_from_an_empty_temp_folder_and_kept(project: Project) -> None:
@@ -102,7 +127,9 @@ def test_a_changed_folder_input_names_the_files_and_replaces_the_whole_tree(
         "(data/raw/a.csv, data/raw/b.csv, ...)"
     ), reason
     assert tree(project.root / "work/split") == {
-        "b.csv.out": "B\n", "c.csv.out": "C\n", "z.csv.out": "z\n"
+        "b.csv.out": "B\n",
+        "c.csv.out": "C\n",
+        "z.csv.out": "z\n",
     }
     assert temp_leftovers(project.root) == []
 
@@ -120,16 +147,38 @@ def test_stages_reading_a_folder_output_or_a_path_in_it_run_after_its_maker(
     project: Project,
 ) -> None:
     project.write("in.txt", "x\n")
-    project.pipeline([
-        {"name": "one", "uses": "shell", "inputs": ["work/split/a.txt"], "outputs": ["one.txt"],
-         "params": {"cmd": "cp {input} {output}"}},
-        {"name": "all", "uses": "shell", "inputs": ["work/split/"], "outputs": ["all.txt"],
-         "params": {"cmd": "ls {input} > {output}"}},
-        {"name": "some", "uses": "shell", "inputs": ["work/*/*.txt"], "outputs": ["some.txt"],
-         "params": {"cmd": "cat {inputs} > {output}"}},
-        {"name": "make", "uses": "shell", "inputs": ["in.txt"], "outputs": ["work/split/"],
-         "params": {"cmd": "cp {input} {output}/a.txt && cp {input} {output}/b.txt"}},
-    ])
+    project.pipeline(
+        [
+            {
+                "name": "one",
+                "uses": "shell",
+                "inputs": ["work/split/a.txt"],
+                "outputs": ["one.txt"],
+                "params": {"cmd": "cp {input} {output}"},
+            },
+            {
+                "name": "all",
+                "uses": "shell",
+                "inputs": ["work/split/"],
+                "outputs": ["all.txt"],
+                "params": {"cmd": "ls {input} > {output}"},
+            },
+            {
+                "name": "some",
+                "uses": "shell",
+                "inputs": ["work/*/*.txt"],
+                "outputs": ["some.txt"],
+                "params": {"cmd": "cat {inputs} > {output}"},
+            },
+            {
+                "name": "make",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["work/split/"],
+                "params": {"cmd": "cp {input} {output}/a.txt && cp {input} {output}/b.txt"},
+            },
+        ]
+    )
     summary = project.run_json()
     assert set(project.statuses(summary).values()) == {"ok"}
     assert project.read("all.txt") == "a.txt\nb.txt\n"
@@ -139,8 +188,9 @@ def test_stages_reading_a_folder_output_or_a_path_in_it_run_after_its_maker(
 def test_copy_copies_a_tree(project: Project) -> None:
     project.write("data/raw/a.csv", "a\n")
     project.write("data/raw/sub/b.csv", "b\n")
-    project.pipeline([{"name": "c", "uses": "copy", "inputs": ["data/raw/"],
-                       "outputs": ["backup/"]}])
+    project.pipeline(
+        [{"name": "c", "uses": "copy", "inputs": ["data/raw/"], "outputs": ["backup/"]}]
+    )
     project.run_json()
     assert tree(project.root / "backup") == {"a.csv": "a\n", "sub/b.csv": "b\n"}
 
@@ -149,8 +199,17 @@ def test_a_link_out_of_an_output_folder_is_refused(project: Project, tmp_path: P
     secret = tmp_path / "secret.txt"
     secret.write_text("s\n")
     project.write("in.txt", "x\n")
-    project.pipeline([{"name": "l", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out/"],
-                       "params": {"cmd": f"cp {{input}} {{output}}/a && ln -s {secret} {{output}}/l"}}])
+    project.pipeline(
+        [
+            {
+                "name": "l",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["out/"],
+                "params": {"cmd": f"cp {{input}} {{output}}/a && ln -s {secret} {{output}}/l"},
+            }
+        ]
+    )
     proc = project.cli("run", "--json")
     assert proc.returncode == 1, proc.stderr
     reason = one_reason(json.loads(proc.stdout))
@@ -165,8 +224,17 @@ def test_a_link_out_of_an_output_folder_is_refused(project: Project, tmp_path: P
 def test_a_folder_named_without_its_slash_is_a_config_error(project: Project) -> None:
     project.write("data/raw/a.csv", "a\n")
     project.write("work/old/x", "x\n")
-    project.pipeline([{"name": "s", "uses": "shell", "inputs": ["data/raw"],
-                       "outputs": ["work/old"], "params": {"cmd": "true"}}])
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "shell",
+                "inputs": ["data/raw"],
+                "outputs": ["work/old"],
+                "params": {"cmd": "true"},
+            }
+        ]
+    )
     proc = project.cli("run")
     assert proc.returncode == 2, proc.stderr
     assert "'data/raw' is a folder: write it as 'data/raw/'" in proc.stderr
@@ -177,8 +245,17 @@ def test_a_file_named_as_a_folder_and_a_missing_folder_are_config_errors(
     project: Project,
 ) -> None:
     project.write("data/raw", "a\n")
-    project.pipeline([{"name": "s", "uses": "shell", "inputs": ["data/raw/", "gone/"],
-                       "outputs": ["o/"], "params": {"cmd": "true"}}])
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "shell",
+                "inputs": ["data/raw/", "gone/"],
+                "outputs": ["o/"],
+                "params": {"cmd": "true"},
+            }
+        ]
+    )
     proc = project.cli("run")
     assert proc.returncode == 2, proc.stderr
     assert "'data/raw/' is a file, not a folder: write it as 'data/raw'" in proc.stderr
@@ -187,12 +264,25 @@ def test_a_file_named_as_a_folder_and_a_missing_folder_are_config_errors(
 
 def test_a_folder_input_gone_at_run_fails_its_stage_naming_it(project: Project) -> None:
     project.write("data/raw/a.csv", "a\n")
-    project.pipeline([
-        {"name": "wipe", "uses": "shell", "inputs": [], "outputs": ["w.txt"],
-         "params": {"cmd": "rm -r data/raw && touch {output}"}},
-        {"name": "read", "uses": "shell", "inputs": ["data/raw/"], "outputs": ["r.txt"],
-         "params": {"cmd": "ls {input} > {output}"}, "after": ["wipe"]},
-    ])
+    project.pipeline(
+        [
+            {
+                "name": "wipe",
+                "uses": "shell",
+                "inputs": [],
+                "outputs": ["w.txt"],
+                "params": {"cmd": "rm -r data/raw && touch {output}"},
+            },
+            {
+                "name": "read",
+                "uses": "shell",
+                "inputs": ["data/raw/"],
+                "outputs": ["r.txt"],
+                "params": {"cmd": "ls {input} > {output}"},
+                "after": ["wipe"],
+            },
+        ]
+    )
     summary = project.run_json(expect=1)
     assert project.reasons(summary)["read"] == "input 'data/raw/' is missing"
 
@@ -206,11 +296,21 @@ def test_glob_inputs_are_the_sorted_matches_and_their_changes_rerun(project: Pro
     project.write("data/skip.txt", "no\n")
     project.write("logs/x/1.json", "1\n")
     project.write("logs/2.json", "2\n")
-    project.pipeline([{"name": "g", "uses": "shell", "inputs": ["data/*.csv", "logs/**/*.json"],
-                       "outputs": ["o.txt"], "params": {"cmd": "echo {inputs} > {output}"}}])
+    project.pipeline(
+        [
+            {
+                "name": "g",
+                "uses": "shell",
+                "inputs": ["data/*.csv", "logs/**/*.json"],
+                "outputs": ["o.txt"],
+                "params": {"cmd": "echo {inputs} > {output}"},
+            }
+        ]
+    )
     project.run_json()
     assert project.read("o.txt") == "data/a.csv data/b.csv logs/2.json logs/x/1.json\n".replace(
-        "data/", str(project.root / "data") + "/").replace("logs/", str(project.root / "logs") + "/")
+        "data/", str(project.root / "data") + "/"
+    ).replace("logs/", str(project.root / "logs") + "/")
     assert project.statuses(project.run_json()) == {"g": "skipped"}
     project.write("data/c.csv", "c\n")
     assert one_reason(project.run_json()) == "input 'data/*.csv' changed: 1 added (data/c.csv)"
@@ -219,8 +319,17 @@ def test_glob_inputs_are_the_sorted_matches_and_their_changes_rerun(project: Pro
 
 
 def test_a_glob_matching_nothing_fails_its_stage(project: Project) -> None:
-    project.pipeline([{"name": "g", "uses": "shell", "inputs": ["data/*.csv"],
-                       "outputs": ["o.txt"], "params": {"cmd": "cat {inputs} > {output}"}}])
+    project.pipeline(
+        [
+            {
+                "name": "g",
+                "uses": "shell",
+                "inputs": ["data/*.csv"],
+                "outputs": ["o.txt"],
+                "params": {"cmd": "cat {inputs} > {output}"},
+            }
+        ]
+    )
     summary = project.run_json(expect=1)
     assert one_reason(summary) == "input 'data/*.csv' matches no file"
 
@@ -229,11 +338,18 @@ def test_a_glob_output_and_a_record_stage_over_a_folder_are_config_errors(
     project: Project,
 ) -> None:
     project.write("data/raw/a.csv", "a\n")
-    project.pipeline([
-        {"name": "g", "uses": "shell", "inputs": ["data/raw/a.csv"], "outputs": ["out/*.txt"],
-         "params": {"cmd": "true"}},
-        {"name": "r", "uses": "upper", "inputs": ["data/raw/"], "outputs": ["up.txt"]},
-    ])
+    project.pipeline(
+        [
+            {
+                "name": "g",
+                "uses": "shell",
+                "inputs": ["data/raw/a.csv"],
+                "outputs": ["out/*.txt"],
+                "params": {"cmd": "true"},
+            },
+            {"name": "r", "uses": "upper", "inputs": ["data/raw/"], "outputs": ["up.txt"]},
+        ]
+    )
     proc = project.cli("run")
     assert proc.returncode == 2, proc.stderr
     assert "'out/*.txt' is a glob; an output names one file or folder" in proc.stderr
@@ -255,11 +371,18 @@ def test_a_rerun_reads_only_the_changed_file_of_a_folder(project: Project) -> No
 
 def test_one_path_as_a_file_and_a_folder_output_is_a_config_error(project: Project) -> None:
     project.write("in.txt", "x\n")
-    project.pipeline([
-        {"name": "a", "uses": "copy", "inputs": ["in.txt"], "outputs": ["out"]},
-        {"name": "b", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out/"],
-         "params": {"cmd": "true"}},
-    ])
+    project.pipeline(
+        [
+            {"name": "a", "uses": "copy", "inputs": ["in.txt"], "outputs": ["out"]},
+            {
+                "name": "b",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["out/"],
+                "params": {"cmd": "true"},
+            },
+        ]
+    )
     proc = project.cli("run")
     assert proc.returncode == 2, proc.stderr
     assert "'out/' is also written by stage 'a'" in proc.stderr

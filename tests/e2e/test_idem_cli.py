@@ -31,7 +31,8 @@ def idem_json(project: Project, *args: str, expect: int = 0) -> object:
     proc = project.cli("idem", *args, "--json")
     assert proc.returncode == expect, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
-    return json.loads(proc.stdout)
+    doc = json.loads(proc.stdout)
+    return doc["records"] if args[:1] == ("list",) and expect == 0 else doc
 
 
 def test_stage_records_are_listed_shown_and_forgotten(project: Project) -> None:
@@ -108,9 +109,9 @@ def test_sweep_removes_expired_records(project: Project) -> None:
 def test_list_filters_by_prefix_and_prints_a_table(project: Project) -> None:
     two_stages(project)
     project.run_json()
-    assert [r["key"].split(":")[0] for r in idem_json(project, "list", "--prefix", "stage/demo/b")] == [
-        "stage/demo/b"
-    ]
+    assert [
+        r["key"].split(":")[0] for r in idem_json(project, "list", "--prefix", "stage/demo/b")
+    ] == ["stage/demo/b"]
     text = project.cli("idem", "list")
     assert text.returncode == 0
     lines = text.stdout.splitlines()
@@ -130,12 +131,15 @@ def test_without_a_pipeline_the_default_store_or_dir(tmp_path: Path, project: Pr
     def idem(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "pipekit", "idem", *args],
-            cwd=cwd, env=env, capture_output=True, text=True,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
         )
 
     def ops(proc: subprocess.CompletedProcess[str]) -> list[str]:
         assert proc.returncode == 0, proc.stderr
-        return [r["key"].rpartition(":")[0] for r in json.loads(proc.stdout)]
+        return [r["key"].rpartition(":")[0] for r in json.loads(proc.stdout)["records"]]
 
     store = str(bare / ".pipekit" / "idempotency")
     assert ops(idem(bare, "list", "--json")) == ["__main__.f"]  # ./.pipekit/idempotency
@@ -162,4 +166,4 @@ def test_wrong_arguments_are_usage_errors(tmp_path: Path, monkeypatch, capsys) -
         assert main(argv) == 2, argv
         assert message in capsys.readouterr().err
     assert main(["idem", "list", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == []
+    assert json.loads(capsys.readouterr().out)["records"] == []

@@ -80,16 +80,20 @@ def test_every_code_seen_is_a_known_one(project: Project) -> None:
             assert stage["reason_code"] in REASON_CODES, stage
 
 
-def test_a_json_list_is_left_a_list_and_objects_get_the_version(project: Project) -> None:
+def test_every_json_document_is_an_object_with_the_version(project: Project) -> None:
+    """What were lists (dlq list, idem list, state history/backups, plugins)
+    are objects holding the list, with schema_version like every other."""
     project.write("in.txt", "one\n")
     _two_stages(project)
     project.run_json()
-    lists = (["dlq", "list", "--json"], ["idem", "list", "--json"], ["state", "history", "--json"],
-             ["plugins", "--json"])  # fmt: skip
-    for args in lists:
+    lists = {("dlq", "list", "--json"): "letters", ("idem", "list", "--json"): "records",
+             ("state", "history", "--json"): "transactions",
+             ("state", "backups", "--json"): "backups", ("plugins", "--json"): "plugins"}  # fmt: skip
+    for args, key in lists.items():
         proc = project.cli(*args)
         assert proc.returncode == 0, proc.stderr
-        assert isinstance(json.loads(proc.stdout), list), args
+        doc = json.loads(proc.stdout)
+        assert doc["schema_version"] == 1 and isinstance(doc[key], list), args
     for args in (["check", "--json"], ["doctor", "--json"], ["state", "show", "--json"]):
         proc = project.cli(*args)
         assert proc.returncode in (0, 1), proc.stderr

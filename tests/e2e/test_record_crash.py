@@ -270,7 +270,10 @@ def test_changed_input_or_params_discard_the_checkpoint(project: Project) -> Non
     project.write("in/b.txt", "changed\nb input\n", age=0)
     proc = project.cli("run", env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "discarding its checkpoint: it was saved for other inputs, params or processor version" in proc.stderr
+    assert (
+        "discarding its checkpoint: it was saved for other inputs, params or processor version"
+        in proc.stderr
+    )
     a = (project.root / "in/a.txt").read_bytes()
     assert (project.root / "out/up.txt").read_bytes() == _upper_lines(a + b"changed\nb input\n")
     assert [p.name for p in (project.root / "out").iterdir()] == ["up.txt"], "stale partial removed"

@@ -21,11 +21,16 @@ def setup(root: Path, url: str) -> Project:
     root.mkdir()
     p = Project(root)
     p.pipeline(
-        [{
-            "name": "clean", "uses": "record-boom", "inputs": ["../shared/in.txt"],
-            "outputs": ["../shared/out.txt"], "max_failures": 5,
-            "record_retry": {"attempts": 2, "backoff": 0.0, "jitter": 0.0},
-        }],
+        [
+            {
+                "name": "clean",
+                "uses": "record-boom",
+                "inputs": ["../shared/in.txt"],
+                "outputs": ["../shared/out.txt"],
+                "max_failures": 5,
+                "record_retry": {"attempts": 2, "backoff": 0.0, "jitter": 0.0},
+            }
+        ],
         name="dl",
         backend={"name": "redis", "options": {"url": url, "prefix": "dl:"}},
     )
@@ -43,7 +48,7 @@ def test_dead_letters_live_in_redis(tmp_path: Path, redis_server: RedisServer) -
     assert (shared / "out.txt").read_text() == "a\nb\n"
     listed = two.cli("dlq", "list", "--json")  # another machine, as it were
     assert listed.returncode == 0, listed.stderr
-    letters = json.loads(listed.stdout)
+    letters = json.loads(listed.stdout)["letters"]
     assert [x["record"] for x in letters] == ["boom 1", "boom 2"]
     assert all(x["stage"] == "clean" and x["error_type"] == "ValueError" for x in letters)
     assert not list(one.root.glob(".pipekit/*.sqlite"))  # not in the local state
@@ -53,4 +58,4 @@ def test_dead_letters_live_in_redis(tmp_path: Path, redis_server: RedisServer) -
     assert shown.returncode == 0 and "boom 1" in shown.stdout, shown.stderr
     purged = one.cli("dlq", "purge", "--json")
     assert purged.returncode == 0 and json.loads(purged.stdout)["purged"] == 2, purged.stderr
-    assert json.loads(two.cli("dlq", "list", "--json").stdout) == []
+    assert json.loads(two.cli("dlq", "list", "--json").stdout)["letters"] == []

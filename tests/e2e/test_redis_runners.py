@@ -67,20 +67,34 @@ def test_many_runners_run_each_stage_once(tmp_path: Path, redis_server: RedisSer
     stages: list[dict[str, Any]] = []
     for i in range(n):
         (shared / "in" / f"{i}.txt").write_text(f"line {i}\n")
-        stages.append({
-            "name": f"s{i}", "uses": "side-effect", "inputs": [f"../shared/in/{i}.txt"],
-            "outputs": [f"../shared/out/s{i}.txt"], "params": {"log": str(log), "seconds": 0.05},
-        })
+        stages.append(
+            {
+                "name": f"s{i}",
+                "uses": "side-effect",
+                "inputs": [f"../shared/in/{i}.txt"],
+                "outputs": [f"../shared/out/s{i}.txt"],
+                "params": {"log": str(log), "seconds": 0.05},
+            }
+        )
     for g in range(4):
-        stages.append({
-            "name": f"m{g}", "uses": "side-effect",
-            "inputs": [f"../shared/out/s{i}.txt" for i in range(g, n, 4)],
-            "outputs": [f"../shared/out/m{g}.txt"], "params": {"log": str(log)},
-        })
-    stages.append({
-        "name": "final", "uses": "side-effect", "inputs": [f"../shared/out/m{g}.txt" for g in range(4)],
-        "outputs": ["../shared/out/final.txt"], "params": {"log": str(log)},
-    })
+        stages.append(
+            {
+                "name": f"m{g}",
+                "uses": "side-effect",
+                "inputs": [f"../shared/out/s{i}.txt" for i in range(g, n, 4)],
+                "outputs": [f"../shared/out/m{g}.txt"],
+                "params": {"log": str(log)},
+            }
+        )
+    stages.append(
+        {
+            "name": "final",
+            "uses": "side-effect",
+            "inputs": [f"../shared/out/m{g}.txt" for g in range(4)],
+            "outputs": ["../shared/out/final.txt"],
+            "params": {"log": str(log)},
+        }
+    )
     projects = working_folders(tmp_path, 4)
     backend = {"name": "redis", "options": {"url": redis_server.url, "prefix": "many:"}}
     write_everywhere(projects, stages, backend)
@@ -99,9 +113,7 @@ def test_many_runners_run_each_stage_once(tmp_path: Path, redis_server: RedisSer
             if st["status"] == "ok":
                 ran[st["name"]] += 1
     assert ran == Counter(names), ran  # each stage ran in exactly one runner
-    expected = "".join(
-        "".join(f"line {i}\n" for i in range(g, n, 4)) for g in range(4)
-    )
+    expected = "".join("".join(f"line {i}\n" for i in range(g, n, 4)) for g in range(4))
     assert (shared / "out" / "final.txt").read_text() == expected
     assert len(records(redis_server, "many:")) == len(names)
     # A fifth runner, on another machine as it were, finds everything done.
@@ -117,13 +129,20 @@ def test_paused_holder_cannot_commit(tmp_path: Path, redis_server: RedisServer) 
     shared = tmp_path / "shared"
     shared.mkdir()
     log = shared / "executions.log"
-    stages = [{
-        "name": "slow", "uses": "stamp", "outputs": ["../shared/out.txt"],
-        "params": {"log": str(log), "seconds": 2.0},
-    }]
+    stages = [
+        {
+            "name": "slow",
+            "uses": "stamp",
+            "outputs": ["../shared/out.txt"],
+            "params": {"log": str(log), "seconds": 2.0},
+        }
+    ]
     a, b = working_folders(tmp_path, 2)
     ttl = 1.0
-    backend = {"name": "redis", "options": {"url": redis_server.url, "prefix": "pause:", "lock_ttl": ttl}}
+    backend = {
+        "name": "redis",
+        "options": {"url": redis_server.url, "prefix": "pause:", "lock_ttl": ttl},
+    }
     write_everywhere([a, b], stages, backend)
     pa = a.popen("run", "--json", env=env(a))
     try:
@@ -172,10 +191,15 @@ def test_redis_restart_during_a_run(
     stages = []
     for i in range(n):
         src = "../shared/in.txt" if i == 0 else f"../shared/s{i - 1}.txt"
-        stages.append({
-            "name": f"s{i}", "uses": "side-effect", "inputs": [src],
-            "outputs": [f"../shared/s{i}.txt"], "params": {"log": str(log), "seconds": 0.25},
-        })
+        stages.append(
+            {
+                "name": f"s{i}",
+                "uses": "side-effect",
+                "inputs": [src],
+                "outputs": [f"../shared/s{i}.txt"],
+                "params": {"log": str(log), "seconds": 0.25},
+            }
+        )
     (p,) = working_folders(tmp_path, 1)
     options = {"url": own_redis_server.url, "prefix": "rs:", "retries": 4}
     write_everywhere([p], stages, {"name": "redis", "options": options})
@@ -224,10 +248,15 @@ def test_a_run_survives_a_redis_restart_with_the_default_options(
     stages = []
     for i in range(n):
         src = "../shared/in.txt" if i == 0 else f"../shared/s{i - 1}.txt"
-        stages.append({
-            "name": f"s{i}", "uses": "side-effect", "inputs": [src],
-            "outputs": [f"../shared/s{i}.txt"], "params": {"log": str(log), "seconds": 1.0},
-        })
+        stages.append(
+            {
+                "name": f"s{i}",
+                "uses": "side-effect",
+                "inputs": [src],
+                "outputs": [f"../shared/s{i}.txt"],
+                "params": {"log": str(log), "seconds": 1.0},
+            }
+        )
     (p,) = working_folders(tmp_path, 1)
     write_everywhere([p], stages, {"name": "redis", "options": {"url": own_redis_server.url}})
     proc = p.popen("run", "--json", env=env(p))

@@ -14,9 +14,14 @@ from conftest import Project
 def test_a_refusal_wrapped_by_urllib_is_not_retried(project: Project, timeout: int | None) -> None:
     project.write("in.txt", "x\n")
     calls = project.root / "calls.txt"
-    stage = {"name": "fetch", "uses": "net-fetch", "inputs": ["in.txt"], "outputs": ["out.txt"],
-             "params": {"url": "http://192.0.2.1:9/", "calls": str(calls)},
-             "retry": {"attempts": 3, "backoff": 0.0, "jitter": 0.0}}
+    stage = {
+        "name": "fetch",
+        "uses": "net-fetch",
+        "inputs": ["in.txt"],
+        "outputs": ["out.txt"],
+        "params": {"url": "http://192.0.2.1:9/", "calls": str(calls)},
+        "retry": {"attempts": 3, "backoff": 0.0, "jitter": 0.0},
+    }
     if timeout is not None:
         stage["timeout"] = timeout
     project.pipeline([stage])
@@ -31,9 +36,18 @@ def test_a_refusal_wrapped_by_urllib_is_not_retried(project: Project, timeout: i
 def test_a_refusal_wrapped_by_urllib_fails_a_record_without_retries(project: Project) -> None:
     project.write("in.txt", "http://192.0.2.1:9/a\nhttp://192.0.2.1:9/b\n")
     calls = project.root / "calls.txt"
-    project.pipeline([{"name": "fetch", "uses": "net-fetch-records", "inputs": ["in.txt"],
-                       "outputs": ["out.txt"], "params": {"calls": str(calls)},
-                       "retry": {"attempts": 3, "backoff": 0.0, "jitter": 0.0}}])
+    project.pipeline(
+        [
+            {
+                "name": "fetch",
+                "uses": "net-fetch-records",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "params": {"calls": str(calls)},
+                "retry": {"attempts": 3, "backoff": 0.0, "jitter": 0.0},
+            }
+        ]
+    )
     env = project.env(PIPEKIT_PLUGIN_MODULES="pipekit_testplugin,pipekit_urltest")
     proc = project.cli("run", "--json", env=env)
     assert proc.returncode == 1, proc.stderr

@@ -11,8 +11,17 @@ from conftest import Project
 
 def test_shell_stdout_does_not_break_json_output(project: Project) -> None:
     project.write("in.txt", "x\n")
-    project.pipeline([{"name": "s", "uses": "shell", "inputs": ["in.txt"], "outputs": ["out.txt"],
-                       "params": {"cmd": "echo to-stdout; cp {input} {output}"}}])
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "params": {"cmd": "echo to-stdout; cp {input} {output}"},
+            }
+        ]
+    )
     proc = project.cli("run", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["status"] == "ok"
@@ -22,9 +31,18 @@ def test_shell_stdout_does_not_break_json_output(project: Project) -> None:
 def test_non_retryable_in_a_record_stage_is_not_retried(project: Project) -> None:
     project.write("in.txt", "ok\nfatal\n")
     calls = project.root / "calls"
-    project.pipeline([{"name": "r", "uses": "record-fatal", "inputs": ["in.txt"],
-                       "outputs": ["out.txt"], "params": {"calls": str(calls)},
-                       "retry": {"attempts": 3, "backoff": 0.0, "jitter": 0.0}}])
+    project.pipeline(
+        [
+            {
+                "name": "r",
+                "uses": "record-fatal",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "params": {"calls": str(calls)},
+                "retry": {"attempts": 3, "backoff": 0.0, "jitter": 0.0},
+            }
+        ]
+    )
     proc = project.cli("run", "--json")
     assert proc.returncode == 1
     assert calls.read_text() == "ok\nfatal\n"  # one attempt only
@@ -34,18 +52,35 @@ def test_non_retryable_in_a_record_stage_is_not_retried(project: Project) -> Non
 def test_shell_accepts_indexed_placeholders_beyond_the_first(project: Project) -> None:
     project.write("a.txt", "a\n")
     project.write("b.txt", "b\n")
-    project.pipeline([{"name": "s", "uses": "shell", "inputs": ["a.txt", "b.txt"],
-                       "outputs": ["o1.txt", "o2.txt"],
-                       "params": {"cmd": "cp {inputs[1]} {outputs[0]}; cp {inputs[0]} {outputs[1]}"}}])
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "shell",
+                "inputs": ["a.txt", "b.txt"],
+                "outputs": ["o1.txt", "o2.txt"],
+                "params": {"cmd": "cp {inputs[1]} {outputs[0]}; cp {inputs[0]} {outputs[1]}"},
+            }
+        ]
+    )
     assert project.run_json()["status"] == "ok"
     assert project.read("o1.txt") == "b\n" and project.read("o2.txt") == "a\n"
 
 
 def test_shell_index_out_of_range_fails_clearly_without_retry(project: Project) -> None:
     project.write("a.txt", "a\n")
-    project.pipeline([{"name": "s", "uses": "shell", "inputs": ["a.txt"], "outputs": ["o.txt"],
-                       "params": {"cmd": "cp {inputs[3]} {output}"},
-                       "retry": {"attempts": 3, "backoff": 0.0}}])
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "shell",
+                "inputs": ["a.txt"],
+                "outputs": ["o.txt"],
+                "params": {"cmd": "cp {inputs[3]} {output}"},
+                "retry": {"attempts": 3, "backoff": 0.0},
+            }
+        ]
+    )
     proc = project.cli("run", "--json")
     assert proc.returncode == 1
     reason = json.loads(proc.stdout)["stages"][0]["reason"]
@@ -55,8 +90,17 @@ def test_shell_index_out_of_range_fails_clearly_without_retry(project: Project) 
 
 def test_shell_unknown_placeholder_is_a_config_error(project: Project) -> None:
     project.write("a.txt", "a\n")
-    project.pipeline([{"name": "s", "uses": "shell", "inputs": ["a.txt"], "outputs": ["o.txt"],
-                       "params": {"cmd": "cp {inptus} {output}"}}])
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "shell",
+                "inputs": ["a.txt"],
+                "outputs": ["o.txt"],
+                "params": {"cmd": "cp {inptus} {output}"},
+            }
+        ]
+    )
     proc = project.cli("run")
     assert proc.returncode == 2
     assert "unknown placeholder {inptus}" in proc.stderr
@@ -64,8 +108,15 @@ def test_shell_unknown_placeholder_is_a_config_error(project: Project) -> None:
 
 def test_set_typed_params_have_a_canonical_form(project: Project) -> None:
     project.write("in.txt", "x\n")
-    stages = [{"name": "t", "uses": "tagged", "inputs": ["in.txt"], "outputs": ["out.txt"],
-               "params": {"tags": ["b", "a"]}}]
+    stages = [
+        {
+            "name": "t",
+            "uses": "tagged",
+            "inputs": ["in.txt"],
+            "outputs": ["out.txt"],
+            "params": {"tags": ["b", "a"]},
+        }
+    ]
     project.pipeline(stages)
     assert project.run_json()["status"] == "ok"
     assert project.read("out.txt") == "x a,b\n"
@@ -76,8 +127,17 @@ def test_set_typed_params_have_a_canonical_form(project: Project) -> None:
 
 def test_stage_checkpoint_is_kept_across_attempts_and_cleared_on_commit(project: Project) -> None:
     project.write("in.txt", "x\n")
-    project.pipeline([{"name": "r", "uses": "resumable", "inputs": ["in.txt"],
-                       "outputs": ["out.txt"], "retry": {"attempts": 2, "backoff": 0.0}}])
+    project.pipeline(
+        [
+            {
+                "name": "r",
+                "uses": "resumable",
+                "inputs": ["in.txt"],
+                "outputs": ["out.txt"],
+                "retry": {"attempts": 2, "backoff": 0.0},
+            }
+        ]
+    )
     assert project.run_json()["status"] == "ok"
     assert project.read("out.txt") == "loaded={'done_part': 1}\n"
     assert not any((project.root / ".pipekit" / "checkpoints").rglob("stage"))
@@ -93,10 +153,12 @@ def test_observers_see_skipped_stages_and_decoded_records(project: Project) -> N
     env = project.env(PIPEKIT_OBSERVER_LOG=str(log))
     env["PIPEKIT_PLUGIN_MODULES"] += ",pipekit_observer"
     project.write("in.txt", "fine\nboom here\n")
-    project.pipeline([
-        {"name": "u", "uses": "upper", "inputs": ["in.txt"], "outputs": ["u.txt"]},
-        {"name": "b", "uses": "record-boom", "inputs": ["in.txt"], "outputs": ["b.txt"]},
-    ])
+    project.pipeline(
+        [
+            {"name": "u", "uses": "upper", "inputs": ["in.txt"], "outputs": ["u.txt"]},
+            {"name": "b", "uses": "record-boom", "inputs": ["in.txt"], "outputs": ["b.txt"]},
+        ]
+    )
     project.cli("run", env=env)
     project.cli("run", env=env)
     entries = [json.loads(line) for line in log.read_text().splitlines()]
@@ -130,8 +192,12 @@ def test_the_pipekit_script_and_python_m_pipekit_share_one_cached_plan(project: 
     os.utime(project.file, (time.time() - 10, time.time() - 10))
     assert project.cli("run").returncode == 0  # python -m pipekit: caches the plan
     proc = subprocess.run(
-        [str(script), "-vv", "run"], cwd=project.root, env=project.env(),
-        capture_output=True, text=True, timeout=60,
+        [str(script), "-vv", "run"],
+        cwd=project.root,
+        env=project.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert "plan cache: using" in proc.stderr, proc.stderr

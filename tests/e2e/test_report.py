@@ -28,8 +28,12 @@ def chromium() -> str:
         if found:
             return found
     if os.environ.get("PIPEKIT_REQUIRE_CHROMIUM") == "1":
-        pytest.fail("PIPEKIT_REQUIRE_CHROMIUM=1 but no chromium is installed (apt-get install chromium)")
-    pytest.skip("no chromium installed (Debian: apt-get install chromium); PIPEKIT_REQUIRE_CHROMIUM=1 fails instead")
+        pytest.fail(
+            "PIPEKIT_REQUIRE_CHROMIUM=1 but no chromium is installed (apt-get install chromium)"
+        )
+    pytest.skip(
+        "no chromium installed (Debian: apt-get install chromium); PIPEKIT_REQUIRE_CHROMIUM=1 fails instead"
+    )
 
 
 def browse(page: Path, tmp_path: Path, *, screenshot: Path, height: int) -> str:
@@ -123,7 +127,9 @@ def record_of(names: list[str], deps: dict[str, list[str]], failed: set[str]) ->
 
 
 def test_report_in_a_browser_at_a_thousand_stages(project: Project, tmp_path: Path) -> None:
-    project.pipeline([{"name": "s", "uses": "shell", "outputs": ["o.txt"], "params": {"cmd": "echo > {output}"}}])
+    project.pipeline(
+        [{"name": "s", "uses": "shell", "outputs": ["o.txt"], "params": {"cmd": "echo > {output}"}}]
+    )
     parts = [f"part@{i:04d}" for i in range(997)]
     names = ["prepare", *parts, "combine", XSS_NAME]
     deps = {**{p: ["prepare"] for p in parts}, "combine": parts, XSS_NAME: ["prepare"]}
@@ -137,7 +143,9 @@ def test_report_in_a_browser_at_a_thousand_stages(project: Project, tmp_path: Pa
     assert "boom <b>" not in html and "boom &lt;b&gt;" in html
     dom = browse(page, tmp_path, screenshot=tmp_path / "report-1000.png", height=1300)
     assert 'data-ready="yes"' in dom
-    assert len(re.findall(r'<g class="node st-', dom)) == 4  # prepare, part@* (folded), combine, the XSS one
+    assert (
+        len(re.findall(r'<g class="node st-', dom)) == 4
+    )  # prepare, part@* (folded), combine, the XSS one
     assert "part@* (997)" in dom and "1 failed" in dom
     assert len(re.findall(r'<rect class="bar st-', dom)) == 1000
     assert "<img" not in dom and "alert(1)</script>" not in dom.split("<script>")[0]

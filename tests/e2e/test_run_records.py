@@ -26,13 +26,25 @@ def journal_lines(path: Path) -> list[dict[str, Any]]:
 
 def test_a_killed_run_leaves_its_record_with_the_stages_that_ended(project: Project) -> None:
     project.write("in.txt", "x\n")
-    project.pipeline([
-        {"name": "first", "uses": "shell", "inputs": ["in.txt"], "outputs": ["first.txt"],
-         "params": {"cmd": "cp {input} {output}"}},
-        # waits for a file nobody makes: the run is killed while it waits
-        {"name": "second", "uses": "shell", "inputs": ["first.txt"], "outputs": ["second.txt"],
-         "params": {"cmd": "while [ ! -e never ]; do sleep 0.05; done; cp {input} {output}"}},
-    ])
+    project.pipeline(
+        [
+            {
+                "name": "first",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["first.txt"],
+                "params": {"cmd": "cp {input} {output}"},
+            },
+            # waits for a file nobody makes: the run is killed while it waits
+            {
+                "name": "second",
+                "uses": "shell",
+                "inputs": ["first.txt"],
+                "outputs": ["second.txt"],
+                "params": {"cmd": "while [ ! -e never ]; do sleep 0.05; done; cp {input} {output}"},
+            },
+        ]
+    )
     proc = project.popen("run", "--run-id", "doomed", start_new_session=True)
     journal = project.root / ".pipekit/runs/doomed.jsonl"
     deadline = time.monotonic() + 60
@@ -62,12 +74,24 @@ def test_a_killed_run_leaves_its_record_with_the_stages_that_ended(project: Proj
     page = project.read("doomed.html")
     assert 'class="node st-not-ended"' in page and 'class="node st-ok"' in page
     # the next run finishes the work, and records itself whole
-    project.pipeline([
-        {"name": "first", "uses": "shell", "inputs": ["in.txt"], "outputs": ["first.txt"],
-         "params": {"cmd": "cp {input} {output}"}},
-        {"name": "second", "uses": "shell", "inputs": ["first.txt"], "outputs": ["second.txt"],
-         "params": {"cmd": "cp {input} {output}"}},
-    ])
+    project.pipeline(
+        [
+            {
+                "name": "first",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["first.txt"],
+                "params": {"cmd": "cp {input} {output}"},
+            },
+            {
+                "name": "second",
+                "uses": "shell",
+                "inputs": ["first.txt"],
+                "outputs": ["second.txt"],
+                "params": {"cmd": "cp {input} {output}"},
+            },
+        ]
+    )
     summary = project.run_json()
     assert project.statuses(summary) == {"first": "skipped", "second": "ok"}
     runs = project.root / ".pipekit/runs"
@@ -78,11 +102,18 @@ def test_a_killed_run_leaves_its_record_with_the_stages_that_ended(project: Proj
 
 def test_each_stage_says_when_and_where_it_ran(project: Project) -> None:
     project.write("in.txt", "x\n")
-    project.pipeline([
-        {"name": f"s{i}", "uses": "shell", "inputs": ["in.txt"], "outputs": [f"out{i}.txt"],
-         "params": {"cmd": "cp {input} {output}"}}
-        for i in range(4)
-    ])
+    project.pipeline(
+        [
+            {
+                "name": f"s{i}",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": [f"out{i}.txt"],
+                "params": {"cmd": "cp {input} {output}"},
+            }
+            for i in range(4)
+        ]
+    )
     summary = project.run_json("-j", "2")
     run = json.loads((project.root / ".pipekit/runs" / f"{summary['run_id']}.json").read_text())
     assert ISO.fullmatch(run["started_at"]) and ISO.fullmatch(run["ended_at"])
@@ -109,13 +140,25 @@ def test_the_newest_records_are_kept_by_start_time_not_by_name(tmp_path: Path) -
 
 def test_runs_list_and_show(project: Project) -> None:
     project.write("in.txt", "x\n")
-    project.pipeline([
-        {"name": "good", "uses": "shell", "inputs": ["in.txt"], "outputs": ["good.txt"],
-         "params": {"cmd": "cp {input} {output}"}},
-        {"name": "bad", "uses": "flaky", "inputs": ["good.txt"], "outputs": ["bad.txt"],
-         "params": {"counter": str(project.root / "count"), "fail_times": 5},
-         "retry": {"attempts": 1}},
-    ])
+    project.pipeline(
+        [
+            {
+                "name": "good",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["good.txt"],
+                "params": {"cmd": "cp {input} {output}"},
+            },
+            {
+                "name": "bad",
+                "uses": "flaky",
+                "inputs": ["good.txt"],
+                "outputs": ["bad.txt"],
+                "params": {"counter": str(project.root / "count"), "fail_times": 5},
+                "retry": {"attempts": 1},
+            },
+        ]
+    )
     first = project.run_json("--run-id", "first", expect=1)
     second = project.run_json("--run-id", "second", expect=1)
     listed = project.cli("runs", "list")
@@ -141,8 +184,9 @@ def test_runs_list_and_show(project: Project) -> None:
 
 
 def test_runs_on_a_state_folder_without_runs(project: Project) -> None:
-    project.pipeline([{"name": "s", "uses": "shell", "outputs": ["o.txt"],
-                       "params": {"cmd": "echo > {output}"}}])
+    project.pipeline(
+        [{"name": "s", "uses": "shell", "outputs": ["o.txt"], "params": {"cmd": "echo > {output}"}}]
+    )
     listed = project.cli("runs", "list")
     assert listed.returncode == 0 and "no run" in listed.stdout, listed
     shown = project.cli("runs", "show")

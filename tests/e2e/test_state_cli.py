@@ -15,16 +15,20 @@ from pipekit.state._lock import HOST
 
 def two_stages(project: Project) -> None:
     project.write("in.txt", "hello\n")
-    project.pipeline([
-        {"name": "copy", "uses": "copy", "inputs": ["in.txt"], "outputs": ["out/a.txt"]},
-        {"name": "upper", "uses": "upper", "inputs": ["out/a.txt"], "outputs": ["out/b.txt"]},
-    ])
+    project.pipeline(
+        [
+            {"name": "copy", "uses": "copy", "inputs": ["in.txt"], "outputs": ["out/a.txt"]},
+            {"name": "upper", "uses": "upper", "inputs": ["out/a.txt"], "outputs": ["out/b.txt"]},
+        ]
+    )
 
 
 def state_json(project: Project, *args: str, expect: int = 0) -> object:
     proc = project.cli("state", *args, "--json")
     assert proc.returncode == expect, (proc.stdout, proc.stderr)
-    return json.loads(proc.stdout)
+    doc = json.loads(proc.stdout)
+    lists = {"history": "transactions", "backups": "backups"}
+    return doc[lists[args[0]]] if args[0] in lists and expect == 0 else doc
 
 
 def test_runner_state_goes_through_pipeline_state(project: Project) -> None:
@@ -44,7 +48,11 @@ def test_runner_state_goes_through_pipeline_state(project: Project) -> None:
     before = (state.path.read_bytes(), os.stat(state.path).st_ino, state.log_path.read_bytes())
     summary = project.run_json()
     assert set(project.statuses(summary).values()) == {"skipped"}
-    assert before == (state.path.read_bytes(), os.stat(state.path).st_ino, state.log_path.read_bytes())
+    assert before == (
+        state.path.read_bytes(),
+        os.stat(state.path).st_ino,
+        state.log_path.read_bytes(),
+    )
     assert state.list_backups() == []
 
     project.write("in.txt", "changed\n")

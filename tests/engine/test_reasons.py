@@ -16,16 +16,34 @@ def _reasons_of_status(project: Project) -> dict[str, str]:
 
 def test_after_a_failed_run_the_reason_is_that_it_did_not_finish(project: Project) -> None:
     project.write("in.txt", "x\n")
-    project.pipeline([{"name": "s", "uses": "shell", "inputs": ["in.txt"], "outputs": ["o.txt"],
-                       "params": {"cmd": "exit 3"}}])
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["o.txt"],
+                "params": {"cmd": "exit 3"},
+            }
+        ]
+    )
     project.run_json(expect=1)
     assert "did not finish" in _reasons_of_status(project)["s"]
 
 
 def test_after_an_input_is_reverted_the_reason_is_the_input(project: Project) -> None:
     project.write("in.txt", "one\n")
-    project.pipeline([{"name": "s", "uses": "shell", "inputs": ["in.txt"], "outputs": ["o.txt"],
-                       "params": {"cmd": "cp {input} {output}"}}])
+    project.pipeline(
+        [
+            {
+                "name": "s",
+                "uses": "shell",
+                "inputs": ["in.txt"],
+                "outputs": ["o.txt"],
+                "params": {"cmd": "cp {input} {output}"},
+            }
+        ]
+    )
     project.run_json()
     project.write("in.txt", "two\n", age=5)
     project.run_json()
@@ -43,9 +61,18 @@ def test_a_stage_resumed_after_an_interrupt_says_its_last_run_did_not_finish(
 
     marker = tmp_path / "started"
     project.write("in.txt", "".join(f"line {i}\n" for i in range(20_000)))
-    project.pipeline([{"name": "r", "uses": "slow-upper", "inputs": ["in.txt"], "outputs": ["o.txt"],
-                       "params": {"sleep_every": 100, "sleep_s": 0.01, "marker": str(marker)},
-                       "checkpoint": {"every_records": 500}}])
+    project.pipeline(
+        [
+            {
+                "name": "r",
+                "uses": "slow-upper",
+                "inputs": ["in.txt"],
+                "outputs": ["o.txt"],
+                "params": {"sleep_every": 100, "sleep_s": 0.01, "marker": str(marker)},
+                "checkpoint": {"every_records": 500},
+            }
+        ]
+    )
     proc = project.popen("run", "--json")
     deadline = time.monotonic() + 60
     while not marker.exists():

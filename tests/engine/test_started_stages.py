@@ -145,10 +145,10 @@ def test_a_started_command_past_its_timeout_is_killed_with_its_group(
 
 
 def test_two_commands_running_at_once_each_answer_for_their_own_network_use(
-    project: Project
+    project: Project,
 ) -> None:
     reach = (
-        "python3 -c \"import socket; s = socket.socket(); s.settimeout(1)\n"
+        'python3 -c "import socket; s = socket.socket(); s.settimeout(1)\n'
         "try: s.connect(('10.255.255.1', 9))\nexcept OSError: pass\" ; sleep 0.3"
     )
     stages = {f"quiet{i}": "sleep 0.4; echo ok > {output}" for i in range(3)}
@@ -166,10 +166,19 @@ def test_jobs_bounds_started_and_threaded_stages_together(project: Project) -> N
     project.write("in.txt", "x\n")
     project.pipeline(
         [
-            {"name": "a", "uses": "shell", "outputs": ["a.out"],
-             "params": {"cmd": "sleep 0.6; echo a > {output}"}},
-            {"name": "b", "uses": "sleep", "inputs": ["in.txt"], "outputs": ["b.out"],
-             "params": {"seconds": 0.6}},
+            {
+                "name": "a",
+                "uses": "shell",
+                "outputs": ["a.out"],
+                "params": {"cmd": "sleep 0.6; echo a > {output}"},
+            },
+            {
+                "name": "b",
+                "uses": "sleep",
+                "inputs": ["in.txt"],
+                "outputs": ["b.out"],
+                "params": {"seconds": 0.6},
+            },
         ]
     )
     t0 = time.monotonic()
@@ -235,7 +244,7 @@ def test_a_signal_during_a_commit_ends_the_run(
 
 
 def test_commands_one_after_another_in_a_slot_each_answer_for_their_own_network_use(
-    project: Project
+    project: Project,
 ) -> None:
     """With one job, every command runs in the same namespace, one after
     another, and a command's closing count opens the next one's: the
@@ -245,7 +254,7 @@ def test_commands_one_after_another_in_a_slot_each_answer_for_their_own_network_
     is not shown here: the next command takes longer to start than the gap
     a wrong order would leave.)"""
     reach = (
-        "python3 -c \"import socket; s = socket.socket(); s.settimeout(1)\n"
+        'python3 -c "import socket; s = socket.socket(); s.settimeout(1)\n'
         "try: s.connect(('10.255.255.1', 9))\nexcept OSError: pass\" ; sleep 0.2"
     )
     shell(
@@ -259,6 +268,9 @@ def test_commands_one_after_another_in_a_slot_each_answer_for_their_own_network_
     )
     summary = project.run_json("--jobs", "1", "--keep-going", expect=1)
     assert project.statuses(summary) == {
-        "a_quiet": "ok", "b_reach": "failed", "c_quiet": "ok", "d_quiet": "ok",
+        "a_quiet": "ok",
+        "b_reach": "failed",
+        "c_quiet": "ok",
+        "d_quiet": "ok",
     }
     assert "tried to reach the network" in project.reasons(summary)["b_reach"]

@@ -385,8 +385,21 @@ class SymlinkOut(pipekit.Stage):
 @pipekit.hookimpl
 def register_stages(register: Callable[[Any], None]) -> None:
     for proc in (
-        Sleep(), Flaky(), SideEffect(), SlowWrite(), Versioned(), RecordBoom(),
-        RecordFatal(), Tagged(), Resumable(), SlowUpper(), Poison(), Numbered(),
-        JsonTag(), ReturnsList(), StartedCopy(), SymlinkOut(),
+        Sleep(),
+        Flaky(),
+        SideEffect(),
+        SlowWrite(),
+        Versioned(),
+        RecordBoom(),
+        RecordFatal(),
+        Tagged(),
+        Resumable(),
+        SlowUpper(),
+        Poison(),
+        Numbered(),
+        JsonTag(),
+        ReturnsList(),
+        StartedCopy(),
+        SymlinkOut(),
     ):
         register(proc)

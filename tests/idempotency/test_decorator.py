@@ -118,12 +118,31 @@ def test_the_default_store_is_dot_pipekit_in_the_current_folder(
 @pytest.mark.parametrize(
     ("tp", "value"),
     [
-        (Receipt, Receipt("r1", Decimal("9.90"), dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC),
-                          Tier.PRO, frozenset({"a", "b"}), [("x", 1)],
-                          Receipt("r0", Decimal("1"), dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-                                  Tier.FREE, frozenset(), []))),
-        (Report, Report(PurePosixPath("/a/b"), dt.date(2024, 1, 2), 3, b"\x00\xff",
-                        {uuid.UUID(int=1): 0.5})),
+        (
+            Receipt,
+            Receipt(
+                "r1",
+                Decimal("9.90"),
+                dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC),
+                Tier.PRO,
+                frozenset({"a", "b"}),
+                [("x", 1)],
+                Receipt(
+                    "r0",
+                    Decimal("1"),
+                    dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+                    Tier.FREE,
+                    frozenset(),
+                    [],
+                ),
+            ),
+        ),
+        (
+            Report,
+            Report(
+                PurePosixPath("/a/b"), dt.date(2024, 1, 2), 3, b"\x00\xff", {uuid.UUID(int=1): 0.5}
+            ),
+        ),
         (tuple[int, str, float], (1, "a", float("inf"))),
         (set[int], {3, 1, 2}),
         (dict[int, list[Path]], {1: [Path("x")]}),
@@ -228,7 +247,9 @@ def test_an_argument_without_canonical_form_is_refused_before_running(store: Pat
     def f(x: Any) -> None:
         calls(x)
 
-    with pytest.raises(TypeError, match=r"arguments of .*f\['x'\]: type _thread.lock has no canonical"):
+    with pytest.raises(
+        TypeError, match=r"arguments of .*f\['x'\]: type _thread.lock has no canonical"
+    ):
         f(threading.Lock())
     with pytest.raises(TypeError, match="timezone-aware"):
         f(dt.datetime(2024, 1, 1))

@@ -46,9 +46,19 @@ def caller(tmp_path: Path) -> Path:
     return script
 
 
-def spawn(caller: Path, store: Path, log: Path, start: float, pending_timeout: float, sleep: float) -> subprocess.Popen[str]:
+def spawn(
+    caller: Path, store: Path, log: Path, start: float, pending_timeout: float, sleep: float
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(caller), str(store), str(log), str(start), str(pending_timeout), str(sleep)],
+        [
+            sys.executable,
+            str(caller),
+            str(store),
+            str(log),
+            str(start),
+            str(pending_timeout),
+            str(sleep),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -99,7 +109,10 @@ def test_a_killed_pending_caller_is_taken_over(tmp_path: Path, caller: Path) -> 
 
     # the killed caller "comes back" with its claim: it cannot overwrite
     stale = IdempotencyStatus(
-        key=claim.key, state="PENDING", fingerprint=claim.fingerprint, created=claim.created,
+        key=claim.key,
+        state="PENDING",
+        fingerprint=claim.fingerprint,
+        created=claim.created,
         owner=claim.owner,
     )
     with pytest.raises(IdempotencyClaimLost):

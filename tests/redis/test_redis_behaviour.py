@@ -126,10 +126,14 @@ def test_unpublished_chunks_expire_and_published_ones_do_not(redis_server: Redis
 
 def test_checkpoint_resumes_through_a_real_run(project: Project, redis_server: RedisServer) -> None:
     project.pipeline(
-        [{
-            "name": "res", "uses": "resumable", "outputs": ["out.txt"],
-            "retry": {"attempts": 2, "backoff": 0.01, "jitter": 0.0},
-        }],
+        [
+            {
+                "name": "res",
+                "uses": "resumable",
+                "outputs": ["out.txt"],
+                "retry": {"attempts": 2, "backoff": 0.01, "jitter": 0.0},
+            }
+        ],
         backend={"name": "redis", "options": {"url": redis_server.url}},
     )
     summary = project.run_json()

@@ -63,10 +63,24 @@ def test_a_damaged_dead_letter_is_left_out(
 
     store = RedisDeadLetterStore(real_connection(redis_server, _prefix()))
     now = time.time()
-    fields = dict(pipeline="p", stage="s", fingerprint="fp", run_id="r", input="in.txt",
-                  input_index=0, offset=0, line=1, format="lines", record=b"x",
-                  error_type="E", message="m", traceback="t", attempts=1,
-                  first_failed=now, last_failed=now)
+    fields = dict(
+        pipeline="p",
+        stage="s",
+        fingerprint="fp",
+        run_id="r",
+        input="in.txt",
+        input_index=0,
+        offset=0,
+        line=1,
+        format="lines",
+        record=b"x",
+        error_type="E",
+        message="m",
+        traceback="t",
+        attempts=1,
+        first_failed=now,
+        last_failed=now,
+    )
     good = store.add(DeadLetter(**fields))  # type: ignore[arg-type]
     bad = store.add(DeadLetter(**{**fields, "offset": 2}))  # type: ignore[arg-type]
     redis_server.client().hset(f"{store._base('p')}l:{bad}", "attempts", "many")

@@ -30,8 +30,16 @@ def test_defaults_and_env() -> None:
     assert parse({}, {"PIPEKIT_REDIS_URL": "redis://h:1/2"}).url == "redis://h:1/2"
     # the pipeline's own url wins over the environment
     assert parse({"url": "redis://a/0"}, {"PIPEKIT_REDIS_URL": "redis://b/0"}).url == "redis://a/0"
-    o = parse({"prefix": "x:", "lock_ttl": 5, "socket_timeout": 1, "retries": 0, "chunk_size": 2048})
-    assert (o.prefix, o.lock_ttl, o.socket_timeout, o.retries, o.chunk_size) == ("x:", 5.0, 1.0, 0, 2048)
+    o = parse(
+        {"prefix": "x:", "lock_ttl": 5, "socket_timeout": 1, "retries": 0, "chunk_size": 2048}
+    )
+    assert (o.prefix, o.lock_ttl, o.socket_timeout, o.retries, o.chunk_size) == (
+        "x:",
+        5.0,
+        1.0,
+        0,
+        2048,
+    )
     # a restart of 10 s and more is waited out by default (issue 20 item 7)
     assert (parse({}).retry_budget, parse({}).retries) == (30.0, None)
     assert parse({"retry_budget": 90}).retry_budget == 90.0

@@ -113,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_OK
     letters = store.list(pipeline.name, stage=args.stage)
     if args.json:
-        print_json([letter_json(x) for x in letters])
+        print_json({"pipeline": pipeline.name, "letters": [letter_json(x) for x in letters]})
         return EXIT_OK
     if not letters:
         where = f" of stage {args.stage!r}" if args.stage else ""

@@ -143,7 +143,7 @@ def main_list(args: argparse.Namespace) -> int:
     mgr = manager(args)
     statuses = list(mgr.list(args.prefix or ""))
     if args.json:
-        print_json([s.to_json(with_result=False) for s in statuses])
+        print_json({"records": [s.to_json(with_result=False) for s in statuses]})
         return EXIT_OK
     for s in statuses:
         print(f"{s.state:<8} {_when(s.created)}  expires in {_left(s):<6}  {printable(s.key)}")

@@ -24,7 +24,7 @@ def add_parser(sub: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     registry = load_registry()
     if args.json:
-        print_json(registry.to_json(), indent=True)
+        print_json({"plugins": registry.to_json()}, indent=True)
         return EXIT_OK
     for p in registry.plugins:
         print(f"{p.name}  ({p.distribution} {p.version}, {p.module})")

@@ -159,7 +159,7 @@ def show(state: Any, args: argparse.Namespace) -> int:
 def history(state: Any, args: argparse.Namespace) -> int:
     entries = state.history(_limit(args))
     if args.json:
-        print_json([e.to_json() for e in entries])
+        print_json({"transactions": [e.to_json() for e in entries]})
         return EXIT_OK
     if not entries:
         print(f"{state.log_path}: no transactions logged yet")
@@ -195,7 +195,7 @@ def backups(state: Any, args: argparse.Namespace) -> int:
             parses = False
         rows.append((b, parses))
     if args.json:
-        print_json([{**b.to_json(), "parses": parses} for b, parses in rows])
+        print_json({"backups": [{**b.to_json(), "parses": parses} for b, parses in rows]})
         return EXIT_OK
     if not rows:
         print(f"{state.backup_dir}: no backups yet")
