@@ -151,7 +151,7 @@ class Runner:
         finally:
             if scheduler.lifecycle is not None:
                 scheduler.lifecycle.close()
-        interrupted = scheduler.interrupted
+        interrupted = scheduler.interrupted or scheduler.signal_pending
         while True:
             # An interrupt while the run is being recorded marks it
             # interrupted and records it again (every write here is atomic).
@@ -171,11 +171,15 @@ class Runner:
         return outcome
 
     def signalled(self) -> bool:
-        """SIGINT/SIGTERM, from the signal handler: True when the scheduler's
-        loop takes it (it stops the run in order); False when no loop runs
-        (the handler then raises KeyboardInterrupt)."""
+        """SIGINT/SIGTERM, from the signal handler: True once the scheduler
+        exists (it stops the run in order, and a signal after its loop marks
+        the run interrupted); False before (the handler then raises
+        KeyboardInterrupt)."""
         scheduler = self.scheduler
-        return scheduler is not None and scheduler.signalled()
+        if scheduler is None:
+            return False
+        scheduler.signalled()
+        return True
 
     def outcome(
         self,

@@ -126,16 +126,15 @@ class Scheduler:
     def stopping(self) -> bool:
         return self.interrupted or self.signal_pending or self.services.stopping()
 
-    def signalled(self) -> bool:
+    def signalled(self) -> None:
         """SIGINT/SIGTERM (called by the signal handler, in the main thread,
         between two bytecodes of whatever it was doing): stop at the loop's
-        next turn. Takes no lock (``SimpleQueue.put`` is reentrant). False
-        when the loop is not running: the caller raises KeyboardInterrupt."""
-        if not self.looping:
-            return False
+        next turn, or, once the loop is over, have the run count as
+        interrupted. Takes no lock (``SimpleQueue.put`` is reentrant) and
+        raises nothing into the work it lands in."""
         self.signal_pending = True
-        self.ended.put(_WAKE)
-        return True
+        if self.looping:
+            self.ended.put(_WAKE)
 
     def interrupt(self) -> None:
         if not self.interrupted:
