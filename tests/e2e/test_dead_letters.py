@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import signal
@@ -334,26 +333,35 @@ def test_processor_state_is_kept_through_checkpoints(project: Project) -> None:
         ]
     )
 
-    def saved() -> dict[str, int]:
-        """Every file of the checkpoint store, with its mtime."""
-        store = project.root / ".pipekit" / "checkpoints"
-        found = {}
-        for path in store.rglob("*"):
-            if ".pipekit-tmp" not in str(path):
-                with contextlib.suppress(OSError):  # (one replaced meanwhile)
-                    found[str(path)] = path.stat().st_mtime_ns
-        return found
+    store = project.root / ".pipekit" / "checkpoints" / "proj.n"
+
+    def blobs() -> set[str]:
+        return {p.name for p in store.glob("b-*")} if store.exists() else set()
+
+    def index_mtime() -> int:
+        try:
+            return (store / "_index").stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
 
     for _ in range(2):
-        before = saved()
+        before = blobs()
         proc = project.popen("run")
         deadline = time.monotonic() + 60
-        # a checkpoint saved by this run (not a moment counted: a busy machine
-        # may take long to save one), then the kill, well before the ~1.5 s
-        # of the processor's own sleeps are over
-        while saved().items() <= before.items():
+
+        def waiting() -> None:
             assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint saved"
-            time.sleep(0.005)
+            time.sleep(0.002)
+
+        # a checkpoint this run saved and committed (its blob is new, and the
+        # index was written after it was seen), not a moment counted: a busy
+        # machine may take long; the kill comes well before the processor's
+        # own ~1.5 s of sleeps are over
+        while not blobs() - before:
+            waiting()
+        seen = index_mtime()
+        while index_mtime() == seen:
+            waiting()
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
     summary = project.run_json()
@@ -430,7 +438,13 @@ def test_dead_letters_are_kept_by_stage_and_pipeline(project: Project, tmp_path:
     other.write_text(text.replace("out/", "out2/"))
     assert project.cli("run", "-f", str(other)).returncode == 0
     assert len(dlq(project, "list")) == 5
-    assert len(json.loads(project.cli("dlq", "list", "--json", "-f", str(other)).stdout)["letters"]) == 5
+    assert (
+        len(json.loads(project.cli("dlq", "list", "--json", "-f", str(other)).stdout)["letters"])
+        == 5
+    )
     dlq(project, "purge")
     assert dlq(project, "list") == []
-    assert len(json.loads(project.cli("dlq", "list", "--json", "-f", str(other)).stdout)["letters"]) == 5
+    assert (
+        len(json.loads(project.cli("dlq", "list", "--json", "-f", str(other)).stdout)["letters"])
+        == 5
+    )
