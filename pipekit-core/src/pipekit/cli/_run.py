@@ -79,7 +79,7 @@ def run_id_option(value: str | None, state_dir: Path) -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..engine import Runner, RunOptions
+    from ..engine import Runner
 
     interrupts = install_signal_handlers()
     _pwd_is_cwd()
@@ -95,30 +95,15 @@ def main(args: argparse.Namespace) -> int:
     from ..plan._targets import select
 
     pipeline = select(pipeline, args.targets, downstream=args.downstream)
-    force, force_all = stage_names("--force", args.force, pipeline)
-    allow_network, allow_network_all = stage_names("--allow-network", args.allow_network, pipeline)
-    if args.jobs < 1:
-        raise ConfigError("--jobs must be 1 or more")
-    from ..plan._config import check_duration
-
-    check_duration("--lock-timeout", args.lock_timeout)
+    options = run_options(args, pipeline)
     run_id = run_id_option(args.run_id, pipeline.state_dir)
     if args.dry_run:
         from ._status import print_plan
 
-        return print_plan(args, pipeline, registry, force, force_all, dry_run=True)
+        return print_plan(args, pipeline, registry, options.force, options.force_all, dry_run=True)
     from .._private_files import check_writable
 
     check_writable(pipeline.state_dir)  # a read-only or full disk: one line, before any work
-    options = RunOptions(
-        jobs=args.jobs,
-        force=force,
-        force_all=force_all,
-        keep_going=args.keep_going,
-        lock_timeout=args.lock_timeout,
-        allow_network=allow_network,
-        allow_network_all=allow_network_all,
-    )
     from ._progress import ProgressDisplay, colour_wanted, wanted
     from ._stage_lines import Reporter, running_after
 
@@ -151,6 +136,34 @@ def main(args: argparse.Namespace) -> int:
         print_json(outcome.summary(pipeline.name))
     else:
         reporter.end(outcome)
+    say_outcome(outcome, verbose=bool(args.verbose))
+    return int(outcome.exit_code)
+
+
+def run_options(args: argparse.Namespace, pipeline: Any) -> Any:
+    """The ``RunOptions`` the command line asks for, checked."""
+    from ..engine import RunOptions
+    from ..plan._config import check_duration
+
+    force, force_all = stage_names("--force", args.force, pipeline)
+    allow_network, allow_network_all = stage_names("--allow-network", args.allow_network, pipeline)
+    if args.jobs < 1:
+        raise ConfigError("--jobs must be 1 or more")
+    check_duration("--lock-timeout", args.lock_timeout)
+    return RunOptions(
+        jobs=args.jobs,
+        force=force,
+        force_all=force_all,
+        keep_going=args.keep_going,
+        lock_timeout=args.lock_timeout,
+        allow_network=allow_network,
+        allow_network_all=allow_network_all,
+    )
+
+
+def say_outcome(outcome: Any, *, verbose: bool) -> None:
+    """On stderr, also with -q: how to go on after an interrupt, or each
+    failed stage's error (its traceback with -v)."""
     if outcome.status == "interrupted":
         resumable = [
             f"stage {r.name!r} resumes from record {r.info['checkpoint_record']:,}"
@@ -165,9 +178,8 @@ def main(args: argparse.Namespace) -> int:
     elif outcome.status == "failed":  # errors: said with -q too
         for r in outcome.results:
             if r.status == "failed":
-                trace = r.info.get("traceback") if args.verbose else None
+                trace = r.info.get("traceback") if verbose else None
                 error(f"stage {r.name!r}: {r.reason}", traceback=trace)
-    return int(outcome.exit_code)
 
 
 def _pwd_is_cwd() -> None:

@@ -10,10 +10,7 @@ from typing import Any
 from ..errors import EXIT_OK
 from ._common import add_common, add_file, printable
 
-__all__ = ["add_parser", "state_dir_of", "duration_of", "SCHEMA_VERSION"]
-
-SCHEMA_VERSION = 1
-"""Of the JSON ``pipekit runs list --json`` and ``runs show --json`` print."""
+__all__ = ["add_parser", "state_dir_of", "duration_of"]
 
 
 def add_parser(sub: Any) -> None:
@@ -101,7 +98,7 @@ def _list(args: argparse.Namespace, state_dir: Path) -> int:
     if args.json:
         from ._common import print_json
 
-        print_json({"schema_version": SCHEMA_VERSION, "runs": rows})
+        print_json({"runs": rows})  # (print_json adds schema_version)
     elif not args.quiet:
         _print_list(rows, state_dir)
     return EXIT_OK
@@ -141,7 +138,7 @@ def _show(args: argparse.Namespace, state_dir: Path) -> int:
         from ._common import print_json
 
         print_json(
-            {"schema_version": SCHEMA_VERSION, "run_id": record["run_id"],
+            {"run_id": record["run_id"],
              "status": record.get("status"), "run": record}
         )  # fmt: skip
     elif not args.quiet:
